@@ -1,0 +1,174 @@
+//! The process-wide half of dvm: one wasmtime `Engine`, the epoch ticker, the pooling
+//! allocator and the compiled-module cache.
+
+pub(crate) mod cache;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, Thread};
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::limits::MAX_MEMORY_BYTES;
+
+/// Wasm stack available to a guest. CPython needs far more than wasmtime's 512 KiB default.
+pub const WASM_STACK_BYTES: usize = 8 << 20;
+/// Native stack of the thread a guest runs on: the wasm stack plus room for host frames.
+pub(crate) const RUN_THREAD_STACK_BYTES: usize = WASM_STACK_BYTES + (8 << 20);
+/// Default cap on the size of a module dvm will load.
+pub const DEFAULT_MAX_MODULE_BYTES: u64 = 512 << 20;
+/// How often the epoch advances while guests run; a deadline is met within about one tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Pooling-allocator sizing: how many sandboxes can be live at once and how large each may be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Sandboxes that can be instantiated at the same time. Default: 1,000.
+    pub slots: u32,
+    /// Largest linear memory any sandbox can be given. Default: 4 GiB (all of wasm32).
+    pub max_memory_bytes: u64,
+    /// Largest table any module can declare or grow to. Default: 131,072 elements.
+    pub table_elements: usize,
+    /// Largest instance metadata (globals, function references…). Default: 8 MiB.
+    pub max_core_instance_bytes: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            slots: 1000,
+            max_memory_bytes: MAX_MEMORY_BYTES,
+            table_elements: 1 << 17,
+            max_core_instance_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Configuration of a [`Dvm`](crate::Dvm) instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where compiled modules (and later, runtimes and caches) live. Default: `$DVM_HOME`, or
+    /// the platform cache directory + `/dvm`.
+    pub home: PathBuf,
+    /// `Some` to preallocate sandbox slots with the pooling allocator and copy-on-write memory
+    /// images (fast instantiation); `None` to allocate on demand. Default: a 1,000-slot pool.
+    pub pool: Option<PoolConfig>,
+    /// Modules larger than this are refused before parsing. Default: 512 MiB.
+    pub max_module_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            home: default_home(),
+            pool: Some(PoolConfig::default()),
+            max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+        }
+    }
+}
+
+/// `$DVM_HOME` if set, otherwise the platform cache directory + `/dvm`.
+pub fn default_home() -> PathBuf {
+    match std::env::var_os("DVM_HOME") {
+        Some(home) if !home.is_empty() => PathBuf::from(home),
+        _ => dirs::cache_dir()
+            .unwrap_or_else(std::env::temp_dir)
+            .join("dvm"),
+    }
+}
+
+/// Builds the one engine configuration dvm uses. Anything that changes here changes the
+/// engine's precompile compatibility hash, so cached modules from another setting are
+/// recompiled rather than refused.
+pub(crate) fn engine(config: &Config) -> Result<wasmtime::Engine, Error> {
+    let mut wasm = wasmtime::Config::new();
+    wasm.consume_fuel(true)
+        .epoch_interruption(true)
+        .wasm_exceptions(true)
+        .max_wasm_stack(WASM_STACK_BYTES)
+        .async_stack_size(WASM_STACK_BYTES + (1 << 20))
+        .memory_init_cow(true)
+        .parallel_compilation(true);
+    if let Some(pool) = &config.pool {
+        let mut pooling = wasmtime::PoolingAllocationConfig::new();
+        pooling
+            .total_core_instances(pool.slots)
+            .total_memories(pool.slots)
+            .total_tables(pool.slots)
+            .total_stacks(pool.slots)
+            .max_memories_per_module(1)
+            .max_tables_per_module(8)
+            .max_memory_size(usize::try_from(pool.max_memory_bytes).unwrap_or(usize::MAX))
+            .table_elements(pool.table_elements)
+            .max_core_instance_size(pool.max_core_instance_bytes);
+        wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+    }
+    wasmtime::Engine::new(&wasm).map_err(|e| Error::Internal(format!("engine setup failed: {e}")))
+}
+
+/// Advances the engine's epoch while any guest runs, and sleeps otherwise. Holds only a weak
+/// handle: the thread ends once the engine is dropped.
+pub(crate) struct EpochTicker {
+    active: Arc<AtomicUsize>,
+    thread: Mutex<Option<Thread>>,
+    engine: wasmtime::EngineWeak,
+}
+
+/// Marks one run as active for as long as it lives.
+pub(crate) struct ActiveRun {
+    active: Arc<AtomicUsize>,
+}
+
+impl Drop for ActiveRun {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl EpochTicker {
+    pub(crate) fn new(engine: &wasmtime::Engine) -> Self {
+        EpochTicker {
+            active: Arc::new(AtomicUsize::new(0)),
+            thread: Mutex::new(None),
+            engine: engine.weak(),
+        }
+    }
+
+    /// Registers a run; the ticker ticks until every registration is dropped.
+    pub(crate) fn activate(&self) -> Result<ActiveRun, Error> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        let run = ActiveRun {
+            active: self.active.clone(),
+        };
+        let mut thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*thread {
+            Some(ticker) => ticker.unpark(),
+            None => {
+                let active = self.active.clone();
+                let engine = self.engine.clone();
+                let handle = thread::Builder::new()
+                    .name("dvm-epoch".into())
+                    .spawn(move || tick(&engine, &active))
+                    .map_err(|e| Error::Internal(format!("cannot start the epoch thread: {e}")))?;
+                *thread = Some(handle.thread().clone());
+            }
+        }
+        Ok(run)
+    }
+}
+
+fn tick(engine: &wasmtime::EngineWeak, active: &AtomicUsize) {
+    loop {
+        if active.load(Ordering::Acquire) == 0 {
+            // Idle: nothing to interrupt. Wake now and then to notice a dropped engine.
+            thread::park_timeout(Duration::from_secs(1));
+        } else {
+            thread::sleep(EPOCH_TICK);
+        }
+        match engine.upgrade() {
+            Some(engine) => engine.increment_epoch(),
+            None => return,
+        }
+    }
+}

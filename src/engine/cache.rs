@@ -1,0 +1,177 @@
+//! The compiled-module cache: each module is compiled once per machine and engine
+//! configuration, then loaded by mmap.
+//!
+//! Layout under `$DVM_HOME/modules/v1/`:
+//! - `index/<key>`: the blake3 (hex) of the compiled object for a cache key;
+//! - `objects/<blake3>.cwasm`: serialized modules, named by their own hash, never rewritten.
+//!
+//! The key is blake3 over the wasm bytes' hash, the engine's precompile compatibility hash
+//! and the wasmtime version. Files are published by writing a temp file beside the target
+//! and renaming it, so racing processes each publish a whole file. An object is re-hashed
+//! before the unsafe deserialize; a mismatch is reported and the module recompiled.
+
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+const LAYOUT_VERSION: &str = "v1";
+/// The pinned wasmtime version (Cargo.toml pins `=48.0.8`; a test keeps the two in step).
+pub const WASMTIME_VERSION: &str = "48.0.8";
+const KEY_DOMAIN: &[u8] = b"dvm compiled-module cache key v1";
+
+/// Where a loaded module came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleSource {
+    /// Already loaded by this process.
+    Memory,
+    /// Loaded from the on-disk cache.
+    Disk,
+    /// Compiled now (and written to the cache when possible).
+    Compiled,
+}
+
+pub(crate) struct ModuleCache {
+    dir: PathBuf,
+    /// blake3 of the engine's compatibility hash and the wasmtime version.
+    engine_id: [u8; 32],
+}
+
+/// Feeds `Hash` input into blake3, so the engine's compatibility hash becomes stable bytes.
+struct Blake3Hasher(blake3::Hasher);
+
+impl Hasher for Blake3Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        let digest = self.0.finalize();
+        u64::from_le_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"))
+    }
+}
+
+fn put_field(hasher: &mut blake3::Hasher, field: &[u8]) {
+    hasher.update(&(field.len() as u64).to_le_bytes());
+    hasher.update(field);
+}
+
+impl ModuleCache {
+    pub(crate) fn new(home: &Path, engine: &wasmtime::Engine) -> Self {
+        let mut compat = Blake3Hasher(blake3::Hasher::new());
+        engine.precompile_compatibility_hash().hash(&mut compat);
+        let mut id = blake3::Hasher::new();
+        put_field(&mut id, compat.0.finalize().as_bytes());
+        put_field(&mut id, WASMTIME_VERSION.as_bytes());
+        ModuleCache {
+            dir: home.join("modules").join(LAYOUT_VERSION),
+            engine_id: *id.finalize().as_bytes(),
+        }
+    }
+
+    /// The engine identity folded into every key (also useful for result-cache keys).
+    pub(crate) fn engine_id(&self) -> [u8; 32] {
+        self.engine_id
+    }
+
+    fn key(&self, wasm_digest: &blake3::Hash) -> String {
+        let mut key = blake3::Hasher::new();
+        put_field(&mut key, KEY_DOMAIN);
+        put_field(&mut key, wasm_digest.as_bytes());
+        put_field(&mut key, &self.engine_id);
+        key.finalize().to_hex().to_string()
+    }
+
+    /// Loads the compiled form of `wasm` from disk, or compiles and stores it.
+    pub(crate) fn load_or_compile(
+        &self,
+        engine: &wasmtime::Engine,
+        wasm: &[u8],
+        wasm_digest: &blake3::Hash,
+        what: &str,
+    ) -> Result<(wasmtime::Module, ModuleSource), Error> {
+        let key = self.key(wasm_digest);
+        match self.load(engine, &key) {
+            Ok(Some(module)) => return Ok((module, ModuleSource::Disk)),
+            Ok(None) => {}
+            Err(problem) => {
+                tracing::warn!("compiled-module cache entry {key} unusable, recompiling: {problem}")
+            }
+        }
+        let module = wasmtime::Module::new(engine, wasm).map_err(|e| Error::InvalidModule {
+            what: what.to_string(),
+            message: format!("{e:#}"),
+        })?;
+        if let Err(problem) = self.store(&module, &key) {
+            tracing::warn!(
+                "cannot write the compiled-module cache under {}: {problem}",
+                self.dir.display()
+            );
+        }
+        Ok((module, ModuleSource::Compiled))
+    }
+
+    fn index_path(&self, key: &str) -> PathBuf {
+        self.dir.join("index").join(key)
+    }
+
+    fn object_path(&self, digest: &str) -> PathBuf {
+        self.dir.join("objects").join(format!("{digest}.cwasm"))
+    }
+
+    fn load(&self, engine: &wasmtime::Engine, key: &str) -> Result<Option<wasmtime::Module>, String> {
+        let index = self.index_path(key);
+        let expected = match std::fs::read_to_string(&index) {
+            Ok(text) => text.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", index.display())),
+        };
+        let object = self.object_path(&expected);
+        let mut hasher = blake3::Hasher::new();
+        match hasher.update_mmap_rayon(&object) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", object.display())),
+        }
+        let actual = hasher.finalize().to_hex();
+        if actual.as_str() != expected {
+            // Remove the damaged object so the next writer can publish a good one.
+            let _ = std::fs::remove_file(&object);
+            return Err(format!(
+                "{} is corrupt (blake3 {actual}, expected {expected})",
+                object.display()
+            ));
+        }
+        // SAFETY: the file is one this cache wrote from `Module::serialize` and its contents
+        // were just verified against the hash recorded when it was written; wasmtime also
+        // checks the header against this engine's configuration.
+        let module = unsafe { wasmtime::Module::deserialize_file(engine, &object) }
+            .map_err(|e| format!("cannot load {}: {e}", object.display()))?;
+        Ok(Some(module))
+    }
+
+    fn store(&self, module: &wasmtime::Module, key: &str) -> Result<(), String> {
+        let bytes = module.serialize().map_err(|e| format!("serialize: {e}"))?;
+        let digest = blake3::hash(&bytes).to_hex().to_string();
+        let object = self.object_path(&digest);
+        if !object.exists() {
+            publish(&object, &bytes)?;
+        }
+        publish(&self.index_path(key), digest.as_bytes())
+    }
+}
+
+/// Writes `bytes` to a temp file beside `target` and renames it into place.
+pub(crate) fn publish(target: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = target.parent().expect("cache paths have a parent");
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let mut temp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| format!("temp file in {}: {e}", dir.display()))?;
+    temp.write_all(bytes)
+        .and_then(|()| temp.as_file().sync_data())
+        .map_err(|e| format!("write {}: {e}", temp.path().display()))?;
+    temp.persist(target)
+        .map_err(|e| format!("rename into {}: {}", target.display(), e.error))?;
+    Ok(())
+}

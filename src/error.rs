@@ -1,0 +1,107 @@
+//! The library's error type: what went wrong before or around a run, never how a guest ended
+//! (that is an [`Outcome`](crate::Outcome)).
+
+use std::path::PathBuf;
+
+/// Why dvm could not run something. Every variant says what to do next.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    ReadInput {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "{what} is {actual} bytes, over the {limit}-byte cap; \
+         raise the cap in the dvm configuration if this module is trusted"
+    )]
+    ModuleTooLarge {
+        what: String,
+        actual: u64,
+        limit: u64,
+    },
+
+    #[error("{what} is not valid WebAssembly text: {message}")]
+    InvalidWat { what: String, message: String },
+
+    #[error(
+        "{what} is not a WebAssembly module (it does not start with the `\\0asm` magic); \
+         pass a .wasm binary or a .wat text file"
+    )]
+    NotWasm { what: String },
+
+    #[error("{what} is not a valid WebAssembly module: {message}")]
+    InvalidModule { what: String, message: String },
+
+    #[error(
+        "{what} imports `{module}::{name}`, which dvm does not provide; \
+         a WASI command may import only `wasi_snapshot_preview1` functions"
+    )]
+    UnknownImport {
+        what: String,
+        module: String,
+        name: String,
+    },
+
+    #[error("{what} cannot be linked: {message}")]
+    IncompatibleImport { what: String, message: String },
+
+    #[error(
+        "{what} has no `_start` function of type () -> (); \
+         dvm runs WASI command modules (build with a wasm32-wasip1 target)"
+    )]
+    NoEntryPoint { what: String },
+
+    #[error("invalid limits: {0}")]
+    InvalidLimits(String),
+
+    #[error(
+        "the sandbox pool is full ({0}); wait for running sandboxes to finish \
+         or raise the pool size"
+    )]
+    Capacity(String),
+
+    #[error("dvm home {path} is unusable: {source}")]
+    Home {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// A stable, machine-readable name for the error, used in JSON output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::ReadInput { .. } => "read_input",
+            Error::ModuleTooLarge { .. } => "module_too_large",
+            Error::InvalidWat { .. } => "invalid_wat",
+            Error::NotWasm { .. } => "not_wasm",
+            Error::InvalidModule { .. } => "invalid_module",
+            Error::UnknownImport { .. } => "unknown_import",
+            Error::IncompatibleImport { .. } => "incompatible_import",
+            Error::NoEntryPoint { .. } => "no_entry_point",
+            Error::InvalidLimits(_) => "invalid_limits",
+            Error::Capacity(_) => "capacity",
+            Error::Home { .. } => "home",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// True when the problem is in what the user gave dvm (exit code 2 in the CLI), false
+    /// when the host itself failed.
+    pub fn is_user_error(&self) -> bool {
+        !matches!(
+            self,
+            Error::Capacity(_) | Error::Home { .. } | Error::Internal(_)
+        )
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

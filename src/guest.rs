@@ -1,0 +1,131 @@
+//! Guest images: reading and checking a module, the linker it runs against, and the ABI
+//! adapter that starts it. This guests are WASI command modules (`_start`);
+//! interpreter ABIs plug in as further [`Abi`] variants.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use wasmtime::{ExternType, Linker, Module, Store};
+
+use crate::error::Error;
+use crate::sandbox::{self, SandboxState};
+
+const WASI_P1: &str = "wasi_snapshot_preview1";
+const WASM_MAGIC: &[u8] = b"\0asm";
+
+/// How dvm starts a guest once it is instantiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abi {
+    /// A WASI command: call `_start`; `proc_exit(n)` or returning (exit 0) ends it.
+    Command,
+}
+
+impl Abi {
+    pub(crate) fn entry(self) -> sandbox::Entry<'static> {
+        match self {
+            Abi::Command => &|store: &mut Store<SandboxState>, instance| {
+                let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+                start.call(store, ())?;
+                Ok(0)
+            },
+        }
+    }
+}
+
+/// The linker every WASI command runs against: WASI preview 1 with dvm's deadline-aware
+/// `poll_oneoff` in place of the stock one.
+pub(crate) fn command_linker(engine: &wasmtime::Engine) -> Result<Linker<SandboxState>, Error> {
+    let mut linker = Linker::new(engine);
+    let fail = |e: wasmtime::Error| Error::Internal(format!("cannot build the WASI linker: {e}"));
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut SandboxState| {
+        &mut state.wasi
+    })
+    .map_err(fail)?;
+    linker.allow_shadowing(true);
+    linker
+        .func_wrap(WASI_P1, "poll_oneoff", sandbox::poll_oneoff)
+        .map_err(fail)?;
+    linker.allow_shadowing(false);
+    Ok(linker)
+}
+
+/// The `(module, name)` pairs a linker defines, to name a missing import precisely.
+pub(crate) fn defined_imports(
+    engine: &wasmtime::Engine,
+    linker: &Linker<SandboxState>,
+) -> HashSet<(String, String)> {
+    let mut store = Store::new(engine, SandboxState::inert());
+    linker
+        .iter(&mut store)
+        .map(|(module, name, _)| (module.to_string(), name.to_string()))
+        .collect()
+}
+
+/// Reads a module file, refusing one over `max_bytes` before reading it.
+pub(crate) fn read_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, Error> {
+    let read_error = |source| Error::ReadInput {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_error)?;
+    if meta.is_dir() {
+        return Err(read_error(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "it is a directory, not a module file",
+        )));
+    }
+    if meta.len() > max_bytes {
+        return Err(Error::ModuleTooLarge {
+            what: path.display().to_string(),
+            actual: meta.len(),
+            limit: max_bytes,
+        });
+    }
+    std::fs::read(path).map_err(read_error)
+}
+
+/// Turns file contents into wasm bytes: binary as is, text through the `wat` parser.
+pub(crate) fn to_wasm(what: &str, bytes: Vec<u8>, is_text: bool) -> Result<Vec<u8>, Error> {
+    if bytes.starts_with(WASM_MAGIC) {
+        return Ok(bytes);
+    }
+    let looks_textual = std::str::from_utf8(&bytes)
+        .is_ok_and(|text| text.trim_start().starts_with(['(', ';']));
+    if !is_text && !looks_textual {
+        return Err(Error::NotWasm {
+            what: what.to_string(),
+        });
+    }
+    wat::parse_bytes(&bytes)
+        .map(|wasm| wasm.into_owned())
+        .map_err(|e| Error::InvalidWat {
+            what: what.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Checks that `module` is a WASI command dvm can run: every import provided, a `_start`.
+pub(crate) fn check_command(
+    what: &str,
+    module: &Module,
+    defined: &HashSet<(String, String)>,
+) -> Result<(), Error> {
+    for import in module.imports() {
+        let key = (import.module().to_string(), import.name().to_string());
+        if !defined.contains(&key) {
+            return Err(Error::UnknownImport {
+                what: what.to_string(),
+                module: key.0,
+                name: key.1,
+            });
+        }
+    }
+    match module.get_export("_start") {
+        Some(ExternType::Func(func)) if func.params().len() == 0 && func.results().len() == 0 => {
+            Ok(())
+        }
+        _ => Err(Error::NoEntryPoint {
+            what: what.to_string(),
+        }),
+    }
+}

@@ -1,0 +1,27 @@
+//! dvm runs untrusted and machine-generated code in WebAssembly sandboxes with hard limits.
+//!
+//! ```no_run
+//! let dvm = dvm::Dvm::new(dvm::Config::default())?;
+//! let program = dvm.load_file(std::path::Path::new("hello.wat"))?;
+//! let outcome = program.run(&dvm::RunInput::default())?;
+//! println!("{:?}: {}", outcome.status, String::from_utf8_lossy(&outcome.stdout));
+//! # Ok::<(), dvm::Error>(())
+//! ```
+
+pub mod cli;
+mod dvm;
+pub mod engine;
+mod error;
+mod guest;
+pub mod limits;
+mod outcome;
+mod sandbox;
+
+pub use crate::dvm::{Dvm, Program};
+pub use crate::engine::cache::ModuleSource;
+pub use crate::engine::{Config, PoolConfig};
+pub use crate::error::{Error, Result};
+pub use crate::guest::Abi;
+pub use crate::limits::{LimitKind, Limits, OutputOverflow};
+pub use crate::outcome::{Outcome, Status, Truncated};
+pub use crate::sandbox::{CancelHandle, OutputCallback, RunInput, Stream};

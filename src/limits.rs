@@ -1,0 +1,261 @@
+//! Every resource limit of a run, with its default, and the one place they are applied to a
+//! store.
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Default wall-clock deadline of a run.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+/// Default cap on the guest's linear memory.
+pub const DEFAULT_MEMORY_BYTES: u64 = 512 * MIB;
+/// Default cap on each of stdout and stderr.
+pub const DEFAULT_OUTPUT_BYTES: u64 = MIB;
+/// Default cap on the elements of any one table.
+pub const DEFAULT_TABLE_ELEMENTS: u64 = 1 << 16;
+/// The largest linear memory a wasm32 module can address.
+pub const MAX_MEMORY_BYTES: u64 = 4 * 1024 * MIB;
+
+const MIB: u64 = 1024 * 1024;
+
+/// What happens when a guest writes more than its output cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputOverflow {
+    /// Keep the first bytes up to the cap, report the rest to the guest as written and let it
+    /// run on; the outcome records the truncation.
+    #[default]
+    Truncate,
+    /// Stop the guest at the first write past the cap (`limit: "output"`).
+    Stop,
+}
+
+/// The resource limits of one run. Plain data: build it, adjust fields, pass it to a run.
+///
+/// Every limit is enforced while the guest runs, not checked afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// Wall-clock deadline from the start of the run, including time blocked in host calls
+    /// such as sleeps. Default: [`DEFAULT_DEADLINE`] (10 s).
+    pub deadline: Duration,
+    /// Fuel budget (roughly one unit per wasm instruction). Default: `None`, unlimited.
+    pub fuel: Option<u64>,
+    /// Cap on linear memory in bytes; growth past it is refused. Default: 512 MiB.
+    pub memory_bytes: u64,
+    /// Bytes of stdout kept. Default: 1 MiB.
+    pub stdout_bytes: u64,
+    /// Bytes of stderr kept. Default: 1 MiB.
+    pub stderr_bytes: u64,
+    /// What a write past an output cap does. Default: [`OutputOverflow::Truncate`].
+    pub output_overflow: OutputOverflow,
+    /// Cap on the elements of each table; growth past it is refused. Default: 65,536.
+    pub table_elements: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline: DEFAULT_DEADLINE,
+            fuel: None,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            stdout_bytes: DEFAULT_OUTPUT_BYTES,
+            stderr_bytes: DEFAULT_OUTPUT_BYTES,
+            output_overflow: OutputOverflow::Truncate,
+            table_elements: DEFAULT_TABLE_ELEMENTS,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks that the limits can be enforced: a deadline above zero, a memory cap a wasm32
+    /// module can use.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.deadline.is_zero() {
+            return Err(Error::InvalidLimits(
+                "the deadline must be greater than zero".into(),
+            ));
+        }
+        if self.memory_bytes > MAX_MEMORY_BYTES {
+            return Err(Error::InvalidLimits(format!(
+                "the memory cap of {} bytes is above the 4 GiB a wasm32 guest can address",
+                self.memory_bytes
+            )));
+        }
+        if self.fuel == Some(0) {
+            return Err(Error::InvalidLimits(
+                "a fuel budget of 0 cannot run anything; omit it for unlimited fuel".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Which limit stopped a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitKind {
+    /// The wall-clock deadline passed.
+    Deadline,
+    /// The fuel budget ran out.
+    Fuel,
+    /// The guest failed after being refused memory past its cap.
+    Memory,
+    /// The guest failed after being refused table growth past its cap.
+    Table,
+    /// The guest wrote past an output cap under [`OutputOverflow::Stop`].
+    Output,
+    /// The run was cancelled by the host.
+    Cancelled,
+}
+
+impl LimitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Deadline => "deadline",
+            LimitKind::Fuel => "fuel",
+            LimitKind::Memory => "memory",
+            LimitKind::Table => "table",
+            LimitKind::Output => "output",
+            LimitKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The per-store half of the limits: wasmtime asks it before every memory or table growth.
+#[derive(Debug)]
+pub(crate) struct ResourceGuard {
+    memory_bytes: u64,
+    table_elements: u64,
+    /// Largest linear memory the guest has been granted.
+    pub(crate) memory_peak: u64,
+    pub(crate) memory_refused: bool,
+    pub(crate) table_refused: bool,
+}
+
+impl ResourceGuard {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        ResourceGuard {
+            memory_bytes: limits.memory_bytes,
+            table_elements: limits.table_elements,
+            memory_peak: 0,
+            memory_refused: false,
+            table_refused: false,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for ResourceGuard {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let desired = desired as u64;
+        let allowed =
+            desired <= self.memory_bytes && maximum.is_none_or(|max| desired <= max as u64);
+        if allowed {
+            self.memory_peak = self.memory_peak.max(desired);
+        } else {
+            self.memory_refused = true;
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        // The pool or the OS refused memory the limit allowed: the guest sees -1 as for any
+        // refusal, and a failure after it counts as hitting the memory limit.
+        self.memory_refused = true;
+        Ok(())
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let desired = desired as u64;
+        let allowed =
+            desired <= self.table_elements && maximum.is_none_or(|max| desired <= max as u64);
+        if !allowed {
+            self.table_refused = true;
+        }
+        Ok(allowed)
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.table_refused = true;
+        Ok(())
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        8
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
+/// Fuel given when no budget is set: wasmtime keeps fuel as a signed 64-bit count, and this
+/// lasts centuries at a billion units a second.
+const UNLIMITED_FUEL: u64 = i64::MAX as u64;
+
+/// The fuel half of the limits, armed once the guest is instantiated so that instantiation
+/// is not charged.
+pub(crate) struct FuelMeter {
+    budget: u64,
+}
+
+impl FuelMeter {
+    pub(crate) fn arm<T>(&self, store: &mut wasmtime::Store<T>) -> Result<(), Error> {
+        store
+            .set_fuel(self.budget)
+            .map_err(|e| Error::Internal(format!("cannot set fuel: {e}")))
+    }
+
+    /// Fuel the guest has burned since [`FuelMeter::arm`].
+    pub(crate) fn used<T>(&self, store: &wasmtime::Store<T>) -> u64 {
+        self.budget.saturating_sub(store.get_fuel().unwrap_or(self.budget))
+    }
+}
+
+/// Applies every limit to a fresh store: the resource guard, the deadline (checked on each
+/// epoch tick against the wall clock, and by the sleep host call), and fuel.
+pub(crate) fn apply(
+    store: &mut wasmtime::Store<crate::sandbox::SandboxState>,
+    limits: &Limits,
+) -> Result<FuelMeter, Error> {
+    use crate::sandbox::Stop;
+
+    store.limiter(|state| &mut state.guard);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|context| {
+        let state = context.data();
+        if state.cancel.is_cancelled() {
+            Err(Stop::Cancelled.into())
+        } else if std::time::Instant::now() >= state.deadline {
+            Err(Stop::Deadline.into())
+        } else {
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        }
+    });
+    // Instantiation runs unmetered; the budget is armed just before the entry point.
+    store
+        .set_fuel(UNLIMITED_FUEL)
+        .map_err(|e| Error::Internal(format!("cannot set fuel: {e}")))?;
+    Ok(FuelMeter {
+        budget: limits.fuel.unwrap_or(UNLIMITED_FUEL),
+    })
+}

@@ -1,0 +1,312 @@
+//! One run in one `Store`: the WASI context, captured stdio, limits, and how the run ended.
+
+pub(crate) mod output;
+mod poll;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Instant;
+
+use wasmtime::{Instance, InstancePre, Store, Trap};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{HostMonotonicClock, I32Exit, WasiCtxBuilder};
+
+pub use self::output::{OutputCallback, Stream};
+use self::output::CappedOutput;
+use crate::error::Error;
+use crate::limits::{self, LimitKind, Limits, ResourceGuard};
+use crate::outcome::{Outcome, Status, Truncated};
+
+pub(crate) use self::poll::poll_oneoff;
+
+/// Everything a run needs besides the program: arguments, environment, stdin, limits.
+///
+/// The default is the safe sandbox: no arguments, an empty environment (the host's is
+/// never inherited), empty stdin, [`Limits::default`].
+#[derive(Clone, Default)]
+pub struct RunInput {
+    /// Arguments after `argv[0]` (which is the program's name).
+    pub args: Vec<String>,
+    /// The guest's whole environment.
+    pub env: Vec<(String, String)>,
+    /// The guest's stdin, read to the end before the run starts.
+    pub stdin: Vec<u8>,
+    pub limits: Limits,
+    /// Receives kept output as the guest writes it. Default: none (output is only captured).
+    pub on_output: Option<OutputCallback>,
+    /// Lets another thread stop the run (`limit: "cancelled"`). Default: none.
+    pub cancel: Option<CancelHandle>,
+}
+
+impl std::fmt::Debug for RunInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunInput")
+            .field("args", &self.args)
+            .field("env", &self.env)
+            .field("stdin_bytes", &self.stdin.len())
+            .field("limits", &self.limits)
+            .field("on_output", &self.on_output.is_some())
+            .field("cancel", &self.cancel.is_some())
+            .finish()
+    }
+}
+
+/// Stops a run from another thread; a guest blocked in a sleep wakes at once.
+#[derive(Clone, Default)]
+pub struct CancelHandle {
+    inner: Arc<CancelInner>,
+}
+
+#[derive(Default)]
+struct CancelInner {
+    cancelled: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl CancelHandle {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        let _guard = self.inner.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.inner.cancelled.store(true, Ordering::Release);
+        self.inner.wake.notify_all();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Sleeps until `until` or cancellation; true when cancelled.
+    pub(crate) fn wait_until(&self, until: Instant) -> bool {
+        let mut guard = self.inner.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if self.is_cancelled() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            guard = self
+                .inner
+                .wake
+                .wait_timeout(guard, until - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+impl std::fmt::Debug for CancelHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelHandle")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+/// Why the host stopped a guest. Raised as a trap from host code; read back by downcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Stop {
+    #[error("the deadline passed")]
+    Deadline,
+    #[error("the run was cancelled")]
+    Cancelled,
+    #[error("the guest wrote past its output cap")]
+    Output,
+}
+
+impl Stop {
+    fn limit(self) -> LimitKind {
+        match self {
+            Stop::Deadline => LimitKind::Deadline,
+            Stop::Cancelled => LimitKind::Cancelled,
+            Stop::Output => LimitKind::Output,
+        }
+    }
+}
+
+/// The data of one store.
+pub(crate) struct SandboxState {
+    pub(crate) wasi: WasiP1Ctx,
+    pub(crate) guard: ResourceGuard,
+    pub(crate) deadline: Instant,
+    pub(crate) cancel: CancelHandle,
+    /// Zero of the guest's monotonic clock.
+    pub(crate) clock_origin: Instant,
+}
+
+/// The guest's monotonic clock: nanoseconds since the sandbox was made, the same zero the
+/// deadline-aware `poll_oneoff` uses.
+struct SandboxClock {
+    origin: Instant,
+}
+
+impl HostMonotonicClock for SandboxClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+impl SandboxState {
+    /// A state with no guest attached, for linker introspection.
+    pub(crate) fn inert() -> Self {
+        let now = Instant::now();
+        SandboxState {
+            wasi: WasiCtxBuilder::new().build_p1(),
+            guard: ResourceGuard::new(&Limits::default()),
+            deadline: now,
+            cancel: CancelHandle::new(),
+            clock_origin: now,
+        }
+    }
+}
+
+/// How an ABI adapter starts the guest once it is instantiated; `Ok(code)` is an exit code.
+pub(crate) type Entry<'a> =
+    &'a (dyn Fn(&mut Store<SandboxState>, Instance) -> wasmtime::Result<i32> + Sync);
+
+/// Runs one guest in a fresh store: builds its WASI context, applies the limits,
+/// instantiates, calls `entry`, and turns however it ended into an [`Outcome`].
+pub(crate) fn execute(
+    pre: &InstancePre<SandboxState>,
+    argv0: &str,
+    input: &RunInput,
+    entry: Entry<'_>,
+) -> Result<Outcome, Error> {
+    input.limits.validate()?;
+    let started = Instant::now();
+    let limits = &input.limits;
+    let stdout = CappedOutput::new(
+        Stream::Stdout,
+        limits.stdout_bytes,
+        limits.output_overflow,
+        input.on_output.clone(),
+    );
+    let stderr = CappedOutput::new(
+        Stream::Stderr,
+        limits.stderr_bytes,
+        limits.output_overflow,
+        input.on_output.clone(),
+    );
+    let mut argv = Vec::with_capacity(input.args.len() + 1);
+    argv.push(argv0);
+    argv.extend(input.args.iter().map(String::as_str));
+    let wasi = WasiCtxBuilder::new()
+        .args(&argv)
+        .envs(&input.env)
+        .stdin(MemoryInputPipe::new(input.stdin.clone()))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .monotonic_clock(SandboxClock { origin: started })
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build_p1();
+    let state = SandboxState {
+        wasi,
+        guard: ResourceGuard::new(limits),
+        deadline: started + limits.deadline,
+        cancel: input.cancel.clone().unwrap_or_default(),
+        clock_origin: started,
+    };
+    let mut store = Store::new(pre.module().engine(), state);
+    let fuel = limits::apply(&mut store, limits)?;
+
+    let ended = match pre.instantiate(&mut store) {
+        Ok(instance) => {
+            fuel.arm(&mut store)?;
+            entry(&mut store, instance)
+        }
+        Err(e) if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+            return Err(Error::Capacity(format!("{e}")));
+        }
+        Err(e) => Err(e),
+    };
+    let fuel_used = fuel.used(&store);
+    let duration = started.elapsed();
+    let guard = &store.data().guard;
+    let (status, exit_code, limit, trap) = classify(ended, guard);
+    let memory_peak_bytes = guard.memory_peak;
+    drop(store);
+    let out = stdout.take();
+    let err = stderr.take();
+    Ok(Outcome {
+        status,
+        exit_code,
+        stdout_bytes: out.written,
+        stderr_bytes: err.written,
+        truncated: Truncated {
+            stdout: out.truncated,
+            stderr: err.truncated,
+        },
+        stdout: out.kept,
+        stderr: err.kept,
+        limit,
+        fuel_used,
+        duration,
+        memory_peak_bytes,
+        trap,
+    })
+}
+
+type Classified = (Status, Option<i32>, Option<LimitKind>, Option<String>);
+
+/// Maps how the guest's entry returned to a status, by type, never by message.
+fn classify(ended: wasmtime::Result<i32>, guard: &ResourceGuard) -> Classified {
+    // A guest that fails after being refused memory or table space failed because of it.
+    let refused = if guard.memory_refused {
+        Some(LimitKind::Memory)
+    } else if guard.table_refused {
+        Some(LimitKind::Table)
+    } else {
+        None
+    };
+    let exited = |code: i32| -> Classified {
+        match (code, refused) {
+            (0, _) => (Status::Ok, Some(0), None, None),
+            (code, Some(kind)) => (Status::Limit, Some(code), Some(kind), None),
+            (code, None) => (Status::Error, Some(code), None, None),
+        }
+    };
+    let error = match ended {
+        Ok(code) => return exited(code),
+        Err(error) => error,
+    };
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return exited(exit.0);
+    }
+    if let Some(stop) = error.downcast_ref::<Stop>() {
+        return (Status::Limit, None, Some(stop.limit()), Some(stop.to_string()));
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => (
+            Status::Limit,
+            None,
+            Some(LimitKind::Fuel),
+            Some(Trap::OutOfFuel.to_string()),
+        ),
+        Some(Trap::Interrupt) => (
+            Status::Limit,
+            None,
+            Some(LimitKind::Deadline),
+            Some(Trap::Interrupt.to_string()),
+        ),
+        Some(trap) => match refused {
+            Some(kind) => (Status::Limit, None, Some(kind), Some(trap.to_string())),
+            None => (Status::Crashed, None, None, Some(trap.to_string())),
+        },
+        None => match refused {
+            Some(kind) => (Status::Limit, None, Some(kind), Some(format!("{error:#}"))),
+            None => (Status::Crashed, None, None, Some(format!("{error:#}"))),
+        },
+    }
+}
