@@ -3,6 +3,8 @@
 
 pub(crate) mod cache;
 
+pub use self::cache::WASMTIME_VERSION;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -33,7 +33,7 @@ impl Abi {
 }
 
 /// The linker every WASI command runs against: WASI preview 1 with dvm's deadline-aware
-/// `poll_oneoff` in place of the stock one.
+/// `poll_oneoff` and an unrestricted `proc_exit` in place of the stock ones.
 pub(crate) fn command_linker(engine: &wasmtime::Engine) -> Result<Linker<SandboxState>, Error> {
     let mut linker = Linker::new(engine);
     let fail = |e: wasmtime::Error| Error::Internal(format!("cannot build the WASI linker: {e}"));
@@ -44,6 +44,12 @@ pub(crate) fn command_linker(engine: &wasmtime::Engine) -> Result<Linker<Sandbox
     linker.allow_shadowing(true);
     linker
         .func_wrap(WASI_P1, "poll_oneoff", sandbox::poll_oneoff)
+        .map_err(fail)?;
+    // The stock proc_exit traps on codes of 126 and above; a guest may exit with any code.
+    linker
+        .func_wrap(WASI_P1, "proc_exit", |code: i32| -> wasmtime::Result<()> {
+            Err(wasmtime_wasi::I32Exit(code).into())
+        })
         .map_err(fail)?;
     linker.allow_shadowing(false);
     Ok(linker)

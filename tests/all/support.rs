@@ -1,0 +1,131 @@
+//! Shared helpers: one process-wide `Dvm`, WAT builders, and assertions that print the
+//! guest's captured output when they fail.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use dvm::{Config, Dvm, Limits, Outcome, Program, RunInput, Status};
+
+/// A `dvm` home private to this test binary's shared runtime.
+pub fn shared_home() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dvm-home-shared")
+}
+
+/// One runtime for the whole test binary, as a host application would hold one.
+pub fn shared() -> &'static Dvm {
+    static DVM: OnceLock<Dvm> = OnceLock::new();
+    DVM.get_or_init(|| {
+        Dvm::new(Config {
+            home: shared_home(),
+            ..Config::default()
+        })
+        .expect("dvm starts")
+    })
+}
+
+/// A runtime with its own empty home and no pool, for tests about configuration and caching.
+pub fn isolated(home: &std::path::Path) -> Dvm {
+    Dvm::new(Config {
+        home: home.to_path_buf(),
+        pool: None,
+        ..Config::default()
+    })
+    .expect("dvm starts")
+}
+
+pub fn fixture(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(relative)
+}
+
+pub fn program(wat: &str) -> Program {
+    shared()
+        .load_bytes("test.wasm", wat.as_bytes())
+        .unwrap_or_else(|e| panic!("test module does not load: {e}\n{wat}"))
+}
+
+/// A WASI command whose `_start` is `body`, with `fd_write`, `proc_exit` and `poll_oneoff`
+/// imported as `$fd_write`, `$proc_exit`, `$poll_oneoff`, one page of memory (more with
+/// `pages`), and `extra` module fields.
+pub fn command(pages: u32, extra: &str, body: &str) -> String {
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") {pages})
+  {extra}
+  (func (export "_start") {body}))"#
+    )
+}
+
+/// Body fragment: sleep `nanos` on the monotonic clock (uses memory 0..140).
+pub fn sleep_body(nanos: u64) -> String {
+    format!(
+        "(i64.store (i32.const 0) (i64.const 1))
+         (i32.store8 (i32.const 8) (i32.const 0))
+         (i32.store (i32.const 16) (i32.const 1))
+         (i64.store (i32.const 24) (i64.const {nanos}))
+         (i32.store16 (i32.const 40) (i32.const 0))
+         (drop (call $poll_oneoff (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))"
+    )
+}
+
+/// A loop that does `iterations` additions and returns (infinite when `None`).
+pub fn counting_loop(iterations: Option<u32>) -> String {
+    let exit = match iterations {
+        Some(n) => format!("(br_if $again (i32.lt_u (local.get $i) (i32.const {n})))"),
+        None => "(br $again)".to_string(),
+    };
+    format!(
+        "(local $i i32)
+         (loop $again
+           (local.set $i (i32.add (local.get $i) (i32.const 1)))
+           {exit})"
+    )
+}
+
+pub fn limits(edit: impl FnOnce(&mut Limits)) -> RunInput {
+    let mut limits = Limits::default();
+    edit(&mut limits);
+    RunInput {
+        limits,
+        ..RunInput::default()
+    }
+}
+
+pub fn run(wat: &str, input: &RunInput) -> Outcome {
+    program(wat).run(input).expect("the run starts")
+}
+
+/// Everything about an outcome, for failure messages.
+pub fn describe(outcome: &Outcome) -> String {
+    format!(
+        "status {:?}, exit {:?}, limit {:?}, trap {:?}, fuel {}, {:?}, peak {} bytes\n\
+         --- stdout ({} of {} bytes) ---\n{}\n--- stderr ({} of {} bytes) ---\n{}",
+        outcome.status,
+        outcome.exit_code,
+        outcome.limit,
+        outcome.trap,
+        outcome.fuel_used,
+        outcome.duration,
+        outcome.memory_peak_bytes,
+        outcome.stdout.len(),
+        outcome.stdout_bytes,
+        String::from_utf8_lossy(&outcome.stdout),
+        outcome.stderr.len(),
+        outcome.stderr_bytes,
+        String::from_utf8_lossy(&outcome.stderr),
+    )
+}
+
+#[track_caller]
+pub fn expect_status(outcome: &Outcome, status: Status) {
+    assert_eq!(outcome.status, status, "unexpected outcome: {}", describe(outcome));
+}
+
+/// A bound far above the expected time, to catch a limit that does not fire without turning
+/// machine noise into failures.
+pub const GENEROUS: Duration = Duration::from_secs(5);
