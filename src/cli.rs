@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::{Config, Dvm, Error, LimitKind, Limits, Outcome, OutputOverflow, RunInput, Status, Stream};
+use crate::{
+    Config, Dvm, Error, LimitKind, Limits, Outcome, OutputOverflow, RunInput, Status, Stream,
+};
 
 /// Exit code when a deadline stopped the guest.
 pub const EXIT_DEADLINE: u8 = 124;
@@ -22,6 +24,13 @@ pub const EXIT_CRASH: u8 = 126;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code when dvm itself failed (I/O on its home, pool exhausted, internal error).
 pub const EXIT_HOST: u8 = 3;
+
+/// Writes one diagnostic line on stderr; a closed stderr is not worth a panic.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 
 /// Largest stdin dvm will read for a guest.
 const MAX_STDIN_BYTES: u64 = 1 << 30;
@@ -248,16 +257,26 @@ fn render(outcome: &Outcome, json: bool) -> ExitCode {
     } else {
         let _ = std::io::stdout().flush();
         for (name, truncated, written, kept) in [
-            ("stdout", outcome.truncated.stdout, outcome.stdout_bytes, outcome.stdout.len()),
-            ("stderr", outcome.truncated.stderr, outcome.stderr_bytes, outcome.stderr.len()),
+            (
+                "stdout",
+                outcome.truncated.stdout,
+                outcome.stdout_bytes,
+                outcome.stdout.len(),
+            ),
+            (
+                "stderr",
+                outcome.truncated.stderr,
+                outcome.stderr_bytes,
+                outcome.stderr.len(),
+            ),
         ] {
             if truncated {
-                eprintln!("dvm: {name} truncated: kept {kept} of {written} bytes written");
+                note!("dvm: {name} truncated: kept {kept} of {written} bytes written");
             }
         }
         match outcome.status {
-            Status::Limit => eprintln!("dvm: {}", describe_limit(outcome)),
-            Status::Crashed => eprintln!(
+            Status::Limit => note!("dvm: {}", describe_limit(outcome)),
+            Status::Crashed => note!(
                 "dvm: the guest crashed: {}",
                 outcome.trap.as_deref().unwrap_or("unknown trap")
             ),
@@ -301,7 +320,7 @@ pub fn exit_code(outcome: &Outcome) -> ExitCode {
 }
 
 fn render_error(error: &Error, json: bool) -> ExitCode {
-    eprintln!("dvm: error: {error}");
+    note!("dvm: error: {error}");
     if json {
         let body = serde_json::json!({
             "error": { "kind": error.kind(), "message": error.to_string() }

@@ -91,7 +91,13 @@ impl Dvm {
         self.load(name, name, bytes.to_vec(), false)
     }
 
-    fn load(&self, name: &str, what: &str, bytes: Vec<u8>, is_text: bool) -> Result<Program, Error> {
+    fn load(
+        &self,
+        name: &str,
+        what: &str,
+        bytes: Vec<u8>,
+        is_text: bool,
+    ) -> Result<Program, Error> {
         let wasm = guest::to_wasm(what, bytes, is_text)?;
         let max = self.inner.config.max_module_bytes;
         if wasm.len() as u64 > max {
@@ -104,14 +110,14 @@ impl Dvm {
         let digest = blake3::hash(&wasm);
         let (module, source) = self.module(&wasm, &digest, what)?;
         guest::check_command(what, &module, &self.inner.defined_imports)?;
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| Error::IncompatibleImport {
-                what: what.to_string(),
-                message: format!("{e:#}"),
-            })?;
+        let pre =
+            self.inner
+                .linker
+                .instantiate_pre(&module)
+                .map_err(|e| Error::IncompatibleImport {
+                    what: what.to_string(),
+                    message: format!("{e:#}"),
+                })?;
         Ok(Program {
             dvm: self.clone(),
             name: name.to_string(),
@@ -141,7 +147,14 @@ impl Dvm {
     }
 
     fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Module>> {
-        self.inner.loaded.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn wasm_engine(&self) -> &wasmtime::Engine {
+        &self.inner.engine
     }
 
     /// blake3 of the engine's compatibility hash and wasmtime version: compiled code and
@@ -167,6 +180,10 @@ impl Program {
         self.source
     }
 
+    pub(crate) fn instantiate_only(&self) -> Result<(), Error> {
+        sandbox::instantiate_only(&self.pre, &self.name)
+    }
+
     /// Runs the program once in a fresh sandbox, on its own thread with room for the guest's
     /// wasm stack. Errors are problems with the input or the host; every way the guest can
     /// end (including traps and limits) is an [`Outcome`].
@@ -177,7 +194,9 @@ impl Program {
             let worker = std::thread::Builder::new()
                 .name("dvm-sandbox".into())
                 .stack_size(RUN_THREAD_STACK_BYTES)
-                .spawn_scoped(scope, || sandbox::execute(&self.pre, &self.name, input, entry))
+                .spawn_scoped(scope, || {
+                    sandbox::execute(&self.pre, &self.name, input, entry)
+                })
                 .map_err(|e| Error::Internal(format!("cannot start a sandbox thread: {e}")))?;
             worker
                 .join()

@@ -37,10 +37,8 @@ impl Abi {
 pub(crate) fn command_linker(engine: &wasmtime::Engine) -> Result<Linker<SandboxState>, Error> {
     let mut linker = Linker::new(engine);
     let fail = |e: wasmtime::Error| Error::Internal(format!("cannot build the WASI linker: {e}"));
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut SandboxState| {
-        &mut state.wasi
-    })
-    .map_err(fail)?;
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut SandboxState| &mut state.wasi)
+        .map_err(fail)?;
     linker.allow_shadowing(true);
     linker
         .func_wrap(WASI_P1, "poll_oneoff", sandbox::poll_oneoff)
@@ -95,8 +93,8 @@ pub(crate) fn to_wasm(what: &str, bytes: Vec<u8>, is_text: bool) -> Result<Vec<u
     if bytes.starts_with(WASM_MAGIC) {
         return Ok(bytes);
     }
-    let looks_textual = std::str::from_utf8(&bytes)
-        .is_ok_and(|text| text.trim_start().starts_with(['(', ';']));
+    let looks_textual =
+        std::str::from_utf8(&bytes).is_ok_and(|text| text.trim_start().starts_with(['(', ';']));
     if !is_text && !looks_textual {
         return Err(Error::NotWasm {
             what: what.to_string(),

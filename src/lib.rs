@@ -8,6 +8,8 @@
 //! # Ok::<(), dvm::Error>(())
 //! ```
 
+#[doc(hidden)]
+pub mod bench;
 pub mod cli;
 mod dvm;
 pub mod engine;

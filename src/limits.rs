@@ -150,6 +150,11 @@ impl ResourceGuard {
     }
 }
 
+/// Whether growing to `desired` stays within both dvm's cap and the module's own maximum.
+fn within(desired: usize, cap: u64, maximum: Option<usize>) -> bool {
+    desired as u64 <= cap && maximum.is_none_or(|max| desired <= max)
+}
+
 impl wasmtime::ResourceLimiter for ResourceGuard {
     fn memory_growing(
         &mut self,
@@ -157,11 +162,9 @@ impl wasmtime::ResourceLimiter for ResourceGuard {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let desired = desired as u64;
-        let allowed =
-            desired <= self.memory_bytes && maximum.is_none_or(|max| desired <= max as u64);
+        let allowed = within(desired, self.memory_bytes, maximum);
         if allowed {
-            self.memory_peak = self.memory_peak.max(desired);
+            self.memory_peak = self.memory_peak.max(desired as u64);
         } else {
             self.memory_refused = true;
         }
@@ -181,9 +184,7 @@ impl wasmtime::ResourceLimiter for ResourceGuard {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let desired = desired as u64;
-        let allowed =
-            desired <= self.table_elements && maximum.is_none_or(|max| desired <= max as u64);
+        let allowed = within(desired, self.table_elements, maximum);
         if !allowed {
             self.table_refused = true;
         }
@@ -227,7 +228,8 @@ impl FuelMeter {
 
     /// Fuel the guest has burned since [`FuelMeter::arm`].
     pub(crate) fn used<T>(&self, store: &wasmtime::Store<T>) -> u64 {
-        self.budget.saturating_sub(store.get_fuel().unwrap_or(self.budget))
+        self.budget
+            .saturating_sub(store.get_fuel().unwrap_or(self.budget))
     }
 }
 

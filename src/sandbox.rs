@@ -12,8 +12,8 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{HostMonotonicClock, I32Exit, WasiCtxBuilder};
 
-pub use self::output::{OutputCallback, Stream};
 use self::output::CappedOutput;
+pub use self::output::{OutputCallback, Stream};
 use crate::error::Error;
 use crate::limits::{self, LimitKind, Limits, ResourceGuard};
 use crate::outcome::{Outcome, Status, Truncated};
@@ -71,7 +71,11 @@ impl CancelHandle {
     }
 
     pub fn cancel(&self) {
-        let _guard = self.inner.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self
+            .inner
+            .lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.inner.cancelled.store(true, Ordering::Release);
         self.inner.wake.notify_all();
     }
@@ -82,7 +86,11 @@ impl CancelHandle {
 
     /// Sleeps until `until` or cancellation; true when cancelled.
     pub(crate) fn wait_until(&self, until: Instant) -> bool {
-        let mut guard = self.inner.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self
+            .inner
+            .lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         loop {
             if self.is_cancelled() {
                 return true;
@@ -174,17 +182,24 @@ impl SandboxState {
 pub(crate) type Entry<'a> =
     &'a (dyn Fn(&mut Store<SandboxState>, Instance) -> wasmtime::Result<i32> + Sync);
 
-/// Runs one guest in a fresh store: builds its WASI context, applies the limits,
-/// instantiates, calls `entry`, and turns however it ended into an [`Outcome`].
-pub(crate) fn execute(
+/// A fresh store for one run, with its captured output streams and fuel meter.
+struct Prepared {
+    store: Store<SandboxState>,
+    stdout: CappedOutput,
+    stderr: CappedOutput,
+    fuel: limits::FuelMeter,
+}
+
+/// Builds a store for one run: its WASI context (args, env, stdin, capped stdout/stderr, the
+/// sandbox clock, no sockets, no files) and every limit applied.
+fn prepare(
     pre: &InstancePre<SandboxState>,
     argv0: &str,
     input: &RunInput,
-    entry: Entry<'_>,
-) -> Result<Outcome, Error> {
-    input.limits.validate()?;
-    let started = Instant::now();
+    started: Instant,
+) -> Result<Prepared, Error> {
     let limits = &input.limits;
+    limits.validate()?;
     let stdout = CappedOutput::new(
         Stream::Stdout,
         limits.stdout_bytes,
@@ -220,16 +235,54 @@ pub(crate) fn execute(
     };
     let mut store = Store::new(pre.module().engine(), state);
     let fuel = limits::apply(&mut store, limits)?;
+    Ok(Prepared {
+        store,
+        stdout,
+        stderr,
+        fuel,
+    })
+}
+
+fn capacity_error(error: &wasmtime::Error) -> Option<Error> {
+    error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .map(|e| Error::Capacity(e.to_string()))
+}
+
+/// Instantiates in a fresh store and drops it without running anything (for benches).
+pub(crate) fn instantiate_only(pre: &InstancePre<SandboxState>, argv0: &str) -> Result<(), Error> {
+    let mut prepared = prepare(pre, argv0, &RunInput::default(), Instant::now())?;
+    match pre.instantiate(&mut prepared.store) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(capacity_error(&e).unwrap_or_else(|| Error::Internal(format!("{e:#}")))),
+    }
+}
+
+/// Runs one guest in a fresh store: builds its WASI context, applies the limits,
+/// instantiates, calls `entry`, and turns however it ended into an [`Outcome`].
+pub(crate) fn execute(
+    pre: &InstancePre<SandboxState>,
+    argv0: &str,
+    input: &RunInput,
+    entry: Entry<'_>,
+) -> Result<Outcome, Error> {
+    let started = Instant::now();
+    let Prepared {
+        mut store,
+        stdout,
+        stderr,
+        fuel,
+    } = prepare(pre, argv0, input, started)?;
 
     let ended = match pre.instantiate(&mut store) {
         Ok(instance) => {
             fuel.arm(&mut store)?;
             entry(&mut store, instance)
         }
-        Err(e) if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
-            return Err(Error::Capacity(format!("{e}")));
-        }
-        Err(e) => Err(e),
+        Err(e) => match capacity_error(&e) {
+            Some(error) => return Err(error),
+            None => Err(e),
+        },
     };
     let fuel_used = fuel.used(&store);
     let duration = started.elapsed();
@@ -285,7 +338,12 @@ fn classify(ended: wasmtime::Result<i32>, guard: &ResourceGuard) -> Classified {
         return exited(exit.0);
     }
     if let Some(stop) = error.downcast_ref::<Stop>() {
-        return (Status::Limit, None, Some(stop.limit()), Some(stop.to_string()));
+        return (
+            Status::Limit,
+            None,
+            Some(stop.limit()),
+            Some(stop.to_string()),
+        );
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => (

@@ -120,7 +120,11 @@ impl ModuleCache {
         self.dir.join("objects").join(format!("{digest}.cwasm"))
     }
 
-    fn load(&self, engine: &wasmtime::Engine, key: &str) -> Result<Option<wasmtime::Module>, String> {
+    fn load(
+        &self,
+        engine: &wasmtime::Engine,
+        key: &str,
+    ) -> Result<Option<wasmtime::Module>, String> {
         let index = self.index_path(key);
         let expected = match std::fs::read_to_string(&index) {
             Ok(text) => text.trim().to_string(),

@@ -35,8 +35,12 @@ const SUBCLOCKFLAGS_ABSTIME: u16 = 1;
 
 enum Subscription {
     /// Wake when the sandbox's monotonic clock reaches this many nanoseconds.
-    Clock { wake_ns: u64 },
-    Fd { kind: u8 },
+    Clock {
+        wake_ns: u64,
+    },
+    Fd {
+        kind: u8,
+    },
 }
 
 fn read_u64(bytes: &[u8], at: usize) -> u64 {
@@ -55,7 +59,7 @@ fn read_u16(bytes: &[u8], at: usize) -> u16 {
 fn guest_range(ptr: u32, count: u32, size: u64, len: usize) -> Option<std::ops::Range<usize>> {
     let start = u64::from(ptr);
     let end = start.checked_add(u64::from(count).checked_mul(size)?)?;
-    (end <= len as u64).then(|| start as usize..end as usize)
+    (end <= len as u64).then_some(start as usize..end as usize)
 }
 
 fn wall_clock_ns() -> u64 {
@@ -153,7 +157,9 @@ pub(crate) fn poll_oneoff(
         }
     }
     let out = &mut data[events];
-    for ((userdata, kind, nbytes), slot) in ready.iter().zip(out.chunks_exact_mut(EVENT_SIZE as usize)) {
+    for ((userdata, kind, nbytes), slot) in
+        ready.iter().zip(out.chunks_exact_mut(EVENT_SIZE as usize))
+    {
         encode_event(slot, *userdata, *kind, *nbytes);
     }
     let count = ready.len() as u32;

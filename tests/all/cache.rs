@@ -32,7 +32,10 @@ fn a_second_runtime_loads_the_compiled_module_from_disk() {
     expect_status(&second.run(&RunInput::default()).unwrap(), Status::Ok);
 
     // Within one runtime, a module is loaded once.
-    assert_eq!(dvm.load_file(&hello).unwrap().source(), ModuleSource::Memory);
+    assert_eq!(
+        dvm.load_file(&hello).unwrap().source(),
+        ModuleSource::Memory
+    );
 }
 
 #[test]
@@ -75,7 +78,9 @@ fn an_unwritable_home_degrades_to_compiling_in_memory() {
     let home = tempfile::tempdir().unwrap();
     let blocker = home.path().join("file-not-dir");
     std::fs::write(&blocker, b"").unwrap();
-    let program = isolated(&blocker).load_file(&fixture("wat/hello.wat")).unwrap();
+    let program = isolated(&blocker)
+        .load_file(&fixture("wat/hello.wat"))
+        .unwrap();
     assert_eq!(program.source(), ModuleSource::Compiled);
     expect_status(&program.run(&RunInput::default()).unwrap(), Status::Ok);
 }
@@ -88,7 +93,9 @@ fn racing_runtimes_each_get_a_working_module() {
         let racers: Vec<_> = (0..4)
             .map(|_| {
                 scope.spawn(|| {
-                    let program = isolated(home.path()).load_bytes("race.wat", wat.as_bytes()).unwrap();
+                    let program = isolated(home.path())
+                        .load_bytes("race.wat", wat.as_bytes())
+                        .unwrap();
                     program.run(&RunInput::default()).unwrap()
                 })
             })

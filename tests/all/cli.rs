@@ -45,7 +45,12 @@ fn show(output: &Output) -> String {
 #[track_caller]
 fn expect(output: &Output, code: i32, stdout: &str, stderr_contains: &str) {
     assert_eq!(output.status.code(), Some(code), "{}", show(output));
-    assert_eq!(String::from_utf8_lossy(&output.stdout), stdout, "{}", show(output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        stdout,
+        "{}",
+        show(output)
+    );
     assert!(
         String::from_utf8_lossy(&output.stderr).contains(stderr_contains),
         "stderr lacks {stderr_contains:?}: {}",
@@ -55,13 +60,23 @@ fn expect(output: &Output, code: i32, stdout: &str, stderr_contains: &str) {
 
 fn json(output: &Output) -> serde_json::Value {
     let text = String::from_utf8(output.stdout.clone()).expect("UTF-8 JSON");
-    assert_eq!(text.lines().count(), 1, "exactly one line: {}", show(output));
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "exactly one line: {}",
+        show(output)
+    );
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", show(output)))
 }
 
 #[test]
 fn hello_passes_output_through_and_exits_zero() {
-    expect(&dvm(&["run", &fx("wat/hello.wat")]), 0, "hello from dvm\n", "");
+    expect(
+        &dvm(&["run", &fx("wat/hello.wat")]),
+        0,
+        "hello from dvm\n",
+        "",
+    );
     assert!(dvm(&["run", &fx("wat/hello.wat")]).stderr.is_empty());
 }
 
@@ -127,7 +142,13 @@ fn fuel_exhaustion_exits_125() {
     std::fs::write(path.path(), command(1, "", &counting_loop(None))).unwrap();
     let output = dvm(&["run", "--fuel", "100000", path.path().to_str().unwrap()]);
     expect(&output, 125, "", "fuel");
-    let output = dvm(&["run", "--fuel", "100000", "--json", path.path().to_str().unwrap()]);
+    let output = dvm(&[
+        "run",
+        "--fuel",
+        "100000",
+        "--json",
+        path.path().to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(125));
     assert_eq!(json(&output)["limit"], "fuel");
     assert_eq!(json(&output)["fuel_used"], 100000);
@@ -140,14 +161,25 @@ fn memory_exhaustion_exits_125() {
     let value = json(&output);
     assert_eq!(value["limit"], "memory");
     assert_eq!(value["memory_peak_bytes"], 1 << 20);
-    expect(&dvm(&["run", "--memory", "1MiB", &fx("wat/grow.wat")]), 125, "", "memory");
+    expect(
+        &dvm(&["run", "--memory", "1MiB", &fx("wat/grow.wat")]),
+        125,
+        "",
+        "memory",
+    );
 }
 
 #[test]
 fn output_is_truncated_at_max_output() {
     let output = dvm(&["run", "--max-output", "5", &fx("wat/hello.wat")]);
     expect(&output, 0, "hello", "stdout truncated: kept 5 of 15 bytes");
-    let output = dvm(&["run", "--max-output", "64KiB", "--json", &fx("wat/flood.wat")]);
+    let output = dvm(&[
+        "run",
+        "--max-output",
+        "64KiB",
+        "--json",
+        &fx("wat/flood.wat"),
+    ]);
     let value = json(&output);
     assert_eq!(value["truncated"]["stdout"], true);
     assert_eq!(value["stdout"].as_str().unwrap().len(), 65536);
@@ -166,7 +198,12 @@ fn output_is_truncated_at_max_output() {
 
 #[test]
 fn a_crash_exits_126_with_the_trap() {
-    expect(&dvm(&["run", &fx("wat/unreachable.wat")]), 126, "", "unreachable");
+    expect(
+        &dvm(&["run", &fx("wat/unreachable.wat")]),
+        126,
+        "",
+        "unreachable",
+    );
     let output = dvm(&["run", "--json", &fx("wat/recurse.wat")]);
     assert_eq!(output.status.code(), Some(126));
     assert_eq!(json(&output)["status"], "crashed");
@@ -180,15 +217,30 @@ fn bad_input_exits_2_with_a_clear_message() {
         "",
         "cannot read /nonexistent/prog.wasm",
     );
-    expect(&dvm(&["run", &fx("malformed/corrupt.wasm")]), 2, "", "not a valid WebAssembly module");
-    expect(&dvm(&["run", &fx("malformed/not_wasm.wasm")]), 2, "", "not a WebAssembly module");
+    expect(
+        &dvm(&["run", &fx("malformed/corrupt.wasm")]),
+        2,
+        "",
+        "not a valid WebAssembly module",
+    );
+    expect(
+        &dvm(&["run", &fx("malformed/not_wasm.wasm")]),
+        2,
+        "",
+        "not a WebAssembly module",
+    );
     expect(
         &dvm(&["run", &fx("malformed/unknown_import.wat")]),
         2,
         "",
         "env::launch_missiles",
     );
-    expect(&dvm(&["run", &fx("malformed/no_start.wat")]), 2, "", "_start");
+    expect(
+        &dvm(&["run", &fx("malformed/no_start.wat")]),
+        2,
+        "",
+        "_start",
+    );
 }
 
 #[test]
@@ -223,21 +275,36 @@ fn json_errors_are_one_json_object() {
     assert_eq!(output.status.code(), Some(2));
     let value = json(&output);
     assert_eq!(value["error"]["kind"], "unknown_import");
-    assert!(value["error"]["message"].as_str().unwrap().contains("launch_missiles"));
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("launch_missiles")
+    );
 }
 
 #[test]
 fn stdin_comes_from_a_file_or_from_dvms_stdin() {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), b"from a file\n").unwrap();
-    let output = dvm(&["run", "--stdin", file.path().to_str().unwrap(), &fx("wat/cat.wat")]);
+    let output = dvm(&[
+        "run",
+        "--stdin",
+        file.path().to_str().unwrap(),
+        &fx("wat/cat.wat"),
+    ]);
     expect(&output, 0, "from a file\n", "");
     let output = dvm_with_stdin(&["run", "--stdin", "-", &fx("wat/cat.wat")], b"piped\n");
     expect(&output, 0, "piped\n", "");
     // Without --stdin the guest's stdin is empty even when dvm's is not.
     let output = dvm_with_stdin(&["run", &fx("wat/cat.wat")], b"ignored\n");
     expect(&output, 0, "", "");
-    expect(&dvm(&["run", "--stdin", "/nonexistent/input", &fx("wat/cat.wat")]), 2, "", "/nonexistent/input");
+    expect(
+        &dvm(&["run", "--stdin", "/nonexistent/input", &fx("wat/cat.wat")]),
+        2,
+        "",
+        "/nonexistent/input",
+    );
 }
 
 #[test]
@@ -249,14 +316,25 @@ fn env_and_guest_arguments_reach_the_guest() {
         .output()
         .unwrap();
     expect(&output, 0, "", "");
-    let output = dvm(&["run", &fx("wat/echo.wat"), "--", "one", "--two", "three four"]);
+    let output = dvm(&[
+        "run",
+        &fx("wat/echo.wat"),
+        "--",
+        "one",
+        "--two",
+        "three four",
+    ]);
     expect(&output, 0, "one\n--two\nthree four\n", "");
 }
 
 #[test]
 fn exit_codes_outside_0_to_255_exit_1_and_keep_the_code_in_json() {
     let path = tempfile::Builder::new().suffix(".wat").tempfile().unwrap();
-    std::fs::write(path.path(), command(1, "", "(call $proc_exit (i32.const 256))")).unwrap();
+    std::fs::write(
+        path.path(),
+        command(1, "", "(call $proc_exit (i32.const 256))"),
+    )
+    .unwrap();
     let output = dvm(&["run", "--json", path.path().to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1), "{}", show(&output));
     assert_eq!(json(&output)["exit_code"], 256);

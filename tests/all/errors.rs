@@ -25,13 +25,19 @@ fn a_directory_is_not_a_module() {
 
 #[test]
 fn a_corrupt_module_is_invalid() {
-    let error = shared().load_file(&fixture("malformed/corrupt.wasm")).err().unwrap();
+    let error = shared()
+        .load_file(&fixture("malformed/corrupt.wasm"))
+        .err()
+        .unwrap();
     assert!(matches!(error, Error::InvalidModule { .. }), "{error:?}");
 }
 
 #[test]
 fn bytes_that_are_not_wasm_say_so() {
-    let error = shared().load_file(&fixture("malformed/not_wasm.wasm")).err().unwrap();
+    let error = shared()
+        .load_file(&fixture("malformed/not_wasm.wasm"))
+        .err()
+        .unwrap();
     assert!(matches!(error, Error::NotWasm { .. }), "{error:?}");
     let error = shared().load_bytes("junk", &[0xff; 64]).err().unwrap();
     assert!(matches!(error, Error::NotWasm { .. }), "{error:?}");
@@ -39,7 +45,10 @@ fn bytes_that_are_not_wasm_say_so() {
 
 #[test]
 fn broken_wat_reports_the_parse_error() {
-    let error = shared().load_bytes("bad.wat", b"(module (func $f (i32.bogus)))").err().unwrap();
+    let error = shared()
+        .load_bytes("bad.wat", b"(module (func $f (i32.bogus)))")
+        .err()
+        .unwrap();
     assert!(matches!(error, Error::InvalidWat { .. }), "{error:?}");
 }
 
@@ -63,7 +72,12 @@ fn an_unknown_wasi_function_is_named() {
     let wat = r#"(module (import "wasi_snapshot_preview1" "teleport" (func))
                  (memory (export "memory") 1) (func (export "_start")))"#;
     let error = shared().load_bytes("t.wat", wat.as_bytes()).err().unwrap();
-    assert!(error.to_string().contains("wasi_snapshot_preview1::teleport"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("wasi_snapshot_preview1::teleport"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -71,16 +85,26 @@ fn an_import_with_the_wrong_type_is_refused() {
     let wat = r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i64)))
                  (memory (export "memory") 1) (func (export "_start")))"#;
     let error = shared().load_bytes("t.wat", wat.as_bytes()).err().unwrap();
-    assert!(matches!(error, Error::IncompatibleImport { .. }), "{error:?}");
+    assert!(
+        matches!(error, Error::IncompatibleImport { .. }),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("fd_write"), "{error}");
 }
 
 #[test]
 fn a_module_without_start_is_refused() {
-    let error = shared().load_file(&fixture("malformed/no_start.wat")).err().unwrap();
+    let error = shared()
+        .load_file(&fixture("malformed/no_start.wat"))
+        .err()
+        .unwrap();
     assert!(matches!(error, Error::NoEntryPoint { .. }), "{error:?}");
-    let wrong_type = r#"(module (memory (export "memory") 1) (func (export "_start") (param i32)))"#;
-    let error = shared().load_bytes("t.wat", wrong_type.as_bytes()).err().unwrap();
+    let wrong_type =
+        r#"(module (memory (export "memory") 1) (func (export "_start") (param i32)))"#;
+    let error = shared()
+        .load_bytes("t.wat", wrong_type.as_bytes())
+        .err()
+        .unwrap();
     assert!(matches!(error, Error::NoEntryPoint { .. }), "{error:?}");
 }
 
@@ -94,7 +118,10 @@ fn a_module_over_the_size_cap_is_refused_before_parsing() {
     })
     .unwrap();
     let error = dvm.load_file(&fixture("wat/hello.wat")).err().unwrap();
-    assert!(matches!(error, Error::ModuleTooLarge { limit: 64, .. }), "{error:?}");
+    assert!(
+        matches!(error, Error::ModuleTooLarge { limit: 64, .. }),
+        "{error:?}"
+    );
     let error = dvm.load_bytes("big", &[0u8; 65]).err().unwrap();
     assert!(matches!(error, Error::ModuleTooLarge { .. }), "{error:?}");
 }

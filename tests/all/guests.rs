@@ -43,7 +43,10 @@ fn stdin_is_given_bytes_or_empty() {
         stdin: b"line one\nline two\n".to_vec(),
         ..RunInput::default()
     };
-    assert_eq!(run_fixture("wat/cat.wat", &input).stdout, b"line one\nline two\n");
+    assert_eq!(
+        run_fixture("wat/cat.wat", &input).stdout,
+        b"line one\nline two\n"
+    );
     let empty = run_fixture("wat/cat.wat", &RunInput::default());
     expect_status(&empty, Status::Ok);
     assert!(empty.stdout.is_empty());
@@ -55,16 +58,25 @@ fn arguments_follow_the_program_name() {
         args: vec!["one".into(), "two words".into(), "".into()],
         ..RunInput::default()
     };
-    assert_eq!(run_fixture("wat/echo.wat", &input).stdout, b"one\ntwo words\n\n");
+    assert_eq!(
+        run_fixture("wat/echo.wat", &input).stdout,
+        b"one\ntwo words\n\n"
+    );
 }
 
 #[test]
 fn environment_is_exactly_what_was_given() {
     let input = RunInput {
-        env: vec![("GREETING".into(), "hi".into()), ("EMPTY".into(), "".into())],
+        env: vec![
+            ("GREETING".into(), "hi".into()),
+            ("EMPTY".into(), "".into()),
+        ],
         ..RunInput::default()
     };
-    assert_eq!(run_fixture("wat/env.wat", &input).stdout, b"GREETING=hi\nEMPTY=\n");
+    assert_eq!(
+        run_fixture("wat/env.wat", &input).stdout,
+        b"GREETING=hi\nEMPTY=\n"
+    );
 }
 
 #[test]

@@ -52,7 +52,11 @@ fn sleep_within_the_deadline_really_sleeps() {
     let wat = command(1, "", &sleep_body(50_000_000));
     let outcome = run(&wat, &limits(|l| l.deadline = Duration::from_secs(5)));
     expect_status(&outcome, Status::Ok);
-    assert!(outcome.duration >= Duration::from_millis(50), "{}", describe(&outcome));
+    assert!(
+        outcome.duration >= Duration::from_millis(50),
+        "{}",
+        describe(&outcome)
+    );
 }
 
 #[test]
@@ -64,7 +68,11 @@ fn sleep_of_30s_under_a_1s_deadline_ends_at_the_deadline() {
         .unwrap();
     expect_status(&outcome, Status::Limit);
     assert_eq!(outcome.limit, Some(LimitKind::Deadline));
-    assert!(outcome.duration >= Duration::from_secs(1), "{}", describe(&outcome));
+    assert!(
+        outcome.duration >= Duration::from_secs(1),
+        "{}",
+        describe(&outcome)
+    );
     assert!(outcome.duration < GENEROUS, "{}", describe(&outcome));
 }
 
@@ -79,7 +87,12 @@ fn sleep_with_an_absolute_wake_time_past_the_deadline_ends_at_the_deadline() {
         &command(1, "", &body),
         &limits(|l| l.deadline = Duration::from_millis(300)),
     );
-    assert_eq!(outcome.limit, Some(LimitKind::Deadline), "{}", describe(&outcome));
+    assert_eq!(
+        outcome.limit,
+        Some(LimitKind::Deadline),
+        "{}",
+        describe(&outcome)
+    );
     assert!(outcome.duration < GENEROUS, "{}", describe(&outcome));
 }
 
@@ -113,22 +126,28 @@ fn cancel_stops_a_spinning_guest() {
     let outcome = program(&command(1, "", &counting_loop(None)))
         .run(&input)
         .unwrap();
-    assert_eq!(outcome.limit, Some(LimitKind::Cancelled), "{}", describe(&outcome));
+    assert_eq!(
+        outcome.limit,
+        Some(LimitKind::Cancelled),
+        "{}",
+        describe(&outcome)
+    );
 }
 
 const MIB: u64 = 1 << 20;
 
 /// Grows memory by `pages` pages; traps if refused.
 fn grow_body(pages: u32) -> String {
-    format!(
-        "(if (i32.eq (memory.grow (i32.const {pages})) (i32.const -1)) (then unreachable))"
-    )
+    format!("(if (i32.eq (memory.grow (i32.const {pages})) (i32.const -1)) (then unreachable))")
 }
 
 #[test]
 fn memory_obeyed_reports_the_peak() {
     // 1 page + 31 pages = 2 MiB, under a 4 MiB cap.
-    let outcome = run(&command(1, "", &grow_body(31)), &limits(|l| l.memory_bytes = 4 * MIB));
+    let outcome = run(
+        &command(1, "", &grow_body(31)),
+        &limits(|l| l.memory_bytes = 4 * MIB),
+    );
     expect_status(&outcome, Status::Ok);
     assert_eq!(outcome.memory_peak_bytes, 2 * MIB);
 }
@@ -268,9 +287,18 @@ fn two_hundred_spinning_sandboxes_all_end_near_their_deadline() {
         runs.into_iter().map(|run| run.join().unwrap()).collect()
     });
     for outcome in &outcomes {
-        assert_eq!(outcome.limit, Some(LimitKind::Deadline), "{}", describe(outcome));
+        assert_eq!(
+            outcome.limit,
+            Some(LimitKind::Deadline),
+            "{}",
+            describe(outcome)
+        );
         assert!(outcome.duration >= deadline);
-        assert!(outcome.duration < deadline + GENEROUS, "{}", describe(outcome));
+        assert!(
+            outcome.duration < deadline + GENEROUS,
+            "{}",
+            describe(outcome)
+        );
     }
     assert!(started.elapsed() < deadline + GENEROUS * 2);
 }

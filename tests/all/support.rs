@@ -123,7 +123,12 @@ pub fn describe(outcome: &Outcome) -> String {
 
 #[track_caller]
 pub fn expect_status(outcome: &Outcome, status: Status) {
-    assert_eq!(outcome.status, status, "unexpected outcome: {}", describe(outcome));
+    assert_eq!(
+        outcome.status,
+        status,
+        "unexpected outcome: {}",
+        describe(outcome)
+    );
 }
 
 /// A bound far above the expected time, to catch a limit that does not fire without turning
