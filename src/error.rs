@@ -58,6 +58,40 @@ pub enum Error {
     #[error("invalid limits: {0}")]
     InvalidLimits(String),
 
+    #[error("{0}")]
+    InvalidInput(String),
+
+    #[error("unknown runtime `{id}`; known runtimes: {known}")]
+    UnknownRuntime { id: String, known: String },
+
+    #[error("no runtime runs `.{extension}` files by default; pass --runtime ID (known: {known})")]
+    NoRuntimeForExtension { extension: String, known: String },
+
+    #[error(
+        "{package} has sha256 {actual}, but the catalogue pins {expected}; the download may be \
+         truncated or tampered with. Nothing was installed: retry, or bring the right file and \
+         run `dvm runtimes import FILE`"
+    )]
+    PackageHash {
+        package: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error(
+        "{file} does not match any runtime package in the catalogue (sha256 {sha256}); \
+         `dvm runtimes list` shows the pinned packages"
+    )]
+    UnknownPackage { file: String, sha256: String },
+
+    #[error("cannot install runtime {runtime}: {message}")]
+    Install { runtime: String, message: String },
+
+    #[error(
+        "runtime {runtime} is damaged: {message}; reinstall it with `dvm runtimes install --force {runtime}`"
+    )]
+    Damaged { runtime: String, message: String },
+
     #[error(
         "the sandbox pool is full ({0}); wait for running sandboxes to finish \
          or raise the pool size"
@@ -88,6 +122,13 @@ impl Error {
             Error::IncompatibleImport { .. } => "incompatible_import",
             Error::NoEntryPoint { .. } => "no_entry_point",
             Error::InvalidLimits(_) => "invalid_limits",
+            Error::InvalidInput(_) => "invalid_input",
+            Error::UnknownRuntime { .. } => "unknown_runtime",
+            Error::NoRuntimeForExtension { .. } => "no_runtime_for_extension",
+            Error::PackageHash { .. } => "package_hash",
+            Error::UnknownPackage { .. } => "unknown_package",
+            Error::Install { .. } => "install",
+            Error::Damaged { .. } => "damaged",
             Error::Capacity(_) => "capacity",
             Error::Home { .. } => "home",
             Error::Internal(_) => "internal",
@@ -99,7 +140,11 @@ impl Error {
     pub fn is_user_error(&self) -> bool {
         !matches!(
             self,
-            Error::Capacity(_) | Error::Home { .. } | Error::Internal(_)
+            Error::Capacity(_)
+                | Error::Home { .. }
+                | Error::Internal(_)
+                | Error::Install { .. }
+                | Error::Damaged { .. }
         )
     }
 }

@@ -182,6 +182,29 @@ impl SandboxState {
 pub(crate) type Entry<'a> =
     &'a (dyn Fn(&mut Store<SandboxState>, Instance) -> wasmtime::Result<i32> + Sync);
 
+/// What the ABI adapter decides about a sandbox: the guest's argv, the environment the
+/// runtime needs under the user's, and the runtime's mounts.
+#[derive(Debug, Default)]
+pub(crate) struct GuestSetup {
+    pub argv: Vec<String>,
+    /// Set before the user's environment, which overrides it.
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<crate::fs::Mount>,
+}
+
+impl GuestSetup {
+    /// A WASI command named `argv0` with the user's arguments after it.
+    pub(crate) fn command(argv0: &str, input: &RunInput) -> Self {
+        let mut argv = Vec::with_capacity(input.args.len() + 1);
+        argv.push(argv0.to_string());
+        argv.extend(input.args.iter().cloned());
+        GuestSetup {
+            argv,
+            ..GuestSetup::default()
+        }
+    }
+}
+
 /// A fresh store for one run, with its captured output streams and fuel meter.
 struct Prepared {
     store: Store<SandboxState>,
@@ -194,7 +217,7 @@ struct Prepared {
 /// sandbox clock, no sockets, no files) and every limit applied.
 fn prepare(
     pre: &InstancePre<SandboxState>,
-    argv0: &str,
+    setup: &GuestSetup,
     input: &RunInput,
     started: Instant,
 ) -> Result<Prepared, Error> {
@@ -212,22 +235,30 @@ fn prepare(
         limits.output_overflow,
         input.on_output.clone(),
     );
-    let mut argv = Vec::with_capacity(input.args.len() + 1);
-    argv.push(argv0);
-    argv.extend(input.args.iter().map(String::as_str));
-    let wasi = WasiCtxBuilder::new()
-        .args(&argv)
-        .envs(&input.env)
+    let mut env = setup.env.clone();
+    env.retain(|(key, _)| !input.env.iter().any(|(user, _)| user == key));
+    env.extend(input.env.iter().cloned());
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.args(&setup.argv)
+        .envs(&env)
         .stdin(MemoryInputPipe::new(input.stdin.clone()))
         .stdout(stdout.clone())
         .stderr(stderr.clone())
         .monotonic_clock(SandboxClock { origin: started })
         .allow_tcp(false)
         .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build_p1();
+        .allow_ip_name_lookup(false);
+    for mount in &setup.mounts {
+        let perms = if mount.writable {
+            wasmtime_wasi::FsPerms::ReadWrite
+        } else {
+            wasmtime_wasi::FsPerms::ReadOnly
+        };
+        wasi.preopened_dir(&mount.host, &mount.guest, perms)
+            .map_err(|e| Error::Internal(format!("cannot mount {}: {e}", mount.guest)))?;
+    }
     let state = SandboxState {
-        wasi,
+        wasi: wasi.build_p1(),
         guard: ResourceGuard::new(limits),
         deadline: started + limits.deadline,
         cancel: input.cancel.clone().unwrap_or_default(),
@@ -251,7 +282,9 @@ fn capacity_error(error: &wasmtime::Error) -> Option<Error> {
 
 /// Instantiates in a fresh store and drops it without running anything (for benches).
 pub(crate) fn instantiate_only(pre: &InstancePre<SandboxState>, argv0: &str) -> Result<(), Error> {
-    let mut prepared = prepare(pre, argv0, &RunInput::default(), Instant::now())?;
+    let input = RunInput::default();
+    let setup = GuestSetup::command(argv0, &input);
+    let mut prepared = prepare(pre, &setup, &input, Instant::now())?;
     match pre.instantiate(&mut prepared.store) {
         Ok(_) => Ok(()),
         Err(e) => Err(capacity_error(&e).unwrap_or_else(|| Error::Internal(format!("{e:#}")))),
@@ -262,7 +295,7 @@ pub(crate) fn instantiate_only(pre: &InstancePre<SandboxState>, argv0: &str) -> 
 /// instantiates, calls `entry`, and turns however it ended into an [`Outcome`].
 pub(crate) fn execute(
     pre: &InstancePre<SandboxState>,
-    argv0: &str,
+    setup: &GuestSetup,
     input: &RunInput,
     entry: Entry<'_>,
 ) -> Result<Outcome, Error> {
@@ -272,7 +305,7 @@ pub(crate) fn execute(
         stdout,
         stderr,
         fuel,
-    } = prepare(pre, argv0, input, started)?;
+    } = prepare(pre, setup, input, started)?;
 
     let ended = match pre.instantiate(&mut store) {
         Ok(instance) => {

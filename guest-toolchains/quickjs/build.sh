@@ -37,7 +37,7 @@ ZIG_FILE=ziglang-0.17.1-py3-none-manylinux_2_12_x86_64.manylinux2010_x86_64.musl
 ZIG_SHA256=ea6cc5d87b033cf0aedfbc8f9549a908cae6c50ac31f1698188fa48a74524b54
 
 # Expected output (the build is deterministic; see README.md).
-QJS_WASM_SHA256=PLACEHOLDER
+QJS_WASM_SHA256=01042a88cdae60bcbe52cb6993a5050de3928476123c1624848192d7858d2f5b
 # -----------------------------------------------------------------------------------------
 
 die() { echo "build.sh: error: $*" >&2; exit 1; }
@@ -51,6 +51,8 @@ command -v python3 >/dev/null || die "python3 not found"
 command -v cargo >/dev/null || die "cargo not found (needed to fetch the $CRATE_NAME crate)"
 command -v sha256sum >/dev/null || die "sha256sum not found"
 
+RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+[ -f "$RECIPE_DIR/console.py" ] || die "console.py must sit beside build.sh"
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 START=$(date +%s)
 
@@ -86,7 +88,15 @@ pip_fetch() {
     if ! python3 -m pip download --quiet --no-deps --require-hashes \
             -r "$WORK/req-$name.txt" -d "$WORK/dl" "$@" >"$WORK/pip-$name.log" 2>&1; then
         cat "$WORK/pip-$name.log" >&2
-        die "pip could not fetch $name==$version with sha256 $sha (see pip's message above)"
+        local got
+        got=$(sed -n 's/^ *Got *\([0-9a-f]\{64\}\).*/\1/p' "$WORK/pip-$name.log" | head -n1)
+        if [ -n "$got" ]; then
+            echo "build.sh: error: sha256 mismatch for package $name==$version" >&2
+            echo "  expected: $sha" >&2
+            echo "  actual:   $got" >&2
+            exit 1
+        fi
+        die "pip could not fetch $name==$version (see pip's message above)"
     fi
 }
 
@@ -142,6 +152,8 @@ for f in qjs.c quickjs-libc.c gen/repl.c gen/standalone.c; do
     cp "$TREE/$f" "$SRC/$f"
 done
 cp "$TREE/LICENSE" "$SRC/LICENSE"
+# dvm's one change to the sources: console.error/warn write to stderr (see console.py).
+python3 "$RECIPE_DIR/console.py" "$SRC/quickjs-libc.c"
 # The mix is sound only while these hold; fail loudly if a pin bump breaks them.
 cmp -s "$ENGINE/quickjs-libc.h" "$TREE/quickjs-libc.h" ||
     die "quickjs-libc.h differs between $SDIST_NAME $SDIST_VERSION and $CRATE_NAME $CRATE_VERSION"
@@ -171,7 +183,7 @@ printf '%s\n' "${UNITS[@]}" | xargs -P "$JOBS" -I{} bash -c \
 OBJS=()
 for u in "${UNITS[@]}"; do OBJS+=("$WORK/obj/$(echo "$u" | tr / _).o"); done
 echo "== linking"
-# 8 MiB shadow stack; keep the `name` section (function names in trap backtraces), drop DWARF.
+# 8 MiB shadow stack (upstream uses 8 MiB on Windows too); no DWARF, no custom sections.
 zigcc -target wasm32-wasi -O2 -g0 "${OBJS[@]}" -o "$WORK/qjs.wasm" \
     -lwasi-emulated-process-clocks -lwasi-emulated-signal \
     -Wl,-z,stack-size=8388608 -Wl,--strip-debug

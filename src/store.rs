@@ -1,0 +1,112 @@
+//! The content-addressed blob store under `$DVM_HOME/store/v1/blobs`: each blob is named by
+//! the blake3 of its bytes, written once through a temp file and a rename, and never modified.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+const LAYOUT: &str = "v1";
+
+pub(crate) struct BlobStore {
+    dir: PathBuf,
+}
+
+/// A blob added to the store, with the sha256 computed in the same pass (catalogue pins are
+/// sha256; the store is blake3).
+pub(crate) struct Added {
+    pub blake3: blake3::Hash,
+    pub sha256: String,
+    pub size: u64,
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+/// sha256 of a file, streamed.
+pub(crate) fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut file = File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+impl BlobStore {
+    pub(crate) fn new(home: &Path) -> Self {
+        BlobStore {
+            dir: home.join("store").join(LAYOUT).join("blobs"),
+        }
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn path(&self, hash: &blake3::Hash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.dir.join(&hex[..2]).join(hex.as_str())
+    }
+
+    /// Streams `reader` into the store, hashing as it goes, and publishes it under its blake3.
+    /// Stops with an error past `max_bytes`.
+    pub(crate) fn add(&self, reader: &mut dyn Read, max_bytes: u64) -> std::io::Result<Added> {
+        use sha2::Digest;
+        std::fs::create_dir_all(&self.dir)?;
+        let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        let mut b3 = blake3::Hasher::new();
+        let mut sha = sha2::Sha256::new();
+        let mut size = 0u64;
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let n = reader.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            if size > max_bytes {
+                return Err(std::io::Error::other(format!(
+                    "more than the expected {max_bytes} bytes"
+                )));
+            }
+            b3.update(&buffer[..n]);
+            sha.update(&buffer[..n]);
+            temp.write_all(&buffer[..n])?;
+        }
+        temp.as_file().sync_data()?;
+        let blake3 = b3.finalize();
+        let target = self.path(&blake3);
+        if !target.exists() {
+            std::fs::create_dir_all(target.parent().expect("blob paths have a parent"))?;
+            let mut permissions = temp.as_file().metadata()?.permissions();
+            permissions.set_readonly(true);
+            temp.as_file().set_permissions(permissions)?;
+            temp.persist(&target).map_err(|e| e.error)?;
+        }
+        Ok(Added {
+            blake3,
+            sha256: hex(&sha.finalize()),
+            size,
+        })
+    }
+
+    /// Re-hashes a blob; true when its contents still match its name.
+    pub(crate) fn verify(&self, hash: &blake3::Hash) -> std::io::Result<bool> {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_mmap_rayon(self.path(hash))?;
+        Ok(hasher.finalize() == *hash)
+    }
+}
