@@ -1,9 +1,15 @@
-//! Hooks for the criterion benches: each stage of the path of a run, alone. Not a stable API.
+//! Measurements: hooks for the criterion benches (each stage of a run, alone) and the
+//! `dvm bench` report (per-runtime latency and throughput, whole-process runs beside native
+//! interpreters measured in the same run, module load and compile times, memory per
+//! sandbox). Not a stable API.
 
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::dvm::{Dvm, Program};
+use crate::dvm::{Dvm, Program, Runtime};
 use crate::error::Error;
+use crate::sandbox::RunInput;
 
 impl Dvm {
     /// Compiles wasm without touching any cache; returns the serialized module.
@@ -34,6 +40,345 @@ impl Program {
     /// running the guest.
     #[doc(hidden)]
     pub fn bench_instantiate(&self) -> Result<(), Error> {
-        self.instantiate_only()
+        self.instantiate_only().map(drop)
+    }
+}
+
+/// The source of a hello program for a runtime's language.
+fn hello(language: &str) -> (&'static str, &'static str) {
+    match language {
+        "javascript" => ("hello.js", "console.log(1)"),
+        _ => ("hello.py", "print(1)"),
+    }
+}
+
+/// Latency of fresh-sandbox hello runs in one runtime, in process.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InProcess {
+    pub runtime: String,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Sequential sandboxes per second (one thread).
+    pub per_second_one_thread: f64,
+    /// Sandboxes per second with one thread per core.
+    pub per_second_all_cores: f64,
+    pub threads: usize,
+}
+
+/// One command timed as a whole process.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WholeProcess {
+    pub command: String,
+    pub median_ms: f64,
+    /// The native command it is compared with, and its median.
+    pub native: Option<(String, f64)>,
+}
+
+/// Compiled-module costs for one runtime.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModuleCosts {
+    pub runtime: String,
+    pub wasm_mb: f64,
+    pub compiled_mb: Option<f64>,
+    /// Verify (blake3) + mmap-deserialize, as a new process does.
+    pub load_ms: f64,
+    /// Recorded when this machine compiled it.
+    pub first_compile_s: Option<f64>,
+    /// RSS growth per instantiated, idle sandbox.
+    pub idle_sandbox_mib: f64,
+    /// The guest's linear memory after hello.
+    pub hello_memory_mib: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub machine: String,
+    pub runs: usize,
+    pub in_process: Vec<InProcess>,
+    pub whole_process: Vec<WholeProcess>,
+    pub modules: Vec<ModuleCosts>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+fn in_process(runtime: &Runtime, runs: usize) -> Result<InProcess, Error> {
+    let (name, source) = hello(runtime.language());
+    let input = RunInput::default();
+    runtime.run_script(name, source.as_bytes(), &input)?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        runtime.run_script(name, source.as_bytes(), &input)?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let mean = times.iter().sum::<Duration>().as_secs_f64() / runs.max(1) as f64;
+
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let per_thread = runs.div_ceil(threads).max(1);
+    let started = Instant::now();
+    std::thread::scope(|scope| -> Result<(), Error> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), Error> {
+                    for _ in 0..per_thread {
+                        runtime.run_script(name, source.as_bytes(), &input)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| Error::Internal("a bench thread panicked".into()))??;
+        }
+        Ok(())
+    })?;
+    let all_cores = (threads * per_thread) as f64 / started.elapsed().as_secs_f64();
+    Ok(InProcess {
+        runtime: runtime.id().to_string(),
+        p50_ms: percentile(&times, 0.5),
+        p99_ms: percentile(&times, 0.99),
+        per_second_one_thread: 1.0 / mean,
+        per_second_all_cores: all_cores,
+        threads,
+    })
+}
+
+/// Median wall time of `program args…` over `runs` runs; `None` when it cannot start or fails.
+fn median_process(program: &Path, args: &[&str], runs: usize) -> Option<f64> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        let status = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        times.push(started.elapsed());
+        if !status.success() {
+            return None;
+        }
+    }
+    times.sort();
+    Some(percentile(&times, 0.5))
+}
+
+/// `name` on PATH, if there.
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn module_costs(dvm: &Dvm, runtime: &Runtime) -> Result<ModuleCosts, Error> {
+    let digest = *runtime.module_digest();
+    let cache = dvm.module_cache();
+    let started = Instant::now();
+    cache
+        .load_uncached(dvm.wasm_engine(), &digest)
+        .map_err(Error::Internal)?;
+    let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let stats = cache.stats(&digest);
+
+    const HELD: usize = 32;
+    let before = resident_bytes().unwrap_or(0);
+    let mut held = Vec::with_capacity(HELD);
+    for _ in 0..HELD {
+        held.push(runtime.program().instantiate_only()?);
+    }
+    let after = resident_bytes().unwrap_or(0);
+    drop(held);
+    let (name, source) = hello(runtime.language());
+    let outcome = runtime.run_script(name, source.as_bytes(), &RunInput::default())?;
+    const MIB: f64 = 1024.0 * 1024.0;
+    Ok(ModuleCosts {
+        runtime: runtime.id().to_string(),
+        wasm_mb: runtime.module_bytes() as f64 / 1e6,
+        compiled_mb: stats.as_ref().map(|s| s.compiled_bytes as f64 / 1e6),
+        load_ms,
+        first_compile_s: stats.as_ref().map(|s| s.compile_ms / 1000.0),
+        idle_sandbox_mib: after.saturating_sub(before) as f64 / HELD as f64 / MIB,
+        hello_memory_mib: outcome.memory_peak_bytes as f64 / MIB,
+    })
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split(':').nth(1))
+                .map(|model| model.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let kb: u64 = info
+                .lines()
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some(format!(", {:.0} GiB", kb as f64 / 1024.0 / 1024.0))
+        })
+        .unwrap_or_default();
+    format!(
+        "{cores} cores, {cpu}{memory}, {} {}, wasmtime {}",
+        std::env::consts::OS,
+        if cfg!(debug_assertions) {
+            "debug build"
+        } else {
+            "release build"
+        },
+        crate::engine::WASMTIME_VERSION
+    )
+}
+
+/// Measures `runtimes` (installed and compiled first if needed).
+pub fn measure(dvm: &Dvm, runtimes: &[String], runs: usize) -> Result<Report, Error> {
+    let mut report = Report {
+        machine: machine(),
+        runs,
+        in_process: Vec::new(),
+        whole_process: Vec::new(),
+        modules: Vec::new(),
+    };
+    let exe = std::env::current_exe().map_err(|e| Error::Internal(e.to_string()))?;
+    let scripts = tempfile::tempdir().map_err(|e| Error::Internal(e.to_string()))?;
+    let process_runs = (runs / 5).clamp(5, 40);
+    for id in runtimes {
+        let runtime = dvm.runtime(id)?;
+        report.in_process.push(in_process(&runtime, runs)?);
+        report.modules.push(module_costs(dvm, &runtime)?);
+
+        let (name, source) = hello(runtime.language());
+        let script = scripts.path().join(name);
+        std::fs::write(&script, source).map_err(|e| Error::Internal(e.to_string()))?;
+        let script = script.to_string_lossy().into_owned();
+        let args = ["run", "--runtime", id.as_str(), script.as_str()];
+        let Some(median_ms) = median_process(&exe, &args, process_runs) else {
+            continue;
+        };
+        let native = match runtime.language() {
+            "javascript" => which("node").and_then(|node| {
+                median_process(&node, &["-e", "console.log(1)"], process_runs)
+                    .map(|ms| ("node -e 'console.log(1)'".to_string(), ms))
+            }),
+            _ => which("python3").and_then(|python| {
+                median_process(&python, &["-c", "print(1)"], process_runs)
+                    .map(|ms| ("python3 -c 'print(1)'".to_string(), ms))
+            }),
+        };
+        report.whole_process.push(WholeProcess {
+            command: format!("dvm run --runtime {id} {name}"),
+            median_ms,
+            native,
+        });
+    }
+    Ok(report)
+}
+
+impl Report {
+    /// A table for a person.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "dvm bench — {}; {} runs each\n",
+            self.machine, self.runs
+        );
+        let _ = writeln!(
+            out,
+            "fresh sandbox, hello, in process   {:>9} {:>9} {:>14} {:>16}",
+            "p50", "p99", "per s, 1 thread", "per s, all cores"
+        );
+        for row in &self.in_process {
+            let _ = writeln!(
+                out,
+                "  {:<32} {:>6.2} ms {:>6.2} ms {:>14.0} {:>16.0}",
+                row.runtime,
+                row.p50_ms,
+                row.p99_ms,
+                row.per_second_one_thread,
+                row.per_second_all_cores
+            );
+        }
+        let _ = writeln!(out, "\nwhole process, warm caches (median)");
+        for row in &self.whole_process {
+            match &row.native {
+                Some((native, ms)) => {
+                    let _ = writeln!(
+                        out,
+                        "  {:<36} {:>7.1} ms   {:<26} {:>7.1} ms   ratio {:.2}",
+                        row.command,
+                        row.median_ms,
+                        native,
+                        ms,
+                        row.median_ms / ms
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "  {:<36} {:>7.1} ms   (no native interpreter on PATH)",
+                        row.command, row.median_ms
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\ncompiled modules          {:>8} {:>10} {:>12} {:>14} {:>13} {:>13}",
+            "wasm", "compiled", "load", "first compile", "idle sandbox", "hello memory"
+        );
+        for row in &self.modules {
+            let compiled = row
+                .compiled_mb
+                .map_or_else(|| "—".to_string(), |mb| format!("{mb:.0} MB"));
+            let first = row
+                .first_compile_s
+                .map_or_else(|| "—".to_string(), |s| format!("{s:.1} s"));
+            let _ = writeln!(
+                out,
+                "  {:<22} {:>5.0} MB {:>10} {:>9.1} ms {:>14} {:>9.2} MiB {:>9.1} MiB",
+                row.runtime,
+                row.wasm_mb,
+                compiled,
+                row.load_ms,
+                first,
+                row.idle_sandbox_mib,
+                row.hello_memory_mib
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nload = blake3 verify + mmap deserialize, as a new process does; first compile is recorded\n\
+             when this machine compiled the module; idle sandbox = resident growth per instantiated,\n\
+             unrun sandbox (32 held); hello memory = the guest's linear memory after hello."
+        );
+        out
     }
 }

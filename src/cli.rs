@@ -55,6 +55,21 @@ enum Command {
     /// List, install, import and verify language runtimes.
     #[command(subcommand)]
     Runtimes(RuntimesCommand),
+    /// Measure fresh-sandbox latency and throughput per runtime, whole-process runs beside
+    /// native interpreters, module load and compile times, and memory per sandbox.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Runtimes to measure [default: every runtime of the catalogue].
+    ids: Vec<String>,
+    /// In-process runs per runtime (whole-process runs are a fifth of it, 5 to 40).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    runs: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +207,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Runtimes(command) => runtimes(command),
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -457,6 +473,36 @@ fn human_bytes(bytes: u64) -> String {
         format!("{:.0} MB", bytes as f64 / MB)
     } else {
         format!("{:.0} KB", bytes as f64 / 1024.0)
+    }
+}
+
+fn bench(args: BenchArgs) -> ExitCode {
+    let ids: Vec<String> = if args.ids.is_empty() {
+        Catalog::embedded()
+            .runtimes()
+            .iter()
+            .map(|r| r.id.clone())
+            .collect()
+    } else {
+        args.ids
+    };
+    let result = Dvm::new(Config::default()).and_then(|dvm| {
+        for id in &ids {
+            dvm.runtime_with_progress(id, &progress_display(args.json))?;
+        }
+        crate::bench::measure(&dvm, &ids, args.runs as usize)
+    });
+    match result {
+        Ok(report) => {
+            let text = if args.json {
+                serde_json::to_string(&report).unwrap_or_default()
+            } else {
+                report.render()
+            };
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => render_error(&error, args.json),
     }
 }
 

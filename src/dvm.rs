@@ -205,6 +205,10 @@ impl Dvm {
         &self.inner.engine
     }
 
+    pub(crate) fn module_cache(&self) -> &ModuleCache {
+        &self.inner.modules
+    }
+
     /// blake3 of the engine's compatibility hash and wasmtime version: compiled code and
     /// results from another engine identity are not interchangeable.
     pub fn engine_id(&self) -> [u8; 32] {
@@ -384,7 +388,7 @@ impl Program {
         self.source
     }
 
-    pub(crate) fn instantiate_only(&self) -> Result<(), Error> {
+    pub(crate) fn instantiate_only(&self) -> Result<wasmtime::Store<SandboxState>, Error> {
         sandbox::instantiate_only(&self.pre, &self.name)
     }
 
@@ -412,6 +416,19 @@ impl Program {
 }
 
 impl Runtime {
+    pub(crate) fn program(&self) -> &Program {
+        &self.program
+    }
+
+    pub(crate) fn module_digest(&self) -> &blake3::Hash {
+        &self.program.digest
+    }
+
+    /// Size of the runtime's wasm module.
+    pub(crate) fn module_bytes(&self) -> u64 {
+        self.spec.artifact(Role::Module).map_or(0, |a| a.size)
+    }
+
     pub fn id(&self) -> &str {
         &self.spec.id
     }

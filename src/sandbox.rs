@@ -280,13 +280,17 @@ fn capacity_error(error: &wasmtime::Error) -> Option<Error> {
         .map(|e| Error::Capacity(e.to_string()))
 }
 
-/// Instantiates in a fresh store and drops it without running anything (for benches).
-pub(crate) fn instantiate_only(pre: &InstancePre<SandboxState>, argv0: &str) -> Result<(), Error> {
+/// Instantiates in a fresh store without running anything, and hands the store back (for
+/// benches and measurements).
+pub(crate) fn instantiate_only(
+    pre: &InstancePre<SandboxState>,
+    argv0: &str,
+) -> Result<Store<SandboxState>, Error> {
     let input = RunInput::default();
     let setup = GuestSetup::command(argv0, &input);
     let mut prepared = prepare(pre, &setup, &input, Instant::now())?;
     match pre.instantiate(&mut prepared.store) {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(prepared.store),
         Err(e) => Err(capacity_error(&e).unwrap_or_else(|| Error::Internal(format!("{e:#}")))),
     }
 }

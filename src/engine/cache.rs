@@ -32,6 +32,14 @@ pub enum ModuleSource {
     Compiled,
 }
 
+/// What compiling a module cost, recorded beside the cache entry.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CompileStats {
+    pub compile_ms: f64,
+    pub wasm_bytes: u64,
+    pub compiled_bytes: u64,
+}
+
 pub(crate) struct ModuleCache {
     dir: PathBuf,
     /// blake3 of the engine's compatibility hash and the wasmtime version.
@@ -110,11 +118,13 @@ impl ModuleCache {
         }
         let bytes = wasm()?;
         on_compile();
+        let started = std::time::Instant::now();
         let module = wasmtime::Module::new(engine, &bytes).map_err(|e| Error::InvalidModule {
             what: what.to_string(),
             message: format!("{e:#}"),
         })?;
-        if let Err(problem) = self.store(&module, &key) {
+        let compile = started.elapsed();
+        if let Err(problem) = self.store(&module, &key, compile, bytes.len()) {
             tracing::warn!(
                 "cannot write the compiled-module cache under {}: {problem}",
                 self.dir.display()
@@ -187,14 +197,48 @@ impl ModuleCache {
         Ok(Some(module))
     }
 
-    fn store(&self, module: &wasmtime::Module, key: &str) -> Result<(), String> {
+    fn store(
+        &self,
+        module: &wasmtime::Module,
+        key: &str,
+        compile: std::time::Duration,
+        wasm_bytes: usize,
+    ) -> Result<(), String> {
         let bytes = module.serialize().map_err(|e| format!("serialize: {e}"))?;
         let digest = blake3::hash(&bytes).to_hex().to_string();
         let object = self.object_path(&digest);
         if !object.exists() {
             publish(&object, &bytes)?;
         }
+        let stats = CompileStats {
+            compile_ms: compile.as_secs_f64() * 1000.0,
+            wasm_bytes: wasm_bytes as u64,
+            compiled_bytes: bytes.len() as u64,
+        };
+        // Informational only (for `dvm bench`): a failure to record it is not an error.
+        if let Ok(json) = serde_json::to_vec(&stats) {
+            let _ = publish(&self.dir.join("stats").join(format!("{key}.json")), &json);
+        }
         publish(&self.index_path(key), digest.as_bytes())
+    }
+
+    /// How the module with this digest was compiled, when this machine recorded it.
+    pub(crate) fn stats(&self, wasm_digest: &blake3::Hash) -> Option<CompileStats> {
+        let path = self
+            .dir
+            .join("stats")
+            .join(format!("{}.json", self.key(wasm_digest)));
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    /// Loads the cached module with this digest as a new process would (verify + mmap),
+    /// bypassing the in-process memo. For measurements.
+    pub(crate) fn load_uncached(
+        &self,
+        engine: &wasmtime::Engine,
+        wasm_digest: &blake3::Hash,
+    ) -> Result<Option<wasmtime::Module>, String> {
+        self.load(engine, &self.key(wasm_digest))
     }
 }
 

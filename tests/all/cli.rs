@@ -439,3 +439,26 @@ fn bad_runtime_requests_exit_2() {
         );
     }
 }
+
+#[test]
+fn bench_reports_a_runtime_as_json_and_as_a_table() {
+    let output = dvm(&["bench", "javascript", "--runs", "3", "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let report = json(&output);
+    let row = &report["in_process"][0];
+    assert_eq!(row["runtime"], "javascript");
+    assert!(row["p50_ms"].as_f64().unwrap() > 0.0);
+    assert!(row["per_second_all_cores"].as_f64().unwrap() > 0.0);
+    assert!(report["modules"][0]["load_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        report["whole_process"][0]["command"],
+        "dvm run --runtime javascript hello.js"
+    );
+    let table = dvm(&["bench", "javascript", "--runs", "2"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("fresh sandbox, hello, in process") && text.contains("javascript"),
+        "{text}"
+    );
+    expect(&dvm(&["bench", "cobol"]), 2, "", "unknown runtime");
+}
