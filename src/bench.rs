@@ -182,6 +182,20 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
     })
 }
 
+/// The real interpreter behind `python3` on PATH: version managers put a shell-script shim
+/// there whose own start-up would flatter the comparison.
+fn native_python() -> Option<std::path::PathBuf> {
+    let shim = which("python3")?;
+    let output = Command::new(&shim)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let path = String::from_utf8(output.stdout).ok()?;
+    let path = std::path::PathBuf::from(path.trim());
+    Some(if path.is_file() { path } else { shim })
+}
+
 fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
@@ -286,7 +300,7 @@ pub fn measure(dvm: &Dvm, runtimes: &[String], runs: usize) -> Result<Report, Er
                 median_process(&node, &["-e", "console.log(1)"], process_runs)
                     .map(|ms| ("node -e 'console.log(1)'".to_string(), ms))
             }),
-            _ => which("python3").and_then(|python| {
+            _ => native_python().and_then(|python| {
                 median_process(&python, &["-c", "print(1)"], process_runs)
                     .map(|ms| ("python3 -c 'print(1)'".to_string(), ms))
             }),

@@ -400,8 +400,16 @@ impl Program {
     }
 
     fn run_with(&self, setup: &GuestSetup, input: &RunInput) -> Result<Outcome, Error> {
+        self.run_entry(setup, input, self.abi.entry())
+    }
+
+    fn run_entry(
+        &self,
+        setup: &GuestSetup,
+        input: &RunInput,
+        entry: sandbox::Entry<'_>,
+    ) -> Result<Outcome, Error> {
         let _active = self.dvm.inner.ticker.activate()?;
-        let entry = self.abi.entry();
         std::thread::scope(|scope| {
             let worker = std::thread::Builder::new()
                 .name("dvm-sandbox".into())
@@ -480,7 +488,22 @@ impl Runtime {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let setup = GuestSetup { argv, env, mounts };
-        self.program.run_with(&setup, input)
+        match self.program.abi {
+            // The cheapest way into the python guest: one turn on a fresh instance, with the
+            // same behaviour as `python SCRIPT ARGS…` (see `python::script_turn`).
+            Abi::PythonReactor => {
+                let code = guest::python::script_turn(&script, source, &input.args);
+                let entry = guest::python::turn_entry(&code);
+                let setup = GuestSetup {
+                    argv: guest::python::turn_argv(),
+                    env,
+                    mounts,
+                };
+                self.program.run_entry(&setup, input, &entry)
+            }
+            Abi::Command => self
+                .program
+                .run_with(&GuestSetup { argv, env, mounts }, input),
+        }
     }
 }

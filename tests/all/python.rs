@@ -304,3 +304,112 @@ fn host_tools_are_refused_until_bound() {
     let outcome = script("python", "door.py", source, &RunInput::default());
     assert_eq!(stdout(&outcome), "refused\n", "{}", describe(&outcome));
 }
+
+/// The `python` runtime enters the guest through one `turn` on a fresh instance; these pin
+/// down that it behaves exactly like `python script.py`.
+mod like_a_script {
+    use super::*;
+
+    fn both(source: &str) -> (dvm::Outcome, dvm::Outcome) {
+        (
+            script("python", "main.py", source, &RunInput::default()),
+            script("python-lite", "main.py", source, &RunInput::default()),
+        )
+    }
+
+    #[test]
+    fn a_final_expression_is_not_echoed() {
+        let outcome = script("python", "main.py", "x = 41\nx + 1", &RunInput::default());
+        assert_eq!(stdout(&outcome), "", "{}", describe(&outcome));
+    }
+
+    #[test]
+    fn the_script_runs_as_main_with_its_file() {
+        let source = "import sys\nprint(__name__, __file__, sys.argv[0], sys.path[0])";
+        let (turn, native) = both(source);
+        assert_eq!(
+            stdout(&turn),
+            "__main__ /workspace/main.py /workspace/main.py /workspace\n"
+        );
+        assert_eq!(stdout(&turn), stdout(&native));
+    }
+
+    #[test]
+    fn tracebacks_show_only_the_script() {
+        let source = "def f():\n    return 1 / 0\nf()\n";
+        let (turn, native) = both(source);
+        assert_eq!(turn.exit_code, Some(1));
+        let err = stderr(&turn);
+        assert!(!err.contains("__dvm"), "{err}");
+        assert!(
+            err.starts_with(
+                "Traceback (most recent call last):\n  File \"/workspace/main.py\", line 3"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("ZeroDivisionError: division by zero\n"),
+            "{err}"
+        );
+        assert!(stderr(&native).ends_with("ZeroDivisionError: division by zero\n"));
+    }
+
+    #[test]
+    fn a_syntax_error_reads_as_usual() {
+        let outcome = script("python", "main.py", "x = (\n", &RunInput::default());
+        assert_eq!(outcome.exit_code, Some(1));
+        let err = stderr(&outcome);
+        assert!(
+            err.starts_with("  File \"/workspace/main.py\", line 1"),
+            "{err}"
+        );
+        assert!(err.contains("SyntaxError"), "{err}");
+    }
+
+    #[test]
+    fn exit_with_a_message_prints_it_and_exits_1() {
+        let (turn, native) = both("import sys\nsys.exit('fatal: no input')");
+        assert_eq!(turn.exit_code, Some(1));
+        assert_eq!(stderr(&turn), "fatal: no input\n");
+        assert_eq!(stderr(&native), "fatal: no input\n");
+    }
+
+    #[test]
+    fn atexit_runs_and_unclosed_files_are_flushed() {
+        let source = "import atexit\natexit.register(lambda: print('bye'))\n\
+                      f = open('left-open.txt', 'w')\nf.write('data')\n\
+                      import sys\nsys.stdout.write('no newline')";
+        let outcome = script("python", "main.py", source, &RunInput::default());
+        assert_eq!(
+            stdout(&outcome),
+            "no newlinebye\n",
+            "{}",
+            describe(&outcome)
+        );
+        let check = "import atexit\nf = open('x.txt', 'w')\nf.write('data')\ndel atexit\n\
+                     import os\nprint(os.path.getsize('x.txt'))";
+        // Written but not yet flushed while the script runs, as in CPython.
+        assert_eq!(
+            stdout(&script("python", "main.py", check, &RunInput::default())),
+            "0\n"
+        );
+    }
+
+    #[test]
+    fn classes_defined_in_the_script_pickle() {
+        let source = "import pickle\nclass Point:\n    def __init__(self, x):\n        self.x = x\n\
+                      print(pickle.loads(pickle.dumps(Point(3))).x)";
+        let outcome = script("python", "main.py", source, &RunInput::default());
+        assert_eq!(stdout(&outcome), "3\n", "{}", describe(&outcome));
+    }
+
+    #[test]
+    fn sandboxes_share_nothing() {
+        let source = "import sys, random\nsys.modules.setdefault('marker', [])\n\
+                      import marker\nmarker.append(1)\nprint(len(marker), random.random() != 0.5)";
+        let first = script("python", "main.py", source, &RunInput::default());
+        let second = script("python", "main.py", source, &RunInput::default());
+        assert_eq!(stdout(&first), "1 True\n", "{}", describe(&first));
+        assert_eq!(stdout(&second), "1 True\n", "{}", describe(&second));
+    }
+}
