@@ -478,11 +478,7 @@ fn human_bytes(bytes: u64) -> String {
 
 fn bench(args: BenchArgs) -> ExitCode {
     let ids: Vec<String> = if args.ids.is_empty() {
-        Catalog::embedded()
-            .runtimes()
-            .iter()
-            .map(|r| r.id.clone())
-            .collect()
+        Catalog::embedded().all_ids()
     } else {
         args.ids
     };
@@ -551,11 +547,7 @@ fn runtimes(command: RuntimesCommand) -> ExitCode {
         }
         RuntimesCommand::Install { ids, all, force } => {
             let ids: Vec<String> = if all {
-                Catalog::embedded()
-                    .runtimes()
-                    .iter()
-                    .map(|r| r.id.clone())
-                    .collect()
+                Catalog::embedded().all_ids()
             } else {
                 ids
             };

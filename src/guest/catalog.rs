@@ -179,6 +179,11 @@ impl Catalog {
     pub fn ids(&self) -> Vec<&str> {
         self.runtimes.iter().map(|r| r.id.as_str()).collect()
     }
+
+    /// Every runtime id, owned.
+    pub fn all_ids(&self) -> Vec<String> {
+        self.runtimes.iter().map(|r| r.id.clone()).collect()
+    }
 }
 
 #[cfg(test)]

@@ -33,15 +33,6 @@ fn fx(name: &str) -> String {
     fixture(name).to_str().unwrap().to_string()
 }
 
-fn show(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 #[track_caller]
 fn expect(output: &Output, code: i32, stdout: &str, stderr_contains: &str) {
     assert_eq!(output.status.code(), Some(code), "{}", show(output));

@@ -2,7 +2,7 @@
 //! cleanly.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crate::support::*;
 
@@ -13,15 +13,6 @@ fn dvm_in(home: &Path, args: &[&str]) -> Command {
         .env("DVM_HOME", home)
         .env_remove("DVM_LOG");
     command
-}
-
-fn show(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn installed_records(home: &Path) -> usize {

@@ -106,36 +106,21 @@ fn an_infinite_loop_is_stopped_by_the_deadline() {
         "for (;;) {}",
         &limits(|l| l.deadline = Duration::from_millis(500)),
     );
-    assert_eq!(
-        outcome.limit,
-        Some(LimitKind::Deadline),
-        "{}",
-        describe(&outcome)
-    );
+    expect_limit(&outcome, LimitKind::Deadline, "javascript");
     assert!(outcome.duration < GENEROUS);
 }
 
 #[test]
 fn an_infinite_loop_is_stopped_by_fuel() {
     let outcome = js("for (;;) {}", &limits(|l| l.fuel = Some(500_000_000)));
-    assert_eq!(
-        outcome.limit,
-        Some(LimitKind::Fuel),
-        "{}",
-        describe(&outcome)
-    );
+    expect_limit(&outcome, LimitKind::Fuel, "javascript");
 }
 
 #[test]
 fn a_timer_past_the_deadline_ends_at_the_deadline() {
     let source = "os.setTimeout(() => console.log('late'), 30000)";
     let outcome = js(source, &limits(|l| l.deadline = Duration::from_secs(1)));
-    assert_eq!(
-        outcome.limit,
-        Some(LimitKind::Deadline),
-        "{}",
-        describe(&outcome)
-    );
+    expect_limit(&outcome, LimitKind::Deadline, "javascript");
     assert!(outcome.duration < GENEROUS, "{}", describe(&outcome));
 }
 
@@ -144,12 +129,7 @@ fn a_memory_bomb_is_stopped_cleanly() {
     let source = "const chunks = []; for (;;) chunks.push(new ArrayBuffer(16 << 20));";
     let outcome = js(source, &limits(|l| l.memory_bytes = 128 << 20));
     expect_status(&outcome, Status::Limit);
-    assert_eq!(
-        outcome.limit,
-        Some(LimitKind::Memory),
-        "{}",
-        describe(&outcome)
-    );
+    expect_limit(&outcome, LimitKind::Memory, "javascript");
     assert!(outcome.memory_peak_bytes <= 128 << 20);
 }
 
@@ -159,12 +139,7 @@ fn a_huge_array_is_stopped_cleanly() {
         "const a = new Array(2 ** 28).fill(1.5); console.log(a.length)",
         &limits(|l| l.memory_bytes = 128 << 20),
     );
-    assert_eq!(
-        outcome.limit,
-        Some(LimitKind::Memory),
-        "{}",
-        describe(&outcome)
-    );
+    expect_limit(&outcome, LimitKind::Memory, "javascript");
 }
 
 #[test]

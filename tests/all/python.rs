@@ -125,12 +125,7 @@ fn an_infinite_loop_is_stopped_by_the_deadline() {
     each_python(|id| {
         let input = limits(|l| l.deadline = Duration::from_millis(1500));
         let outcome = script(id, "spin.py", "while True:\n    pass\n", &input);
-        assert_eq!(
-            outcome.limit,
-            Some(LimitKind::Deadline),
-            "{id}: {}",
-            describe(&outcome)
-        );
+        expect_limit(&outcome, LimitKind::Deadline, id);
         assert!(outcome.duration < GENEROUS, "{id}: {}", describe(&outcome));
     });
 }
@@ -140,12 +135,7 @@ fn an_infinite_loop_is_stopped_by_fuel() {
     each_python(|id| {
         let input = limits(|l| l.fuel = Some(2_000_000_000));
         let outcome = script(id, "spin.py", "while True:\n    pass\n", &input);
-        assert_eq!(
-            outcome.limit,
-            Some(LimitKind::Fuel),
-            "{id}: {}",
-            describe(&outcome)
-        );
+        expect_limit(&outcome, LimitKind::Fuel, id);
         assert_eq!(outcome.fuel_used, 2_000_000_000);
     });
 }
@@ -155,12 +145,7 @@ fn a_sleep_past_the_deadline_ends_at_the_deadline() {
     each_python(|id| {
         let input = limits(|l| l.deadline = Duration::from_secs(1));
         let outcome = script(id, "nap.py", "import time\ntime.sleep(30)\n", &input);
-        assert_eq!(
-            outcome.limit,
-            Some(LimitKind::Deadline),
-            "{id}: {}",
-            describe(&outcome)
-        );
+        expect_limit(&outcome, LimitKind::Deadline, id);
         assert!(outcome.duration < GENEROUS, "{id}: {}", describe(&outcome));
     });
 }
@@ -177,12 +162,7 @@ fn a_memory_bomb_is_stopped_cleanly() {
             &input,
         );
         expect_status(&outcome, Status::Limit);
-        assert_eq!(
-            outcome.limit,
-            Some(LimitKind::Memory),
-            "{id}: {}",
-            describe(&outcome)
-        );
+        expect_limit(&outcome, LimitKind::Memory, id);
         assert!(
             stderr(&outcome).contains("MemoryError"),
             "{id}: {}",

@@ -163,3 +163,29 @@ pub fn stdout(outcome: &Outcome) -> String {
 pub fn stderr(outcome: &Outcome) -> String {
     String::from_utf8_lossy(&outcome.stderr).into_owned()
 }
+
+/// A finished process, for failure messages.
+pub fn show(output: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[track_caller]
+pub fn expect_limit(outcome: &Outcome, kind: dvm::LimitKind, context: &str) {
+    assert_eq!(
+        outcome.status,
+        Status::Limit,
+        "{context}: {}",
+        describe(outcome)
+    );
+    assert_eq!(
+        outcome.limit,
+        Some(kind),
+        "{context}: {}",
+        describe(outcome)
+    );
+}
