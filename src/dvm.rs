@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use wasmtime::{InstancePre, Linker, Module};
 
 use crate::engine::cache::{ModuleCache, ModuleSource};
-use crate::engine::{self, Config, EpochTicker, RUN_THREAD_STACK_BYTES};
+use crate::engine::{self, Config, EpochTicker};
 use crate::error::Error;
 use crate::fs::{Mount, Scratch, WORKSPACE};
 use crate::guest::catalog::{Catalog, Role, RuntimeSpec};
@@ -41,6 +41,7 @@ struct Inner {
     loaded: Mutex<HashMap<[u8; 32], Module>>,
     /// Runtimes this process has opened, by id.
     runtimes: Mutex<HashMap<String, Runtime>>,
+    threads: sandbox::threads::SandboxThreads,
 }
 
 /// A guest module checked, compiled and linked, ready to run in fresh sandboxes.
@@ -103,6 +104,7 @@ impl Dvm {
                 linkers,
                 loaded: Mutex::default(),
                 runtimes: Mutex::default(),
+                threads: sandbox::threads::SandboxThreads::default(),
             }),
         })
     }
@@ -396,30 +398,27 @@ impl Program {
     /// wasm stack. Errors are problems with the input or the host; every way the guest can
     /// end (including traps and limits) is an [`Outcome`].
     pub fn run(&self, input: &RunInput) -> Result<Outcome, Error> {
-        self.run_with(&GuestSetup::command(&self.name, input), input)
+        self.run_with(GuestSetup::command(&self.name, input), input)
     }
 
-    fn run_with(&self, setup: &GuestSetup, input: &RunInput) -> Result<Outcome, Error> {
+    fn run_with(&self, setup: GuestSetup, input: &RunInput) -> Result<Outcome, Error> {
         self.run_entry(setup, input, self.abi.entry())
     }
 
+    /// Runs on a sandbox thread (reused across runs) with room for the guest's wasm stack.
     fn run_entry(
         &self,
-        setup: &GuestSetup,
+        setup: GuestSetup,
         input: &RunInput,
-        entry: sandbox::Entry<'_>,
+        entry: sandbox::Entry,
     ) -> Result<Outcome, Error> {
         let _active = self.dvm.inner.ticker.activate()?;
-        std::thread::scope(|scope| {
-            let worker = std::thread::Builder::new()
-                .name("dvm-sandbox".into())
-                .stack_size(RUN_THREAD_STACK_BYTES)
-                .spawn_scoped(scope, || sandbox::execute(&self.pre, setup, input, entry))
-                .map_err(|e| Error::Internal(format!("cannot start a sandbox thread: {e}")))?;
-            worker
-                .join()
-                .map_err(|_| Error::Internal("the sandbox thread panicked".into()))?
-        })
+        let pre = self.pre.clone();
+        let input = input.clone();
+        self.dvm
+            .inner
+            .threads
+            .run(move || sandbox::execute(&pre, &setup, &input, &entry))?
     }
 }
 
@@ -458,9 +457,8 @@ impl Runtime {
         source: &[u8],
         input: &RunInput,
     ) -> Result<Outcome, Error> {
-        let workspace = Scratch::new("workspace")?;
-        let tmp = Scratch::new("tmp")?;
-        workspace.write(name, source)?;
+        let scratch = Scratch::new()?;
+        scratch.write(name, source)?;
         let script = format!("{WORKSPACE}/{name}");
         let is_module = name.ends_with(".mjs");
         let template = match (&self.spec.module_argv, is_module) {
@@ -476,12 +474,12 @@ impl Runtime {
             Abi::PythonReactor => guest::python::mounts(&self.spec.version, &self.installed.tree()),
             Abi::Command => Vec::new(),
         };
-        mounts.push(Mount::read_write(tmp.path(), "/tmp"));
+        mounts.push(Mount::read_write(scratch.tmp(), "/tmp"));
         // WASI has no working directory: wasi-libc starts every guest at `/`. Mounting the
         // workspace there as well makes relative paths and `os.getcwd()`-based paths land in
         // it, while the runtime's own mounts (longer prefixes) still win.
-        mounts.push(Mount::read_write(workspace.path(), WORKSPACE));
-        mounts.push(Mount::read_write(workspace.path(), "/"));
+        mounts.push(Mount::read_write(scratch.workspace(), WORKSPACE));
+        mounts.push(Mount::read_write(scratch.workspace(), "/"));
         let env = self
             .spec
             .env
@@ -493,17 +491,17 @@ impl Runtime {
             // same behaviour as `python SCRIPT ARGS…` (see `python::script_turn`).
             Abi::PythonReactor => {
                 let code = guest::python::script_turn(&script, source, &input.args);
-                let entry = guest::python::turn_entry(&code);
                 let setup = GuestSetup {
                     argv: guest::python::turn_argv(),
                     env,
                     mounts,
                 };
-                self.program.run_entry(&setup, input, &entry)
+                self.program
+                    .run_entry(setup, input, guest::python::turn_entry(code))
             }
             Abi::Command => self
                 .program
-                .run_with(&GuestSetup { argv, env, mounts }, input),
+                .run_with(GuestSetup { argv, env, mounts }, input),
         }
     }
 }

@@ -33,22 +33,65 @@ impl Mount {
 /// The guest path of a run's private working directory.
 pub const WORKSPACE: &str = "/workspace";
 
-/// A private, writable directory for one run, removed when dropped.
+/// Where per-run directories go: `$DVM_SCRATCH`, else `/dev/shm` when it is a writable
+/// directory (memory-backed: creating and removing a run's directories there costs a few
+/// microseconds, where a disk filesystem with discard can take a millisecond), else the
+/// system temp directory.
+fn scratch_base() -> &'static Path {
+    static BASE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("DVM_SCRATCH").filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir);
+        }
+        let shm = Path::new("/dev/shm");
+        let writable = tempfile::Builder::new()
+            .prefix(".dvm-probe-")
+            .tempdir_in(shm)
+            .is_ok();
+        if writable {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        }
+    })
+}
+
+/// A private directory for one run, removed when dropped, with a writable `workspace/` and
+/// `tmp/` inside.
 pub(crate) struct Scratch {
-    dir: tempfile::TempDir,
+    /// Removes the whole tree when dropped.
+    _dir: tempfile::TempDir,
+    workspace: PathBuf,
+    tmp: PathBuf,
 }
 
 impl Scratch {
-    pub(crate) fn new(purpose: &str) -> Result<Scratch, Error> {
+    pub(crate) fn new() -> Result<Scratch, Error> {
+        let fail =
+            |e: std::io::Error| Error::Internal(format!("cannot create a run directory: {e}"));
         let dir = tempfile::Builder::new()
-            .prefix(&format!("dvm-{purpose}-"))
-            .tempdir()
-            .map_err(|e| Error::Internal(format!("cannot create a {purpose} directory: {e}")))?;
-        Ok(Scratch { dir })
+            .prefix("dvm-run-")
+            .tempdir_in(scratch_base())
+            .map_err(fail)?;
+        let workspace = dir.path().join("workspace");
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&workspace).map_err(fail)?;
+        std::fs::create_dir(&tmp).map_err(fail)?;
+        Ok(Scratch {
+            _dir: dir,
+            workspace,
+            tmp,
+        })
     }
 
-    pub(crate) fn path(&self) -> &Path {
-        self.dir.path()
+    /// The run's working directory.
+    pub(crate) fn workspace(&self) -> &Path {
+        &self.workspace
+    }
+
+    /// The run's `/tmp`.
+    pub(crate) fn tmp(&self) -> &Path {
+        &self.tmp
     }
 
     /// Writes `bytes` to `name` directly inside the directory. `name` must be a plain file
@@ -59,7 +102,7 @@ impl Scratch {
                 "`{name}` is not a plain file name for the script"
             )));
         }
-        std::fs::write(self.dir.path().join(name), bytes)
+        std::fs::write(self.workspace.join(name), bytes)
             .map_err(|e| Error::Internal(format!("cannot write the script: {e}")))
     }
 }

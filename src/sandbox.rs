@@ -2,6 +2,7 @@
 
 pub(crate) mod output;
 mod poll;
+pub(crate) mod threads;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -179,8 +180,9 @@ impl SandboxState {
 }
 
 /// How an ABI adapter starts the guest once it is instantiated; `Ok(code)` is an exit code.
-pub(crate) type Entry<'a> =
-    &'a (dyn Fn(&mut Store<SandboxState>, Instance) -> wasmtime::Result<i32> + Sync);
+pub(crate) type Entry = std::sync::Arc<
+    dyn Fn(&mut Store<SandboxState>, Instance) -> wasmtime::Result<i32> + Send + Sync,
+>;
 
 /// What the ABI adapter decides about a sandbox: the guest's argv, the environment the
 /// runtime needs under the user's, and the runtime's mounts.
@@ -301,7 +303,7 @@ pub(crate) fn execute(
     pre: &InstancePre<SandboxState>,
     setup: &GuestSetup,
     input: &RunInput,
-    entry: Entry<'_>,
+    entry: &Entry,
 ) -> Result<Outcome, Error> {
     let started = Instant::now();
     let Prepared {

@@ -174,24 +174,36 @@ impl ModuleCache {
             Err(e) => return Err(format!("cannot read {}: {e}", index.display())),
         };
         let object = self.object_path(&expected);
-        let mut hasher = blake3::Hasher::new();
-        match hasher.update_mmap_rayon(&object) {
-            Ok(_) => {}
+        let stamp = match VerifiedStamp::of(&object) {
+            Ok(stamp) => stamp,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read {}: {e}", object.display())),
+        };
+        let stamp_path = object.with_extension("verified");
+        let already_verified = !verify_always()
+            && std::fs::read_to_string(&stamp_path).is_ok_and(|recorded| recorded == stamp.0);
+        if !already_verified {
+            let mut hasher = blake3::Hasher::new();
+            hasher
+                .update_mmap_rayon(&object)
+                .map_err(|e| format!("cannot read {}: {e}", object.display()))?;
+            let actual = hasher.finalize().to_hex();
+            if actual.as_str() != expected {
+                // Remove the damaged object so the next writer can publish a good one.
+                let _ = std::fs::remove_file(&object);
+                let _ = std::fs::remove_file(&stamp_path);
+                return Err(format!(
+                    "{} is corrupt (blake3 {actual}, expected {expected})",
+                    object.display()
+                ));
+            }
+            // Informational: without a stamp the next load just hashes again.
+            let _ = publish(&stamp_path, stamp.0.as_bytes());
         }
-        let actual = hasher.finalize().to_hex();
-        if actual.as_str() != expected {
-            // Remove the damaged object so the next writer can publish a good one.
-            let _ = std::fs::remove_file(&object);
-            return Err(format!(
-                "{} is corrupt (blake3 {actual}, expected {expected})",
-                object.display()
-            ));
-        }
-        // SAFETY: the file is one this cache wrote from `Module::serialize` and its contents
-        // were just verified against the hash recorded when it was written; wasmtime also
-        // checks the header against this engine's configuration.
+        // SAFETY: the file is one this cache wrote from `Module::serialize`; its contents were
+        // verified against the hash it is named by, either now or at an earlier load of this
+        // same unchanged file (same inode, size, mtime and ctime); wasmtime also checks the
+        // header against this engine's configuration.
         let module = unsafe { wasmtime::Module::deserialize_file(engine, &object) }
             .map_err(|e| format!("cannot load {}: {e}", object.display()))?;
         Ok(Some(module))
@@ -239,6 +251,42 @@ impl ModuleCache {
         wasm_digest: &blake3::Hash,
     ) -> Result<Option<wasmtime::Module>, String> {
         self.load(engine, &self.key(wasm_digest))
+    }
+}
+
+/// `DVM_VERIFY=always` re-hashes every compiled module at every load.
+fn verify_always() -> bool {
+    std::env::var("DVM_VERIFY").is_ok_and(|v| v == "always")
+}
+
+/// What identifies one unchanged file: device, inode, size, mtime and ctime (which no
+/// unprivileged call can set back). Recorded after a full blake3 check, it lets later loads
+/// of the same file skip re-hashing hundreds of megabytes; any write to the file, or a new
+/// file in its place, changes it.
+struct VerifiedStamp(String);
+
+impl VerifiedStamp {
+    fn of(path: &Path) -> std::io::Result<VerifiedStamp> {
+        let meta = std::fs::metadata(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Ok(VerifiedStamp(format!(
+                "v1 dev={} ino={} len={} mtime={}.{} ctime={}.{}",
+                meta.dev(),
+                meta.ino(),
+                meta.len(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+                meta.ctime(),
+                meta.ctime_nsec()
+            )))
+        }
+        #[cfg(not(unix))]
+        {
+            // No ctime to trust: a stamp that never matches keeps full verification.
+            Ok(VerifiedStamp(format!("unverifiable {}", meta.len())))
+        }
     }
 }
 

@@ -26,14 +26,14 @@ pub enum Abi {
 }
 
 impl Abi {
-    pub(crate) fn entry(self) -> sandbox::Entry<'static> {
+    pub(crate) fn entry(self) -> sandbox::Entry {
         match self {
-            Abi::Command => &|store: &mut Store<SandboxState>, instance| {
+            Abi::Command => std::sync::Arc::new(|store: &mut Store<SandboxState>, instance| {
                 let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
                 start.call(store, ())?;
                 Ok(0)
-            },
-            Abi::PythonReactor => &python::run_entry,
+            }),
+            Abi::PythonReactor => std::sync::Arc::new(python::run_entry),
         }
     }
 

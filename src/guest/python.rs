@@ -88,10 +88,8 @@ __dvm_main()"#
 
 /// Runs `code` as one turn on a fresh instance and returns the exit status. The instance is
 /// not reused, so its `shutdown()` is not called (see [`script_turn`]).
-pub(crate) fn turn_entry(
-    code: &str,
-) -> impl Fn(&mut Store<SandboxState>, Instance) -> wasmtime::Result<i32> + Sync + '_ {
-    move |store, instance| {
+pub(crate) fn turn_entry(code: String) -> crate::sandbox::Entry {
+    std::sync::Arc::new(move |store: &mut Store<SandboxState>, instance: Instance| {
         let host_alloc = instance.get_typed_func::<i32, i32>(&mut *store, "host_alloc")?;
         let turn = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "turn")?;
         let memory = instance
@@ -105,7 +103,7 @@ pub(crate) fn turn_entry(
         memory.write(&mut *store, ptr as u32 as usize, code.as_bytes())?;
         let result = turn.call(&mut *store, (ptr, len))?;
         Ok(result & 0xff)
-    }
+    })
 }
 
 /// Adds `host.call(req_ptr, req_len, out_ptr_ptr, out_len_ptr) -> i32`, closed for now: no

@@ -10,7 +10,12 @@ use crate::support::*;
 fn objects(home: &Path) -> Vec<PathBuf> {
     let dir = home.join("modules/v1/objects");
     let mut found: Vec<_> = std::fs::read_dir(dir)
-        .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|ext| ext == "cwasm"))
+                .collect()
+        })
         .unwrap_or_default();
     found.sort();
     found
@@ -58,6 +63,27 @@ fn a_corrupted_cache_object_is_detected_and_recompiled() {
         isolated(home.path()).load_file(&hello).unwrap().source(),
         ModuleSource::Disk
     );
+}
+
+#[test]
+fn a_verified_object_is_not_rehashed_until_it_changes() {
+    let home = tempfile::tempdir().unwrap();
+    let hello = fixture("wat/hello.wat");
+    isolated(home.path()).load_file(&hello).unwrap();
+    // The first load from disk verifies the object and stamps it.
+    assert_eq!(isolated(home.path()).load_file(&hello).unwrap().source(), ModuleSource::Disk);
+    let object = objects(home.path()).pop().unwrap();
+    let stamp = object.with_extension("verified");
+    let recorded = std::fs::read_to_string(&stamp).unwrap();
+    assert!(recorded.contains("ino="), "{recorded}");
+    // Same length, one byte flipped: the stamp no longer matches, the hash catches it.
+    let mut bytes = std::fs::read(&object).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&object, bytes).unwrap();
+    let program = isolated(home.path()).load_file(&hello).unwrap();
+    assert_eq!(program.source(), ModuleSource::Compiled);
+    expect_status(&program.run(&RunInput::default()).unwrap(), Status::Ok);
 }
 
 #[test]
