@@ -14,9 +14,10 @@ use crate::error::Error;
 use crate::fs::{Mount, Scratch, WORKSPACE};
 use crate::guest::catalog::{Catalog, Role, RuntimeSpec};
 use crate::guest::install::{Installed, Installer, PackageSource, Progress};
-use crate::guest::{self, Abi};
+use crate::guest::{self, Abi, snapshot};
 use crate::outcome::Outcome;
 use crate::sandbox::{self, GuestSetup, RunInput, SandboxState};
+use crate::store::BlobStore;
 
 /// The dvm runtime: a configured engine, its epoch ticker and compiled-module cache.
 /// Cheap to clone; clones share everything.
@@ -333,6 +334,199 @@ impl Dvm {
         Ok(runtime)
     }
 
+    /// The runtime `id` started from a snapshot with `modules` already imported, made on
+    /// first use (by instrumenting the runtime's module with wasmtime-wizer, importing the
+    /// modules in a sandbox laid out like every run, and snapshotting it) and kept
+    /// content-addressed under `$DVM_HOME`. Sandboxes from it skip the imports. Only
+    /// `python` supports it.
+    pub fn runtime_preloaded(
+        &self,
+        id: &str,
+        modules: &[String],
+        progress: &Progress,
+    ) -> Result<Runtime, Error> {
+        let base = self.runtime_with_progress(id, progress)?;
+        if modules.is_empty() {
+            return Ok(base);
+        }
+        if base.program.abi != Abi::PythonReactor {
+            return Err(Error::InvalidInput(format!(
+                "--preload needs the python runtime; {id} cannot be snapshotted"
+            )));
+        }
+        let mut modules = modules.to_vec();
+        modules.sort();
+        modules.dedup();
+        if let Some(bad) = modules.iter().find(|m| !snapshot::valid_module_name(m)) {
+            return Err(Error::InvalidInput(format!(
+                "`{bad}` is not a Python module name (letters, digits, `_`, dotted)"
+            )));
+        }
+        let label = format!("{id}+{}", modules.join(","));
+        if let Some(runtime) = lock(&self.inner.runtimes).get(&label) {
+            return Ok(runtime.clone());
+        }
+        let key = snapshot::key(base.module_digest(), &modules);
+        let dir = self.inner.config.home.join("snapshots").join("v1");
+        let index = dir.join(key.to_hex().as_str());
+        let blobs = BlobStore::new(&self.inner.config.home);
+        let home_error = |source| Error::Home {
+            path: dir.clone(),
+            source,
+        };
+        let recorded = |index: &Path| {
+            std::fs::read_to_string(index)
+                .ok()
+                .and_then(|hex| blake3::Hash::from_hex(hex.trim()).ok())
+                .filter(|digest| blobs.path(digest).is_file())
+        };
+        let digest = match recorded(&index) {
+            Some(digest) => digest,
+            None => {
+                std::fs::create_dir_all(&dir).map_err(home_error)?;
+                let lock_file = std::fs::File::create(dir.join(format!("{}.lock", key.to_hex())))
+                    .map_err(home_error)?;
+                lock_file.lock().map_err(home_error)?;
+                match recorded(&index) {
+                    Some(digest) => digest,
+                    None => {
+                        // Fail fast, before minutes of snapshotting, if an import fails.
+                        let probe = base.run_script(
+                            "preload.py",
+                            snapshot::preload_code(&modules).as_bytes(),
+                            &RunInput::default(),
+                        )?;
+                        if probe.status != crate::Status::Ok {
+                            return Err(Error::InvalidInput(format!(
+                                "cannot preload {}:\n{}",
+                                modules.join(", "),
+                                String::from_utf8_lossy(&probe.stderr).trim_end()
+                            )));
+                        }
+                        progress(&crate::InstallStep::Snapshotting {
+                            runtime: id.to_string(),
+                            modules: modules.clone(),
+                        });
+                        let wasm = self.make_snapshot(&base, &modules)?;
+                        let added = blobs
+                            .add(&mut wasm.as_slice(), wasm.len() as u64)
+                            .map_err(home_error)?;
+                        crate::engine::cache::publish(&index, added.blake3.to_hex().as_bytes())
+                            .map_err(|message| Error::Internal(message))?;
+                        added.blake3
+                    }
+                }
+            }
+        };
+        let path = blobs.path(&digest);
+        let what = format!("runtime {label}");
+        let read = || -> Result<Vec<u8>, Error> {
+            let wasm = std::fs::read(&path)
+                .map_err(|e| Error::Internal(format!("cannot read the snapshot: {e}")))?;
+            if blake3::hash(&wasm) != digest {
+                return Err(Error::Damaged {
+                    runtime: id.to_string(),
+                    message: format!("the {label} snapshot no longer matches its hash"),
+                });
+            }
+            Ok(wasm)
+        };
+        let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let on_compile = || {
+            progress(&crate::InstallStep::Compiling {
+                runtime: label.clone(),
+                bytes,
+            })
+        };
+        let (module, source) = self.module(&digest, &what, &read, &on_compile)?;
+        let program = self.link(&label, &what, module, digest, source, Abi::PythonReactor)?;
+        let runtime = Runtime {
+            spec: base.spec,
+            installed: base.installed.clone(),
+            program,
+        };
+        lock(&self.inner.runtimes).insert(label, runtime.clone());
+        Ok(runtime)
+    }
+
+    /// Instruments `base`'s module, imports `modules` in a sandbox laid out like a run, and
+    /// returns the snapshot as a module.
+    fn make_snapshot(&self, base: &Runtime, modules: &[String]) -> Result<Vec<u8>, Error> {
+        let fail = |message: String| Error::Install {
+            runtime: base.id().to_string(),
+            message,
+        };
+        let path = base
+            .installed
+            .file(Role::Module)
+            .ok_or_else(|| fail("the module file is missing".into()))?;
+        let wasm =
+            std::fs::read(&path).map_err(|e| fail(format!("cannot read the module: {e}")))?;
+        let scratch = Scratch::new()?;
+        let setup = base.script_setup(&scratch);
+        let input = RunInput {
+            limits: crate::Limits {
+                deadline: std::time::Duration::from_secs(600),
+                memory_bytes: 2 << 30,
+                ..crate::Limits::default()
+            },
+            ..RunInput::default()
+        };
+        let code = snapshot::preload_code(modules);
+        let dvm = self.clone();
+        let linker = self.inner.linkers[&Abi::PythonReactor].linker.clone();
+        let runtime = base.id().to_string();
+        let _active = self.inner.ticker.activate()?;
+        // On a sandbox thread: the guest needs its deep wasm stack while it imports.
+        let made = self.inner.threads.run(move || -> Result<_, Error> {
+            let fail = |message: String| Error::Install {
+                runtime: runtime.clone(),
+                message,
+            };
+            let wizer = wasmtime_wizer::Wizer::new();
+            let (context, instrumented) = wizer
+                .instrument(&wasm)
+                .map_err(|e| fail(format!("cannot instrument the module: {e:#}")))?;
+            // Compiled through the module cache: every preload set of this runtime starts
+            // from the same instrumented module.
+            let digest = blake3::hash(&instrumented);
+            let (module, _) = dvm.module(
+                &digest,
+                "the instrumented module",
+                &|| Ok(instrumented.clone()),
+                &|| {},
+            )?;
+            let pre = linker
+                .instantiate_pre(&module)
+                .map_err(|e| fail(format!("cannot link the instrumented module: {e:#}")))?;
+            sandbox::with_instance(&pre, &setup, &input, |store, instance| {
+                let status = guest::python::turn_entry(code)(store, instance)?;
+                if status != 0 {
+                    wasmtime::bail!("the preload turn exited with status {status}");
+                }
+                let mut live = snapshot::LiveInstance {
+                    store,
+                    instance,
+                    missing: None,
+                };
+                let wasm = snapshot::block_on(wizer.snapshot(&context, &mut live))?;
+                match live.missing {
+                    Some(missing) => wasmtime::bail!("the instance has no {missing} to snapshot"),
+                    None => Ok(wasm),
+                }
+            })
+        })??;
+        made.map_err(|outcome| {
+            fail(format!(
+                "importing {} failed ({:?}{}):\n{}",
+                modules.join(", "),
+                outcome.status,
+                outcome.trap.map(|t| format!(": {t}")).unwrap_or_default(),
+                String::from_utf8_lossy(&outcome.stderr)
+            ))
+        })
+    }
+
     /// Every catalogue runtime with its install state.
     pub fn runtime_statuses(&self) -> Vec<RuntimeStatus> {
         Catalog::embedded()
@@ -448,28 +642,9 @@ impl Runtime {
         &self.spec.language
     }
 
-    /// Runs a script in a fresh sandbox: the script is written to a private working
-    /// directory mounted at `/workspace` and run from there, with a private writable `/tmp`.
-    /// `name` is its file name (`main.py`, `app.mjs`…); it picks module mode for `.mjs`.
-    pub fn run_script(
-        &self,
-        name: &str,
-        source: &[u8],
-        input: &RunInput,
-    ) -> Result<Outcome, Error> {
-        let scratch = Scratch::new()?;
-        scratch.write(name, source)?;
-        let script = format!("{WORKSPACE}/{name}");
-        let is_module = name.ends_with(".mjs");
-        let template = match (&self.spec.module_argv, is_module) {
-            (Some(module_argv), true) => module_argv,
-            _ => &self.spec.argv,
-        };
-        let mut argv: Vec<String> = template
-            .iter()
-            .map(|arg| arg.replace("{script}", &script))
-            .collect();
-        argv.extend(input.args.iter().cloned());
+    /// The mounts and environment every script run (and every snapshot) of this runtime
+    /// gets, in one fixed order; the argv is the python turn's (others replace it).
+    pub(crate) fn script_setup(&self, scratch: &Scratch) -> GuestSetup {
         let mut mounts = match self.program.abi {
             Abi::PythonReactor => guest::python::mounts(&self.spec.version, &self.installed.tree()),
             Abi::Command => Vec::new(),
@@ -486,22 +661,46 @@ impl Runtime {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        GuestSetup {
+            argv: guest::python::turn_argv(),
+            env,
+            mounts,
+        }
+    }
+
+    /// Runs a script in a fresh sandbox: the script is written to a private working
+    /// directory mounted at `/workspace` and run from there, with a private writable `/tmp`.
+    /// `name` is its file name (`main.py`, `app.mjs`…); it picks module mode for `.mjs`.
+    pub fn run_script(
+        &self,
+        name: &str,
+        source: &[u8],
+        input: &RunInput,
+    ) -> Result<Outcome, Error> {
+        let scratch = Scratch::new()?;
+        scratch.write(name, source)?;
+        let script = format!("{WORKSPACE}/{name}");
+        let mut setup = self.script_setup(&scratch);
         match self.program.abi {
             // The cheapest way into the python guest: one turn on a fresh instance, with the
             // same behaviour as `python SCRIPT ARGS…` (see `python::script_turn`).
             Abi::PythonReactor => {
                 let code = guest::python::script_turn(&script, source, &input.args);
-                let setup = GuestSetup {
-                    argv: guest::python::turn_argv(),
-                    env,
-                    mounts,
-                };
                 self.program
                     .run_entry(setup, input, guest::python::turn_entry(code))
             }
-            Abi::Command => self
-                .program
-                .run_with(GuestSetup { argv, env, mounts }, input),
+            Abi::Command => {
+                let template = match (&self.spec.module_argv, name.ends_with(".mjs")) {
+                    (Some(module_argv), true) => module_argv,
+                    _ => &self.spec.argv,
+                };
+                setup.argv = template
+                    .iter()
+                    .map(|arg| arg.replace("{script}", &script))
+                    .chain(input.args.iter().cloned())
+                    .collect();
+                self.program.run_with(setup, input)
+            }
         }
     }
 }

@@ -407,3 +407,56 @@ fn classify(ended: wasmtime::Result<i32>, guard: &ResourceGuard) -> Classified {
         },
     }
 }
+
+/// Instantiates in a fresh store set up like a run (mounts, environment, limits) and hands
+/// the store and instance to `work`, e.g. to drive the guest and snapshot it. A failure of
+/// the guest comes back as the outcome it would have been.
+pub(crate) fn with_instance<R>(
+    pre: &InstancePre<SandboxState>,
+    setup: &GuestSetup,
+    input: &RunInput,
+    work: impl FnOnce(&mut Store<SandboxState>, Instance) -> wasmtime::Result<R>,
+) -> Result<Result<R, Outcome>, Error> {
+    let started = Instant::now();
+    let Prepared {
+        mut store,
+        stdout,
+        stderr,
+        fuel,
+    } = prepare(pre, setup, input, started)?;
+    let ended = match pre.instantiate(&mut store) {
+        Ok(instance) => {
+            fuel.arm(&mut store)?;
+            work(&mut store, instance)
+        }
+        Err(e) => Err(e),
+    };
+    let error = match ended {
+        Ok(value) => return Ok(Ok(value)),
+        Err(error) => error,
+    };
+    let guard = &store.data().guard;
+    let (status, exit_code, limit, trap) = classify(Err(error), guard);
+    let memory_peak_bytes = guard.memory_peak;
+    let fuel_used = fuel.used(&store);
+    drop(store);
+    let out = stdout.take();
+    let err = stderr.take();
+    Ok(Err(Outcome {
+        status,
+        exit_code,
+        stdout_bytes: out.written,
+        stderr_bytes: err.written,
+        truncated: Truncated {
+            stdout: out.truncated,
+            stderr: err.truncated,
+        },
+        stdout: out.kept,
+        stderr: err.kept,
+        limit,
+        fuel_used,
+        duration: started.elapsed(),
+        memory_peak_bytes,
+        trap,
+    }))
+}

@@ -56,6 +56,11 @@ pub enum InstallStep {
     Verifying { runtime: String },
     /// Compiling the module for this machine (once).
     Compiling { runtime: String, bytes: u64 },
+    /// Making a pre-initialized snapshot with these modules imported (once).
+    Snapshotting {
+        runtime: String,
+        modules: Vec<String>,
+    },
     /// Installed and compiled.
     Done { runtime: String },
 }

@@ -4,6 +4,7 @@
 pub mod catalog;
 pub(crate) mod install;
 pub(crate) mod python;
+pub(crate) mod snapshot;
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -71,7 +71,10 @@ fn a_verified_object_is_not_rehashed_until_it_changes() {
     let hello = fixture("wat/hello.wat");
     isolated(home.path()).load_file(&hello).unwrap();
     // The first load from disk verifies the object and stamps it.
-    assert_eq!(isolated(home.path()).load_file(&hello).unwrap().source(), ModuleSource::Disk);
+    assert_eq!(
+        isolated(home.path()).load_file(&hello).unwrap().source(),
+        ModuleSource::Disk
+    );
     let object = objects(home.path()).pop().unwrap();
     let stamp = object.with_extension("verified");
     let recorded = std::fs::read_to_string(&stamp).unwrap();

@@ -214,7 +214,10 @@ fn two_processes_installing_at_once_both_succeed() {
     assert_eq!(walk(&home.path().join("store")).len(), 1);
     let compiled = walk(&home.path().join("modules/v1/objects"));
     assert_eq!(
-        compiled.iter().filter(|p| p.extension().is_some_and(|e| e == "cwasm")).count(),
+        compiled
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .count(),
         1,
         "{compiled:?}"
     );

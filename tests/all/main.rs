@@ -7,5 +7,6 @@ mod guests;
 mod install;
 mod javascript;
 mod limits;
+mod preload;
 mod python;
 mod support;
