@@ -90,11 +90,62 @@ pub struct ModuleCosts {
     pub hello_memory_mib: f64,
 }
 
+/// A small DataFrame script, cold (importing numpy and pandas) and from the preload
+/// snapshot.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Preloaded {
+    pub runtime: String,
+    pub modules: Vec<String>,
+    pub cold_p50_ms: f64,
+    pub preloaded_p50_ms: f64,
+    pub preloaded_p99_ms: f64,
+}
+
+/// The script `dvm bench` times with and without preloading.
+const DATAFRAME_SCRIPT: &str = "import numpy as np, pandas as pd\n\
+    df = pd.DataFrame({'region': ['n', 's', 'n', 'e'], 'sales': np.array([10.5, 4.0, 7.0, 1.25])})\n\
+    print(df.groupby('region')['sales'].sum().to_dict())\n";
+
+fn preloaded(dvm: &Dvm, id: &str, runs: usize) -> Result<Preloaded, Error> {
+    let modules = vec!["numpy".to_string(), "pandas".to_string()];
+    let quiet: crate::Progress = std::sync::Arc::new(|_| {});
+    let warm = dvm.runtime_preloaded(id, &modules, &quiet)?;
+    let cold = dvm.runtime(id)?;
+    let input = RunInput::default();
+    let time = |runtime: &Runtime, n: usize| -> Result<Vec<Duration>, Error> {
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let started = Instant::now();
+            let outcome = runtime.run_script("df.py", DATAFRAME_SCRIPT.as_bytes(), &input)?;
+            times.push(started.elapsed());
+            if outcome.status != crate::Status::Ok {
+                return Err(Error::Internal(format!(
+                    "the bench's DataFrame script failed: {}",
+                    String::from_utf8_lossy(&outcome.stderr)
+                )));
+            }
+        }
+        times.sort();
+        Ok(times)
+    };
+    time(&warm, 3)?;
+    let warm_times = time(&warm, runs.clamp(5, 100))?;
+    let cold_times = time(&cold, 3)?;
+    Ok(Preloaded {
+        runtime: id.to_string(),
+        modules,
+        cold_p50_ms: percentile(&cold_times, 0.5),
+        preloaded_p50_ms: percentile(&warm_times, 0.5),
+        preloaded_p99_ms: percentile(&warm_times, 0.99),
+    })
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub machine: String,
     pub runs: usize,
     pub in_process: Vec<InProcess>,
+    pub preloaded: Vec<Preloaded>,
     pub whole_process: Vec<WholeProcess>,
     pub modules: Vec<ModuleCosts>,
 }
@@ -276,6 +327,7 @@ pub fn measure(dvm: &Dvm, runtimes: &[String], runs: usize) -> Result<Report, Er
         machine: machine(),
         runs,
         in_process: Vec::new(),
+        preloaded: Vec::new(),
         whole_process: Vec::new(),
         modules: Vec::new(),
     };
@@ -285,6 +337,9 @@ pub fn measure(dvm: &Dvm, runtimes: &[String], runs: usize) -> Result<Report, Er
     for id in runtimes {
         let runtime = dvm.runtime(id)?;
         report.in_process.push(in_process(&runtime, runs)?);
+        if runtime.supports_preload() {
+            report.preloaded.push(preloaded(dvm, id, runs)?);
+        }
         report.modules.push(module_costs(dvm, &runtime)?);
 
         let (name, source) = hello(runtime.language());
@@ -338,6 +393,17 @@ impl Report {
                 row.p99_ms,
                 row.per_second_one_thread,
                 row.per_second_all_cores
+            );
+        }
+        for row in &self.preloaded {
+            let _ = writeln!(
+                out,
+                "\nsmall DataFrame script, {}: cold (imports {}) {:.0} ms; preloaded snapshot p50 {:.1} ms, p99 {:.1} ms",
+                row.runtime,
+                row.modules.join(" + "),
+                row.cold_p50_ms,
+                row.preloaded_p50_ms,
+                row.preloaded_p99_ms
             );
         }
         let _ = writeln!(out, "\nwhole process, warm caches (median)");

@@ -412,7 +412,7 @@ impl Dvm {
                             .add(&mut wasm.as_slice(), wasm.len() as u64)
                             .map_err(home_error)?;
                         crate::engine::cache::publish(&index, added.blake3.to_hex().as_bytes())
-                            .map_err(|message| Error::Internal(message))?;
+                            .map_err(Error::Internal)?;
                         added.blake3
                     }
                 }
@@ -632,6 +632,11 @@ impl Runtime {
 
     pub fn id(&self) -> &str {
         &self.spec.id
+    }
+
+    /// Whether [`Dvm::runtime_preloaded`] can snapshot this runtime.
+    pub fn supports_preload(&self) -> bool {
+        self.program.abi == Abi::PythonReactor
     }
 
     pub fn version(&self) -> &str {

@@ -66,39 +66,6 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn module_names_are_checked_before_they_become_source() {
-        assert!(valid_module_name("numpy"));
-        assert!(valid_module_name("matplotlib.pyplot"));
-        assert!(valid_module_name("_private2"));
-        for bad in [
-            "",
-            "os; import shutil",
-            "1abc",
-            "a..b",
-            "a b",
-            "a-b",
-            "a.",
-            "__import__('os')",
-        ] {
-            assert!(!valid_module_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn keys_separate_module_lists() {
-        let base = blake3::hash(b"base");
-        let a = key(&base, &["ab".into(), "c".into()]);
-        let b = key(&base, &["a".into(), "bc".into()]);
-        assert_ne!(a, b);
-        assert_eq!(a, key(&base, &["ab".into(), "c".into()]));
-    }
-}
-
 /// Lets wizer read a live sandbox: exported globals and memories, by name. A name that is
 /// missing (which would mean the instrumented module is not the one instantiated) is
 /// recorded instead of panicking, and fails the snapshot afterwards.
@@ -141,5 +108,38 @@ impl wasmtime_wizer::InstanceState for LiveInstance<'_> {
                 contents(&[]);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_are_checked_before_they_become_source() {
+        assert!(valid_module_name("numpy"));
+        assert!(valid_module_name("matplotlib.pyplot"));
+        assert!(valid_module_name("_private2"));
+        for bad in [
+            "",
+            "os; import shutil",
+            "1abc",
+            "a..b",
+            "a b",
+            "a-b",
+            "a.",
+            "__import__('os')",
+        ] {
+            assert!(!valid_module_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_separate_module_lists() {
+        let base = blake3::hash(b"base");
+        let a = key(&base, &["ab".into(), "c".into()]);
+        let b = key(&base, &["a".into(), "bc".into()]);
+        assert_ne!(a, b);
+        assert_eq!(a, key(&base, &["ab".into(), "c".into()]));
     }
 }

@@ -453,3 +453,31 @@ fn bench_reports_a_runtime_as_json_and_as_a_table() {
     );
     expect(&dvm(&["bench", "cobol"]), 2, "", "unknown runtime");
 }
+
+#[test]
+fn preload_starts_python_with_modules_imported() {
+    let output = dvm(&[
+        "run",
+        "--json",
+        "--preload",
+        "numpy,pandas",
+        "--runtime",
+        "python",
+        "--code",
+        "import sys\nprint('pandas' in sys.modules)",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_eq!(json(&output)["stdout"], "True\n");
+    let output = dvm(&["run", "--preload", "numpy", &fx("wat/hello.wat")]);
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let output = dvm(&[
+        "run",
+        "--preload",
+        "os;x",
+        "--runtime",
+        "python",
+        "--code",
+        "1",
+    ]);
+    expect(&output, 2, "", "not a Python module name");
+}
