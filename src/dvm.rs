@@ -62,6 +62,9 @@ pub struct Runtime {
     spec: &'static RuntimeSpec,
     installed: Installed,
     program: Program,
+    /// `python`: the script runner as the guest compiled it (marshal data in hex), made on
+    /// the first run; `None` inside when the guest could not make it.
+    runner: Arc<std::sync::OnceLock<Option<String>>>,
 }
 
 /// What `dvm runtimes list` shows about one runtime.
@@ -326,6 +329,7 @@ impl Dvm {
             spec,
             installed,
             program,
+            runner: Arc::default(),
         };
         lock(&self.inner.runtimes).insert(spec.id.clone(), runtime.clone());
         progress(&crate::InstallStep::Done {
@@ -444,6 +448,7 @@ impl Dvm {
             spec: base.spec,
             installed: base.installed.clone(),
             program,
+            runner: Arc::default(),
         };
         lock(&self.inner.runtimes).insert(label, runtime.clone());
         Ok(runtime)
@@ -673,6 +678,54 @@ impl Runtime {
         }
     }
 
+    /// Has the guest compile the python script runner once, so later turns load it instead
+    /// of compiling it. Falls back to compiling it per run if anything goes wrong.
+    fn compile_runner(&self) -> Option<String> {
+        let (code, runner) = guest::python::runner_compile_turn();
+        // Kept per guest module and runner text, so a one-shot process reads it instead of
+        // spending a turn on it.
+        let key = {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(self.program.digest.as_bytes());
+            hasher.update(runner.as_bytes());
+            hasher.finalize().to_hex()
+        };
+        let cached = self
+            .program
+            .dvm
+            .inner
+            .config
+            .home
+            .join("runners")
+            .join("v1")
+            .join(key.as_str());
+        if let Ok(hex) = std::fs::read_to_string(&cached)
+            && guest::python::is_compiled_runner(&hex)
+        {
+            return Some(hex);
+        }
+        let scratch = Scratch::new().ok()?;
+        let input = RunInput {
+            stdin: runner.as_bytes().to_vec(),
+            ..RunInput::default()
+        };
+        let outcome = self
+            .program
+            .run_entry(
+                self.script_setup(&scratch),
+                &input,
+                guest::python::turn_entry(code),
+            )
+            .ok()?;
+        let hex = String::from_utf8(outcome.stdout).ok()?;
+        if outcome.status != crate::Status::Ok || !guest::python::is_compiled_runner(&hex) {
+            return None;
+        }
+        // A cache that cannot be written only costs the next process this turn again.
+        let _ = crate::engine::cache::publish(&cached, hex.as_bytes());
+        Some(hex)
+    }
+
     /// Runs a script in a fresh sandbox: the script is written to a private working
     /// directory mounted at `/workspace` and run from there, with a private writable `/tmp`.
     /// `name` is its file name (`main.py`, `app.mjs`…); it picks module mode for `.mjs`.
@@ -690,7 +743,8 @@ impl Runtime {
             // The cheapest way into the python guest: one turn on a fresh instance, with the
             // same behaviour as `python SCRIPT ARGS…` (see `python::script_turn`).
             Abi::PythonReactor => {
-                let code = guest::python::script_turn(&script, source, &input.args);
+                let runner = self.runner.get_or_init(|| self.compile_runner()).as_deref();
+                let code = guest::python::script_turn(&script, source, &input.args, runner);
                 self.program
                     .run_entry(setup, input, guest::python::turn_entry(code))
             }

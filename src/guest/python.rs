@@ -32,42 +32,28 @@ pub(crate) fn turn_argv() -> Vec<String> {
     vec![ARGV0.to_string()]
 }
 
-/// Python source for one turn that runs `path` exactly as `python path args…` would: in the
-/// real `__main__`, with `sys.argv` and `sys.path[0]` set, no echo of a final expression, a
-/// traceback that starts at the script (the wrapper's own frames are left out), and at the
-/// end what interpreter exit does that a script can observe: atexit handlers run, the
-/// script's globals are dropped (files they hold are flushed and closed), std streams
-/// flushed. That replaces the guest's `shutdown()`, which tears down every module and costs
-/// about eight times the hello script itself; the instance is discarded afterwards.
-pub(crate) fn script_turn(path: &str, source: &[u8], args: &[String]) -> String {
-    let literal = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "''".into());
-    let argv = std::iter::once(path)
-        .chain(args.iter().map(String::as_str))
-        .map(literal)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let path = literal(path);
-    // The script travels in the turn itself (it is also in the workspace, for tracebacks and
-    // `__file__`): hex is a literal any source bytes fit in.
-    let source = crate::store::hex(source);
-    format!(
-        r#"def __dvm_main():
+/// Runs a script exactly as `python path args…` would: in the real `__main__`, with
+/// `sys.argv` and `sys.path[0]` set, no echo of a final expression, a traceback that starts
+/// at the script (this function's own frames are left out), and at the end what interpreter
+/// exit does that a script can observe: atexit handlers run, the script's globals are
+/// dropped (files they hold are flushed and closed), std streams flushed. That replaces the
+/// guest's `shutdown()`, which tears down every module and costs about eight times the hello
+/// script itself; the instance is discarded afterwards. A snapshot may hold seeded random
+/// generators, so each sandbox reseeds them from its own entropy first.
+const RUNNER: &str = r#"def __dvm_run(path, argv, source):
     import sys, __main__
-    path = {path}
-    sys.argv = [{argv}]
-    # A snapshot may hold seeded generators; each sandbox draws its own entropy.
+    sys.argv = argv
     for name in ("random", "numpy.random"):
         module = sys.modules.get(name)
         if module is not None:
             module.seed()
     sys.path.insert(0, path.rpartition("/")[0] or "/")
     namespace = __main__.__dict__
-    del namespace["__dvm_main"]
+    del namespace["__dvm_run"]
     namespace["__file__"] = path
     try:
         try:
-            code = compile(bytes.fromhex("{source}"), path, "exec")
-            exec(code, namespace)
+            exec(compile(source, path, "exec"), namespace)
         except SystemExit:
             raise
         except BaseException as error:
@@ -80,16 +66,58 @@ pub(crate) fn script_turn(path: &str, source: &[u8], args: &[String]) -> String 
     finally:
         import atexit
         atexit._run_exitfuncs()
-        # Drops the script's globals, so the files they hold are flushed and closed. No
-        # full collection: with numpy and pandas loaded it would cost ten times the script.
         namespace.clear()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:
                 pass
-__dvm_main()"#
+"#;
+
+/// A turn that prints the runner compiled by the guest itself, as marshal data in hex (the
+/// runner's source arrives on stdin). Compiling the runner costs a turn about 6 M fuel;
+/// loading it compiled costs almost nothing.
+pub(crate) fn runner_compile_turn() -> (String, &'static str) {
+    (
+        "import marshal, sys\n\
+         _ = sys.stdout.write(marshal.dumps(compile(sys.stdin.read(), '<dvm>', 'exec')).hex())"
+            .to_string(),
+        RUNNER,
     )
+}
+
+/// Whether `text` is what [`runner_compile_turn`] prints: hex digits only.
+pub(crate) fn is_compiled_runner(text: &str) -> bool {
+    !text.is_empty() && text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The turn that runs `path` through the runner: loaded from `compiled` (marshal data in hex
+/// from [`runner_compile_turn`]) when given, otherwise compiled from source in the turn.
+pub(crate) fn script_turn(
+    path: &str,
+    source: &[u8],
+    args: &[String],
+    compiled: Option<&str>,
+) -> String {
+    let literal = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "''".into());
+    let argv = std::iter::once(path)
+        .chain(args.iter().map(String::as_str))
+        .map(literal)
+        .collect::<Vec<_>>()
+        .join(", ");
+    // The script travels in the turn itself (it is also in the workspace, for tracebacks and
+    // `__file__`): hex is a literal any source bytes fit in.
+    let call = format!(
+        "__dvm_run({}, [{argv}], bytes.fromhex(\"{}\"))",
+        literal(path),
+        crate::store::hex(source)
+    );
+    match compiled {
+        Some(hex) => {
+            format!("exec(__import__(\"marshal\").loads(bytes.fromhex(\"{hex}\")))\n{call}")
+        }
+        None => format!("{RUNNER}{call}"),
+    }
 }
 
 /// Runs `code` as one turn on a fresh instance and returns the exit status. The instance is
@@ -202,6 +230,22 @@ pub(crate) fn mounts(version: &str, tree: &Path) -> Vec<Mount> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_script_turn_defines_the_runner_then_calls_it() {
+        let args = ["a b".to_string(), "\"q\"".to_string()];
+        let text = script_turn("/workspace/m.py", b"print(1)", &args, None);
+        assert!(text.starts_with(RUNNER));
+        let call = r#"__dvm_run("/workspace/m.py", ["/workspace/m.py", "a b", "\"q\""], bytes.fromhex("7072696e74283129"))"#;
+        assert!(text.ends_with(call), "{text}");
+        let compiled = script_turn("/workspace/m.py", b"print(1)", &args, Some("00ff"));
+        assert_eq!(
+            compiled,
+            format!("exec(__import__(\"marshal\").loads(bytes.fromhex(\"00ff\")))\n{call}")
+        );
+        assert!(is_compiled_runner("00ff"));
+        assert!(!is_compiled_runner("4416\n") && !is_compiled_runner(""));
+    }
 
     #[test]
     fn the_stdlib_zip_is_named_after_major_and_minor() {
