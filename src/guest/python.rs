@@ -88,7 +88,7 @@ pub(crate) fn runner_compile_turn() -> (String, &'static str) {
 
 /// Whether `text` is what [`runner_compile_turn`] prints: hex digits only.
 pub(crate) fn is_compiled_runner(text: &str) -> bool {
-    !text.is_empty() && text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit())
+    !text.is_empty() && text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The turn that runs `path` through the runner: loaded from `compiled` (marshal data in hex
