@@ -310,19 +310,17 @@ fn target(
 }
 
 fn read_script(path: &std::path::Path) -> Result<Vec<u8>, Error> {
-    let read_error = |source| Error::ReadInput {
-        path: path.to_path_buf(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(read_error)?;
-    if meta.len() > MAX_SCRIPT_BYTES {
-        return Err(Error::InvalidInput(format!(
-            "{} is {} bytes, over the {MAX_SCRIPT_BYTES}-byte cap for scripts",
-            path.display(),
-            meta.len()
-        )));
+    match crate::fs::read_regular_file(path, MAX_SCRIPT_BYTES) {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(size)) => Err(Error::InvalidInput(format!(
+            "{} is {size} bytes, over the {MAX_SCRIPT_BYTES}-byte cap for scripts",
+            path.display()
+        ))),
+        Err(source) => Err(Error::ReadInput {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
-    std::fs::read(path).map_err(read_error)
 }
 
 fn validate(args: RunArgs) -> Result<RunConfig, Error> {
@@ -389,9 +387,12 @@ fn read_limited(reader: impl Read, path: &std::path::Path) -> Result<Vec<u8>, Er
 
 fn run(args: RunArgs) -> ExitCode {
     let json = args.json;
+    let mut writer = None;
     let result = validate(args).and_then(|mut config| {
         if !config.json {
-            config.input.on_output = Some(Arc::new(pass_through));
+            let (callback, thread) = pass_through();
+            config.input.on_output = Some(callback);
+            writer = Some(thread);
         }
         let dvm = Dvm::new(Config::default())?;
         match config.target {
@@ -419,6 +420,10 @@ fn run(args: RunArgs) -> ExitCode {
             }
         }
     });
+    // The run and its callback are gone: the writer drains what is left and ends.
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
     match result {
         Ok((outcome, runtime)) => render(&outcome, runtime, json),
         Err(error) => render_error(&error, json),
@@ -614,12 +619,29 @@ fn runtimes(command: RuntimesCommand) -> ExitCode {
     }
 }
 
-/// Writes guest output through as it arrives. A closed pipe is not an error.
-fn pass_through(stream: Stream, bytes: &[u8]) {
-    let _ = match stream {
-        Stream::Stdout => std::io::stdout().lock().write_all(bytes),
-        Stream::Stderr => std::io::stderr().lock().write_all(bytes),
-    };
+/// Passes guest output through as it arrives. The guest's writes only queue the bytes (at
+/// most the output caps); a writer thread does the blocking writes, so a reader that stops
+/// reading (`dvm run … | sleep 1000`) cannot hold the guest past its deadline. A closed pipe
+/// is not an error.
+fn pass_through() -> (crate::OutputCallback, std::thread::JoinHandle<()>) {
+    let (sender, chunks) = std::sync::mpsc::channel::<(Stream, Vec<u8>)>();
+    let thread = std::thread::spawn(move || {
+        for (stream, bytes) in chunks {
+            let _ = match stream {
+                Stream::Stdout => std::io::stdout().lock().write_all(&bytes),
+                Stream::Stderr => std::io::stderr().lock().write_all(&bytes),
+            };
+        }
+        let _ = std::io::stdout().flush();
+    });
+    let sender = std::sync::Mutex::new(sender);
+    let callback: crate::OutputCallback = Arc::new(move |stream, bytes: &[u8]| {
+        let sender = sender
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = sender.send((stream, bytes.to_vec()));
+    });
+    (callback, thread)
 }
 
 fn render(outcome: &Outcome, runtime: Option<(String, String)>, json: bool) -> ExitCode {

@@ -33,26 +33,15 @@ impl Mount {
 /// The guest path of a run's private working directory.
 pub const WORKSPACE: &str = "/workspace";
 
-/// Where per-run directories go: `$DVM_SCRATCH`, else `/dev/shm` when it is a writable
-/// directory (memory-backed: creating and removing a run's directories there costs a few
-/// microseconds, where a disk filesystem with discard can take a millisecond), else the
-/// system temp directory.
+/// Where per-run directories go: `$DVM_SCRATCH`, else the system temp directory. A
+/// memory-backed directory (`DVM_SCRATCH=/dev/shm`) makes creating and removing a run's
+/// directories several times cheaper than a disk filesystem with discard, but until
+/// workspace quotas exist whatever a guest writes there is held in RAM, so it is opt-in.
 fn scratch_base() -> &'static Path {
     static BASE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BASE.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("DVM_SCRATCH").filter(|d| !d.is_empty()) {
-            return PathBuf::from(dir);
-        }
-        let shm = Path::new("/dev/shm");
-        let writable = tempfile::Builder::new()
-            .prefix(".dvm-probe-")
-            .tempdir_in(shm)
-            .is_ok();
-        if writable {
-            shm.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        }
+    BASE.get_or_init(|| match std::env::var_os("DVM_SCRATCH") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => std::env::temp_dir(),
     })
 }
 
@@ -105,4 +94,32 @@ impl Scratch {
         std::fs::write(self.workspace.join(name), bytes)
             .map_err(|e| Error::Internal(format!("cannot write the script: {e}")))
     }
+}
+
+/// Reads a regular file of at most `max` bytes, opening it once: `Ok(Err(size))` when it is
+/// larger. Devices, FIFOs and directories are refused rather than read (a device can be
+/// endless, a FIFO can block forever), and a file growing while it is read stops at the cap.
+pub(crate) fn read_regular_file(path: &Path, max: u64) -> std::io::Result<Result<Vec<u8>, u64>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            if meta.is_dir() {
+                "it is a directory, not a file"
+            } else {
+                "it is not a regular file"
+            },
+        ));
+    }
+    if meta.len() > max {
+        return Ok(Err(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Ok(Err(bytes.len() as u64));
+    }
+    Ok(Ok(bytes))
 }

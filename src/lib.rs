@@ -14,7 +14,7 @@ pub mod cli;
 mod dvm;
 pub mod engine;
 mod error;
-mod fs;
+pub(crate) mod fs;
 mod guest;
 pub mod limits;
 mod outcome;

@@ -13,6 +13,10 @@ pub const DEFAULT_MEMORY_BYTES: u64 = 512 * MIB;
 pub const DEFAULT_OUTPUT_BYTES: u64 = MIB;
 /// Default cap on the elements of any one table.
 pub const DEFAULT_TABLE_ELEMENTS: u64 = 1 << 16;
+/// The longest deadline a run may have.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The largest output cap per stream (kept output lives in host memory).
+pub const MAX_OUTPUT_BYTES: u64 = 1024 * MIB;
 /// The largest linear memory a wasm32 module can address.
 pub const MAX_MEMORY_BYTES: u64 = 4 * 1024 * MIB;
 
@@ -74,6 +78,20 @@ impl Limits {
             return Err(Error::InvalidLimits(
                 "the deadline must be greater than zero".into(),
             ));
+        }
+        if self.deadline > MAX_DEADLINE {
+            return Err(Error::InvalidLimits(format!(
+                "a deadline of {:?} is longer than the 7-day maximum",
+                self.deadline
+            )));
+        }
+        for (stream, cap) in [("stdout", self.stdout_bytes), ("stderr", self.stderr_bytes)] {
+            if cap > MAX_OUTPUT_BYTES {
+                return Err(Error::InvalidLimits(format!(
+                    "the {stream} cap of {cap} bytes is above the 1 GiB maximum (kept output \
+                     is held in memory)"
+                )));
+            }
         }
         if self.memory_bytes > MAX_MEMORY_BYTES {
             return Err(Error::InvalidLimits(format!(

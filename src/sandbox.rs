@@ -262,7 +262,10 @@ fn prepare(
     let state = SandboxState {
         wasi: wasi.build_p1(),
         guard: ResourceGuard::new(limits),
-        deadline: started + limits.deadline,
+        // `validate` keeps the deadline within days, which any clock can add.
+        deadline: started
+            .checked_add(limits.deadline)
+            .ok_or_else(|| Error::InvalidLimits("the deadline is out of range".into()))?,
         cancel: input.cancel.clone().unwrap_or_default(),
         clock_origin: started,
     };

@@ -89,7 +89,9 @@ impl BlobStore {
         temp.as_file().sync_data()?;
         let blake3 = b3.finalize();
         let target = self.path(&blake3);
-        if !target.exists() {
+        // A blob already there is kept only if it still holds what its name says: a damaged
+        // one is replaced by this good copy.
+        if !target.exists() || !self.verify(&blake3).unwrap_or(false) {
             std::fs::create_dir_all(target.parent().expect("blob paths have a parent"))?;
             let mut permissions = temp.as_file().metadata()?.permissions();
             permissions.set_readonly(true);

@@ -169,16 +169,23 @@ impl ModuleCache {
     ) -> Result<Option<wasmtime::Module>, String> {
         let index = self.index_path(key);
         let expected = match std::fs::read_to_string(&index) {
-            Ok(text) => text.trim().to_string(),
+            Ok(text) => blake3::Hash::from_hex(text.trim())
+                .map_err(|_| format!("{} does not hold a blake3 hash", index.display()))?
+                .to_hex()
+                .to_string(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read {}: {e}", index.display())),
         };
         let object = self.object_path(&expected);
-        let stamp = match VerifiedStamp::of(&object) {
-            Ok(stamp) => stamp,
+        // One open file is stamped, checked and loaded: a file renamed into place meanwhile
+        // is not the one deserialized.
+        let file = match std::fs::File::open(&object) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read {}: {e}", object.display())),
         };
+        let stamp = VerifiedStamp::of(&file)
+            .map_err(|e| format!("cannot read {}: {e}", object.display()))?;
         let stamp_path = object.with_extension("verified");
         let already_verified = !verify_always()
             && std::fs::read_to_string(&stamp_path).is_ok_and(|recorded| recorded == stamp.0);
@@ -188,6 +195,15 @@ impl ModuleCache {
                 .update_mmap_rayon(&object)
                 .map_err(|e| format!("cannot read {}: {e}", object.display()))?;
             let actual = hasher.finalize().to_hex();
+            let still_the_same_file = std::fs::File::open(&object)
+                .and_then(|again| VerifiedStamp::of(&again))
+                .is_ok_and(|again| again.0 == stamp.0);
+            if !still_the_same_file {
+                return Err(format!(
+                    "{} changed while it was verified",
+                    object.display()
+                ));
+            }
             if actual.as_str() != expected {
                 // Remove the damaged object so the next writer can publish a good one.
                 let _ = std::fs::remove_file(&object);
@@ -204,7 +220,7 @@ impl ModuleCache {
         // verified against the hash it is named by, either now or at an earlier load of this
         // same unchanged file (same inode, size, mtime and ctime); wasmtime also checks the
         // header against this engine's configuration.
-        let module = unsafe { wasmtime::Module::deserialize_file(engine, &object) }
+        let module = unsafe { wasmtime::Module::deserialize_open_file(engine, file) }
             .map_err(|e| format!("cannot load {}: {e}", object.display()))?;
         Ok(Some(module))
     }
@@ -221,6 +237,12 @@ impl ModuleCache {
         let object = self.object_path(&digest);
         if !object.exists() {
             publish(&object, &bytes)?;
+            // Read-only, so nothing rewrites a module some process has mapped.
+            if let Ok(meta) = std::fs::metadata(&object) {
+                let mut permissions = meta.permissions();
+                permissions.set_readonly(true);
+                let _ = std::fs::set_permissions(&object, permissions);
+            }
         }
         let stats = CompileStats {
             compile_ms: compile.as_secs_f64() * 1000.0,
@@ -266,8 +288,8 @@ fn verify_always() -> bool {
 struct VerifiedStamp(String);
 
 impl VerifiedStamp {
-    fn of(path: &Path) -> std::io::Result<VerifiedStamp> {
-        let meta = std::fs::metadata(path)?;
+    fn of(file: &std::fs::File) -> std::io::Result<VerifiedStamp> {
+        let meta = file.metadata()?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;

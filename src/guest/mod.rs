@@ -104,25 +104,18 @@ pub(crate) fn defined_imports(
 
 /// Reads a module file, refusing one over `max_bytes` before reading it.
 pub(crate) fn read_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, Error> {
-    let read_error = |source| Error::ReadInput {
-        path: path.to_path_buf(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(read_error)?;
-    if meta.is_dir() {
-        return Err(read_error(std::io::Error::new(
-            std::io::ErrorKind::IsADirectory,
-            "it is a directory, not a module file",
-        )));
-    }
-    if meta.len() > max_bytes {
-        return Err(Error::ModuleTooLarge {
+    match crate::fs::read_regular_file(path, max_bytes) {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(actual)) => Err(Error::ModuleTooLarge {
             what: path.display().to_string(),
-            actual: meta.len(),
+            actual,
             limit: max_bytes,
-        });
+        }),
+        Err(source) => Err(Error::ReadInput {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
-    std::fs::read(path).map_err(read_error)
 }
 
 /// Turns file contents into wasm bytes: binary as is, text through the `wat` parser.

@@ -128,34 +128,48 @@ pub(crate) fn poll_oneoff(
     if guest_range(nevents_ptr, 1, 4, mem_len).is_none() {
         return Ok(ERRNO_FAULT);
     }
-    let mut earliest_wake = u64::MAX;
-    let mut any_fd = false;
-    for raw in memory.data(&caller)[subs.clone()].chunks_exact(SUBSCRIPTION_SIZE as usize) {
+    // Decode once: relative timeouts become absolute wake times against one reading of the
+    // clock, and stay so after the wait.
+    let mut decoded = Vec::with_capacity(nsubscriptions as usize);
+    for raw in memory.data(&caller)[subs].chunks_exact(SUBSCRIPTION_SIZE as usize) {
         match decode(raw, now_ns) {
-            Ok((_, Subscription::Clock { wake_ns })) => earliest_wake = earliest_wake.min(wake_ns),
-            Ok((_, Subscription::Fd { .. })) => any_fd = true,
+            Ok(sub) => decoded.push(sub),
             Err(errno) => return Ok(errno),
         }
     }
+    let any_fd = decoded
+        .iter()
+        .any(|(_, sub)| matches!(sub, Subscription::Fd { .. }));
+    let earliest_wake = decoded
+        .iter()
+        .filter_map(|(_, sub)| match sub {
+            Subscription::Clock { wake_ns } => Some(*wake_ns),
+            Subscription::Fd { .. } => None,
+        })
+        .min()
+        .unwrap_or(u64::MAX);
 
     if !any_fd && earliest_wake > now_ns {
-        let wake_at = origin + Duration::from_nanos(earliest_wake);
+        let wake_at = origin
+            .checked_add(Duration::from_nanos(earliest_wake))
+            // Beyond what an Instant holds: past any deadline.
+            .unwrap_or_else(|| caller.data().deadline + Duration::from_nanos(1));
         caller.data().wait_until(wake_at)?;
     }
 
-    // Second pass: report every fd subscription and every clock that has fired.
+    // Report every fd subscription and every clock that has fired.
     let now_ns = nanos_since(origin).max(if any_fd { 0 } else { earliest_wake });
-    let data = memory.data_mut(&mut caller);
-    let mut ready = Vec::new();
-    for raw in data[subs].chunks_exact(SUBSCRIPTION_SIZE as usize) {
-        match decode(raw, now_ns) {
-            Ok((userdata, Subscription::Clock { wake_ns })) if wake_ns <= now_ns => {
-                ready.push((userdata, EVENTTYPE_CLOCK, 0));
+    let ready: Vec<(u64, u8, u64)> = decoded
+        .iter()
+        .filter_map(|(userdata, sub)| match *sub {
+            Subscription::Clock { wake_ns } if wake_ns <= now_ns => {
+                Some((*userdata, EVENTTYPE_CLOCK, 0))
             }
-            Ok((userdata, Subscription::Fd { kind })) => ready.push((userdata, kind, 1)),
-            _ => {}
-        }
-    }
+            Subscription::Clock { .. } => None,
+            Subscription::Fd { kind } => Some((*userdata, kind, 1)),
+        })
+        .collect();
+    let data = memory.data_mut(&mut caller);
     let out = &mut data[events];
     for ((userdata, kind, nbytes), slot) in
         ready.iter().zip(out.chunks_exact_mut(EVENT_SIZE as usize))

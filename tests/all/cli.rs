@@ -243,6 +243,8 @@ fn bad_flags_exit_2() {
         vec!["run", "--memory", "8GiB", &hello],
         vec!["run", "--timeout", "soon", &hello],
         vec!["run", "--timeout", "0s", &hello],
+        vec!["run", "--timeout", "10000000000000000000s", &hello],
+        vec!["run", "--max-output", "16EiB", &hello],
         vec!["run", "--fuel", "-5", &hello],
         vec!["run", "--fuel", "0", &hello],
         vec!["run", "--max-output", "lots", &hello],
@@ -418,6 +420,10 @@ fn bad_runtime_requests_exit_2() {
             "no runtime runs `.rb` files",
         ),
         (vec!["run", "/nonexistent/x.py"], "/nonexistent/x.py"),
+        (
+            vec!["run", "--runtime", "python", "/dev/zero"],
+            "not a regular file",
+        ),
         (vec!["runtimes", "install", "cobol"], "unknown runtime"),
         (vec!["runtimes", "install"], "required"),
     ] {

@@ -133,6 +133,8 @@ fn limits_that_cannot_be_enforced_are_refused() {
         limits(|l| l.deadline = Duration::ZERO),
         limits(|l| l.memory_bytes = 5 << 30),
         limits(|l| l.fuel = Some(0)),
+        limits(|l| l.deadline = Duration::MAX),
+        limits(|l| l.stdout_bytes = u64::MAX),
     ] {
         let error = program.run(&input).err().unwrap();
         assert!(matches!(error, Error::InvalidLimits(_)), "{error:?}");

@@ -126,6 +126,22 @@ fn poll_on_stdin_is_ready_at_once() {
 }
 
 #[test]
+fn a_relative_sleep_reports_its_clock_event() {
+    // Regression: the event of a relative clock subscription must be reported after the
+    // wait (Rust's std::thread::sleep panics when nevents is 0). Exit with nevents * 100 +
+    // the event's userdata (1) + its type (clock = 0).
+    let body = format!(
+        "{}
+         (call $proc_exit (i32.add
+           (i32.mul (i32.load (i32.const 128)) (i32.const 100))
+           (i32.add (i32.load (i32.const 64)) (i32.load8_u (i32.const 74)))))",
+        sleep_body(5_000_000)
+    );
+    let outcome = run(&command(1, "", &body), &RunInput::default());
+    assert_eq!(outcome.exit_code, Some(101), "{}", describe(&outcome));
+}
+
+#[test]
 fn poll_with_no_subscriptions_is_invalid_not_a_hang() {
     let body = "(call $proc_exit (call $poll_oneoff (i32.const 0) (i32.const 64) (i32.const 0) (i32.const 128)))";
     let outcome = run(&command(1, "", body), &RunInput::default());
