@@ -279,6 +279,43 @@ fn prepare(
     })
 }
 
+impl Prepared {
+    /// How the run ended, with everything measured about it.
+    fn finish(self, ended: wasmtime::Result<i32>, started: Instant) -> Outcome {
+        let Prepared {
+            store,
+            stdout,
+            stderr,
+            fuel,
+        } = self;
+        let fuel_used = fuel.used(&store);
+        let duration = started.elapsed();
+        let guard = &store.data().guard;
+        let (status, exit_code, limit, trap) = classify(ended, guard);
+        let memory_peak_bytes = guard.memory_peak;
+        drop(store);
+        let out = stdout.take();
+        let err = stderr.take();
+        Outcome {
+            status,
+            exit_code,
+            stdout_bytes: out.written,
+            stderr_bytes: err.written,
+            truncated: Truncated {
+                stdout: out.truncated,
+                stderr: err.truncated,
+            },
+            stdout: out.kept,
+            stderr: err.kept,
+            limit,
+            fuel_used,
+            duration,
+            memory_peak_bytes,
+            trap,
+        }
+    }
+}
+
 fn capacity_error(error: &wasmtime::Error) -> Option<Error> {
     error
         .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
@@ -326,31 +363,13 @@ pub(crate) fn execute(
             None => Err(e),
         },
     };
-    let fuel_used = fuel.used(&store);
-    let duration = started.elapsed();
-    let guard = &store.data().guard;
-    let (status, exit_code, limit, trap) = classify(ended, guard);
-    let memory_peak_bytes = guard.memory_peak;
-    drop(store);
-    let out = stdout.take();
-    let err = stderr.take();
-    Ok(Outcome {
-        status,
-        exit_code,
-        stdout_bytes: out.written,
-        stderr_bytes: err.written,
-        truncated: Truncated {
-            stdout: out.truncated,
-            stderr: err.truncated,
-        },
-        stdout: out.kept,
-        stderr: err.kept,
-        limit,
-        fuel_used,
-        duration,
-        memory_peak_bytes,
-        trap,
-    })
+    Ok(Prepared {
+        store,
+        stdout,
+        stderr,
+        fuel,
+    }
+    .finish(ended, started))
 }
 
 type Classified = (Status, Option<i32>, Option<LimitKind>, Option<String>);
@@ -438,28 +457,11 @@ pub(crate) fn with_instance<R>(
         Ok(value) => return Ok(Ok(value)),
         Err(error) => error,
     };
-    let guard = &store.data().guard;
-    let (status, exit_code, limit, trap) = classify(Err(error), guard);
-    let memory_peak_bytes = guard.memory_peak;
-    let fuel_used = fuel.used(&store);
-    drop(store);
-    let out = stdout.take();
-    let err = stderr.take();
-    Ok(Err(Outcome {
-        status,
-        exit_code,
-        stdout_bytes: out.written,
-        stderr_bytes: err.written,
-        truncated: Truncated {
-            stdout: out.truncated,
-            stderr: err.truncated,
-        },
-        stdout: out.kept,
-        stderr: err.kept,
-        limit,
-        fuel_used,
-        duration: started.elapsed(),
-        memory_peak_bytes,
-        trap,
-    }))
+    Ok(Err(Prepared {
+        store,
+        stdout,
+        stderr,
+        fuel,
+    }
+    .finish(Err(error), started)))
 }
