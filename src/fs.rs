@@ -45,31 +45,86 @@ fn scratch_base() -> &'static Path {
     })
 }
 
-/// A private directory for one run, removed when dropped, with a writable `workspace/` and
-/// `tmp/` inside.
+/// A private directory for one run with a writable `workspace/` and `tmp/` inside. When the
+/// run is over its contents are removed; an emptied directory is kept for a later run (so a
+/// run costs no directory creation or removal), anything that cannot be emptied is removed
+/// whole.
 pub(crate) struct Scratch {
-    /// Removes the whole tree when dropped.
-    _dir: tempfile::TempDir,
+    /// `None` only while being dropped.
+    dir: Option<tempfile::TempDir>,
     workspace: PathBuf,
     tmp: PathBuf,
 }
 
+/// Emptied run directories ready for reuse.
+static EMPTIED: std::sync::Mutex<Vec<tempfile::TempDir>> = std::sync::Mutex::new(Vec::new());
+/// Emptied run directories kept at most.
+const MAX_EMPTIED: usize = 64;
+
+/// Removes everything inside `dir` (never following links), then checks it is empty.
+fn empty_dir(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    for entry in entries {
+        let Ok(entry) = entry else {
+            return false;
+        };
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(e) => Err(e),
+        };
+        if removed.is_err() {
+            return false;
+        }
+    }
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let Some(dir) = self.dir.take() else {
+            return;
+        };
+        if empty_dir(&self.workspace) && empty_dir(&self.tmp) {
+            let mut emptied = EMPTIED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if emptied.len() < MAX_EMPTIED {
+                emptied.push(dir);
+            }
+        }
+        // Otherwise `dir` drops here and removes the whole tree.
+    }
+}
+
 impl Scratch {
     pub(crate) fn new() -> Result<Scratch, Error> {
-        let fail =
-            |e: std::io::Error| Error::Internal(format!("cannot create a run directory: {e}"));
-        let dir = tempfile::Builder::new()
-            .prefix("dvm-run-")
-            .tempdir_in(scratch_base())
-            .map_err(fail)?;
-        let workspace = dir.path().join("workspace");
-        let tmp = dir.path().join("tmp");
-        std::fs::create_dir(&workspace).map_err(fail)?;
-        std::fs::create_dir(&tmp).map_err(fail)?;
+        let reused = EMPTIED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let dir = match reused {
+            Some(dir) => dir,
+            None => {
+                let fail = |e: std::io::Error| {
+                    Error::Internal(format!("cannot create a run directory: {e}"))
+                };
+                let dir = tempfile::Builder::new()
+                    .prefix("dvm-run-")
+                    .tempdir_in(scratch_base())
+                    .map_err(fail)?;
+                std::fs::create_dir(dir.path().join("workspace")).map_err(fail)?;
+                std::fs::create_dir(dir.path().join("tmp")).map_err(fail)?;
+                dir
+            }
+        };
         Ok(Scratch {
-            _dir: dir,
-            workspace,
-            tmp,
+            workspace: dir.path().join("workspace"),
+            tmp: dir.path().join("tmp"),
+            dir: Some(dir),
         })
     }
 

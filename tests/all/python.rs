@@ -393,3 +393,30 @@ mod like_a_script {
         assert_eq!(stdout(&second), "1 True\n", "{}", describe(&second));
     }
 }
+
+#[test]
+fn nothing_a_run_writes_is_seen_by_the_next() {
+    // Run directories are emptied and reused; whatever a run leaves must be gone.
+    let litter = "import os\nos.makedirs('a/b/c', exist_ok=True)\nopen('a/b/c/f.txt', 'w').write('x')\n\
+                  open('/tmp/t.txt', 'w').write('y')\nos.symlink('a', 'link')\n\
+                  open('.hidden', 'w').write('z')\nprint(sorted(os.listdir('.')))";
+    let look = "import os\nprint(sorted(os.listdir('.')), os.listdir('/tmp'))";
+    each_python(|id| {
+        let littered = script(id, "litter.py", litter, &RunInput::default());
+        assert_eq!(
+            stdout(&littered),
+            "['.hidden', 'a', 'link', 'litter.py']\n",
+            "{id}: {}",
+            describe(&littered)
+        );
+        for _ in 0..3 {
+            let clean = script(id, "look.py", look, &RunInput::default());
+            assert_eq!(
+                stdout(&clean),
+                "['look.py'] []\n",
+                "{id}: {}",
+                describe(&clean)
+            );
+        }
+    });
+}
