@@ -337,6 +337,29 @@ pub(crate) fn instantiate_only(
     }
 }
 
+/// Prepares a fresh store, instantiates, arms the fuel budget and hands the instance to
+/// `work`. A full pool is an error; every other way of ending is left to the caller.
+fn drive<R>(
+    pre: &InstancePre<SandboxState>,
+    setup: &GuestSetup,
+    input: &RunInput,
+    work: impl FnOnce(&mut Store<SandboxState>, Instance) -> wasmtime::Result<R>,
+) -> Result<(Prepared, Instant, wasmtime::Result<R>), Error> {
+    let started = Instant::now();
+    let mut prepared = prepare(pre, setup, input, started)?;
+    let ended = match pre.instantiate(&mut prepared.store) {
+        Ok(instance) => {
+            prepared.fuel.arm(&mut prepared.store)?;
+            work(&mut prepared.store, instance)
+        }
+        Err(e) => match capacity_error(&e) {
+            Some(error) => return Err(error),
+            None => Err(e),
+        },
+    };
+    Ok((prepared, started, ended))
+}
+
 /// Runs one guest in a fresh store: builds its WASI context, applies the limits,
 /// instantiates, calls `entry`, and turns however it ended into an [`Outcome`].
 pub(crate) fn execute(
@@ -345,31 +368,9 @@ pub(crate) fn execute(
     input: &RunInput,
     entry: &Entry,
 ) -> Result<Outcome, Error> {
-    let started = Instant::now();
-    let Prepared {
-        mut store,
-        stdout,
-        stderr,
-        fuel,
-    } = prepare(pre, setup, input, started)?;
-
-    let ended = match pre.instantiate(&mut store) {
-        Ok(instance) => {
-            fuel.arm(&mut store)?;
-            entry(&mut store, instance)
-        }
-        Err(e) => match capacity_error(&e) {
-            Some(error) => return Err(error),
-            None => Err(e),
-        },
-    };
-    Ok(Prepared {
-        store,
-        stdout,
-        stderr,
-        fuel,
-    }
-    .finish(ended, started))
+    let (prepared, started, ended) =
+        drive(pre, setup, input, |store, instance| entry(store, instance))?;
+    Ok(prepared.finish(ended, started))
 }
 
 type Classified = (Status, Option<i32>, Option<LimitKind>, Option<String>);
@@ -439,29 +440,9 @@ pub(crate) fn with_instance<R>(
     input: &RunInput,
     work: impl FnOnce(&mut Store<SandboxState>, Instance) -> wasmtime::Result<R>,
 ) -> Result<Result<R, Outcome>, Error> {
-    let started = Instant::now();
-    let Prepared {
-        mut store,
-        stdout,
-        stderr,
-        fuel,
-    } = prepare(pre, setup, input, started)?;
-    let ended = match pre.instantiate(&mut store) {
-        Ok(instance) => {
-            fuel.arm(&mut store)?;
-            work(&mut store, instance)
-        }
-        Err(e) => Err(e),
-    };
-    let error = match ended {
-        Ok(value) => return Ok(Ok(value)),
-        Err(error) => error,
-    };
-    Ok(Err(Prepared {
-        store,
-        stdout,
-        stderr,
-        fuel,
-    }
-    .finish(Err(error), started)))
+    let (prepared, started, ended) = drive(pre, setup, input, work)?;
+    Ok(match ended {
+        Ok(value) => Ok(value),
+        Err(error) => Err(prepared.finish(Err(error), started)),
+    })
 }

@@ -574,18 +574,22 @@ mod tests {
         assert!(leftovers.is_empty());
     }
 
-    #[test]
-    fn zip_members_that_escape_are_refused() {
+    /// A zip holding one stored member.
+    fn zip_of(name: &str, contents: &[u8]) -> std::io::Cursor<Vec<u8>> {
         use std::io::Write;
         let mut bytes = std::io::Cursor::new(Vec::new());
-        {
-            let mut writer = zip::ZipWriter::new(&mut bytes);
-            let options = zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Stored);
-            writer.start_file("../escape.txt", options).unwrap();
-            writer.write_all(b"out").unwrap();
-            writer.finish().unwrap();
-        }
+        let mut writer = zip::ZipWriter::new(&mut bytes);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        writer.start_file(name, options).unwrap();
+        writer.write_all(contents).unwrap();
+        writer.finish().unwrap();
+        bytes
+    }
+
+    #[test]
+    fn zip_members_that_escape_are_refused() {
+        let mut bytes = zip_of("../escape.txt", b"out");
         let dest = tempfile::tempdir().unwrap();
         bytes.set_position(0);
         let error = extract_zip(bytes, &dest.path().join("x"), 1 << 20).unwrap_err();
@@ -595,16 +599,7 @@ mod tests {
 
     #[test]
     fn a_zip_bomb_is_cut_off_at_the_cap() {
-        use std::io::Write;
-        let mut bytes = std::io::Cursor::new(Vec::new());
-        {
-            let mut writer = zip::ZipWriter::new(&mut bytes);
-            let options = zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Stored);
-            writer.start_file("big.bin", options).unwrap();
-            writer.write_all(&vec![0u8; 4096]).unwrap();
-            writer.finish().unwrap();
-        }
+        let mut bytes = zip_of("big.bin", &vec![0u8; 4096]);
         let dest = tempfile::tempdir().unwrap();
         bytes.set_position(0);
         let error = extract_zip(bytes, dest.path(), 1000).unwrap_err();
