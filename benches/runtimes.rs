@@ -1,5 +1,6 @@
-//! Fresh sandboxes per catalogue runtime, in process: hello in each runtime, and a small
-//! pandas script cold and from the `--preload numpy,pandas` snapshot. Uses `$DVM_HOME` (or
+//! Fresh sandboxes per catalogue runtime, in process: hello in each runtime, a small pandas
+//! script cold and from the `--preload numpy,pandas` snapshot, and each fast-start lever on
+//! and off (the instance pool, the `turn` entry, prestarted sandboxes). Uses `$DVM_HOME` (or
 //! the platform cache) and installs the runtimes and the snapshot there on first use.
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -57,5 +58,68 @@ fn dataframe(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hello, dataframe);
+/// Each fast-start lever against the same run without it.
+fn levers(c: &mut Criterion) {
+    let input = RunInput::default();
+    let mut group = c.benchmark_group("levers");
+    group.sample_size(20);
+
+    // Pooling allocator with copy-on-write images, against on-demand allocation.
+    let pooled = Dvm::new(Config::default()).expect("dvm starts");
+    let unpooled = Dvm::new(Config {
+        pool: None,
+        ..Config::default()
+    })
+    .expect("dvm starts");
+    for (label, dvm) in [("python pooled", &pooled), ("python unpooled", &unpooled)] {
+        let runtime = dvm.runtime("python").expect("runtime installs");
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                runtime
+                    .run_script("hello.py", b"print(1)", &input)
+                    .expect("runs")
+            })
+        });
+    }
+
+    // One `turn` on a fresh instance, against the guest's own `run()` over the argv.
+    let python = pooled.runtime("python").expect("runtime installs");
+    group.bench_function("python via argv and run()", |b| {
+        b.iter(|| {
+            python
+                .bench_run_via_argv("hello.py", b"print(1)", &input)
+                .expect("runs")
+        })
+    });
+
+    // python-lite cold, against a sandbox started ahead of demand. Each timed run finds one
+    // ready: the pool refills between iterations, outside the timing.
+    let lite = Dvm::new(Config::default())
+        .expect("dvm starts")
+        .runtime("python-lite")
+        .expect("runtime installs");
+    group.bench_function("python-lite cold", |b| {
+        b.iter(|| {
+            lite.run_script("hello.py", b"print(1)", &input)
+                .expect("runs")
+        })
+    });
+    lite.prestart(1).expect("python-lite prestarts");
+    group.bench_function("python-lite prestarted", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..iterations {
+                std::thread::sleep(std::time::Duration::from_millis(80));
+                let started = std::time::Instant::now();
+                lite.run_script("hello.py", b"print(1)", &input)
+                    .expect("runs");
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hello, dataframe, levers);
 criterion_main!(benches);

@@ -44,6 +44,21 @@ impl Program {
     }
 }
 
+impl Runtime {
+    /// Runs a script the way a fresh sandbox would without dvm's cheapest entry: for the
+    /// `python` reactor, `run()` over the argv `python.wasm SCRIPT` instead of one `turn`;
+    /// other runtimes run as usual. For the criterion bench of that lever.
+    #[doc(hidden)]
+    pub fn bench_run_via_argv(
+        &self,
+        name: &str,
+        source: &[u8],
+        input: &RunInput,
+    ) -> Result<crate::Outcome, Error> {
+        self.run_via_argv(name, source, input)
+    }
+}
+
 /// The source of a hello program for a runtime's language.
 fn hello(language: &str) -> (&'static str, &'static str) {
     match language {
@@ -88,6 +103,9 @@ pub struct ModuleCosts {
     pub idle_sandbox_mib: f64,
     /// The guest's linear memory after hello.
     pub hello_memory_mib: f64,
+    /// RSS growth per instance kept alive after one small turn: what an idle session
+    /// costs (`python` only).
+    pub idle_after_turn_mib: Option<f64>,
 }
 
 /// A small DataFrame script, cold (importing numpy and pandas) and from the preload
@@ -140,12 +158,78 @@ fn preloaded(dvm: &Dvm, id: &str, runs: usize) -> Result<Preloaded, Error> {
     })
 }
 
+/// Hello latency in sandboxes started ahead of demand, and the rate they can be replaced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PrestartedRuns {
+    pub runtime: String,
+    /// Sandboxes kept started.
+    pub pool: usize,
+    /// Cold hello, for comparison.
+    pub cold_p50_ms: f64,
+    /// Each run finds a sandbox ready (the pool refills between runs).
+    pub ready_p50_ms: f64,
+    pub ready_p99_ms: f64,
+    /// Runs back to back from one thread, so the pool must keep up: bounded by start-up.
+    pub sustained_per_second: f64,
+}
+
+/// Sandboxes kept started by the bench.
+const PRESTART_POOL: usize = 2;
+
+fn prestarted(dvm: &Dvm, id: &str, runs: usize) -> Result<PrestartedRuns, Error> {
+    // A runtime object of its own, so the pool does not change the other rows.
+    let runtime = Dvm::new(dvm.config().clone())?.runtime(id)?;
+    let (name, source) = hello(runtime.language());
+    let input = RunInput::default();
+    let timed = |runtime: &Runtime| -> Result<Duration, Error> {
+        let started = Instant::now();
+        let outcome = runtime.run_script(name, source.as_bytes(), &input)?;
+        let elapsed = started.elapsed();
+        if outcome.status != crate::Status::Ok {
+            return Err(Error::Internal(format!(
+                "the bench's hello failed in {id}: {}",
+                String::from_utf8_lossy(&outcome.stderr)
+            )));
+        }
+        Ok(elapsed)
+    };
+    let mut cold = (0..5)
+        .map(|_| timed(&runtime))
+        .collect::<Result<Vec<_>, _>>()?;
+    cold.sort();
+    runtime.prestart(PRESTART_POOL)?;
+    let mut ready = Vec::new();
+    for _ in 0..runs.clamp(5, 40) {
+        // Long enough for the replacement of the last claimed sandbox to start.
+        std::thread::sleep(Duration::from_millis(150));
+        ready.push(timed(&runtime)?);
+    }
+    ready.sort();
+    std::thread::sleep(Duration::from_millis(150));
+    let back_to_back = runs.clamp(10, 50);
+    let started = Instant::now();
+    for _ in 0..back_to_back {
+        timed(&runtime)?;
+    }
+    let sustained_per_second = back_to_back as f64 / started.elapsed().as_secs_f64();
+    runtime.prestart(0)?;
+    Ok(PrestartedRuns {
+        runtime: id.to_string(),
+        pool: PRESTART_POOL,
+        cold_p50_ms: percentile(&cold, 0.5),
+        ready_p50_ms: percentile(&ready, 0.5),
+        ready_p99_ms: percentile(&ready, 0.99),
+        sustained_per_second,
+    })
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub machine: String,
     pub runs: usize,
     pub in_process: Vec<InProcess>,
     pub preloaded: Vec<Preloaded>,
+    pub prestarted: Vec<PrestartedRuns>,
     pub whole_process: Vec<WholeProcess>,
     pub modules: Vec<ModuleCosts>,
 }
@@ -274,6 +358,16 @@ fn module_costs(dvm: &Dvm, runtime: &Runtime) -> Result<ModuleCosts, Error> {
     let (name, source) = hello(runtime.language());
     let outcome = runtime.run_script(name, source.as_bytes(), &RunInput::default())?;
     const MIB: f64 = 1024.0 * 1024.0;
+    let idle_after_turn_mib = if runtime.supports_preload() {
+        let before = resident_bytes().unwrap_or(0);
+        let mut after = before;
+        runtime.with_idle_turns(HELD, "x = [i * i for i in range(1000)]", || {
+            after = resident_bytes().unwrap_or(0);
+        })?;
+        Some(after.saturating_sub(before) as f64 / HELD as f64 / MIB)
+    } else {
+        None
+    };
     Ok(ModuleCosts {
         runtime: runtime.id().to_string(),
         wasm_mb: runtime.module_bytes() as f64 / 1e6,
@@ -282,6 +376,7 @@ fn module_costs(dvm: &Dvm, runtime: &Runtime) -> Result<ModuleCosts, Error> {
         first_compile_s: stats.as_ref().map(|s| s.compile_ms / 1000.0),
         idle_sandbox_mib: after.saturating_sub(before) as f64 / HELD as f64 / MIB,
         hello_memory_mib: outcome.memory_peak_bytes as f64 / MIB,
+        idle_after_turn_mib,
     })
 }
 
@@ -328,6 +423,7 @@ pub fn measure(dvm: &Dvm, runtimes: &[String], runs: usize) -> Result<Report, Er
         runs,
         in_process: Vec::new(),
         preloaded: Vec::new(),
+        prestarted: Vec::new(),
         whole_process: Vec::new(),
         modules: Vec::new(),
     };
@@ -339,6 +435,9 @@ pub fn measure(dvm: &Dvm, runtimes: &[String], runs: usize) -> Result<Report, Er
         report.in_process.push(in_process(&runtime, runs)?);
         if runtime.supports_preload() {
             report.preloaded.push(preloaded(dvm, id, runs)?);
+        }
+        if runtime.supports_prestart() {
+            report.prestarted.push(prestarted(dvm, id, runs)?);
         }
         report.modules.push(module_costs(dvm, &runtime)?);
 
@@ -406,6 +505,19 @@ impl Report {
                 row.preloaded_p99_ms
             );
         }
+        for row in &self.prestarted {
+            let _ = writeln!(
+                out,
+                "\nhello, {} started ahead of demand ({} kept): cold p50 {:.1} ms; a started sandbox ready p50 {:.2} ms, p99 {:.2} ms;\n  \
+                 back to back (bounded by start-up) {:.0} per s",
+                row.runtime,
+                row.pool,
+                row.cold_p50_ms,
+                row.ready_p50_ms,
+                row.ready_p99_ms,
+                row.sustained_per_second
+            );
+        }
         let _ = writeln!(out, "\nwhole process, warm caches (median)");
         for row in &self.whole_process {
             match &row.native {
@@ -431,8 +543,14 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\ncompiled modules          {:>8} {:>10} {:>12} {:>14} {:>13} {:>13}",
-            "wasm", "compiled", "load", "first compile", "idle sandbox", "hello memory"
+            "\ncompiled modules          {:>8} {:>10} {:>12} {:>14} {:>13} {:>13} {:>16}",
+            "wasm",
+            "compiled",
+            "load",
+            "first compile",
+            "idle sandbox",
+            "hello memory",
+            "idle after turn"
         );
         for row in &self.modules {
             let compiled = row
@@ -441,23 +559,29 @@ impl Report {
             let first = row
                 .first_compile_s
                 .map_or_else(|| "—".to_string(), |s| format!("{s:.1} s"));
+            let after_turn = row
+                .idle_after_turn_mib
+                .map_or_else(|| "—".to_string(), |mib| format!("{mib:.2} MiB"));
             let _ = writeln!(
                 out,
-                "  {:<22} {:>5.0} MB {:>10} {:>9.1} ms {:>14} {:>9.2} MiB {:>9.1} MiB",
+                "  {:<22} {:>5.0} MB {:>10} {:>9.1} ms {:>14} {:>9.2} MiB {:>9.1} MiB {:>16}",
                 row.runtime,
                 row.wasm_mb,
                 compiled,
                 row.load_ms,
                 first,
                 row.idle_sandbox_mib,
-                row.hello_memory_mib
+                row.hello_memory_mib,
+                after_turn
             );
         }
         let _ = writeln!(
             out,
             "\nload = blake3 verify + mmap deserialize, as a new process does; first compile is recorded\n\
              when this machine compiled the module; idle sandbox = resident growth per instantiated,\n\
-             unrun sandbox (32 held); hello memory = the guest's linear memory after hello."
+             unrun sandbox (32 held); hello memory = the guest's linear memory after hello; idle after\n\
+             turn = resident growth per instance kept alive after one small turn (32 held), what an\n\
+             idle session costs."
         );
         out
     }

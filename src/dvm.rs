@@ -65,6 +65,21 @@ pub struct Runtime {
     /// `python`: the script runner as the guest compiled it (marshal data in hex), made on
     /// the first run; `None` inside when the guest could not make it.
     runner: Arc<std::sync::OnceLock<Option<String>>>,
+    /// Sandboxes started ahead of demand (see [`Runtime::prestart`]).
+    prestarts: Arc<Mutex<Prestarts>>,
+}
+
+/// A runtime's pool of prestarted sandboxes and how many it keeps.
+#[derive(Default)]
+struct Prestarts {
+    target: usize,
+    ready: std::collections::VecDeque<Prestarted>,
+}
+
+/// One prestarted sandbox: the way to claim it, and its run directory.
+struct Prestarted {
+    claims: std::sync::mpsc::SyncSender<sandbox::prestart::Claim>,
+    scratch: Arc<Scratch>,
 }
 
 /// What `dvm runtimes list` shows about one runtime.
@@ -330,6 +345,7 @@ impl Dvm {
             installed,
             program,
             runner: Arc::default(),
+            prestarts: Arc::default(),
         };
         lock(&self.inner.runtimes).insert(spec.id.clone(), runtime.clone());
         progress(&crate::InstallStep::Done {
@@ -449,6 +465,7 @@ impl Dvm {
             installed: base.installed.clone(),
             program,
             runner: Arc::default(),
+            prestarts: Arc::default(),
         };
         lock(&self.inner.runtimes).insert(label, runtime.clone());
         Ok(runtime)
@@ -648,6 +665,126 @@ impl Runtime {
         &self.spec.version
     }
 
+    /// Whether [`Runtime::prestart`] works for this runtime: a Python WASI command, which
+    /// cannot be snapshotted.
+    pub fn supports_prestart(&self) -> bool {
+        self.program.abi == Abi::Command && self.spec.language == "python"
+    }
+
+    /// Keeps `count` sandboxes of this runtime started ahead of demand: each has gone
+    /// through the interpreter's start-up and waits for one script run, which then skips
+    /// that start-up. Every claimed sandbox is replaced at once, in the background; runs
+    /// that find none ready start cold. `count` 0 stops prestarting and frees those waiting.
+    pub fn prestart(&self, count: usize) -> Result<(), Error> {
+        if !self.supports_prestart() {
+            return Err(Error::InvalidInput(format!(
+                "the `{}` runtime cannot be prestarted; only Python WASI-command runtimes \
+                 (e.g. python-lite) can, and `python` starts from a snapshot instead",
+                self.spec.id
+            )));
+        }
+        let mut prestarts = lock(&self.prestarts);
+        prestarts.target = count;
+        prestarts.ready.truncate(count);
+        while prestarts.ready.len() < count {
+            let started = self.start_prestarted()?;
+            prestarts.ready.push_back(started);
+        }
+        Ok(())
+    }
+
+    /// Starts one sandbox that runs the interpreter's start-up and waits to be claimed.
+    fn start_prestarted(&self) -> Result<Prestarted, Error> {
+        let scratch = Arc::new(Scratch::new()?);
+        let mut setup = self.script_setup(&scratch);
+        setup.argv = guest::python::prestart_argv(&self.spec.argv[0]);
+        let (claims, waiting) = std::sync::mpsc::sync_channel(1);
+        let waiting = sandbox::prestart::Waiting {
+            claims: waiting,
+            io: sandbox::prestart::LateIo::default(),
+        };
+        let pre = self.program.pre.clone();
+        let entry = self.program.abi.entry();
+        let held = scratch.clone();
+        std::thread::Builder::new()
+            .name("dvm-prestart".into())
+            .stack_size(engine::RUN_THREAD_STACK_BYTES)
+            .spawn(move || {
+                // A sandbox that fails to start is simply never claimed: its run starts cold.
+                let _ = sandbox::serve_prestarted(&pre, &setup, &entry, waiting);
+                drop(held);
+            })
+            .map_err(|e| Error::Internal(format!("cannot start a prestart thread: {e}")))?;
+        Ok(Prestarted { claims, scratch })
+    }
+
+    /// Takes a prestarted sandbox, if one is ready.
+    fn take_prestarted(&self) -> Option<Prestarted> {
+        lock(&self.prestarts).ready.pop_front()
+    }
+
+    /// Starts sandboxes until the pool holds its target again. Called once a claimed run is
+    /// over, so that start-up work does not compete with the run for memory and cores.
+    fn refill_prestarted(&self) {
+        let mut prestarts = lock(&self.prestarts);
+        while prestarts.ready.len() < prestarts.target {
+            match self.start_prestarted() {
+                Ok(started) => prestarts.ready.push_back(started),
+                // Runs start cold until a later refill succeeds.
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Runs a script in a prestarted sandbox; `None` when the run should start cold (none
+    /// is ready, the run sets the interpreter's start-up variables, or the sandbox died).
+    fn run_prestarted(
+        &self,
+        name: &str,
+        source: &[u8],
+        input: &RunInput,
+    ) -> Option<Result<Outcome, Error>> {
+        if input.env.iter().any(|(key, _)| key.starts_with("PYTHON")) {
+            return None;
+        }
+        let script = format!("{WORKSPACE}/{name}");
+        let mut env: Vec<(String, String)> = self
+            .spec
+            .env
+            .iter()
+            .filter(|(key, _)| !input.env.iter().any(|(user, _)| user == *key))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.extend(input.env.iter().cloned());
+        let mut stdin = guest::python::prestart_request(&script, &input.args, &env)?;
+        if let Err(e) = input.limits.validate() {
+            return Some(Err(e));
+        }
+        let prestarted = self.take_prestarted()?;
+        if let Err(e) = prestarted.scratch.write(name, source) {
+            return Some(Err(e));
+        }
+        stdin.extend_from_slice(&input.stdin);
+        let active = match self.program.dvm.inner.ticker.activate() {
+            Ok(active) => active,
+            Err(e) => return Some(Err(e)),
+        };
+        let (done, outcome) = std::sync::mpsc::sync_channel(1);
+        let claim = sandbox::prestart::Claim {
+            stdin,
+            limits: input.limits.clone(),
+            on_output: input.on_output.clone(),
+            cancel: input.cancel.clone().unwrap_or_default(),
+            started: std::time::Instant::now(),
+            done,
+        };
+        let sent = prestarted.claims.send(claim);
+        let outcome = sent.ok().and_then(|()| outcome.recv().ok());
+        drop(active);
+        self.refill_prestarted();
+        Some(Ok(outcome?))
+    }
+
     pub fn language(&self) -> &str {
         &self.spec.language
     }
@@ -726,6 +863,96 @@ impl Runtime {
         Some(hex)
     }
 
+    /// Keeps `count` python instances alive after one turn of `code` each (what an idle
+    /// session holds) and calls `measure` while they are all held. For `dvm bench`.
+    pub(crate) fn with_idle_turns(
+        &self,
+        count: usize,
+        code: &str,
+        measure: impl FnOnce(),
+    ) -> Result<(), Error> {
+        if self.program.abi != Abi::PythonReactor {
+            return Err(Error::InvalidInput(format!(
+                "`{}` has no turns to keep an instance between",
+                self.spec.id
+            )));
+        }
+        let (ready, turned) = std::sync::mpsc::channel::<Result<(), String>>();
+        let mut releases = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            releases.push(release);
+            let scratch = Scratch::new()?;
+            let setup = self.script_setup(&scratch);
+            let pre = self.program.pre.clone();
+            let entry = guest::python::turn_entry(code.to_string());
+            let ready = ready.clone();
+            let thread = std::thread::Builder::new()
+                .stack_size(engine::RUN_THREAD_STACK_BYTES)
+                .spawn(move || {
+                    let held = sandbox::with_instance(
+                        &pre,
+                        &setup,
+                        &RunInput::default(),
+                        |store, instance| {
+                            let code = entry(store, instance)?;
+                            let _ = ready.send(Ok(()));
+                            let _ = released.recv();
+                            Ok(code)
+                        },
+                    );
+                    if !matches!(held, Ok(Ok(0))) {
+                        let _ =
+                            ready.send(Err(format!("{:?}", held.map(|r| r.map_err(|o| o.status)))));
+                    }
+                    drop(scratch);
+                })
+                .map_err(|e| Error::Internal(format!("cannot start a thread: {e}")))?;
+            threads.push(thread);
+        }
+        let mut failed = None;
+        for _ in 0..count {
+            match turned.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed = Some(e),
+                Err(_) => failed = Some("a held instance ended early".into()),
+            }
+            if failed.is_some() {
+                break;
+            }
+        }
+        if failed.is_none() {
+            measure();
+        }
+        drop(releases);
+        for thread in threads {
+            let _ = thread.join();
+        }
+        match failed {
+            Some(e) => Err(Error::Internal(format!("an idle turn failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a python-reactor script through `run()` and the argv, the guest's own entry.
+    pub(crate) fn run_via_argv(
+        &self,
+        name: &str,
+        source: &[u8],
+        input: &RunInput,
+    ) -> Result<Outcome, Error> {
+        if self.program.abi != Abi::PythonReactor {
+            return self.run_script(name, source, input);
+        }
+        let scratch = Scratch::new()?;
+        scratch.write(name, source)?;
+        let mut setup = self.script_setup(&scratch);
+        setup.argv.push(format!("{WORKSPACE}/{name}"));
+        setup.argv.extend(input.args.iter().cloned());
+        self.program.run_with(setup, input)
+    }
+
     /// Runs a script in a fresh sandbox: the script is written to a private working
     /// directory mounted at `/workspace` and run from there, with a private writable `/tmp`.
     /// `name` is its file name (`main.py`, `app.mjs`…); it picks module mode for `.mjs`.
@@ -735,6 +962,11 @@ impl Runtime {
         source: &[u8],
         input: &RunInput,
     ) -> Result<Outcome, Error> {
+        if self.supports_prestart()
+            && let Some(ran) = self.run_prestarted(name, source, input)
+        {
+            return ran;
+        }
         let scratch = Scratch::new()?;
         scratch.write(name, source)?;
         let script = format!("{WORKSPACE}/{name}");

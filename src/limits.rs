@@ -157,6 +157,14 @@ pub(crate) struct ResourceGuard {
 }
 
 impl ResourceGuard {
+    /// Takes a new run's caps, keeping what was measured (a prestarted sandbox).
+    pub(crate) fn rebind(&mut self, limits: &Limits) {
+        self.memory_bytes = limits.memory_bytes;
+        self.table_elements = limits.table_elements;
+        self.memory_refused = false;
+        self.table_refused = false;
+    }
+
     pub(crate) fn new(limits: &Limits) -> Self {
         ResourceGuard {
             memory_bytes: limits.memory_bytes,
@@ -238,8 +246,15 @@ pub(crate) struct FuelMeter {
 }
 
 impl FuelMeter {
-    pub(crate) fn arm<T>(&self, store: &mut wasmtime::Store<T>) -> Result<(), Error> {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        FuelMeter {
+            budget: limits.fuel.unwrap_or(UNLIMITED_FUEL),
+        }
+    }
+
+    pub(crate) fn arm(&self, mut store: impl wasmtime::AsContextMut) -> Result<(), Error> {
         store
+            .as_context_mut()
             .set_fuel(self.budget)
             .map_err(|e| Error::Internal(format!("cannot set fuel: {e}")))
     }
@@ -275,7 +290,5 @@ pub(crate) fn apply(
     store
         .set_fuel(UNLIMITED_FUEL)
         .map_err(|e| Error::Internal(format!("cannot set fuel: {e}")))?;
-    Ok(FuelMeter {
-        budget: limits.fuel.unwrap_or(UNLIMITED_FUEL),
-    })
+    Ok(FuelMeter::new(limits))
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod output;
 mod poll;
+pub(crate) mod prestart;
 pub(crate) mod threads;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,6 +148,10 @@ pub(crate) struct SandboxState {
     pub(crate) cancel: CancelHandle,
     /// Zero of the guest's monotonic clock.
     pub(crate) clock_origin: Instant,
+    /// A prestarted sandbox not yet claimed by a run.
+    pub(crate) waiting: Option<prestart::Waiting>,
+    /// The run that claimed a prestarted sandbox.
+    pub(crate) claimed: Option<prestart::Claimed>,
 }
 
 /// The guest's monotonic clock: nanoseconds since the sandbox was made, the same zero the
@@ -175,6 +180,8 @@ impl SandboxState {
             deadline: now,
             cancel: CancelHandle::new(),
             clock_origin: now,
+            waiting: None,
+            claimed: None,
         }
     }
 }
@@ -237,15 +244,43 @@ fn prepare(
         limits.output_overflow,
         input.on_output.clone(),
     );
+    let stdio = (
+        MemoryInputPipe::new(input.stdin.clone()),
+        stdout.clone(),
+        stderr.clone(),
+    );
+    let (store, fuel) = new_store(pre, setup, input, started, stdio)?;
+    Ok(Prepared {
+        store,
+        stdout,
+        stderr,
+        fuel,
+    })
+}
+
+/// A store with the WASI context `setup` and `input` describe, over the given stdio, with
+/// every limit applied.
+fn new_store<I, O>(
+    pre: &InstancePre<SandboxState>,
+    setup: &GuestSetup,
+    input: &RunInput,
+    started: Instant,
+    (stdin, stdout, stderr): (I, O, O),
+) -> Result<(Store<SandboxState>, limits::FuelMeter), Error>
+where
+    I: wasmtime_wasi::cli::StdinStream + 'static,
+    O: wasmtime_wasi::cli::StdoutStream + 'static,
+{
+    let limits = &input.limits;
     let mut env = setup.env.clone();
     env.retain(|(key, _)| !input.env.iter().any(|(user, _)| user == key));
     env.extend(input.env.iter().cloned());
     let mut wasi = WasiCtxBuilder::new();
     wasi.args(&setup.argv)
         .envs(&env)
-        .stdin(MemoryInputPipe::new(input.stdin.clone()))
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
         .monotonic_clock(SandboxClock { origin: started })
         .allow_tcp(false)
         .allow_udp(false)
@@ -268,15 +303,64 @@ fn prepare(
             .ok_or_else(|| Error::InvalidLimits("the deadline is out of range".into()))?,
         cancel: input.cancel.clone().unwrap_or_default(),
         clock_origin: started,
+        waiting: None,
+        claimed: None,
     };
     let mut store = Store::new(pre.module().engine(), state);
     let fuel = limits::apply(&mut store, limits)?;
-    Ok(Prepared {
+    Ok((store, fuel))
+}
+
+/// Starts a guest ahead of demand and serves the one run that claims it (see
+/// [`prestart`]): instantiates and calls `entry` with unbounded limits until the guest's
+/// bootstrap waits for its claim, then under the claiming run's limits. Returns when the
+/// guest ends; the claiming run gets its outcome through the claim.
+pub(crate) fn serve_prestarted(
+    pre: &InstancePre<SandboxState>,
+    setup: &GuestSetup,
+    entry: &Entry,
+    waiting: prestart::Waiting,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let input = RunInput {
+        limits: Limits {
+            deadline: limits::MAX_DEADLINE,
+            ..Limits::default()
+        },
+        ..RunInput::default()
+    };
+    let io = waiting.io.clone();
+    let (mut store, fuel) = new_store(
+        pre,
+        setup,
+        &input,
+        started,
+        (io.stdin, io.stdout, io.stderr),
+    )?;
+    store.data_mut().waiting = Some(waiting);
+    let instance = pre
+        .instantiate(&mut store)
+        .map_err(|e| capacity_error(&e).unwrap_or_else(|| Error::Internal(format!("{e:#}"))))?;
+    fuel.arm(&mut store)?;
+    let ended = entry(&mut store, instance);
+    let Some(claimed) = store.data_mut().claimed.take() else {
+        return Ok(());
+    };
+    let prestart::Claimed {
+        stdout,
+        stderr,
+        fuel,
+        started,
+        done,
+    } = claimed;
+    let prepared = Prepared {
         store,
         stdout,
         stderr,
         fuel,
-    })
+    };
+    let _ = done.send(prepared.finish(ended, started));
+    Ok(())
 }
 
 impl Prepared {

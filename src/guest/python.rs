@@ -253,3 +253,109 @@ mod tests {
         assert_eq!(stdlib_name("3.9"), "python39.zip");
     }
 }
+
+/// What a prestarted `python` command runs (see [`crate::sandbox::prestart`]): it compiles
+/// once (the interpreter's first compile costs 5 ms of one-time set-up that every script
+/// would pay), then sleeps once, which is where dvm holds it until a run claims it, then reads the run's request
+/// from stdin (see [`prestart_request`]) and runs the script as `python path args…` would:
+/// `sys.argv`, `sys.path[0]`, the environment and `__main__` as that command sets them, and a
+/// traceback that starts at the script. At the end it does what interpreter exit does that a
+/// script can observe (atexit handlers, the script's globals dropped, std streams flushed)
+/// and skips the rest of finalisation, as the `python` runner does. What remains different
+/// from a cold start: the
+/// interpreter read its start-up environment (`PYTHON*` variables) before the claim, so runs
+/// that set any go to a cold sandbox instead.
+const PRESTART_BOOT: &str = r#"def __dvm_boot():
+    import os, sys
+    had_time = "time" in sys.modules
+    import time
+    compile(b"pass", "<dvm>", "exec")
+    time.sleep(1e-6)
+    if not had_time:
+        del sys.modules["time"]
+    def read(n):
+        data = b""
+        while len(data) < n:
+            chunk = os.read(0, n - len(data))
+            if not chunk:
+                raise SystemExit(70)
+            data += chunk
+        return data
+    fields = [f.decode("utf-8", "surrogateescape") for f in read(int(read(20))).split(b"\0")]
+    path, nargs = fields[0], int(fields[1])
+    args, env = fields[2:2 + nargs], fields[2 + nargs:]
+    os.environ.clear()
+    for item in env:
+        key, _, value = item.partition("=")
+        os.environ[key] = value
+    sys.argv = [path] + args
+    sys.orig_argv = sys.orig_argv[:1] + sys.argv
+    sys.path[0] = path.rpartition("/")[0] or "/"
+    import __main__
+    namespace = __main__.__dict__
+    del namespace["__dvm_boot"]
+    namespace["__file__"] = path
+    namespace["__cached__"] = None
+    with open(path, "rb") as file:
+        source = file.read()
+    try:
+        exec(compile(source, path, "exec"), namespace)
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+        if code is None:
+            code = 0
+        elif not isinstance(code, int):
+            print(code, file=sys.stderr)
+            code = 1
+    except BaseException as error:
+        tb = error.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != path:
+            tb = tb.tb_next
+        sys.excepthook(type(error), error.with_traceback(tb), tb)
+        code = 1
+    import atexit
+    atexit._run_exitfuncs()
+    namespace.clear()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+__dvm_boot()
+"#;
+
+/// The argv of a prestarted `python` command whose interpreter is `argv0`.
+pub(crate) fn prestart_argv(argv0: &str) -> Vec<String> {
+    vec![
+        argv0.to_string(),
+        "-c".to_string(),
+        PRESTART_BOOT.to_string(),
+    ]
+}
+
+/// The request a prestarted `python` command reads before the user's stdin: a 20-digit
+/// length, then NUL-separated fields (script path, argument count, arguments, `KEY=VALUE`
+/// environment entries). `None` when a field holds a NUL, which no WASI argument or
+/// environment entry can.
+pub(crate) fn prestart_request(
+    path: &str,
+    args: &[String],
+    env: &[(String, String)],
+) -> Option<Vec<u8>> {
+    let count = args.len().to_string();
+    let entries = env.iter().map(|(key, value)| format!("{key}={value}"));
+    let fields: Vec<String> = [path.to_string(), count]
+        .into_iter()
+        .chain(args.iter().cloned())
+        .chain(entries)
+        .collect();
+    if fields.iter().any(|field| field.contains('\0')) {
+        return None;
+    }
+    let payload = fields.join("\0");
+    let mut request = format!("{:020}", payload.len()).into_bytes();
+    request.extend_from_slice(payload.as_bytes());
+    Some(request)
+}

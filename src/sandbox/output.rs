@@ -26,7 +26,7 @@ pub type OutputCallback = Arc<dyn Fn(Stream, &[u8]) + Send + Sync>;
 
 /// Size of the write permit offered to the guest; any size works since every write is
 /// accepted whole.
-const WRITE_PERMIT: usize = 1 << 20;
+pub(crate) const WRITE_PERMIT: usize = 1 << 20;
 
 #[derive(Default)]
 struct Captured {
@@ -69,7 +69,7 @@ impl CappedOutput {
     }
 
     /// Records `bytes`; returns false when they crossed the cap under `Stop`.
-    fn accept(&self, bytes: &[u8]) -> bool {
+    pub(crate) fn accept(&self, bytes: &[u8]) -> bool {
         let mut captured = self.captured.lock().unwrap_or_else(PoisonError::into_inner);
         captured.written = captured.written.saturating_add(bytes.len() as u64);
         let room = self.cap.saturating_sub(captured.kept.len() as u64);

@@ -107,6 +107,8 @@ pub(crate) fn poll_oneoff(
     nsubscriptions: u32,
     nevents_ptr: u32,
 ) -> wasmtime::Result<i32> {
+    // A prestarted guest's first sleep is where it waits to be claimed by a run.
+    crate::sandbox::prestart::wait_for_claim(&mut caller)?;
     if nsubscriptions == 0 || nsubscriptions > MAX_SUBSCRIPTIONS {
         // Sleeping forever is not expressible in WASI p1.
         return Ok(ERRNO_INVAL);

@@ -8,5 +8,6 @@ mod install;
 mod javascript;
 mod limits;
 mod preload;
+mod prestart;
 mod python;
 mod support;
