@@ -227,33 +227,6 @@ pub(crate) fn mounts(version: &str, tree: &Path) -> Vec<Mount> {
     mounts
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_script_turn_defines_the_runner_then_calls_it() {
-        let args = ["a b".to_string(), "\"q\"".to_string()];
-        let text = script_turn("/workspace/m.py", b"print(1)", &args, None);
-        assert!(text.starts_with(RUNNER));
-        let call = r#"__dvm_run("/workspace/m.py", ["/workspace/m.py", "a b", "\"q\""], bytes.fromhex("7072696e74283129"))"#;
-        assert!(text.ends_with(call), "{text}");
-        let compiled = script_turn("/workspace/m.py", b"print(1)", &args, Some("00ff"));
-        assert_eq!(
-            compiled,
-            format!("exec(__import__(\"marshal\").loads(bytes.fromhex(\"00ff\")))\n{call}")
-        );
-        assert!(is_compiled_runner("00ff"));
-        assert!(!is_compiled_runner("4416\n") && !is_compiled_runner(""));
-    }
-
-    #[test]
-    fn the_stdlib_zip_is_named_after_major_and_minor() {
-        assert_eq!(stdlib_name("3.15.0"), "python315.zip");
-        assert_eq!(stdlib_name("3.9"), "python39.zip");
-    }
-}
-
 /// What a prestarted `python` command runs (see [`crate::sandbox::prestart`]): it compiles
 /// once (the interpreter's first compile costs 5 ms of one-time set-up that every script
 /// would pay), then sleeps once, which is where dvm holds it until a run claims it, then reads the run's request
@@ -358,4 +331,31 @@ pub(crate) fn prestart_request(
     let mut request = format!("{:020}", payload.len()).into_bytes();
     request.extend_from_slice(payload.as_bytes());
     Some(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_turn_defines_the_runner_then_calls_it() {
+        let args = ["a b".to_string(), "\"q\"".to_string()];
+        let text = script_turn("/workspace/m.py", b"print(1)", &args, None);
+        assert!(text.starts_with(RUNNER));
+        let call = r#"__dvm_run("/workspace/m.py", ["/workspace/m.py", "a b", "\"q\""], bytes.fromhex("7072696e74283129"))"#;
+        assert!(text.ends_with(call), "{text}");
+        let compiled = script_turn("/workspace/m.py", b"print(1)", &args, Some("00ff"));
+        assert_eq!(
+            compiled,
+            format!("exec(__import__(\"marshal\").loads(bytes.fromhex(\"00ff\")))\n{call}")
+        );
+        assert!(is_compiled_runner("00ff"));
+        assert!(!is_compiled_runner("4416\n") && !is_compiled_runner(""));
+    }
+
+    #[test]
+    fn the_stdlib_zip_is_named_after_major_and_minor() {
+        assert_eq!(stdlib_name("3.15.0"), "python315.zip");
+        assert_eq!(stdlib_name("3.9"), "python39.zip");
+    }
 }
