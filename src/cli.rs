@@ -154,14 +154,76 @@ struct RunArgs {
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_bytes)]
     max_output: u64,
 
+    /// Cap on bytes the guest writes to files (workspace, /tmp, writable grants), e.g.
+    /// 100MiB; crossing it stops the run (limit `disk`).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_bytes)]
+    disk: u64,
+
+    /// Cap on files, directories and links the guest creates; crossing it stops the run
+    /// (limit `files`).
+    #[arg(long, value_name = "N", default_value_t = crate::limits::DEFAULT_FILES)]
+    files: u64,
+
+    /// Cap on files the guest has open at once; crossing it stops the run (limit `files`).
+    #[arg(long, value_name = "N", default_value_t = crate::limits::DEFAULT_OPEN_FILES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    open_files: u64,
+
     /// What a write past the output cap does: keep the first bytes and go on (`truncate`),
     /// or stop the guest (`stop`, limit `output`).
     #[arg(long, value_name = "MODE", default_value = "truncate", value_parser = parse_overflow)]
     output_overflow: OutputOverflow,
 
+    /// Copy a host file or directory into the workspace (repeatable): `HOST` lands under
+    /// its own name, `HOST:GUEST` at GUEST (relative, or under /workspace).
+    #[arg(long = "file", value_name = "HOST[:GUEST]")]
+    files_in: Vec<String>,
+
+    /// Mount a host directory in the sandbox (repeatable), read-only unless `:rw`, e.g.
+    /// `./data:/data` or `./out:/out:rw`.
+    #[arg(long = "grant", value_name = "HOST:GUEST[:ro|rw]", value_parser = parse_grant)]
+    grants: Vec<crate::Grant>,
+
+    /// Copy the files the run created or changed in its workspace into DIR.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+
+    /// Keep the run's workspace on disk afterwards and print where it is.
+    #[arg(long)]
+    keep: bool,
+
     /// Print exactly one JSON object describing the outcome on stdout.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_grant(text: &str) -> Result<crate::Grant, String> {
+    crate::Grant::parse(text).map_err(|e| e.to_string())
+}
+
+/// `HOST[:GUEST]` of `--file`: the host path, and where it goes in the workspace.
+fn upload_spec(text: &str) -> Result<(PathBuf, String), Error> {
+    let (host, guest) = match text.split_once(':') {
+        Some((host, guest)) => (PathBuf::from(host), guest.to_string()),
+        None => {
+            let host = PathBuf::from(text);
+            let name = host
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "--file `{text}` has no file name; write HOST:GUEST to say where it goes"
+                    ))
+                })?;
+            (host, name)
+        }
+    };
+    if host.as_os_str().is_empty() || guest.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "--file `{text}` needs a host path and a guest path: HOST[:GUEST]"
+        )));
+    }
+    Ok((host, guest))
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -249,6 +311,9 @@ struct RunConfig {
     target: Target,
     preload: Vec<String>,
     input: RunInput,
+    /// Where to copy the run's new and changed files.
+    out: Option<PathBuf>,
+    keep: bool,
     json: bool,
 }
 
@@ -351,19 +416,42 @@ fn validate(args: RunArgs) -> Result<RunConfig, Error> {
         stdout_bytes: args.max_output,
         stderr_bytes: args.max_output,
         output_overflow: args.output_overflow,
+        disk_bytes: args.disk,
+        files: args.files,
+        open_files: args.open_files,
         ..Limits::default()
     };
     limits.validate()?;
+    let target = target(args.file, args.runtime, args.code)?;
+    let uploads = args
+        .files_in
+        .iter()
+        .map(|spec| upload_spec(spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    // A workspace of our own when files go in or come out; otherwise each run makes one.
+    let workspace = if uploads.is_empty() && args.out.is_none() && !args.keep {
+        None
+    } else {
+        let workspace = crate::Workspace::new()?;
+        for (host, guest) in &uploads {
+            workspace.upload(host, guest)?;
+        }
+        Some(workspace)
+    };
     Ok(RunConfig {
-        target: target(args.file, args.runtime, args.code)?,
+        target,
         preload: args.preload,
         input: RunInput {
             args: guest_args,
             env: args.env,
             stdin,
             limits,
+            workspace,
+            grants: args.grants,
             ..RunInput::default()
         },
+        out: args.out,
+        keep: args.keep,
         json: args.json,
     })
 }
@@ -395,30 +483,19 @@ fn run(args: RunArgs) -> ExitCode {
             writer = Some(thread);
         }
         let dvm = Dvm::new(Config::default())?;
-        match config.target {
-            Target::Module(path) => {
-                if !config.preload.is_empty() {
-                    return Err(Error::InvalidInput(
-                        "--preload applies to scripts run by the python runtime".into(),
-                    ));
-                }
-                let outcome = dvm.load_file(&path)?.run(&config.input)?;
-                Ok((outcome, None))
+        let ran = run_target(&dvm, &config);
+        if let Some(workspace) = &config.input.workspace {
+            if config.keep {
+                note!(
+                    "dvm: the workspace is kept at {}",
+                    workspace.keep().display()
+                );
             }
-            Target::Script {
-                runtime,
-                name,
-                source,
-            } => {
-                let progress = progress_display(config.json);
-                let runtime = dvm.runtime_preloaded(&runtime, &config.preload, &progress)?;
-                let outcome = runtime.run_script(&name, &source, &config.input)?;
-                Ok((
-                    outcome,
-                    Some((runtime.id().to_string(), runtime.version().to_string())),
-                ))
+            if let (Some(out), Ok((outcome, _))) = (&config.out, &ran) {
+                workspace.copy_out(&outcome.files, out)?;
             }
         }
+        ran
     });
     // The run and its callback are gone: the writer drains what is left and ends.
     if let Some(writer) = writer {
@@ -427,6 +504,34 @@ fn run(args: RunArgs) -> ExitCode {
     match result {
         Ok((outcome, runtime)) => render(&outcome, runtime, json),
         Err(error) => render_error(&error, json),
+    }
+}
+
+/// Runs what `dvm run` was asked to, returning the outcome and the runtime's id and version.
+fn run_target(dvm: &Dvm, config: &RunConfig) -> Result<(Outcome, Option<(String, String)>), Error> {
+    match &config.target {
+        Target::Module(path) => {
+            if !config.preload.is_empty() {
+                return Err(Error::InvalidInput(
+                    "--preload applies to scripts run by the python runtime".into(),
+                ));
+            }
+            let outcome = dvm.load_file(path)?.run(&config.input)?;
+            Ok((outcome, None))
+        }
+        Target::Script {
+            runtime,
+            name,
+            source,
+        } => {
+            let progress = progress_display(config.json);
+            let runtime = dvm.runtime_preloaded(runtime, &config.preload, &progress)?;
+            let outcome = runtime.run_script(name, source, &config.input)?;
+            Ok((
+                outcome,
+                Some((runtime.id().to_string(), runtime.version().to_string())),
+            ))
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use crate::guest::{self, Abi, snapshot};
 use crate::outcome::Outcome;
 use crate::sandbox::{self, GuestSetup, RunInput, SandboxState};
 use crate::store::BlobStore;
+use crate::workspace::Workspace;
 
 /// The dvm runtime: a configured engine, its epoch ticker and compiled-module cache.
 /// Cheap to clone; clones share everything.
@@ -614,7 +615,12 @@ impl Program {
     /// wasm stack. Errors are problems with the input or the host; every way the guest can
     /// end (including traps and limits) is an [`Outcome`].
     pub fn run(&self, input: &RunInput) -> Result<Outcome, Error> {
-        self.run_with(GuestSetup::command(&self.name, input), input)
+        in_workspace(input, None, |workspace, grants| {
+            let mut setup = GuestSetup::command(&self.name, input);
+            setup.mounts = sandbox_mounts(workspace.scratch());
+            setup.mounts.extend(grants);
+            self.run_with(setup, input)
+        })
     }
 
     fn run_with(&self, setup: GuestSetup, input: &RunInput) -> Result<Outcome, Error> {
@@ -744,7 +750,10 @@ impl Runtime {
         source: &[u8],
         input: &RunInput,
     ) -> Option<Result<Outcome, Error>> {
-        if input.env.iter().any(|(key, _)| key.starts_with("PYTHON")) {
+        if input.env.iter().any(|(key, _)| key.starts_with("PYTHON"))
+            || input.workspace.is_some()
+            || !input.grants.is_empty()
+        {
             return None;
         }
         let script = format!("{WORKSPACE}/{name}");
@@ -761,9 +770,15 @@ impl Runtime {
             return Some(Err(e));
         }
         let prestarted = self.take_prestarted()?;
-        if let Err(e) = prestarted.scratch.write(name, source) {
-            return Some(Err(e));
-        }
+        let workspace = Workspace::from_scratch(prestarted.scratch.clone());
+        let before = match prestarted
+            .scratch
+            .write(name, source)
+            .and_then(|()| workspace.state())
+        {
+            Ok(before) => before,
+            Err(e) => return Some(Err(e)),
+        };
         stdin.extend_from_slice(&input.stdin);
         let active = match self.program.dvm.inner.ticker.activate() {
             Ok(active) => active,
@@ -782,7 +797,15 @@ impl Runtime {
         let outcome = sent.ok().and_then(|()| outcome.recv().ok());
         drop(active);
         self.refill_prestarted();
-        Some(Ok(outcome?))
+        let mut outcome = outcome?;
+        Some(
+            workspace
+                .changes(&before, input.limits.disk_bytes)
+                .map(|files| {
+                    outcome.files = files;
+                    outcome
+                }),
+        )
     }
 
     pub fn language(&self) -> &str {
@@ -796,12 +819,7 @@ impl Runtime {
             Abi::PythonReactor => guest::python::mounts(&self.spec.version, &self.installed.tree()),
             Abi::Command => Vec::new(),
         };
-        mounts.push(Mount::read_write(scratch.tmp(), "/tmp"));
-        // WASI has no working directory: wasi-libc starts every guest at `/`. Mounting the
-        // workspace there as well makes relative paths and `os.getcwd()`-based paths land in
-        // it, while the runtime's own mounts (longer prefixes) still win.
-        mounts.push(Mount::read_write(scratch.workspace(), WORKSPACE));
-        mounts.push(Mount::read_write(scratch.workspace(), "/"));
+        mounts.extend(sandbox_mounts(scratch));
         let env = self
             .spec
             .env
@@ -967,31 +985,81 @@ impl Runtime {
         {
             return ran;
         }
-        let scratch = Scratch::new()?;
-        scratch.write(name, source)?;
-        let script = format!("{WORKSPACE}/{name}");
-        let mut setup = self.script_setup(&scratch);
-        match self.program.abi {
-            // The cheapest way into the python guest: one turn on a fresh instance, with the
-            // same behaviour as `python SCRIPT ARGS…` (see `python::script_turn`).
-            Abi::PythonReactor => {
-                let runner = self.runner.get_or_init(|| self.compile_runner()).as_deref();
-                let code = guest::python::script_turn(&script, source, &input.args, runner);
-                self.program
-                    .run_entry(setup, input, guest::python::turn_entry(code))
+        in_workspace(input, Some((name, source)), |workspace, grants| {
+            let script = format!("{WORKSPACE}/{name}");
+            let mut setup = self.script_setup(workspace.scratch());
+            setup.mounts.extend(grants);
+            match self.program.abi {
+                // The cheapest way into the python guest: one turn on a fresh instance, with
+                // the same behaviour as `python SCRIPT ARGS…` (see `python::script_turn`).
+                Abi::PythonReactor => {
+                    let runner = self.runner.get_or_init(|| self.compile_runner()).as_deref();
+                    let code = guest::python::script_turn(&script, source, &input.args, runner);
+                    self.program
+                        .run_entry(setup, input, guest::python::turn_entry(code))
+                }
+                Abi::Command => {
+                    let template = match (&self.spec.module_argv, name.ends_with(".mjs")) {
+                        (Some(module_argv), true) => module_argv,
+                        _ => &self.spec.argv,
+                    };
+                    setup.argv = template
+                        .iter()
+                        .map(|arg| arg.replace("{script}", &script))
+                        .chain(input.args.iter().cloned())
+                        .collect();
+                    self.program.run_with(setup, input)
+                }
             }
-            Abi::Command => {
-                let template = match (&self.spec.module_argv, name.ends_with(".mjs")) {
-                    (Some(module_argv), true) => module_argv,
-                    _ => &self.spec.argv,
-                };
-                setup.argv = template
-                    .iter()
-                    .map(|arg| arg.replace("{script}", &script))
-                    .chain(input.args.iter().cloned())
-                    .collect();
-                self.program.run_with(setup, input)
-            }
-        }
+        })
     }
+}
+
+/// The mounts every sandbox has: a private `/tmp` and the workspace, at `/workspace` and at
+/// `/`. WASI has no working directory: wasi-libc starts every guest at `/`, so mounting the
+/// workspace there as well makes relative paths and `os.getcwd()`-based paths land in it,
+/// while longer mounts (the runtime's own, grants) still win.
+fn sandbox_mounts(scratch: &Scratch) -> Vec<Mount> {
+    vec![
+        Mount::read_write(scratch.tmp(), "/tmp"),
+        Mount::read_write(scratch.workspace(), WORKSPACE),
+        Mount::read_write(scratch.workspace(), "/"),
+    ]
+}
+
+/// Guest paths a grant may not take.
+const RESERVED: &[&str] = &[WORKSPACE, "/tmp", "/usr", "/usr/local", "/usr/local/lib"];
+
+/// Runs in the input's workspace (or a fresh one, removed afterwards) with `script` written
+/// into it first, passes `run` the grants' mounts, and reports the regular files the run
+/// created or changed there.
+fn in_workspace(
+    input: &RunInput,
+    script: Option<(&str, &[u8])>,
+    run: impl FnOnce(&Workspace, Vec<Mount>) -> Result<Outcome, Error>,
+) -> Result<Outcome, Error> {
+    input.limits.validate()?;
+    let grants = input
+        .grants
+        .iter()
+        .map(|grant| {
+            let grant = grant.validated(RESERVED)?;
+            Ok(Mount {
+                host: grant.host,
+                guest: grant.guest,
+                writable: grant.writable,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let workspace = match &input.workspace {
+        Some(workspace) => workspace.clone(),
+        None => Workspace::new()?,
+    };
+    if let Some((name, source)) = script {
+        workspace.scratch().write(name, source)?;
+    }
+    let before = workspace.state()?;
+    let mut outcome = run(&workspace, grants)?;
+    outcome.files = workspace.changes(&before, input.limits.disk_bytes)?;
+    Ok(outcome)
 }

@@ -54,6 +54,8 @@ pub(crate) struct Scratch {
     dir: Option<tempfile::TempDir>,
     workspace: PathBuf,
     tmp: PathBuf,
+    /// Left on disk when dropped.
+    keep: std::sync::atomic::AtomicBool,
 }
 
 /// Emptied run directories ready for reuse.
@@ -88,6 +90,10 @@ impl Drop for Scratch {
         let Some(dir) = self.dir.take() else {
             return;
         };
+        if self.keep.load(std::sync::atomic::Ordering::Acquire) {
+            let _ = dir.keep();
+            return;
+        }
         if empty_dir(&self.workspace) && empty_dir(&self.tmp) {
             let mut emptied = EMPTIED
                 .lock()
@@ -125,7 +131,13 @@ impl Scratch {
             workspace: dir.path().join("workspace"),
             tmp: dir.path().join("tmp"),
             dir: Some(dir),
+            keep: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Leaves the directory on disk when this is dropped.
+    pub(crate) fn keep(&self) {
+        self.keep.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The run's working directory.

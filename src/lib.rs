@@ -20,6 +20,7 @@ pub mod limits;
 mod outcome;
 mod sandbox;
 mod store;
+pub mod workspace;
 
 pub use crate::dvm::{Dvm, Program, Runtime, RuntimeStatus};
 pub use crate::engine::cache::ModuleSource;
@@ -31,3 +32,4 @@ pub use crate::guest::install::{InstallStep, Progress};
 pub use crate::limits::{LimitKind, Limits, OutputOverflow};
 pub use crate::outcome::{Outcome, Status, Truncated};
 pub use crate::sandbox::{CancelHandle, OutputCallback, RunInput, Stream};
+pub use crate::workspace::{Grant, OutputFile, Workspace};

@@ -13,6 +13,12 @@ pub const DEFAULT_MEMORY_BYTES: u64 = 512 * MIB;
 pub const DEFAULT_OUTPUT_BYTES: u64 = MIB;
 /// Default cap on the elements of any one table.
 pub const DEFAULT_TABLE_ELEMENTS: u64 = 1 << 16;
+/// Default cap on bytes a run may write to files.
+pub const DEFAULT_DISK_BYTES: u64 = 1024 * MIB;
+/// Default cap on files (and directories and links) a run may create.
+pub const DEFAULT_FILES: u64 = 10_000;
+/// Default cap on files a run may have open at once.
+pub const DEFAULT_OPEN_FILES: u64 = 256;
 /// The longest deadline a run may have.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The largest output cap per stream (kept output lives in host memory).
@@ -54,6 +60,16 @@ pub struct Limits {
     pub output_overflow: OutputOverflow,
     /// Cap on the elements of each table; growth past it is refused. Default: 65,536.
     pub table_elements: u64,
+    /// Cap on bytes written to files (the workspace, `/tmp`, writable grants), counted as
+    /// written, plus sizes set by truncation; the write that would cross it stops the run
+    /// (`limit: "disk"`). Default: 1 GiB.
+    pub disk_bytes: u64,
+    /// Cap on files, directories and links the run creates; the creation past it stops the
+    /// run (`limit: "files"`). Default: 10,000.
+    pub files: u64,
+    /// Cap on files the guest has open at once (interpreters hold a few of their own);
+    /// the open past it stops the run (`limit: "files"`). Default: 256.
+    pub open_files: u64,
 }
 
 impl Default for Limits {
@@ -66,6 +82,9 @@ impl Default for Limits {
             stderr_bytes: DEFAULT_OUTPUT_BYTES,
             output_overflow: OutputOverflow::Truncate,
             table_elements: DEFAULT_TABLE_ELEMENTS,
+            disk_bytes: DEFAULT_DISK_BYTES,
+            files: DEFAULT_FILES,
+            open_files: DEFAULT_OPEN_FILES,
         }
     }
 }
@@ -99,6 +118,13 @@ impl Limits {
                 self.memory_bytes
             )));
         }
+        if self.open_files == 0 {
+            return Err(Error::InvalidLimits(
+                "an open-files cap of 0 cannot run anything; interpreters open a few files \
+                 of their own"
+                    .into(),
+            ));
+        }
         if self.fuel == Some(0) {
             return Err(Error::InvalidLimits(
                 "a fuel budget of 0 cannot run anything; omit it for unlimited fuel".into(),
@@ -124,6 +150,10 @@ pub enum LimitKind {
     Output,
     /// The run was cancelled by the host.
     Cancelled,
+    /// The guest wrote more bytes to files than its disk quota.
+    Disk,
+    /// The guest created more files than its quota, or had too many open.
+    Files,
 }
 
 impl LimitKind {
@@ -135,6 +165,8 @@ impl LimitKind {
             LimitKind::Table => "table",
             LimitKind::Output => "output",
             LimitKind::Cancelled => "cancelled",
+            LimitKind::Disk => "disk",
+            LimitKind::Files => "files",
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct Outcome {
     pub memory_peak_bytes: u64,
     /// The trap message when the guest crashed or was stopped by a trap.
     pub trap: Option<String>,
+    /// Regular files in the workspace the run created or changed, in path order.
+    pub files: Vec<crate::workspace::OutputFile>,
 }
 
 impl Outcome {
@@ -80,6 +82,7 @@ impl Outcome {
             "duration_ms": self.duration.as_secs_f64() * 1000.0,
             "memory_peak_bytes": self.memory_peak_bytes,
             "trap": self.trap,
+            "files": self.files,
         })
     }
 }

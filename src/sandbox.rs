@@ -1,5 +1,6 @@
 //! One run in one `Store`: the WASI context, captured stdio, limits, and how the run ended.
 
+pub(crate) mod files;
 pub(crate) mod output;
 mod poll;
 pub(crate) mod prestart;
@@ -39,6 +40,11 @@ pub struct RunInput {
     pub on_output: Option<OutputCallback>,
     /// Lets another thread stop the run (`limit: "cancelled"`). Default: none.
     pub cancel: Option<CancelHandle>,
+    /// The workspace to run in (mounted at `/workspace`, the working directory). Default:
+    /// none, a fresh private one per run, removed after it.
+    pub workspace: Option<crate::workspace::Workspace>,
+    /// Host directories mounted in the sandbox. Default: none.
+    pub grants: Vec<crate::workspace::Grant>,
 }
 
 impl std::fmt::Debug for RunInput {
@@ -50,6 +56,8 @@ impl std::fmt::Debug for RunInput {
             .field("limits", &self.limits)
             .field("on_output", &self.on_output.is_some())
             .field("cancel", &self.cancel.is_some())
+            .field("workspace", &self.workspace)
+            .field("grants", &self.grants)
             .finish()
     }
 }
@@ -128,6 +136,12 @@ pub(crate) enum Stop {
     Cancelled,
     #[error("the guest wrote past its output cap")]
     Output,
+    #[error("the guest wrote more than its disk quota of {0} bytes")]
+    Disk(u64),
+    #[error("the guest created more than its quota of {0} files")]
+    FilesCreated(u64),
+    #[error("the guest had more than {0} files open")]
+    FilesOpen(u64),
 }
 
 impl Stop {
@@ -136,6 +150,8 @@ impl Stop {
             Stop::Deadline => LimitKind::Deadline,
             Stop::Cancelled => LimitKind::Cancelled,
             Stop::Output => LimitKind::Output,
+            Stop::Disk(_) => LimitKind::Disk,
+            Stop::FilesCreated(_) | Stop::FilesOpen(_) => LimitKind::Files,
         }
     }
 }
@@ -144,6 +160,7 @@ impl Stop {
 pub(crate) struct SandboxState {
     pub(crate) wasi: WasiP1Ctx,
     pub(crate) guard: ResourceGuard,
+    pub(crate) files: files::FileGuard,
     pub(crate) deadline: Instant,
     pub(crate) cancel: CancelHandle,
     /// Zero of the guest's monotonic clock.
@@ -177,6 +194,7 @@ impl SandboxState {
         SandboxState {
             wasi: WasiCtxBuilder::new().build_p1(),
             guard: ResourceGuard::new(&Limits::default()),
+            files: files::FileGuard::new(&Limits::default()),
             deadline: now,
             cancel: CancelHandle::new(),
             clock_origin: now,
@@ -297,6 +315,7 @@ where
     let state = SandboxState {
         wasi: wasi.build_p1(),
         guard: ResourceGuard::new(limits),
+        files: files::FileGuard::new(limits),
         // `validate` keeps the deadline within days, which any clock can add.
         deadline: started
             .checked_add(limits.deadline)
@@ -396,6 +415,7 @@ impl Prepared {
             duration,
             memory_peak_bytes,
             trap,
+            files: Vec::new(),
         }
     }
 }

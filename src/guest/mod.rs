@@ -69,8 +69,8 @@ impl Abi {
     }
 }
 
-/// WASI preview 1 with dvm's deadline-aware `poll_oneoff` and an unrestricted `proc_exit` in
-/// place of the stock ones.
+/// WASI preview 1 with dvm's deadline-aware `poll_oneoff`, quota-checking file calls and an
+/// unrestricted `proc_exit` in place of the stock ones.
 fn wasi_linker(engine: &wasmtime::Engine) -> Result<Linker<SandboxState>, Error> {
     let mut linker = Linker::new(engine);
     let fail = |e: wasmtime::Error| Error::Internal(format!("cannot build the WASI linker: {e}"));
@@ -80,6 +80,7 @@ fn wasi_linker(engine: &wasmtime::Engine) -> Result<Linker<SandboxState>, Error>
     linker
         .func_wrap(WASI_P1, "poll_oneoff", sandbox::poll_oneoff)
         .map_err(fail)?;
+    sandbox::files::add_to_linker(&mut linker).map_err(fail)?;
     // The stock proc_exit traps on codes of 126 and above; a guest may exit with any code.
     linker
         .func_wrap(WASI_P1, "proc_exit", |code: i32| -> wasmtime::Result<()> {

@@ -88,6 +88,7 @@ pub(crate) fn wait_for_claim(caller: &mut Caller<'_, SandboxState>) -> wasmtime:
     fuel.arm(&mut *caller)?;
     let state = caller.data_mut();
     state.guard.rebind(limits);
+    state.files.rebind(limits);
     state.cancel = claim.cancel;
     // `Limits::validate` keeps the deadline within days.
     state.deadline = claim.started + limits.deadline;
