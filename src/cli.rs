@@ -51,7 +51,7 @@ struct Cli {
 enum Command {
     /// Run a script (.py, .js, .mjs…) or a WASI command module (.wasm, .wat) in a fresh
     /// sandbox.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List, install, import and verify language runtimes.
     #[command(subcommand)]
     Runtimes(RuntimesCommand),
@@ -272,7 +272,7 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Runtimes(command) => runtimes(command),
         Command::Bench(args) => bench(args),
     }

@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 
 use crate::support::*;
 
-fn dvm_command(args: &[&str]) -> Command {
+pub(crate) fn dvm_command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dvm"));
     command
         .args(args)
@@ -14,7 +14,7 @@ fn dvm_command(args: &[&str]) -> Command {
     command
 }
 
-fn dvm(args: &[&str]) -> Output {
+pub(crate) fn dvm(args: &[&str]) -> Output {
     dvm_command(args).output().expect("dvm starts")
 }
 
@@ -34,7 +34,7 @@ fn fx(name: &str) -> String {
 }
 
 #[track_caller]
-fn expect(output: &Output, code: i32, stdout: &str, stderr_contains: &str) {
+pub(crate) fn expect(output: &Output, code: i32, stdout: &str, stderr_contains: &str) {
     assert_eq!(output.status.code(), Some(code), "{}", show(output));
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
@@ -49,7 +49,7 @@ fn expect(output: &Output, code: i32, stdout: &str, stderr_contains: &str) {
     );
 }
 
-fn json(output: &Output) -> serde_json::Value {
+pub(crate) fn json(output: &Output) -> serde_json::Value {
     let text = String::from_utf8(output.stdout.clone()).expect("UTF-8 JSON");
     assert_eq!(
         text.lines().count(),

@@ -89,13 +89,18 @@ fn host_environment_is_never_inherited() {
 }
 
 #[test]
-fn a_fresh_sandbox_has_no_preopened_directories() {
-    // fd_prestat_get(3) answers EBADF (8) when nothing is preopened; exit with the errno.
+fn a_fresh_sandbox_preopens_only_tmp_and_its_workspace() {
+    // Preopens are fds 3.. : /tmp, /workspace and / (the workspace again). fd_prestat_get
+    // answers 0 for each and EBADF (8) after them; exit with the sum of the answers.
     let wat = r#"(module
       (import "wasi_snapshot_preview1" "fd_prestat_get" (func $prestat (param i32 i32) (result i32)))
       (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
       (memory (export "memory") 1)
-      (func (export "_start") (call $proc_exit (call $prestat (i32.const 3) (i32.const 0)))))"#;
+      (func (export "_start")
+        (call $proc_exit
+          (i32.add
+            (i32.add (call $prestat (i32.const 3) (i32.const 0)) (call $prestat (i32.const 4) (i32.const 0)))
+            (i32.add (call $prestat (i32.const 5) (i32.const 0)) (call $prestat (i32.const 6) (i32.const 0)))))))"#;
     let outcome = run(wat, &RunInput::default());
     assert_eq!(outcome.exit_code, Some(8), "{}", describe(&outcome));
 }

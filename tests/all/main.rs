@@ -3,6 +3,8 @@
 mod cache;
 mod cli;
 mod errors;
+mod escape;
+mod files;
 mod guests;
 mod install;
 mod javascript;
