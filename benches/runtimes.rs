@@ -4,7 +4,7 @@
 //! the platform cache) and installs the runtimes and the snapshot there on first use.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use dvm::{Config, Dvm, Progress, RunInput};
+use dvm::{Config, Dvm, Progress, RunInput, Workspace};
 
 const DATAFRAME: &str = "import numpy as np, pandas as pd\n\
     df = pd.DataFrame({'k': ['a', 'b', 'a'], 'v': np.array([1.0, 2.0, 3.0])})\n\
@@ -121,5 +121,56 @@ fn levers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hello, dataframe, levers);
+/// What a workspace adds to a run: javascript hello (the cheapest runtime) with a fresh
+/// private workspace, then in a prepared workspace holding 100 small files or one 50 MB
+/// file (the run lists it before and after to report changes), then uploading those inputs
+/// from the host for each run.
+fn workspace(c: &mut Criterion) {
+    let dvm = Dvm::new(Config::default()).expect("dvm starts");
+    let js = dvm.runtime("javascript").expect("runtime installs");
+    let inputs = tempfile::tempdir().expect("temp dir");
+    let small = inputs.path().join("small");
+    std::fs::create_dir(&small).expect("mkdir");
+    for i in 0..100 {
+        std::fs::write(small.join(format!("f{i:03}.txt")), format!("file {i}\n")).expect("write");
+    }
+    let large = inputs.path().join("large.bin");
+    std::fs::write(&large, vec![7u8; 50 << 20]).expect("write");
+
+    let mut group = c.benchmark_group("workspace");
+    group.sample_size(20);
+    let source = b"console.log(1)";
+    let fresh = RunInput::default();
+    group.bench_function("fresh, empty", |b| {
+        b.iter(|| js.run_script("hello.js", source, &fresh).expect("runs"))
+    });
+    for (label, host, guest) in [
+        ("100 small files", &small, "small"),
+        ("one 50 MB file", &large, "large.bin"),
+    ] {
+        let prepared = Workspace::new().expect("workspace");
+        prepared.upload(host, guest).expect("upload");
+        let input = RunInput {
+            workspace: Some(prepared),
+            ..RunInput::default()
+        };
+        group.bench_function(format!("prepared, {label}"), |b| {
+            b.iter(|| js.run_script("hello.js", source, &input).expect("runs"))
+        });
+        group.bench_function(format!("uploaded per run, {label}"), |b| {
+            b.iter(|| {
+                let workspace = Workspace::new().expect("workspace");
+                workspace.upload(host, guest).expect("upload");
+                let input = RunInput {
+                    workspace: Some(workspace),
+                    ..RunInput::default()
+                };
+                js.run_script("hello.js", source, &input).expect("runs")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, hello, dataframe, levers, workspace);
 criterion_main!(benches);
