@@ -35,8 +35,8 @@ pub const WORKSPACE: &str = "/workspace";
 
 /// Where per-run directories go: `$DVM_SCRATCH`, else the system temp directory. A
 /// memory-backed directory (`DVM_SCRATCH=/dev/shm`) makes creating and removing a run's
-/// directories several times cheaper than a disk filesystem with discard, but until
-/// workspace quotas exist whatever a guest writes there is held in RAM, so it is opt-in.
+/// directories several times cheaper than a disk filesystem with discard, but whatever
+/// guests write there (up to each run's disk quota) is held in RAM, so it is opt-in.
 fn scratch_base() -> &'static Path {
     static BASE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BASE.get_or_init(|| match std::env::var_os("DVM_SCRATCH") {
