@@ -8,6 +8,7 @@
 //! # Ok::<(), dvm::Error>(())
 //! ```
 
+pub mod artifact;
 #[doc(hidden)]
 pub mod bench;
 pub mod cli;
@@ -21,6 +22,7 @@ mod outcome;
 mod sandbox;
 mod store;
 
+pub use crate::artifact::{ArtifactLimits, ArtifactStore, ArtifactSummary};
 pub use crate::dvm::{Dvm, Program, Runtime, RuntimeStatus};
 pub use crate::engine::cache::ModuleSource;
 pub use crate::engine::{Config, PoolConfig};
