@@ -766,11 +766,13 @@ fn collect(inputs: &[PathBuf], limits: &ArtifactLimits) -> Result<Vec<Source>> {
                 ),
             });
         }
-        let meta = fs::symlink_metadata(input).map_err(|e| Error::ArtifactInput {
+        // Without its trailing `/`, which would make the lookup follow a link.
+        let input: PathBuf = input.components().collect();
+        let meta = fs::symlink_metadata(&input).map_err(|e| Error::ArtifactInput {
             path: input.clone(),
             message: e.to_string(),
         })?;
-        pending.push((input.clone(), name, meta));
+        pending.push((input, name, meta));
     }
 
     while let Some((file, path, meta)) = pending.pop() {

@@ -682,41 +682,40 @@ fn concurrent_puts_from_processes_keep_every_version() {
 #[test]
 fn gc_beside_puts_keeps_what_they_reference() {
     let f = fixture();
-    let done = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        for writer in 0..3 {
-            let (f, done) = (&f, &done);
-            scope.spawn(move || {
-                for round in 0..5 {
-                    let dir = f.work.path().join(format!("w{writer}-r{round}/app"));
-                    let contents = format!("writer {writer} round {round}");
-                    write(&dir, "a.txt", contents.as_bytes());
-                    let name = format!("w{writer}");
-                    let version = f.store.put(&name, &[dir]).unwrap();
-                    // Leave garbage behind for the collector.
-                    if version.version > 1 {
-                        f.store
-                            .rm(&format!("{name}@{}", version.version - 1))
-                            .unwrap();
+        let writers: Vec<_> = (0..3)
+            .map(|writer| {
+                let f = &f;
+                scope.spawn(move || {
+                    for round in 0..5 {
+                        let dir = f.work.path().join(format!("w{writer}-r{round}/app"));
+                        let contents = format!("writer {writer} round {round}");
+                        write(&dir, "a.txt", contents.as_bytes());
+                        let name = format!("w{writer}");
+                        let version = f.store.put(&name, &[dir]).unwrap();
+                        // Leave garbage behind for the collector.
+                        if version.version > 1 {
+                            f.store
+                                .rm(&format!("{name}@{}", version.version - 1))
+                                .unwrap();
+                        }
+                        let out = f.out(&format!("out-w{writer}-r{round}"));
+                        let spec = format!("{name}@{}", version.version);
+                        f.store.get(&spec, &out, Overwrite::Refuse).unwrap();
+                        assert_eq!(
+                            std::fs::read_to_string(out.join("app/a.txt")).unwrap(),
+                            contents
+                        );
                     }
-                    let out = f.out(&format!("out-w{writer}-r{round}"));
-                    let spec = format!("{name}@{}", version.version);
-                    f.store.get(&spec, &out, Overwrite::Refuse).unwrap();
-                    assert_eq!(
-                        std::fs::read_to_string(out.join("app/a.txt")).unwrap(),
-                        contents
-                    );
-                }
-                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            });
+                })
+            })
+            .collect();
+        // Until every writer is done, also when one fails.
+        while !writers.iter().all(|writer| writer.is_finished()) {
+            f.store.gc().unwrap();
+            // Lets waiting puts take the store lock between collections.
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        scope.spawn(|| {
-            while done.load(std::sync::atomic::Ordering::SeqCst) < 3 {
-                f.store.gc().unwrap();
-                // Lets waiting puts take the store lock between collections.
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-        });
     });
     f.store.gc().unwrap();
     let left = blobs(f.home());
@@ -810,6 +809,16 @@ fn symlink_inputs_are_refused() {
         error.to_string().contains(&link.display().to_string()),
         "{error}"
     );
+    assert!(error.to_string().contains("symbolic link"), "{error}");
+
+    let real_dir = write(f.work.path(), "real-dir/file.txt", b"f")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let dir_link = f.work.path().join("dir-link");
+    std::os::unix::fs::symlink(&real_dir, &dir_link).unwrap();
+    let with_slash = PathBuf::from(format!("{}/", dir_link.display()));
+    let error = f.store.put("app", &[with_slash]).unwrap_err();
     assert!(error.to_string().contains("symbolic link"), "{error}");
 
     let app = f.app(&[("a.txt", b"a")]);
