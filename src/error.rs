@@ -105,6 +105,57 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(
+        "`{name}` is not a valid artifact name; use 1 to 128 ASCII letters, digits, `.`, `_` \
+         or `-`, starting with a letter or digit"
+    )]
+    InvalidArtifactName { name: String },
+
+    #[error(
+        "`{spec}` does not name an artifact version: {reason}; write NAME (the latest version), \
+         NAME@NUMBER or NAME@ROOT (at least 8 hex digits of the tree's root)"
+    )]
+    InvalidArtifactSpec { spec: String, reason: String },
+
+    #[error("no artifact named `{name}` is stored; `dvm artifact list` shows the stored names")]
+    UnknownArtifact { name: String },
+
+    #[error("artifact `{name}` has no version {version}; its versions are {known}")]
+    UnknownArtifactVersion {
+        name: String,
+        version: String,
+        known: String,
+    },
+
+    #[error("cannot store {path} as an artifact: {message}")]
+    ArtifactInput { path: PathBuf, message: String },
+
+    #[error(
+        "the inputs hold more than {limit} {unit}, the cap on one artifact; \
+         store a smaller tree or raise the cap"
+    )]
+    ArtifactTooLarge { unit: &'static str, limit: u64 },
+
+    #[error("cannot write {path}: it {problem}")]
+    ArtifactTarget { path: PathBuf, problem: String },
+
+    #[error("artifact {artifact} is damaged: {message}")]
+    ArtifactDamaged { artifact: String, message: String },
+
+    #[error("the artifact store cannot use {path}: {source}; check that the dvm home is writable")]
+    ArtifactStore {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot write {path}: {source}")]
+    WriteOutput {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -131,6 +182,16 @@ impl Error {
             Error::Damaged { .. } => "damaged",
             Error::Capacity(_) => "capacity",
             Error::Home { .. } => "home",
+            Error::InvalidArtifactName { .. } => "invalid_artifact_name",
+            Error::InvalidArtifactSpec { .. } => "invalid_artifact_spec",
+            Error::UnknownArtifact { .. } => "unknown_artifact",
+            Error::UnknownArtifactVersion { .. } => "unknown_artifact_version",
+            Error::ArtifactInput { .. } => "artifact_input",
+            Error::ArtifactTooLarge { .. } => "artifact_too_large",
+            Error::ArtifactTarget { .. } => "artifact_target",
+            Error::ArtifactDamaged { .. } => "artifact_damaged",
+            Error::ArtifactStore { .. } => "artifact_store",
+            Error::WriteOutput { .. } => "write_output",
             Error::Internal(_) => "internal",
         }
     }
@@ -145,6 +206,8 @@ impl Error {
                 | Error::Internal(_)
                 | Error::Install { .. }
                 | Error::Damaged { .. }
+                | Error::ArtifactDamaged { .. }
+                | Error::ArtifactStore { .. }
         )
     }
 }

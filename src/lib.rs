@@ -8,6 +8,7 @@
 //! # Ok::<(), dvm::Error>(())
 //! ```
 
+pub mod artifact;
 #[doc(hidden)]
 pub mod bench;
 pub mod cli;
@@ -22,6 +23,7 @@ mod sandbox;
 mod store;
 pub mod workspace;
 
+pub use crate::artifact::{ArtifactLimits, ArtifactStore, ArtifactSummary};
 pub use crate::dvm::{Dvm, Program, Runtime, RuntimeStatus};
 pub use crate::engine::cache::ModuleSource;
 pub use crate::engine::{Config, PoolConfig};
