@@ -55,6 +55,9 @@ enum Command {
     /// List, install, import and verify language runtimes.
     #[command(subcommand)]
     Runtimes(RuntimesCommand),
+    /// Store, version and fetch code artifacts (file trees) under $DVM_HOME.
+    #[command(subcommand)]
+    Artifact(ArtifactCommand),
     /// Measure fresh-sandbox latency and throughput per runtime, whole-process runs beside
     /// native interpreters, module load and compile times, and memory per sandbox.
     Bench(BenchArgs),
@@ -70,6 +73,53 @@ struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ArtifactCommand {
+    /// Store files and directories as a new version of NAME; a tree identical to the latest
+    /// version keeps that version.
+    Put {
+        name: String,
+        /// Files land under their own names, directories' contents under the directory's.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the stored names with their latest version.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the versions of NAME.
+    Versions {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write NAME[@VERSION] (a number or a root prefix of 8+ hex digits) into DIR, checking
+    /// every file's hash.
+    Get {
+        spec: String,
+        dir: PathBuf,
+        /// Replace files that already exist in DIR.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove NAME@VERSION, or every version of NAME (`dvm artifact gc` frees the space).
+    Rm {
+        spec: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete blobs and manifests no stored version refers to.
+    Gc {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,10 +153,15 @@ enum RuntimesCommand {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The script or module to run. The runtime comes from the extension unless --runtime is
-    /// given; .wasm and .wat files run as WASI commands.
+    /// The script or module to run, or `artifact:NAME[@VERSION]` (with --entry) to run a
+    /// stored artifact. The runtime comes from the extension unless --runtime is given;
+    /// .wasm and .wat files run as WASI commands.
     #[arg(required_unless_present = "code")]
     file: Option<PathBuf>,
+
+    /// The script to run inside an `artifact:` target, e.g. main.py or src/app.mjs.
+    #[arg(long, value_name = "PATH")]
+    entry: Option<String>,
 
     /// Runtime id (see `dvm runtimes list`).
     #[arg(long, value_name = "ID")]
@@ -273,6 +328,7 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(args) => run(*args),
+        Command::Artifact(command) => artifact(command),
         Command::Runtimes(command) => runtimes(command),
         Command::Bench(args) => bench(args),
     }
@@ -301,6 +357,12 @@ enum Target {
         name: String,
         source: Vec<u8>,
     },
+    /// A stored artifact, written into the workspace, and the script in it to run.
+    Artifact {
+        spec: String,
+        entry: String,
+        runtime: Option<String>,
+    },
 }
 
 /// Largest script file dvm will read.
@@ -321,8 +383,35 @@ fn target(
     file: Option<PathBuf>,
     runtime: Option<String>,
     code: Option<String>,
+    entry: Option<String>,
 ) -> Result<Target, Error> {
     let catalog = Catalog::embedded();
+    let artifact = file
+        .as_deref()
+        .and_then(|file| file.to_str())
+        .and_then(|file| file.strip_prefix("artifact:"));
+    match (artifact, entry) {
+        (Some(spec), Some(entry)) => {
+            return Ok(Target::Artifact {
+                spec: spec.to_string(),
+                entry,
+                runtime,
+            });
+        }
+        (Some(_), None) => {
+            return Err(Error::InvalidInput(
+                "an artifact: target needs --entry, the script in it to run (e.g. --entry \
+                 main.py)"
+                    .into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(Error::InvalidInput(
+                "--entry applies to artifact:NAME[@VERSION] targets".into(),
+            ));
+        }
+        (None, None) => {}
+    }
     let known = || catalog.ids().join(", ");
     if let Some(id) = &runtime
         && catalog.get(id).is_none()
@@ -374,6 +463,22 @@ fn target(
     })
 }
 
+/// The catalogue runtime for a script's extension.
+fn runtime_for(script: &str) -> Result<String, Error> {
+    let catalog = Catalog::embedded();
+    let extension = std::path::Path::new(script)
+        .extension()
+        .map(|ext| ext.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    catalog
+        .for_extension(&extension)
+        .map(|spec| spec.id.clone())
+        .ok_or_else(|| Error::NoRuntimeForExtension {
+            extension,
+            known: catalog.ids().join(", "),
+        })
+}
+
 fn read_script(path: &std::path::Path) -> Result<Vec<u8>, Error> {
     match crate::fs::read_regular_file(path, MAX_SCRIPT_BYTES) {
         Ok(Ok(bytes)) => Ok(bytes),
@@ -422,14 +527,15 @@ fn validate(args: RunArgs) -> Result<RunConfig, Error> {
         ..Limits::default()
     };
     limits.validate()?;
-    let target = target(args.file, args.runtime, args.code)?;
+    let target = target(args.file, args.runtime, args.code, args.entry)?;
     let uploads = args
         .files_in
         .iter()
         .map(|spec| upload_spec(spec))
         .collect::<Result<Vec<_>, _>>()?;
     // A workspace of our own when files go in or come out; otherwise each run makes one.
-    let workspace = if uploads.is_empty() && args.out.is_none() && !args.keep {
+    let artifact = matches!(target, Target::Artifact { .. });
+    let workspace = if uploads.is_empty() && args.out.is_none() && !args.keep && !artifact {
         None
     } else {
         let workspace = crate::Workspace::new()?;
@@ -523,16 +629,43 @@ fn run_target(dvm: &Dvm, config: &RunConfig) -> Result<(Outcome, Option<(String,
             runtime,
             name,
             source,
+        } => run_script(dvm, config, runtime, name, source),
+        Target::Artifact {
+            spec,
+            entry,
+            runtime,
         } => {
-            let progress = progress_display(config.json);
-            let runtime = dvm.runtime_preloaded(runtime, &config.preload, &progress)?;
-            let outcome = runtime.run_script(name, source, &config.input)?;
-            Ok((
-                outcome,
-                Some((runtime.id().to_string(), runtime.version().to_string())),
-            ))
+            let workspace = config
+                .input
+                .workspace
+                .as_ref()
+                .ok_or_else(|| Error::Internal("an artifact run has no workspace".into()))?;
+            dvm.artifacts()
+                .get(spec, workspace.path(), crate::artifact::Overwrite::Refuse)?;
+            let source = workspace.read(entry, MAX_SCRIPT_BYTES)?;
+            let runtime = match runtime {
+                Some(runtime) => runtime.clone(),
+                None => runtime_for(entry)?,
+            };
+            run_script(dvm, config, &runtime, entry, &source)
         }
     }
+}
+
+fn run_script(
+    dvm: &Dvm,
+    config: &RunConfig,
+    runtime: &str,
+    name: &str,
+    source: &[u8],
+) -> Result<(Outcome, Option<(String, String)>), Error> {
+    let progress = progress_display(config.json);
+    let runtime = dvm.runtime_preloaded(runtime, &config.preload, &progress)?;
+    let outcome = runtime.run_script(name, source, &config.input)?;
+    Ok((
+        outcome,
+        Some((runtime.id().to_string(), runtime.version().to_string())),
+    ))
 }
 
 /// Install and compile progress on stderr: a live spinner on a terminal (unless --json),
@@ -625,6 +758,138 @@ fn bench(args: BenchArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => render_error(&error, args.json),
+    }
+}
+
+/// Prints `value` as one JSON line.
+fn print_json(value: &impl serde::Serialize) {
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        serde_json::to_string(value).unwrap_or_default()
+    );
+}
+
+fn artifact(command: ArtifactCommand) -> ExitCode {
+    let store = match Dvm::new(Config::default()) {
+        Ok(dvm) => dvm.artifacts(),
+        Err(error) => return render_error(&error, false),
+    };
+    let short = |root: &str| root.chars().take(12).collect::<String>();
+    let mut out = std::io::stdout().lock();
+    let (result, json) = match command {
+        ArtifactCommand::Put { name, paths, json } => (
+            store.put(&name, &paths).map(|version| {
+                if json {
+                    print_json(&version);
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "{name}@{} {} ({} files, {} bytes)",
+                        version.version,
+                        short(&version.root),
+                        version.files,
+                        version.bytes
+                    );
+                }
+            }),
+            json,
+        ),
+        ArtifactCommand::List { json } => (
+            store.list().map(|names| {
+                if json {
+                    print_json(&names);
+                    return;
+                }
+                for artifact in names {
+                    let _ = writeln!(
+                        out,
+                        "{:<32} @{:<6} {} {:>4} versions {:>12} bytes",
+                        artifact.name,
+                        artifact.latest_version,
+                        short(&artifact.latest_root),
+                        artifact.version_count,
+                        artifact.bytes
+                    );
+                }
+            }),
+            json,
+        ),
+        ArtifactCommand::Versions { name, json } => (
+            store.versions(&name).map(|versions| {
+                if json {
+                    print_json(&versions);
+                    return;
+                }
+                for version in versions {
+                    let _ = writeln!(
+                        out,
+                        "{name}@{:<6} {} {:>6} files {:>12} bytes  created {}",
+                        version.version,
+                        short(&version.root),
+                        version.files,
+                        version.bytes,
+                        humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH + Duration::from_secs(version.created)
+                        )
+                    );
+                }
+            }),
+            json,
+        ),
+        ArtifactCommand::Get {
+            spec,
+            dir,
+            force,
+            json,
+        } => {
+            let overwrite = if force {
+                crate::artifact::Overwrite::Replace
+            } else {
+                crate::artifact::Overwrite::Refuse
+            };
+            (
+                store.get(&spec, &dir, overwrite).map(|resolved| {
+                    if json {
+                        print_json(&resolved);
+                    } else {
+                        let _ = writeln!(out, "{resolved} written to {}", dir.display());
+                    }
+                }),
+                json,
+            )
+        }
+        ArtifactCommand::Rm { spec, json } => (
+            store.rm(&spec).map(|removed| {
+                if json {
+                    print_json(&removed);
+                    return;
+                }
+                for version in removed {
+                    let _ = writeln!(out, "removed version {}", version.version);
+                }
+            }),
+            json,
+        ),
+        ArtifactCommand::Gc { json } => (
+            store.gc().map(|report| {
+                if json {
+                    print_json(&report);
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "removed {} blobs and {} manifests, freed {} bytes",
+                        report.blobs_removed, report.manifests_removed, report.bytes_freed
+                    );
+                }
+            }),
+            json,
+        ),
+    };
+    drop(out);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => render_error(&error, json),
     }
 }
 

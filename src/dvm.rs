@@ -129,6 +129,11 @@ impl Dvm {
         })
     }
 
+    /// The versioned code-artifact store under this runtime's home.
+    pub fn artifacts(&self) -> crate::artifact::ArtifactStore {
+        crate::artifact::ArtifactStore::new(&self.inner.config.home)
+    }
+
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
@@ -756,7 +761,10 @@ impl Runtime {
         {
             return None;
         }
-        let script = format!("{WORKSPACE}/{name}");
+        let script = match crate::workspace::guest_path(name) {
+            Ok(script) => script,
+            Err(e) => return Some(Err(e)),
+        };
         let mut env: Vec<(String, String)> = self
             .spec
             .env
@@ -771,8 +779,7 @@ impl Runtime {
         }
         let prestarted = self.take_prestarted()?;
         let workspace = Workspace::from_scratch(prestarted.scratch.clone());
-        let before = match prestarted
-            .scratch
+        let before = match workspace
             .write(name, source)
             .and_then(|()| workspace.state())
         {
@@ -986,7 +993,7 @@ impl Runtime {
             return ran;
         }
         in_workspace(input, Some((name, source)), |workspace, grants| {
-            let script = format!("{WORKSPACE}/{name}");
+            let script = crate::workspace::guest_path(name)?;
             let mut setup = self.script_setup(workspace.scratch());
             setup.mounts.extend(grants);
             match self.program.abi {
@@ -1056,7 +1063,7 @@ fn in_workspace(
         None => Workspace::new()?,
     };
     if let Some((name, source)) = script {
-        workspace.scratch().write(name, source)?;
+        workspace.write(name, source)?;
     }
     let before = workspace.state()?;
     let mut outcome = run(&workspace, grants)?;

@@ -178,6 +178,11 @@ fn relative(guest: &str) -> Result<PathBuf, Error> {
     Ok(path)
 }
 
+/// The absolute guest path of `name` (relative, or under `/workspace`).
+pub(crate) fn guest_path(name: &str) -> Result<String, Error> {
+    Ok(format!("{WORKSPACE}/{}", slash(&relative(name)?)))
+}
+
 fn io_error(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::InvalidInput(format!("{what}: {e}"))
 }

@@ -966,3 +966,243 @@ fn list_summarizes_each_name() {
     let json = serde_json::to_value(&list[1]).unwrap();
     assert_eq!(json["latest_version"], 2);
 }
+
+/// `dvm artifact …` and `dvm run artifact:…`, as a black box. Names are unique per test (the
+/// shared test home keeps its artifacts between test runs).
+mod cli {
+    use super::write;
+    use crate::cli::{dvm, json};
+    use crate::support::{shared_home, show};
+
+    fn unique(prefix: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        format!("{prefix}-{}-{nanos}", std::process::id())
+    }
+
+    #[test]
+    fn put_list_versions_get_rm_gc() {
+        let name = unique("cli");
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("app");
+        write(&tree, "main.py", name.as_bytes());
+        write(&tree, "lib/util.py", b"X = 1\n");
+        let tree_arg = tree.to_str().unwrap();
+
+        let first = dvm(&["artifact", "put", &name, tree_arg, "--json"]);
+        assert_eq!(json(&first)["version"], 1, "{}", show(&first));
+        let same = dvm(&["artifact", "put", &name, tree_arg, "--json"]);
+        assert_eq!(
+            json(&same)["version"],
+            1,
+            "unchanged tree keeps its version"
+        );
+        write(&tree, "lib/util.py", b"X = 2\n");
+        let second = dvm(&["artifact", "put", &name, tree_arg]);
+        assert_eq!(second.status.code(), Some(0), "{}", show(&second));
+        assert!(String::from_utf8_lossy(&second.stdout).starts_with(&format!("{name}@2 ")));
+
+        let list = json(&dvm(&["artifact", "list", "--json"]));
+        let entry = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name.as_str())
+            .expect("listed");
+        assert_eq!(entry["latest_version"], 2);
+        let versions = json(&dvm(&["artifact", "versions", &name, "--json"]));
+        assert_eq!(versions.as_array().unwrap().len(), 2);
+        let root_1 = versions[0]["root"].as_str().unwrap().to_string();
+
+        let out = dir.path().join("out");
+        let spec = format!("{name}@{}", &root_1[..10]);
+        let got = dvm(&["artifact", "get", &spec, out.to_str().unwrap()]);
+        assert_eq!(got.status.code(), Some(0), "{}", show(&got));
+        assert_eq!(
+            std::fs::read(out.join("app/lib/util.py")).unwrap(),
+            b"X = 1\n"
+        );
+        let again = dvm(&["artifact", "get", &spec, out.to_str().unwrap()]);
+        assert_eq!(
+            again.status.code(),
+            Some(2),
+            "refuses to overwrite: {}",
+            show(&again)
+        );
+        let forced = dvm(&[
+            "artifact",
+            "get",
+            &format!("{name}@2"),
+            out.to_str().unwrap(),
+            "--force",
+        ]);
+        assert_eq!(forced.status.code(), Some(0), "{}", show(&forced));
+        assert_eq!(
+            std::fs::read(out.join("app/lib/util.py")).unwrap(),
+            b"X = 2\n"
+        );
+
+        let removed = json(&dvm(&["artifact", "rm", &format!("{name}@1"), "--json"]));
+        assert_eq!(removed[0]["version"], 1);
+        let gc = dvm(&["artifact", "gc", "--json"]);
+        assert!(
+            json(&gc)["manifests_removed"].as_u64().unwrap() >= 1,
+            "{}",
+            show(&gc)
+        );
+        let gone = dvm(&[
+            "artifact",
+            "get",
+            &format!("{name}@1"),
+            dir.path().join("x").to_str().unwrap(),
+        ]);
+        assert_eq!(gone.status.code(), Some(2), "{}", show(&gone));
+        assert!(
+            String::from_utf8_lossy(&gone.stderr).contains("version"),
+            "{}",
+            show(&gone)
+        );
+        let all = dvm(&["artifact", "rm", &name]);
+        assert_eq!(all.status.code(), Some(0), "{}", show(&all));
+        let none = dvm(&["artifact", "versions", &name]);
+        assert_eq!(none.status.code(), Some(2), "{}", show(&none));
+    }
+
+    #[test]
+    fn a_stored_version_runs_with_its_entry() {
+        let name = unique("run");
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("src");
+        write(
+            &tree,
+            "main.py",
+            b"import sys, helper\nprint(helper.VALUE, sys.argv[1:])\nopen('out.txt', 'w').write('made')",
+        );
+        write(&tree, "helper.py", b"VALUE = 'one'\n");
+        assert_eq!(
+            dvm(&["artifact", "put", &name, tree.to_str().unwrap()])
+                .status
+                .code(),
+            Some(0)
+        );
+        write(&tree, "helper.py", b"VALUE = 'two'\n");
+        assert_eq!(
+            dvm(&["artifact", "put", &name, tree.to_str().unwrap()])
+                .status
+                .code(),
+            Some(0)
+        );
+
+        let v1 = dvm(&[
+            "run",
+            &format!("artifact:{name}@1"),
+            "--entry",
+            "src/main.py",
+            "--",
+            "a",
+        ]);
+        assert_eq!(v1.status.code(), Some(0), "{}", show(&v1));
+        assert_eq!(String::from_utf8_lossy(&v1.stdout), "one ['a']\n");
+        let latest = dvm(&[
+            "run",
+            "--json",
+            &format!("artifact:{name}"),
+            "--entry",
+            "src/main.py",
+        ]);
+        let value = json(&latest);
+        assert_eq!(value["stdout"], "two []\n", "{}", show(&latest));
+        // Only what the run made is reported, not the artifact's own files.
+        assert_eq!(value["files"].as_array().unwrap().len(), 1);
+        assert_eq!(value["files"][0]["path"], "out.txt");
+
+        for (args, says) in [
+            (
+                vec!["run".to_string(), format!("artifact:{name}")],
+                "needs --entry",
+            ),
+            (
+                vec![
+                    "run".into(),
+                    "--runtime".into(),
+                    "python".into(),
+                    "--code".into(),
+                    "1".into(),
+                    "--entry".into(),
+                    "x.py".into(),
+                ],
+                "--entry applies to artifact:",
+            ),
+            (
+                vec![
+                    "run".into(),
+                    format!("artifact:{name}@9"),
+                    "--entry".into(),
+                    "src/main.py".into(),
+                ],
+                "version",
+            ),
+            (
+                vec![
+                    "run".into(),
+                    format!("artifact:{name}"),
+                    "--entry".into(),
+                    "src/missing.py".into(),
+                ],
+                "missing.py",
+            ),
+        ] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let output = dvm(&args);
+            assert_eq!(output.status.code(), Some(2), "{args:?}: {}", show(&output));
+            assert!(
+                String::from_utf8_lossy(&output.stderr).contains(says),
+                "{args:?}: {}",
+                show(&output)
+            );
+        }
+        assert_eq!(dvm(&["artifact", "rm", &name]).status.code(), Some(0));
+    }
+
+    #[test]
+    fn a_damaged_blob_is_reported_not_returned() {
+        let name = unique("damage");
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("t");
+        let contents = format!("unique contents for {name}\n");
+        write(&tree, "data.txt", contents.as_bytes());
+        assert_eq!(
+            dvm(&["artifact", "put", &name, tree.to_str().unwrap()])
+                .status
+                .code(),
+            Some(0)
+        );
+        let hex = blake3::hash(contents.as_bytes()).to_hex();
+        let blob = shared_home()
+            .join("artifacts/v1/blobs")
+            .join(&hex[..2])
+            .join(hex.as_str());
+        let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&blob, perms).unwrap();
+        std::fs::write(&blob, b"tampered").unwrap();
+        let out = dir.path().join("out");
+        let got = dvm(&["artifact", "get", &name, out.to_str().unwrap(), "--json"]);
+        assert_eq!(got.status.code(), Some(3), "{}", show(&got));
+        assert_eq!(json(&got)["error"]["kind"], "artifact_damaged");
+        assert!(!out.join("t/data.txt").exists());
+        let ran = dvm(&[
+            "run",
+            &format!("artifact:{name}"),
+            "--entry",
+            "t/data.txt",
+            "--runtime",
+            "python",
+        ]);
+        assert_eq!(ran.status.code(), Some(3), "{}", show(&ran));
+        assert_eq!(dvm(&["artifact", "rm", &name]).status.code(), Some(0));
+    }
+}
