@@ -250,22 +250,11 @@ fn prepare(
 ) -> Result<Prepared, Error> {
     let limits = &input.limits;
     limits.validate()?;
-    let stdout = CappedOutput::new(
-        Stream::Stdout,
-        limits.stdout_bytes,
-        limits.output_overflow,
-        input.on_output.clone(),
-    );
-    let stderr = CappedOutput::new(
-        Stream::Stderr,
-        limits.stderr_bytes,
-        limits.output_overflow,
-        input.on_output.clone(),
-    );
+    let (stdout, stderr) = CappedOutput::pair(limits, input.on_output.clone());
     let stdio = (
         MemoryInputPipe::new(input.stdin.clone()),
-        stdout.clone(),
-        stderr.clone(),
+        output::GuestOutput(stdout.clone()),
+        output::GuestOutput(stderr.clone()),
     );
     let (store, fuel) = new_store(pre, setup, input, started, stdio)?;
     Ok(Prepared {
@@ -354,7 +343,11 @@ pub(crate) fn serve_prestarted(
         setup,
         &input,
         started,
-        (io.stdin, io.stdout, io.stderr),
+        (
+            io.stdin,
+            output::GuestOutput(io.stdout),
+            output::GuestOutput(io.stderr),
+        ),
     )?;
     store.data_mut().waiting = Some(waiting);
     let instance = pre

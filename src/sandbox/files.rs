@@ -124,6 +124,13 @@ fn iovec_total(caller: &mut Caller<'_, SandboxState>, iovs: i32, count: i32) -> 
     total
 }
 
+/// Adds the byte count a successful write stored at `nwritten` to the bytes written.
+fn count_written(caller: &mut Caller<'_, SandboxState>, nwritten: i32) {
+    let wrote = read_u32(caller, nwritten).unwrap_or(0);
+    let files = &mut caller.data_mut().files;
+    files.written = files.written.saturating_add(u64::from(wrote));
+}
+
 fn fd_write(
     mut caller: Caller<'_, SandboxState>,
     fd: i32,
@@ -138,9 +145,7 @@ fn fd_write(
     }
     let errno = stock!(caller, fd_write(fd, iovs, iovs_len, nwritten))?;
     if counted && errno == ERRNO_SUCCESS {
-        let wrote = read_u32(&mut caller, nwritten).unwrap_or(0);
-        let files = &mut caller.data_mut().files;
-        files.written = files.written.saturating_add(u64::from(wrote));
+        count_written(&mut caller, nwritten);
     }
     Ok(errno)
 }
@@ -157,9 +162,7 @@ fn fd_pwrite(
     caller.data().files.check_write(bytes)?;
     let errno = stock!(caller, fd_pwrite(fd, iovs, iovs_len, offset, nwritten))?;
     if errno == ERRNO_SUCCESS {
-        let wrote = read_u32(&mut caller, nwritten).unwrap_or(0);
-        let files = &mut caller.data_mut().files;
-        files.written = files.written.saturating_add(u64::from(wrote));
+        count_written(&mut caller, nwritten);
     }
     Ok(errno)
 }

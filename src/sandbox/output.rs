@@ -26,7 +26,7 @@ pub type OutputCallback = Arc<dyn Fn(Stream, &[u8]) + Send + Sync>;
 
 /// Size of the write permit offered to the guest; any size works since every write is
 /// accepted whole.
-pub(crate) const WRITE_PERMIT: usize = 1 << 20;
+const WRITE_PERMIT: usize = 1 << 20;
 
 #[derive(Default)]
 struct Captured {
@@ -68,6 +68,27 @@ impl CappedOutput {
         }
     }
 
+    /// A run's stdout and stderr under its limits.
+    pub(crate) fn pair(
+        limits: &crate::limits::Limits,
+        callback: Option<OutputCallback>,
+    ) -> (CappedOutput, CappedOutput) {
+        (
+            CappedOutput::new(
+                Stream::Stdout,
+                limits.stdout_bytes,
+                limits.output_overflow,
+                callback.clone(),
+            ),
+            CappedOutput::new(
+                Stream::Stderr,
+                limits.stderr_bytes,
+                limits.output_overflow,
+                callback,
+            ),
+        )
+    }
+
     /// Records `bytes`; returns false when they crossed the cap under `Stop`.
     pub(crate) fn accept(&self, bytes: &[u8]) -> bool {
         let mut captured = self.captured.lock().unwrap_or_else(PoisonError::into_inner);
@@ -98,13 +119,29 @@ impl CappedOutput {
     }
 }
 
-impl IsTerminal for CappedOutput {
+/// Something that takes a guest's output bytes: false when a write must stop the guest.
+pub(crate) trait Accept: Clone + Send + Sync + 'static {
+    fn accept(&self, bytes: &[u8]) -> bool;
+}
+
+impl Accept for CappedOutput {
+    fn accept(&self, bytes: &[u8]) -> bool {
+        CappedOutput::accept(self, bytes)
+    }
+}
+
+/// A guest stdout or stderr over an [`Accept`]: every write is reported complete (or stops
+/// the guest), so the guest never sees an I/O error.
+#[derive(Clone)]
+pub(crate) struct GuestOutput<A>(pub A);
+
+impl<A: Accept> IsTerminal for GuestOutput<A> {
     fn is_terminal(&self) -> bool {
         false
     }
 }
 
-impl StdoutStream for CappedOutput {
+impl<A: Accept> StdoutStream for GuestOutput<A> {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
         Box::new(self.clone())
     }
@@ -115,9 +152,9 @@ impl StdoutStream for CappedOutput {
 }
 
 #[wasmtime_wasi::async_trait]
-impl OutputStream for CappedOutput {
+impl<A: Accept> OutputStream for GuestOutput<A> {
     fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
-        if self.accept(&bytes) {
+        if self.0.accept(&bytes) {
             Ok(())
         } else {
             Err(StreamError::Trap(wasmtime::Error::new(Stop::Output)))
@@ -134,17 +171,17 @@ impl OutputStream for CappedOutput {
 }
 
 #[wasmtime_wasi::async_trait]
-impl Pollable for CappedOutput {
+impl<A: Accept> Pollable for GuestOutput<A> {
     async fn ready(&mut self) {}
 }
 
-impl tokio::io::AsyncWrite for CappedOutput {
+impl<A: Accept> tokio::io::AsyncWrite for GuestOutput<A> {
     fn poll_write(
         self: Pin<&mut Self>,
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.accept(buf) {
+        if self.0.accept(buf) {
             Poll::Ready(Ok(buf.len()))
         } else {
             Poll::Ready(Err(io::Error::other("output limit reached")))

@@ -14,10 +14,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use wasmtime::Caller;
-use wasmtime_wasi::cli::{IsTerminal, StdinStream, StdoutStream};
-use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError};
+use wasmtime_wasi::cli::{IsTerminal, StdinStream};
+use wasmtime_wasi::p2::{InputStream, Pollable, StreamError};
 
-use super::output::{CappedOutput, Stream};
+use super::output::{Accept, CappedOutput};
 use super::{CancelHandle, SandboxState, Stop};
 use crate::limits::{FuelMeter, Limits};
 use crate::outcome::Outcome;
@@ -69,18 +69,7 @@ pub(crate) fn wait_for_claim(caller: &mut Caller<'_, SandboxState>) -> wasmtime:
         return Err(Stop::Cancelled.into());
     };
     let limits = &claim.limits;
-    let stdout = CappedOutput::new(
-        Stream::Stdout,
-        limits.stdout_bytes,
-        limits.output_overflow,
-        claim.on_output.clone(),
-    );
-    let stderr = CappedOutput::new(
-        Stream::Stderr,
-        limits.stderr_bytes,
-        limits.output_overflow,
-        claim.on_output.clone(),
-    );
+    let (stdout, stderr) = CappedOutput::pair(limits, claim.on_output.clone());
     waiting.io.stdin.fill(claim.stdin);
     waiting.io.stdout.bind(stdout.clone());
     waiting.io.stderr.bind(stderr.clone());
@@ -164,8 +153,8 @@ impl tokio::io::AsyncRead for LateInput {
     }
 }
 
-/// An output stream bound to the claiming run's capped output; what the guest writes before
-/// the claim (its start-up prints nothing) is dropped.
+/// An output bound to the claiming run's capped output; what the guest writes before the
+/// claim (its start-up prints nothing) is dropped.
 #[derive(Clone, Default)]
 pub(crate) struct LateOutput {
     target: Arc<OnceLock<CappedOutput>>,
@@ -175,70 +164,10 @@ impl LateOutput {
     fn bind(&self, output: CappedOutput) {
         let _ = self.target.set(output);
     }
+}
 
+impl Accept for LateOutput {
     fn accept(&self, bytes: &[u8]) -> bool {
         self.target.get().is_none_or(|output| output.accept(bytes))
-    }
-}
-
-impl IsTerminal for LateOutput {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for LateOutput {
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl OutputStream for LateOutput {
-    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
-        if self.accept(&bytes) {
-            Ok(())
-        } else {
-            Err(StreamError::Trap(wasmtime::Error::new(Stop::Output)))
-        }
-    }
-
-    fn flush(&mut self) -> Result<(), StreamError> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> Result<usize, StreamError> {
-        Ok(super::output::WRITE_PERMIT)
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for LateOutput {
-    async fn ready(&mut self) {}
-}
-
-impl tokio::io::AsyncWrite for LateOutput {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        if self.accept(buf) {
-            Poll::Ready(Ok(buf.len()))
-        } else {
-            Poll::Ready(Err(io::Error::other("output limit reached")))
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Barrier;
 use dvm::Error;
 use dvm::artifact::{ArtifactLimits, ArtifactStore, GcReport, Overwrite};
 
-use crate::support::show;
+use crate::support::{overwrite, show};
 
 /// Writes `contents` at `relative` under `root`, making directories.
 fn write(root: &Path, relative: &str, contents: &[u8]) -> PathBuf {
@@ -93,18 +93,6 @@ fn blob_of(store: &ArtifactStore, home: &Path, spec: &str, path: &str) -> PathBu
         .find(|entry| entry.path == path)
         .unwrap_or_else(|| panic!("{spec} has no {path}: {manifest:#?}"));
     blob_path(home, &entry.blake3)
-}
-
-/// Overwrites a store file that dvm keeps read-only.
-fn overwrite(path: &Path, bytes: &[u8]) {
-    let mut permissions = std::fs::metadata(path).unwrap().permissions();
-    #[expect(
-        clippy::permissions_set_readonly_false,
-        reason = "the test damages the file on purpose"
-    )]
-    permissions.set_readonly(false);
-    std::fs::set_permissions(path, permissions).unwrap();
-    std::fs::write(path, bytes).unwrap();
 }
 
 /// A home and a work directory for one test.
@@ -1184,11 +1172,7 @@ mod cli {
             .join("artifacts/v1/blobs")
             .join(&hex[..2])
             .join(hex.as_str());
-        let mut perms = std::fs::metadata(&blob).unwrap().permissions();
-        #[allow(clippy::permissions_set_readonly_false)]
-        perms.set_readonly(false);
-        std::fs::set_permissions(&blob, perms).unwrap();
-        std::fs::write(&blob, b"tampered").unwrap();
+        crate::support::overwrite(&blob, b"tampered");
         let out = dir.path().join("out");
         let got = dvm(&["artifact", "get", &name, out.to_str().unwrap(), "--json"]);
         assert_eq!(got.status.code(), Some(3), "{}", show(&got));

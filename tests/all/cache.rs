@@ -7,18 +7,6 @@ use dvm::{ModuleSource, RunInput, Status};
 
 use crate::support::*;
 
-/// Overwrites a cache file that dvm keeps read-only.
-fn overwrite(path: &Path, bytes: Vec<u8>) {
-    let mut permissions = std::fs::metadata(path).unwrap().permissions();
-    #[expect(
-        clippy::permissions_set_readonly_false,
-        reason = "the test damages the file on purpose"
-    )]
-    permissions.set_readonly(false);
-    std::fs::set_permissions(path, permissions).unwrap();
-    std::fs::write(path, bytes).unwrap();
-}
-
 fn objects(home: &Path) -> Vec<PathBuf> {
     let dir = home.join("modules/v1/objects");
     let mut found: Vec<_> = std::fs::read_dir(dir)
@@ -64,7 +52,7 @@ fn a_corrupted_cache_object_is_detected_and_recompiled() {
     let mut bytes = std::fs::read(&object).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
-    overwrite(&object, bytes);
+    overwrite(&object, &bytes);
 
     let program = isolated(home.path()).load_file(&hello).unwrap();
     assert_eq!(program.source(), ModuleSource::Compiled);
@@ -95,7 +83,7 @@ fn a_verified_object_is_not_rehashed_until_it_changes() {
     let mut bytes = std::fs::read(&object).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
-    overwrite(&object, bytes);
+    overwrite(&object, &bytes);
     let program = isolated(home.path()).load_file(&hello).unwrap();
     assert_eq!(program.source(), ModuleSource::Compiled);
     expect_status(&program.run(&RunInput::default()).unwrap(), Status::Ok);

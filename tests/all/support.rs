@@ -189,3 +189,15 @@ pub fn expect_limit(outcome: &Outcome, kind: dvm::LimitKind, context: &str) {
         describe(outcome)
     );
 }
+
+/// Overwrites a file dvm keeps read-only (a cache object, a store blob), to damage it.
+pub fn overwrite(path: &std::path::Path, bytes: &[u8]) {
+    let mut permissions = std::fs::metadata(path).unwrap().permissions();
+    #[expect(
+        clippy::permissions_set_readonly_false,
+        reason = "the test damages the file on purpose"
+    )]
+    permissions.set_readonly(false);
+    std::fs::set_permissions(path, permissions).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
