@@ -55,6 +55,9 @@ enum Command {
     /// List, install, import and verify language runtimes.
     #[command(subcommand)]
     Runtimes(RuntimesCommand),
+    /// Install, list, lock and clean Python packages for sandboxes.
+    #[command(subcommand)]
+    Deps(DepsCommand),
     /// Store, version and fetch code artifacts (file trees) under $DVM_HOME.
     #[command(subcommand)]
     Artifact(ArtifactCommand),
@@ -73,6 +76,60 @@ struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct DepsInstallArgs {
+    /// PEP 508 requirements, e.g. `tabulate>=0.9`.
+    specs: Vec<String>,
+    /// The Python runtime to install for.
+    #[arg(long, value_name = "ID", default_value = "python")]
+    runtime: String,
+    /// Also read requirements from this requirements.txt.
+    #[arg(short = 'r', long, value_name = "FILE")]
+    requirements: Option<PathBuf>,
+    /// Take wheels from this directory instead of the package index (offline).
+    #[arg(long, value_name = "DIR")]
+    find_links: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum DepsCommand {
+    /// Install packages into the store (a later run with the same set is a store hit).
+    Install {
+        #[command(flatten)]
+        args: DepsInstallArgs,
+        /// Write the installed set to FILE; with --locked, install exactly FILE's set.
+        #[arg(long, value_name = "FILE")]
+        lock: Option<PathBuf>,
+        /// Install exactly the --lock FILE's packages, checking every wheel's hash.
+        #[arg(long, requires = "lock")]
+        locked: bool,
+    },
+    /// Resolve and install packages and write the lock (name, version, sha256 of each wheel).
+    Lock {
+        #[command(flatten)]
+        args: DepsInstallArgs,
+        /// Where to write the lock.
+        #[arg(long, value_name = "FILE", required = true)]
+        lock: PathBuf,
+    },
+    /// List the wheels unpacked in the store.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove wheels no remembered install refers to, merged sets and temp files; --all
+    /// empties the store.
+    Gc {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,9 +304,49 @@ struct RunArgs {
     #[arg(long)]
     keep: bool,
 
+    /// Install a Python package for the run (repeatable, PEP 508), e.g. `tabulate>=0.9`.
+    /// A requirements.txt among the --file uploads and the script's PEP 723 block are read
+    /// too.
+    #[arg(long = "with", value_name = "SPEC")]
+    with: Vec<String>,
+
+    /// Also install what the script imports that the runtime lacks (detected with the
+    /// guest's own parser).
+    #[arg(long)]
+    auto_deps: bool,
+
+    /// Take wheels from this directory instead of the package index (offline).
+    #[arg(long, value_name = "DIR")]
+    find_links: Option<PathBuf>,
+
+    /// Write the installed set (name, version, sha256 of each wheel) to FILE; with
+    /// --locked, install exactly FILE's set instead.
+    #[arg(long, value_name = "FILE")]
+    lock: Option<PathBuf>,
+
+    /// Install exactly the --lock FILE's packages, checking every wheel's hash.
+    #[arg(long, requires = "lock")]
+    locked: bool,
+
     /// Print exactly one JSON object describing the outcome on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// What `dvm run` installs.
+#[derive(Debug, Default)]
+struct DepsArgs {
+    with: Vec<String>,
+    auto: bool,
+    find_links: Option<PathBuf>,
+    lock: Option<PathBuf>,
+    locked: bool,
+}
+
+impl DepsArgs {
+    fn is_empty(&self) -> bool {
+        self.with.is_empty() && !self.auto && !self.locked
+    }
 }
 
 fn parse_grant(text: &str) -> Result<crate::Grant, String> {
@@ -329,6 +426,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(*args),
         Command::Artifact(command) => artifact(command),
+        Command::Deps(command) => deps(command),
         Command::Runtimes(command) => runtimes(command),
         Command::Bench(args) => bench(args),
     }
@@ -376,6 +474,7 @@ struct RunConfig {
     /// Where to copy the run's new and changed files.
     out: Option<PathBuf>,
     keep: bool,
+    deps: DepsArgs,
     json: bool,
 }
 
@@ -558,6 +657,13 @@ fn validate(args: RunArgs) -> Result<RunConfig, Error> {
         },
         out: args.out,
         keep: args.keep,
+        deps: DepsArgs {
+            with: args.with,
+            auto: args.auto_deps,
+            find_links: args.find_links,
+            lock: args.lock,
+            locked: args.locked,
+        },
         json: args.json,
     })
 }
@@ -608,13 +714,13 @@ fn run(args: RunArgs) -> ExitCode {
         let _ = writer.join();
     }
     match result {
-        Ok((outcome, runtime)) => render(&outcome, runtime, json),
+        Ok((outcome, extra)) => render(&outcome, extra, json),
         Err(error) => render_error(&error, json),
     }
 }
 
 /// Runs what `dvm run` was asked to, returning the outcome and the runtime's id and version.
-fn run_target(dvm: &Dvm, config: &RunConfig) -> Result<(Outcome, Option<(String, String)>), Error> {
+fn run_target(dvm: &Dvm, config: &RunConfig) -> Result<(Outcome, Extra), Error> {
     match &config.target {
         Target::Module(path) => {
             if !config.preload.is_empty() {
@@ -622,8 +728,13 @@ fn run_target(dvm: &Dvm, config: &RunConfig) -> Result<(Outcome, Option<(String,
                     "--preload applies to scripts run by the python runtime".into(),
                 ));
             }
+            if !config.deps.is_empty() {
+                return Err(Error::InvalidInput(
+                    "--with, --auto-deps and --locked apply to Python scripts".into(),
+                ));
+            }
             let outcome = dvm.load_file(path)?.run(&config.input)?;
-            Ok((outcome, None))
+            Ok((outcome, Extra::new()))
         }
         Target::Script {
             runtime,
@@ -658,14 +769,108 @@ fn run_script(
     runtime: &str,
     name: &str,
     source: &[u8],
-) -> Result<(Outcome, Option<(String, String)>), Error> {
+) -> Result<(Outcome, Extra), Error> {
     let progress = progress_display(config.json);
     let runtime = dvm.runtime_preloaded(runtime, &config.preload, &progress)?;
-    let outcome = runtime.run_script(name, source, &config.input)?;
-    Ok((
-        outcome,
-        Some((runtime.id().to_string(), runtime.version().to_string())),
-    ))
+    let mut extra = Extra::new();
+    extra.insert(
+        "runtime".into(),
+        serde_json::json!({ "id": runtime.id(), "version": runtime.version() }),
+    );
+    let mut input = config.input.clone();
+    if let Some(packages) = install_deps(&runtime, config, name, source)? {
+        extra.insert(
+            "packages".into(),
+            serde_json::to_value(&packages).unwrap_or_default(),
+        );
+        input.packages = Some(packages);
+    }
+    let outcome = runtime.run_script(name, source, &input)?;
+    Ok((outcome, extra))
+}
+
+/// The packages a run asks for: `--with`, a `requirements.txt` among the uploaded files, the
+/// script's PEP 723 block and, with `--auto-deps`, its imports; or exactly `--locked`'s.
+fn install_deps(
+    runtime: &crate::Runtime,
+    config: &RunConfig,
+    name: &str,
+    source: &[u8],
+) -> Result<Option<crate::PackageSet>, Error> {
+    let deps = &config.deps;
+    if runtime.language() != "python" {
+        if !deps.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "--with, --auto-deps and --locked install Python packages; `{}` is a {} runtime",
+                runtime.id(),
+                runtime.language()
+            )));
+        }
+        return Ok(None);
+    }
+    let mut request = crate::PackageRequest {
+        requirements: deps.with.clone(),
+        find_links: deps.find_links.clone(),
+        locked: None,
+    };
+    if deps.locked {
+        let path = deps.lock.as_ref().ok_or_else(|| {
+            Error::InvalidInput("--locked needs --lock FILE, the lock to install".into())
+        })?;
+        request.locked = Some(crate::deps::Lock::read(path)?);
+    } else {
+        let text = String::from_utf8_lossy(source);
+        request
+            .requirements
+            .extend(crate::deps::parse_inline_metadata(&text)?);
+        if let Some(workspace) = &config.input.workspace
+            && let Ok(listed) = workspace.read("requirements.txt", 1 << 20)
+        {
+            request
+                .requirements
+                .extend(crate::deps::parse_requirements_txt(
+                    &String::from_utf8_lossy(&listed),
+                )?);
+        }
+        if deps.auto {
+            let local = local_modules(config.input.workspace.as_ref(), name)?;
+            for import in runtime.detect_imports(source, &local)? {
+                if !import.optional {
+                    request.requirements.push(import.distribution);
+                }
+            }
+        }
+    }
+    if request.requirements.is_empty() && request.locked.is_none() {
+        return Ok(None);
+    }
+    let packages = runtime.install_packages(&request)?;
+    if let (Some(path), false) = (&deps.lock, deps.locked) {
+        packages.lock.write(path)?;
+    }
+    Ok(Some(packages))
+}
+
+/// Top-level module names the workspace itself provides: `NAME.py` files and directories,
+/// and the script's own name.
+fn local_modules(workspace: Option<&crate::Workspace>, script: &str) -> Result<Vec<String>, Error> {
+    let mut local = Vec::new();
+    if let Some(stem) = std::path::Path::new(script).file_stem() {
+        local.push(stem.to_string_lossy().into_owned());
+    }
+    if let Some(workspace) = workspace {
+        for entry in workspace.list()? {
+            if entry.path.contains('/') {
+                continue;
+            }
+            match entry.path.strip_suffix(".py") {
+                Some(module) => local.push(module.to_string()),
+                None if entry.kind == crate::workspace::EntryKind::Dir => local.push(entry.path),
+                None => {}
+            }
+        }
+    }
+    Ok(local)
 }
 
 /// Install and compile progress on stderr: a live spinner on a terminal (unless --json),
@@ -768,6 +973,121 @@ fn print_json(value: &impl serde::Serialize) {
         "{}",
         serde_json::to_string(value).unwrap_or_default()
     );
+}
+
+fn deps(command: DepsCommand) -> ExitCode {
+    let (result, json) = match command {
+        DepsCommand::Install { args, lock, locked } => {
+            let json = args.json;
+            (deps_install(args, lock.as_deref(), locked), json)
+        }
+        DepsCommand::Lock { args, lock } => {
+            let json = args.json;
+            (deps_install(args, Some(&lock), false), json)
+        }
+        DepsCommand::List { json } => (
+            Dvm::new(Config::default()).map(|dvm| {
+                let wheels = crate::deps::PackageStore::new(&dvm.config().home).list();
+                if json {
+                    print_json(&wheels);
+                    return;
+                }
+                let mut out = std::io::stdout().lock();
+                for wheel in wheels {
+                    let _ = writeln!(
+                        out,
+                        "{:<32} {:<12} {} {:>10} bytes",
+                        wheel.name,
+                        wheel.version,
+                        &wheel.sha256[..12.min(wheel.sha256.len())],
+                        wheel.bytes
+                    );
+                }
+            }),
+            json,
+        ),
+        DepsCommand::Gc { all, json } => (
+            Dvm::new(Config::default()).and_then(|dvm| {
+                let removed = crate::deps::PackageStore::new(&dvm.config().home).gc(all)?;
+                if json {
+                    print_json(&removed);
+                } else {
+                    let bytes: u64 = removed.iter().map(|w| w.bytes).sum();
+                    let _ = writeln!(
+                        std::io::stdout().lock(),
+                        "removed {} wheels ({bytes} bytes)",
+                        removed.len()
+                    );
+                }
+                Ok(())
+            }),
+            json,
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => render_error(&error, json),
+    }
+}
+
+fn deps_install(
+    args: DepsInstallArgs,
+    lock: Option<&std::path::Path>,
+    locked: bool,
+) -> Result<(), Error> {
+    let dvm = Dvm::new(Config::default())?;
+    let runtime = dvm.runtime_with_progress(&args.runtime, &progress_display(args.json))?;
+    let mut request = crate::PackageRequest {
+        requirements: args.specs,
+        find_links: args.find_links,
+        locked: None,
+    };
+    if let Some(path) = &args.requirements {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadInput {
+            path: path.clone(),
+            source,
+        })?;
+        request
+            .requirements
+            .extend(crate::deps::parse_requirements_txt(&text)?);
+    }
+    match (lock, locked) {
+        (Some(path), true) => request.locked = Some(crate::deps::Lock::read(path)?),
+        _ if request.requirements.is_empty() => {
+            return Err(Error::InvalidInput(
+                "name the packages to install (e.g. `dvm deps install tabulate`), or give \
+                 -r requirements.txt or --lock FILE --locked"
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
+    let packages = runtime.install_packages(&request)?;
+    if let (Some(path), false) = (lock, locked) {
+        packages.lock.write(path)?;
+    }
+    if args.json {
+        print_json(&packages);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for package in &packages.installed {
+        let _ = writeln!(
+            out,
+            "{} {} ({})",
+            package.name,
+            package.version,
+            if package.from_store {
+                "from the store"
+            } else {
+                "installed"
+            }
+        );
+    }
+    for built_in in &packages.built_in {
+        let _ = writeln!(out, "{built_in} (built into {})", runtime.id());
+    }
+    Ok(())
 }
 
 fn artifact(command: ArtifactCommand) -> ExitCode {
@@ -1014,11 +1334,14 @@ fn pass_through() -> (crate::OutputCallback, std::thread::JoinHandle<()>) {
     (callback, thread)
 }
 
-fn render(outcome: &Outcome, runtime: Option<(String, String)>, json: bool) -> ExitCode {
+/// Fields `--json` adds to the outcome's own: `runtime`, `packages`.
+type Extra = serde_json::Map<String, serde_json::Value>;
+
+fn render(outcome: &Outcome, extra: Extra, json: bool) -> ExitCode {
     if json {
         let mut value = outcome.to_json();
-        if let Some((id, version)) = runtime {
-            value["runtime"] = serde_json::json!({ "id": id, "version": version });
+        for (key, field) in extra {
+            value[key] = field;
         }
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{value}");

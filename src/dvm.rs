@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use wasmtime::{InstancePre, Linker, Module};
 
+use crate::deps;
 use crate::engine::cache::{ModuleCache, ModuleSource};
 use crate::engine::{self, Config, EpochTicker};
 use crate::error::Error;
@@ -68,6 +69,8 @@ pub struct Runtime {
     runner: Arc<std::sync::OnceLock<Option<String>>>,
     /// Sandboxes started ahead of demand (see [`Runtime::prestart`]).
     prestarts: Arc<Mutex<Prestarts>>,
+    /// The guest's own distributions (normalised name → version), asked once.
+    built_in: Arc<std::sync::OnceLock<std::collections::BTreeMap<String, String>>>,
 }
 
 /// A runtime's pool of prestarted sandboxes and how many it keeps.
@@ -352,6 +355,7 @@ impl Dvm {
             program,
             runner: Arc::default(),
             prestarts: Arc::default(),
+            built_in: Arc::default(),
         };
         lock(&self.inner.runtimes).insert(spec.id.clone(), runtime.clone());
         progress(&crate::InstallStep::Done {
@@ -472,6 +476,7 @@ impl Dvm {
             program,
             runner: Arc::default(),
             prestarts: Arc::default(),
+            built_in: Arc::default(),
         };
         lock(&self.inner.runtimes).insert(label, runtime.clone());
         Ok(runtime)
@@ -758,6 +763,7 @@ impl Runtime {
         if input.env.iter().any(|(key, _)| key.starts_with("PYTHON"))
             || input.workspace.is_some()
             || !input.grants.is_empty()
+            || input.packages.is_some()
         {
             return None;
         }
@@ -960,6 +966,122 @@ impl Runtime {
         }
     }
 
+    /// The package set's directory to mount, checking this runtime can use it.
+    fn package_site(&self, input: &RunInput) -> Result<Option<std::path::PathBuf>, Error> {
+        let Some(packages) = &input.packages else {
+            return Ok(None);
+        };
+        if self.spec.language != "python" {
+            return Err(Error::InvalidInput(format!(
+                "packages are installed for Python runtimes; `{}` cannot use them",
+                self.spec.id
+            )));
+        }
+        if packages.lock.runtime != self.spec.id {
+            return Err(Error::InvalidInput(format!(
+                "these packages were installed for `{}`, not `{}`",
+                packages.lock.runtime, self.spec.id
+            )));
+        }
+        Ok(packages.site().map(std::path::Path::to_path_buf))
+    }
+
+    /// Runs a small Python program in a fresh sandbox of this runtime and returns its
+    /// stdout, or an error naming `what`.
+    fn ask_guest(&self, what: &str, code: &str, stdin: &[u8]) -> Result<String, Error> {
+        let input = RunInput {
+            stdin: stdin.to_vec(),
+            ..RunInput::default()
+        };
+        let outcome = self.run_script("__dvm_ask__.py", code.as_bytes(), &input)?;
+        if outcome.status != crate::Status::Ok {
+            return Err(Error::Internal(format!(
+                "the {} guest could not {what}: {}",
+                self.spec.id,
+                String::from_utf8_lossy(&outcome.stderr)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&outcome.stdout).into_owned())
+    }
+
+    /// The distributions this runtime has built in (normalised name → version).
+    pub fn built_in_packages(&self) -> Result<std::collections::BTreeMap<String, String>, Error> {
+        if let Some(known) = self.built_in.get() {
+            return Ok(known.clone());
+        }
+        let mut known = std::collections::BTreeMap::new();
+        if self.spec.language == "python" {
+            // Kept per guest module, so a one-shot process reads it instead of asking.
+            let cached = {
+                let mut hasher = blake3::Hasher::new();
+                hasher.update(self.program.digest.as_bytes());
+                hasher.update(deps::LIST_DISTRIBUTIONS.as_bytes());
+                self.program
+                    .dvm
+                    .inner
+                    .config
+                    .home
+                    .join("runners")
+                    .join("v1")
+                    .join(format!("{}.dists", hasher.finalize().to_hex()))
+            };
+            let listing = match std::fs::read_to_string(&cached) {
+                Ok(listing) => listing,
+                Err(_) => {
+                    let listing =
+                        self.ask_guest("list its packages", deps::LIST_DISTRIBUTIONS, b"")?;
+                    let _ = crate::engine::cache::publish(&cached, listing.as_bytes());
+                    listing
+                }
+            };
+            for line in listing.lines() {
+                if let Some((name, version)) = line.split_once("==") {
+                    known.insert(deps::normalize(name), version.to_string());
+                }
+            }
+        }
+        Ok(self.built_in.get_or_init(|| known).clone())
+    }
+
+    /// Installs Python packages for this runtime (see [`crate::deps`]); pass the set in
+    /// [`RunInput::packages`] to runs.
+    pub fn install_packages(
+        &self,
+        request: &deps::PackageRequest,
+    ) -> Result<deps::PackageSet, Error> {
+        if self.spec.language != "python" {
+            return Err(Error::InvalidInput(format!(
+                "dvm installs Python packages; `{}` is a {} runtime",
+                self.spec.id, self.spec.language
+            )));
+        }
+        let built_in = self.built_in_packages()?;
+        deps::PackageStore::new(&self.program.dvm.inner.config.home).install(
+            &self.spec.id,
+            &self.spec.version,
+            &built_in,
+            request,
+        )
+    }
+
+    /// The modules a Python script imports that this runtime cannot import yet: not the
+    /// standard library, not its built-in packages, not `local` modules (files and
+    /// directories beside the script), each with the distribution that provides it.
+    pub fn detect_imports(
+        &self,
+        source: &[u8],
+        local: &[String],
+    ) -> Result<Vec<deps::DetectedImport>, Error> {
+        if self.spec.language != "python" {
+            return Ok(Vec::new());
+        }
+        let found = self.ask_guest("read the script's imports", deps::DETECT_IMPORTS, source)?;
+        Ok(deps::parse_detected(&found)
+            .into_iter()
+            .filter(|import| !local.contains(&import.module))
+            .collect())
+    }
+
     /// Runs a python-reactor script through `run()` and the argv, the guest's own entry.
     pub(crate) fn run_via_argv(
         &self,
@@ -996,12 +1118,27 @@ impl Runtime {
             let script = crate::workspace::guest_path(name)?;
             let mut setup = self.script_setup(workspace.scratch());
             setup.mounts.extend(grants);
+            let site = self.package_site(input)?;
+            if let Some(site) = &site {
+                setup.mounts.push(Mount::read_only(site, deps::GUEST_SITE));
+                if self.program.abi == Abi::Command {
+                    setup
+                        .env
+                        .push(("PYTHONPATH".to_string(), deps::GUEST_SITE.to_string()));
+                }
+            }
             match self.program.abi {
                 // The cheapest way into the python guest: one turn on a fresh instance, with
                 // the same behaviour as `python SCRIPT ARGS…` (see `python::script_turn`).
                 Abi::PythonReactor => {
                     let runner = self.runner.get_or_init(|| self.compile_runner()).as_deref();
-                    let code = guest::python::script_turn(&script, source, &input.args, runner);
+                    let mut code = guest::python::script_turn(&script, source, &input.args, runner);
+                    if site.is_some() {
+                        code = format!(
+                            "__import__(\"sys\").path.append({:?})\n{code}",
+                            deps::GUEST_SITE
+                        );
+                    }
                     self.program
                         .run_entry(setup, input, guest::python::turn_entry(code))
                 }
@@ -1035,7 +1172,15 @@ fn sandbox_mounts(scratch: &Scratch) -> Vec<Mount> {
 }
 
 /// Guest paths a grant may not take.
-const RESERVED: &[&str] = &[WORKSPACE, "/tmp", "/usr", "/usr/local", "/usr/local/lib"];
+const RESERVED: &[&str] = &[
+    WORKSPACE,
+    "/tmp",
+    "/usr",
+    "/usr/local",
+    "/usr/local/lib",
+    "/packages",
+    deps::GUEST_SITE,
+];
 
 /// Runs in the input's workspace (or a fresh one, removed afterwards) with `script` written
 /// into it first, passes `run` the grants' mounts, and reports the regular files the run

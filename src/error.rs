@@ -98,6 +98,10 @@ pub enum Error {
     )]
     Capacity(String),
 
+    /// Packages could not be resolved, downloaded or installed.
+    #[error("packages: {0}")]
+    Packages(String),
+
     #[error("dvm home {path} is unusable: {source}")]
     Home {
         path: PathBuf,
@@ -181,6 +185,7 @@ impl Error {
             Error::Install { .. } => "install",
             Error::Damaged { .. } => "damaged",
             Error::Capacity(_) => "capacity",
+            Error::Packages(_) => "packages",
             Error::Home { .. } => "home",
             Error::InvalidArtifactName { .. } => "invalid_artifact_name",
             Error::InvalidArtifactSpec { .. } => "invalid_artifact_spec",

@@ -12,6 +12,7 @@ pub mod artifact;
 #[doc(hidden)]
 pub mod bench;
 pub mod cli;
+pub mod deps;
 mod dvm;
 pub mod engine;
 mod error;
@@ -24,6 +25,7 @@ mod store;
 pub mod workspace;
 
 pub use crate::artifact::{ArtifactLimits, ArtifactStore, ArtifactSummary};
+pub use crate::deps::{PackageRequest, PackageSet};
 pub use crate::dvm::{Dvm, Program, Runtime, RuntimeStatus};
 pub use crate::engine::cache::ModuleSource;
 pub use crate::engine::{Config, PoolConfig};

@@ -45,6 +45,9 @@ pub struct RunInput {
     pub workspace: Option<crate::workspace::Workspace>,
     /// Host directories mounted in the sandbox. Default: none.
     pub grants: Vec<crate::workspace::Grant>,
+    /// Installed Python packages to put on the guest's `sys.path`
+    /// ([`Runtime::install_packages`](crate::Runtime::install_packages)). Default: none.
+    pub packages: Option<crate::deps::PackageSet>,
 }
 
 impl std::fmt::Debug for RunInput {
@@ -58,6 +61,10 @@ impl std::fmt::Debug for RunInput {
             .field("cancel", &self.cancel.is_some())
             .field("workspace", &self.workspace)
             .field("grants", &self.grants)
+            .field(
+                "packages",
+                &self.packages.as_ref().map(|p| p.installed.len()),
+            )
             .finish()
     }
 }

@@ -390,11 +390,11 @@ pub(crate) fn identify(file: &Path) -> Result<&'static RuntimeSpec, Error> {
 }
 
 /// The Python that runs pip: `$DVM_PYTHON`, else `python3`.
-fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("DVM_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-fn tail(bytes: &[u8], lines: usize) -> String {
+pub(crate) fn tail(bytes: &[u8], lines: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")

@@ -1,0 +1,1070 @@
+//! Python packages for sandboxes.
+//!
+//! Requirements come from `--with`, a `requirements.txt` among the uploaded files, PEP 723
+//! inline metadata in the script, or the script's imports (see [`crate::Runtime::detect_imports`]).
+//! pip resolves and downloads them for the guest's Python with only pure wheels allowed
+//! (`--only-binary=:all: --abi none --platform any`), or from a local wheel directory. dvm
+//! then installs each wheel itself: the sha256 is checked against the lock when there is
+//! one, members that escape or are links are refused, the unpacked size is capped (zip
+//! bombs), and every file must match the wheel's RECORD. Unpacked wheels are stored by their
+//! sha256 under `$DVM_HOME/packages/v1/python/trees/`; a set of them is merged (hard links)
+//! into one read-only directory mounted at [`GUEST_SITE`] on the guest's `sys.path`. The
+//! resolution of a request is remembered, so installing the same set again is a store hit:
+//! no pip call, no unpacking.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+
+use pep508_rs::pep440_rs::Version;
+use pep508_rs::{MarkerEnvironment, MarkerEnvironmentBuilder, Requirement, VersionOrUrl};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::guest::install::{extract_zip, python, tail};
+
+/// Where a package set is mounted in the guest.
+pub const GUEST_SITE: &str = "/packages/python";
+const LAYOUT: &str = "v1";
+const LOCK_SCHEMA: u32 = 1;
+/// Most bytes one wheel may unpack to.
+const MAX_WHEEL_BYTES: u64 = 512 << 20;
+/// Most bytes a wheel file may have.
+const MAX_WHEEL_FILE_BYTES: u64 = 256 << 20;
+
+/// What to install.
+#[derive(Debug, Clone, Default)]
+pub struct PackageRequest {
+    /// PEP 508 requirements, e.g. `tabulate>=0.9`, `attrs; python_version >= "3.8"`.
+    pub requirements: Vec<String>,
+    /// A directory of wheels to use instead of the package index (offline installs).
+    pub find_links: Option<PathBuf>,
+    /// Install exactly these packages, checking each wheel's sha256 (`--locked`).
+    pub locked: Option<Lock>,
+}
+
+/// Exactly which wheels a set is made of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    pub schema: u32,
+    pub runtime: String,
+    /// The guest's Python version, e.g. `3.15`.
+    pub python: String,
+    pub packages: Vec<LockedPackage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LockedPackage {
+    pub name: String,
+    pub version: String,
+    /// The wheel's file name.
+    pub file: String,
+    pub sha256: String,
+}
+
+impl Lock {
+    /// Reads a lock file written by `--lock`.
+    pub fn read(path: &Path) -> Result<Lock, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadInput {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let lock: Lock = serde_json::from_str(&text).map_err(|e| {
+            Error::InvalidInput(format!(
+                "{} is not a dvm lock file ({e}); write one with --lock",
+                path.display()
+            ))
+        })?;
+        if lock.schema != LOCK_SCHEMA {
+            return Err(Error::InvalidInput(format!(
+                "{} is a lock of schema {}, this dvm reads schema {LOCK_SCHEMA}",
+                path.display(),
+                lock.schema
+            )));
+        }
+        Ok(lock)
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), Error> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::Internal(format!("cannot encode the lock: {e}")))?;
+        std::fs::write(path, text + "\n").map_err(|e| {
+            Error::InvalidInput(format!("cannot write the lock {}: {e}", path.display()))
+        })
+    }
+}
+
+/// One installed package of a set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstalledPackage {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    /// Already unpacked in the store before this install.
+    pub from_store: bool,
+}
+
+/// Installed packages, ready to mount in a run ([`crate::RunInput::packages`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageSet {
+    pub lock: Lock,
+    pub installed: Vec<InstalledPackage>,
+    /// Requirements the runtime satisfies with its own built-in packages.
+    pub built_in: Vec<String>,
+    /// The merged directory mounted at [`GUEST_SITE`]; `None` when nothing was installed.
+    #[serde(skip)]
+    pub(crate) site: Option<PathBuf>,
+    /// The resolution came from the store (no pip call).
+    pub resolved_from_store: bool,
+}
+
+impl PackageSet {
+    /// The mount of this set, if it has packages.
+    pub(crate) fn site(&self) -> Option<&Path> {
+        self.site.as_deref()
+    }
+}
+
+/// The marker environment of a WASI CPython `version` (e.g. `3.15.0`).
+fn marker_environment(version: &str) -> Result<MarkerEnvironment, Error> {
+    let short = short_version(version);
+    MarkerEnvironment::try_from(MarkerEnvironmentBuilder {
+        implementation_name: "cpython",
+        implementation_version: version,
+        os_name: "posix",
+        platform_machine: "wasm32",
+        platform_python_implementation: "CPython",
+        platform_release: "",
+        platform_system: "WASI",
+        platform_version: "",
+        python_full_version: version,
+        python_version: &short,
+        sys_platform: "wasi",
+    })
+    .map_err(|e| Error::Internal(format!("bad guest python version {version}: {e}")))
+}
+
+/// `3.15.0` → `3.15`.
+fn short_version(version: &str) -> String {
+    version.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
+/// PEP 503 normalisation: lower case, runs of `-_.` as one `-`.
+pub(crate) fn normalize(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut dash = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            dash = true;
+        } else {
+            if dash && !out.is_empty() {
+                out.push('-');
+            }
+            dash = false;
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+fn parse_requirement(text: &str) -> Result<Requirement, Error> {
+    Requirement::from_str(text.trim()).map_err(|e| {
+        Error::InvalidInput(format!(
+            "`{}` is not a PEP 508 requirement ({e}); write e.g. `tabulate>=0.9`",
+            text.trim()
+        ))
+    })
+}
+
+/// Requirements of a `requirements.txt`: one per line, `#` comments and `--hash` options
+/// dropped. Other pip options (`-r`, `-e`, `--index-url`…) are refused by name.
+pub fn parse_requirements_txt(text: &str) -> Result<Vec<String>, Error> {
+    let mut requirements = Vec::new();
+    for line in text.lines() {
+        let line = match line
+            .find(" #")
+            .or_else(|| line.starts_with('#').then_some(0))
+        {
+            Some(at) => &line[..at],
+            None => line,
+        };
+        let kept: Vec<&str> = line
+            .split_whitespace()
+            .filter(|part| !part.starts_with("--hash"))
+            .collect();
+        let line = kept.join(" ");
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('-') {
+            return Err(Error::InvalidInput(format!(
+                "requirements.txt: `{line}` is a pip option dvm does not take; list plain \
+                 requirements (use --find-links for a local wheel directory)"
+            )));
+        }
+        requirements.push(line);
+    }
+    Ok(requirements)
+}
+
+/// The `dependencies` of a PEP 723 `# /// script` block, if the source has one.
+pub fn parse_inline_metadata(source: &str) -> Result<Vec<String>, Error> {
+    let mut lines = source.lines();
+    let Some(_) = lines
+        .by_ref()
+        .find(|line| line.trim_end() == "# /// script")
+    else {
+        return Ok(Vec::new());
+    };
+    let mut toml_text = String::new();
+    let mut closed = false;
+    for line in lines {
+        if line.trim_end() == "# ///" {
+            closed = true;
+            break;
+        }
+        let content = line
+            .strip_prefix("# ")
+            .or_else(|| (line.trim_end() == "#").then_some(""))
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "the script's `# /// script` block has a line that is not a comment: {line:?}"
+                ))
+            })?;
+        toml_text.push_str(content);
+        toml_text.push('\n');
+    }
+    if !closed {
+        return Err(Error::InvalidInput(
+            "the script's `# /// script` block is not closed by a `# ///` line".into(),
+        ));
+    }
+    #[derive(Deserialize)]
+    struct Metadata {
+        #[serde(default)]
+        dependencies: Vec<String>,
+    }
+    let metadata: Metadata = toml::from_str(&toml_text).map_err(|e| {
+        Error::InvalidInput(format!(
+            "the script's `# /// script` block is not valid TOML: {e}"
+        ))
+    })?;
+    Ok(metadata.dependencies)
+}
+
+/// Distributions whose import name differs from their name.
+const IMPORT_TO_DISTRIBUTION: &[(&str, &str)] = &[
+    ("yaml", "PyYAML"),
+    ("bs4", "beautifulsoup4"),
+    ("sklearn", "scikit-learn"),
+    ("skimage", "scikit-image"),
+    ("PIL", "pillow"),
+    ("cv2", "opencv-python"),
+    ("dateutil", "python-dateutil"),
+    ("attr", "attrs"),
+    ("dotenv", "python-dotenv"),
+    ("jwt", "PyJWT"),
+    ("serial", "pyserial"),
+    ("Crypto", "pycryptodome"),
+    ("docx", "python-docx"),
+    ("pptx", "python-pptx"),
+    ("fitz", "PyMuPDF"),
+    ("jose", "python-jose"),
+    ("multipart", "python-multipart"),
+    ("slugify", "python-slugify"),
+    ("OpenSSL", "pyOpenSSL"),
+    ("magic", "python-magic"),
+    ("google", "protobuf"),
+    ("markdown_it", "markdown-it-py"),
+    ("mdurl", "mdurl"),
+    ("pkg_resources", "setuptools"),
+    ("Levenshtein", "python-Levenshtein"),
+    ("websocket", "websocket-client"),
+    ("zmq", "pyzmq"),
+    ("tomli_w", "tomli-w"),
+    ("typing_extensions", "typing-extensions"),
+    ("more_itertools", "more-itertools"),
+    ("xlsxwriter", "XlsxWriter"),
+];
+
+/// The distribution that provides top-level module `module`.
+pub fn distribution_for(module: &str) -> String {
+    IMPORT_TO_DISTRIBUTION
+        .iter()
+        .find(|(import, _)| *import == module)
+        .map_or_else(|| module.to_string(), |(_, dist)| dist.to_string())
+}
+
+/// Runs when the guest lists its imports: the source on stdin; prints one line per
+/// top-level module imported, with `?` after those imported only inside a `try` that
+/// handles ImportError, leaving out the standard library and anything the guest can already
+/// import (its built-in packages, the workspace's own modules). `__import__("x")` and
+/// `importlib.import_module("x")` calls are not imports and are ignored.
+pub(crate) const DETECT_IMPORTS: &str = r#"import ast, sys, importlib.util
+try:
+    tree = ast.parse(sys.stdin.buffer.read())
+except SyntaxError:
+    raise SystemExit(0)
+CATCHES = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
+def caught(handler):
+    kind = handler.type
+    if kind is None:
+        return True
+    kinds = kind.elts if isinstance(kind, ast.Tuple) else [kind]
+    return any(isinstance(k, ast.Name) and k.id in CATCHES for k in kinds)
+found = {}
+def add(name, optional):
+    top = name.split(".")[0]
+    found[top] = found.get(top, True) and optional
+def walk(node, optional):
+    if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+        guarded = optional or any(caught(h) for h in node.handlers)
+        for child in node.body:
+            walk(child, guarded)
+        for child in node.handlers + node.orelse + node.finalbody:
+            walk(child, optional)
+        return
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            add(alias.name, optional)
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        add(node.module, optional)
+    for child in ast.iter_child_nodes(node):
+        walk(child, optional)
+walk(tree, False)
+for name in sorted(found):
+    if name in sys.stdlib_module_names or name == "__future__":
+        continue
+    try:
+        if importlib.util.find_spec(name) is not None:
+            continue
+    except (ImportError, ValueError):
+        pass
+    print(name + ("?" if found[name] else ""))
+"#;
+
+/// Lists the guest's built-in distributions as `name==version` lines.
+pub(crate) const LIST_DISTRIBUTIONS: &str = r#"import importlib.metadata as m
+for d in m.distributions():
+    print(d.metadata["Name"] + "==" + d.version)
+"#;
+
+/// A detected import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DetectedImport {
+    pub module: String,
+    pub distribution: String,
+    /// Imported only inside a `try` that handles ImportError: installed if possible.
+    pub optional: bool,
+}
+
+/// Parses the output of [`DETECT_IMPORTS`].
+pub(crate) fn parse_detected(stdout: &str) -> Vec<DetectedImport> {
+    stdout
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let (module, optional) = match line.strip_suffix('?') {
+                Some(module) => (module, true),
+                None => (line, false),
+            };
+            DetectedImport {
+                module: module.to_string(),
+                distribution: distribution_for(module),
+                optional,
+            }
+        })
+        .collect()
+}
+
+/// The package store of one home.
+pub struct PackageStore {
+    dir: PathBuf,
+}
+
+/// `(name, version)` from a wheel file name `name-version(-build)?-py-abi-platform.whl`.
+fn wheel_name_version(file: &str) -> Option<(String, String)> {
+    let stem = file.strip_suffix(".whl")?;
+    let parts: Vec<&str> = stem.split('-').collect();
+    if parts.len() < 5 {
+        return None;
+    }
+    Some((parts[0].replace('_', "-"), parts[1].to_string()))
+}
+
+fn sha256_hex(path: &Path) -> Result<String, Error> {
+    crate::store::sha256_file(path)
+        .map_err(|e| Error::Internal(format!("cannot hash {}: {e}", path.display())))
+}
+
+fn install_error(what: impl std::fmt::Display, message: impl std::fmt::Display) -> Error {
+    Error::Packages(format!("{what}: {message}"))
+}
+
+impl PackageStore {
+    pub fn new(home: &Path) -> Self {
+        PackageStore {
+            dir: home.join("packages").join(LAYOUT).join("python"),
+        }
+    }
+
+    fn trees(&self) -> PathBuf {
+        self.dir.join("trees")
+    }
+
+    fn tree(&self, sha256: &str) -> PathBuf {
+        self.trees().join(sha256)
+    }
+
+    fn temp_dir(&self) -> Result<tempfile::TempDir, Error> {
+        let tmp = self.dir.join("tmp");
+        std::fs::create_dir_all(&tmp)
+            .and_then(|()| tempfile::tempdir_in(&tmp))
+            .map_err(|e| {
+                Error::Internal(format!("cannot make a temp dir in {}: {e}", tmp.display()))
+            })
+    }
+
+    /// Holds the store's install lock while alive.
+    fn lock(&self) -> Result<std::fs::File, Error> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", self.dir.display())))?;
+        let file = std::fs::File::create(self.dir.join("install.lock"))
+            .map_err(|e| Error::Internal(format!("cannot lock the package store: {e}")))?;
+        file.lock()
+            .map_err(|e| Error::Internal(format!("cannot lock the package store: {e}")))?;
+        Ok(file)
+    }
+
+    /// Installs a request for a runtime whose guest Python is `python_version`, with
+    /// `built_in` its own distributions (normalised name → version).
+    pub(crate) fn install(
+        &self,
+        runtime: &str,
+        python_version: &str,
+        built_in: &BTreeMap<String, String>,
+        request: &PackageRequest,
+    ) -> Result<PackageSet, Error> {
+        let env = marker_environment(python_version)?;
+        let short = short_version(python_version);
+        let mut wanted = BTreeSet::new();
+        let mut satisfied = Vec::new();
+        for text in &request.requirements {
+            let requirement = parse_requirement(text)?;
+            if !requirement.marker.evaluate(&env, &[]) {
+                continue;
+            }
+            let name = normalize(requirement.name.as_ref());
+            if let Some(version) = built_in.get(&name) {
+                let specifiers = match &requirement.version_or_url {
+                    Some(VersionOrUrl::VersionSpecifier(specifiers)) => Some(specifiers),
+                    Some(VersionOrUrl::Url(_)) => {
+                        return Err(Error::InvalidInput(format!(
+                            "`{text}`: URL requirements are not supported; name a version"
+                        )));
+                    }
+                    None => None,
+                };
+                let fits = match (specifiers, Version::from_str(version)) {
+                    (None, _) => true,
+                    (Some(specifiers), Ok(version)) => specifiers.contains(&version),
+                    (Some(_), Err(_)) => false,
+                };
+                if !fits {
+                    return Err(Error::InvalidInput(format!(
+                        "`{text}`: the {runtime} runtime has {name} {version} built in, which \
+                         that requirement excludes; built-in packages cannot be replaced"
+                    )));
+                }
+                satisfied.push(format!("{name}=={version}"));
+                continue;
+            }
+            wanted.insert(requirement.to_string());
+        }
+        let _lock = self.lock()?;
+        let mut fresh = BTreeSet::new();
+        let (lock, resolved_from_store) = match &request.locked {
+            Some(lock) => {
+                if lock.runtime != runtime || lock.python != short {
+                    return Err(Error::InvalidInput(format!(
+                        "the lock is for {} (Python {}), not {runtime} (Python {short}); \
+                         lock again for this runtime",
+                        lock.runtime, lock.python
+                    )));
+                }
+                (lock.clone(), true)
+            }
+            None if wanted.is_empty() => (
+                Lock {
+                    schema: LOCK_SCHEMA,
+                    runtime: runtime.to_string(),
+                    python: short.clone(),
+                    packages: Vec::new(),
+                },
+                true,
+            ),
+            None => self.resolve(
+                runtime,
+                &short,
+                &wanted,
+                request.find_links.as_deref(),
+                &mut fresh,
+            )?,
+        };
+        let mut installed = Vec::new();
+        let mut missing = Vec::new();
+        for package in &lock.packages {
+            let present = self.tree(&package.sha256).is_dir() && !fresh.contains(&package.sha256);
+            if !present {
+                missing.push(package.clone());
+            }
+            installed.push(InstalledPackage {
+                name: package.name.clone(),
+                version: package.version.clone(),
+                sha256: package.sha256.clone(),
+                from_store: present,
+            });
+        }
+        if !missing.is_empty() {
+            self.fetch_locked(&short, &missing, request.find_links.as_deref())?;
+        }
+        let site = if lock.packages.is_empty() {
+            None
+        } else {
+            Some(self.merged(&lock)?)
+        };
+        Ok(PackageSet {
+            lock,
+            installed,
+            built_in: satisfied,
+            site,
+            resolved_from_store,
+        })
+    }
+
+    /// The lock for `wanted`: remembered from an earlier install with every wheel still in
+    /// the store, or resolved and installed now (adding the wheels unpacked to `fresh`).
+    fn resolve(
+        &self,
+        runtime: &str,
+        short: &str,
+        wanted: &BTreeSet<String>,
+        find_links: Option<&Path>,
+        fresh: &mut BTreeSet<String>,
+    ) -> Result<(Lock, bool), Error> {
+        let key = {
+            let mut hasher = blake3::Hasher::new();
+            for field in [
+                runtime,
+                short,
+                &find_links
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ] {
+                hasher.update(&(field.len() as u64).to_le_bytes());
+                hasher.update(field.as_bytes());
+            }
+            for requirement in wanted {
+                hasher.update(&(requirement.len() as u64).to_le_bytes());
+                hasher.update(requirement.as_bytes());
+            }
+            hasher.finalize().to_hex().to_string()
+        };
+        let remembered = self.dir.join("resolved").join(format!("{key}.json"));
+        if let Ok(text) = std::fs::read_to_string(&remembered)
+            && let Ok(lock) = serde_json::from_str::<Lock>(&text)
+            && lock.packages.iter().all(|p| self.tree(&p.sha256).is_dir())
+        {
+            return Ok((lock, true));
+        }
+        let temp = self.temp_dir()?;
+        let wheels = temp.path().join("wheels");
+        pip_download(
+            short,
+            wanted.iter().map(String::as_str),
+            find_links,
+            &wheels,
+            false,
+        )?;
+        let mut packages = Vec::new();
+        for entry in std::fs::read_dir(&wheels)
+            .map_err(|e| Error::Internal(format!("cannot list pip's downloads: {e}")))?
+        {
+            let path = entry
+                .map_err(|e| Error::Internal(format!("cannot list pip's downloads: {e}")))?
+                .path();
+            let file = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let Some((name, version)) = wheel_name_version(&file) else {
+                return Err(install_error(
+                    &file,
+                    "pip produced something that is not a wheel",
+                ));
+            };
+            let sha256 = sha256_hex(&path)?;
+            if self.unpack(&path, &file, &sha256)? {
+                fresh.insert(sha256.clone());
+            }
+            packages.push(LockedPackage {
+                name: normalize(&name),
+                version,
+                file,
+                sha256,
+            });
+        }
+        packages.sort();
+        let lock = Lock {
+            schema: LOCK_SCHEMA,
+            runtime: runtime.to_string(),
+            python: short.to_string(),
+            packages,
+        };
+        if let Ok(text) = serde_json::to_vec(&lock) {
+            let _ = crate::engine::cache::publish(&remembered, &text);
+        }
+        Ok((lock, false))
+    }
+
+    /// Downloads exactly the locked wheels (no dependencies) and installs them, refusing any
+    /// whose sha256 differs from the lock's.
+    fn fetch_locked(
+        &self,
+        short: &str,
+        packages: &[LockedPackage],
+        find_links: Option<&Path>,
+    ) -> Result<(), Error> {
+        let temp = self.temp_dir()?;
+        let wheels = temp.path().join("wheels");
+        let pins: Vec<String> = packages
+            .iter()
+            .map(|p| format!("{}=={}", p.name, p.version))
+            .collect();
+        pip_download(
+            short,
+            pins.iter().map(String::as_str),
+            find_links,
+            &wheels,
+            true,
+        )?;
+        for package in packages {
+            let path = wheels.join(&package.file);
+            if !path.is_file() {
+                return Err(install_error(
+                    &package.file,
+                    "pip did not download this locked wheel; the index no longer has it",
+                ));
+            }
+            let actual = sha256_hex(&path)?;
+            if actual != package.sha256 {
+                return Err(Error::PackageHash {
+                    package: format!("{} {}", package.name, package.version),
+                    expected: package.sha256.clone(),
+                    actual,
+                });
+            }
+            self.unpack(&path, &package.file, &package.sha256)?;
+        }
+        Ok(())
+    }
+
+    /// Unpacks a wheel into the store under its sha256, checking every member; false when
+    /// it was there already.
+    fn unpack(&self, wheel: &Path, file: &str, sha256: &str) -> Result<bool, Error> {
+        let target = self.tree(sha256);
+        if target.is_dir() {
+            return Ok(false);
+        }
+        let size = std::fs::metadata(wheel)
+            .map_err(|e| install_error(file, e))?
+            .len();
+        if size > MAX_WHEEL_FILE_BYTES {
+            return Err(install_error(
+                file,
+                format!("the wheel is {size} bytes, over the {MAX_WHEEL_FILE_BYTES}-byte cap"),
+            ));
+        }
+        let temp = self.temp_dir()?;
+        let unpacked = temp.path().join("tree");
+        std::fs::create_dir(&unpacked).map_err(|e| install_error(file, e))?;
+        let reader = std::fs::File::open(wheel).map_err(|e| install_error(file, e))?;
+        extract_zip(reader, &unpacked, MAX_WHEEL_BYTES)
+            .map_err(|e| install_error(file, format!("refused: {e}")))?;
+        check_record(&unpacked).map_err(|e| install_error(file, format!("refused: {e}")))?;
+        make_read_only(&unpacked).map_err(|e| install_error(file, e))?;
+        std::fs::create_dir_all(self.trees()).map_err(|e| install_error(file, e))?;
+        match std::fs::rename(&unpacked, &target) {
+            Ok(()) => Ok(true),
+            Err(_) if target.is_dir() => Ok(false),
+            Err(e) => Err(install_error(
+                file,
+                format!("cannot store the unpacked wheel: {e}"),
+            )),
+        }
+    }
+
+    /// One directory with every wheel of `lock`, hard-linked from the store, made once per set.
+    fn merged(&self, lock: &Lock) -> Result<PathBuf, Error> {
+        let key = {
+            let mut hasher = blake3::Hasher::new();
+            for package in &lock.packages {
+                hasher.update(package.sha256.as_bytes());
+                hasher.update(b"\n");
+            }
+            hasher.finalize().to_hex().to_string()
+        };
+        let set = self.dir.join("sets").join(&key);
+        if set.is_dir() {
+            return Ok(set);
+        }
+        let temp = self.temp_dir()?;
+        let site = temp.path().join("site");
+        for package in &lock.packages {
+            link_tree(&self.tree(&package.sha256), &site).map_err(|e| {
+                install_error(
+                    &package.file,
+                    format!("cannot lay out the package set: {e}"),
+                )
+            })?;
+        }
+        std::fs::create_dir_all(self.dir.join("sets"))
+            .map_err(|e| Error::Internal(format!("cannot create the set directory: {e}")))?;
+        match std::fs::rename(&site, &set) {
+            Ok(()) => Ok(set),
+            Err(_) if set.is_dir() => Ok(set),
+            Err(e) => Err(Error::Internal(format!(
+                "cannot store the package set: {e}"
+            ))),
+        }
+    }
+
+    /// Every unpacked wheel in the store: (sha256, size in bytes).
+    pub fn list(&self) -> Vec<StoredWheel> {
+        let mut wheels = Vec::new();
+        let Ok(entries) = std::fs::read_dir(self.trees()) else {
+            return wheels;
+        };
+        for entry in entries.flatten() {
+            let sha256 = entry.file_name().to_string_lossy().into_owned();
+            let (name, version) = dist_info(&entry.path()).unwrap_or_default();
+            wheels.push(StoredWheel {
+                name,
+                version,
+                sha256,
+                bytes: tree_bytes(&entry.path()),
+            });
+        }
+        wheels.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+        wheels
+    }
+
+    /// Removes merged sets, temp files and every unpacked wheel no remembered resolution
+    /// refers to; `all` empties the store. Returns the wheels removed.
+    pub fn gc(&self, all: bool) -> Result<Vec<StoredWheel>, Error> {
+        let _lock = self.lock()?;
+        let mut keep = BTreeSet::new();
+        if !all {
+            for entry in std::fs::read_dir(self.dir.join("resolved"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if let Ok(text) = std::fs::read_to_string(entry.path())
+                    && let Ok(lock) = serde_json::from_str::<Lock>(&text)
+                {
+                    keep.extend(lock.packages.into_iter().map(|p| p.sha256));
+                }
+            }
+        }
+        let removed: Vec<StoredWheel> = self
+            .list()
+            .into_iter()
+            .filter(|wheel| !keep.contains(&wheel.sha256))
+            .collect();
+        for wheel in &removed {
+            remove_tree(&self.tree(&wheel.sha256));
+        }
+        remove_tree(&self.dir.join("sets"));
+        remove_tree(&self.dir.join("tmp"));
+        if all {
+            remove_tree(&self.dir.join("resolved"));
+        }
+        Ok(removed)
+    }
+}
+
+/// A wheel unpacked in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredWheel {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Name and version from the tree's `*.dist-info` directory name.
+fn dist_info(tree: &Path) -> Option<(String, String)> {
+    std::fs::read_dir(tree).ok()?.flatten().find_map(|entry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stem = name.strip_suffix(".dist-info")?;
+        let (dist, version) = stem.rsplit_once('-')?;
+        Some((normalize(dist), version.to_string()))
+    })
+}
+
+fn tree_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => tree_bytes(&entry.path()),
+            Ok(_) => entry.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Removes a store tree whose files are read-only.
+fn remove_tree(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    let _ = make_writable(dir);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn set_mode(dir: &Path, read_only: bool) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            set_mode(&entry.path(), read_only)?;
+        } else if kind.is_file() {
+            let mut permissions = entry.metadata()?.permissions();
+            permissions.set_readonly(read_only);
+            std::fs::set_permissions(entry.path(), permissions)?;
+        }
+    }
+    Ok(())
+}
+
+fn make_read_only(dir: &Path) -> std::io::Result<()> {
+    set_mode(dir, true)
+}
+
+fn make_writable(dir: &Path) -> std::io::Result<()> {
+    set_mode(dir, false)
+}
+
+/// Hard-links every file of `from` into `to` (copying where links are not possible).
+fn link_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            link_tree(&entry.path(), &target)?;
+        } else if !target.exists() && std::fs::hard_link(entry.path(), &target).is_err() {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks an unpacked wheel against its `*.dist-info/RECORD`: every file listed with a
+/// sha256 and size that match, and no file that is not listed.
+fn check_record(tree: &Path) -> Result<(), String> {
+    use base64::Engine;
+    let dist_info = std::fs::read_dir(tree)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .find(|name| name.ends_with(".dist-info"))
+        .ok_or("the wheel has no .dist-info directory")?;
+    let record_path = format!("{dist_info}/RECORD");
+    let record = std::fs::read_to_string(tree.join(&record_path))
+        .map_err(|_| "the wheel has no RECORD".to_string())?;
+    let mut listed = BTreeMap::new();
+    for line in record.lines().filter(|line| !line.trim().is_empty()) {
+        let mut fields = line.rsplitn(3, ',');
+        let (Some(size), Some(hash), Some(path)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(format!("RECORD line {line:?} is not path,hash,size"));
+        };
+        let path = path.trim_matches('"').to_string();
+        listed.insert(path, (hash.to_string(), size.to_string()));
+    }
+    let mut seen = BTreeSet::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        for entry in std::fs::read_dir(tree.join(&relative)).map_err(|e| e.to_string())? {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let path = relative.join(entry.file_name());
+            if entry.file_type().map_err(|e| e.to_string())?.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let name = path.to_string_lossy().replace('\\', "/");
+            if name == record_path
+                || name.ends_with(".dist-info/RECORD.jws")
+                || name.ends_with(".dist-info/RECORD.p7s")
+            {
+                continue;
+            }
+            let Some((hash, size)) = listed.get(&name) else {
+                return Err(format!("{name} is not in the wheel's RECORD"));
+            };
+            let Some(expected) = hash.strip_prefix("sha256=") else {
+                return Err(format!("RECORD has no sha256 for {name}"));
+            };
+            let mut bytes = Vec::new();
+            std::fs::File::open(tree.join(&path))
+                .and_then(|mut file| file.read_to_end(&mut bytes))
+                .map_err(|e| e.to_string())?;
+            use sha2::Digest;
+            let actual = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(sha2::Sha256::digest(&bytes));
+            if actual != expected || size.parse::<usize>().ok() != Some(bytes.len()) {
+                return Err(format!("{name} does not match the wheel's RECORD"));
+            }
+            seen.insert(name);
+        }
+    }
+    if let Some(absent) = listed.keys().find(|path| {
+        **path != record_path
+            && !path.ends_with(".jws")
+            && !path.ends_with(".p7s")
+            && !seen.contains(*path)
+    }) {
+        return Err(format!("{absent} is in the RECORD but not in the wheel"));
+    }
+    Ok(())
+}
+
+/// `pip download` for the guest's Python: pure wheels only, into `dest`.
+fn pip_download<'a>(
+    short: &str,
+    requirements: impl Iterator<Item = &'a str>,
+    find_links: Option<&Path>,
+    dest: &Path,
+    no_deps: bool,
+) -> Result<(), Error> {
+    let requirements: Vec<&str> = requirements.collect();
+    let python = python();
+    let mut command = Command::new(&python);
+    command
+        .args(["-m", "pip", "download", "--only-binary=:all:"])
+        .args(["--python-version", short, "--implementation", "cp"])
+        .args(["--abi", "none", "--platform", "any"])
+        .args([
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+            "--dest",
+        ])
+        .arg(dest)
+        .stdin(Stdio::null());
+    if no_deps {
+        command.arg("--no-deps");
+    }
+    if let Some(dir) = find_links {
+        command.args(["--no-index", "--find-links"]).arg(dir);
+    }
+    command.arg("--").args(&requirements);
+    let output = command.output().map_err(|e| {
+        Error::Packages(format!(
+            "cannot start `{python} -m pip` ({e}); dvm resolves packages with pip. Install \
+             Python 3 with pip (or set DVM_PYTHON), or use --find-links with a wheel directory"
+        ))
+    })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let unavailable: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("ERROR: No matching distribution found for "))
+        .collect();
+    if !unavailable.is_empty() {
+        return Err(Error::Packages(format!(
+            "no pure-Python wheel of {} for Python {short}: dvm installs only pure wheels, and \
+             a package with compiled code (a C extension) has none. Check the name, or use a \
+             runtime that has it built in (`python` ships numpy, pandas, scipy, lxml and more)",
+            unavailable.join(", ")
+        )));
+    }
+    Err(Error::Packages(format!(
+        "`pip download {}` failed ({}):\n{}",
+        requirements.join(" "),
+        output.status,
+        tail(&output.stderr, 15)
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_normalize_as_pep_503_says() {
+        assert_eq!(normalize("Typing_Extensions"), "typing-extensions");
+        assert_eq!(normalize("zope.interface"), "zope-interface");
+        assert_eq!(normalize("a--b__c"), "a-b-c");
+    }
+
+    #[test]
+    fn requirements_txt_keeps_requirements_and_refuses_options() {
+        let text = "# top\nattrs>=21  # inline\n\ntabulate==0.9.0 --hash=sha256:abc\n";
+        assert_eq!(
+            parse_requirements_txt(text).unwrap(),
+            ["attrs>=21", "tabulate==0.9.0"]
+        );
+        assert!(parse_requirements_txt("-r other.txt").is_err());
+        assert!(parse_requirements_txt("--index-url x").is_err());
+    }
+
+    #[test]
+    fn inline_metadata_is_read_from_the_script_block() {
+        let source = "# /// script\n# requires-python = \">=3.11\"\n# dependencies = [\n#   \"humanize\",\n#   \"tabulate>=0.9\",\n# ]\n# ///\nimport humanize\n";
+        assert_eq!(
+            parse_inline_metadata(source).unwrap(),
+            ["humanize", "tabulate>=0.9"]
+        );
+        assert!(parse_inline_metadata("print(1)").unwrap().is_empty());
+        assert!(parse_inline_metadata("# /// script\n# dependencies = [\n").is_err());
+        assert!(parse_inline_metadata("# /// script\nx = 1\n# ///\n").is_err());
+    }
+
+    #[test]
+    fn markers_are_evaluated_for_the_guest() {
+        let env = marker_environment("3.15.0").unwrap();
+        let yes = parse_requirement("a; python_version >= \"3.12\" and sys_platform == \"wasi\"")
+            .unwrap();
+        let no = parse_requirement("b; sys_platform == \"win32\"").unwrap();
+        assert!(yes.marker.evaluate(&env, &[]));
+        assert!(!no.marker.evaluate(&env, &[]));
+    }
+
+    #[test]
+    fn import_names_map_to_distributions() {
+        assert_eq!(distribution_for("yaml"), "PyYAML");
+        assert_eq!(distribution_for("sklearn"), "scikit-learn");
+        assert_eq!(distribution_for("humanize"), "humanize");
+        let detected = parse_detected("bs4\nujson?\n");
+        assert_eq!(detected[0].distribution, "beautifulsoup4");
+        assert!(detected[1].optional && !detected[0].optional);
+    }
+
+    #[test]
+    fn wheel_file_names_give_name_and_version() {
+        assert_eq!(
+            wheel_name_version("typing_extensions-4.12.2-py3-none-any.whl"),
+            Some(("typing-extensions".into(), "4.12.2".into()))
+        );
+        assert_eq!(wheel_name_version("x.tar.gz"), None);
+    }
+}
