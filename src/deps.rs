@@ -481,6 +481,9 @@ impl PackageStore {
                 satisfied.push(format!("{name}=={version}"));
                 continue;
             }
+            // pip would evaluate the marker against the host; it held for the guest.
+            let mut requirement = requirement;
+            requirement.marker = pep508_rs::MarkerTree::TRUE;
             wanted.insert(requirement.to_string());
         }
         let _lock = self.lock()?;
@@ -533,6 +536,14 @@ impl PackageStore {
         let site = if lock.packages.is_empty() {
             None
         } else {
+            // Remembered, so gc keeps this set's wheels and merged directory.
+            if let Ok(text) = serde_json::to_vec(&lock) {
+                let kept = self
+                    .dir
+                    .join("installed")
+                    .join(format!("{}.json", set_key(&lock)));
+                let _ = crate::engine::cache::publish(&kept, &text);
+            }
             Some(self.merged(&lock)?)
         };
         Ok(PackageSet {
@@ -708,15 +719,7 @@ impl PackageStore {
 
     /// One directory with every wheel of `lock`, hard-linked from the store, made once per set.
     fn merged(&self, lock: &Lock) -> Result<PathBuf, Error> {
-        let key = {
-            let mut hasher = blake3::Hasher::new();
-            for package in &lock.packages {
-                hasher.update(package.sha256.as_bytes());
-                hasher.update(b"\n");
-            }
-            hasher.finalize().to_hex().to_string()
-        };
-        let set = self.dir.join("sets").join(&key);
+        let set = self.dir.join("sets").join(set_key(lock));
         if set.is_dir() {
             return Ok(set);
         }
@@ -761,21 +764,26 @@ impl PackageStore {
         wheels
     }
 
-    /// Removes merged sets, temp files and every unpacked wheel no remembered resolution
-    /// refers to; `all` empties the store. Returns the wheels removed.
+    /// Removes temp files, and every unpacked wheel and merged set that no remembered
+    /// install refers to; `all` empties the store (runs in flight keep what they mounted
+    /// only until they end). Returns the wheels removed.
     pub fn gc(&self, all: bool) -> Result<Vec<StoredWheel>, Error> {
         let _lock = self.lock()?;
         let mut keep = BTreeSet::new();
+        let mut keep_sets = BTreeSet::new();
         if !all {
-            for entry in std::fs::read_dir(self.dir.join("resolved"))
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                if let Ok(text) = std::fs::read_to_string(entry.path())
-                    && let Ok(lock) = serde_json::from_str::<Lock>(&text)
+            for dir in ["resolved", "installed"] {
+                for entry in std::fs::read_dir(self.dir.join(dir))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
                 {
-                    keep.extend(lock.packages.into_iter().map(|p| p.sha256));
+                    if let Ok(text) = std::fs::read_to_string(entry.path())
+                        && let Ok(lock) = serde_json::from_str::<Lock>(&text)
+                    {
+                        keep_sets.insert(set_key(&lock));
+                        keep.extend(lock.packages.into_iter().map(|p| p.sha256));
+                    }
                 }
             }
         }
@@ -787,13 +795,32 @@ impl PackageStore {
         for wheel in &removed {
             remove_tree(&self.tree(&wheel.sha256));
         }
-        remove_tree(&self.dir.join("sets"));
+        for entry in std::fs::read_dir(self.dir.join("sets"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if !keep_sets.contains(entry.file_name().to_string_lossy().as_ref()) {
+                remove_tree(&entry.path());
+            }
+        }
         remove_tree(&self.dir.join("tmp"));
         if all {
             remove_tree(&self.dir.join("resolved"));
+            remove_tree(&self.dir.join("installed"));
         }
         Ok(removed)
     }
+}
+
+/// The name of a lock's merged directory: blake3 over its wheels' hashes.
+fn set_key(lock: &Lock) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for package in &lock.packages {
+        hasher.update(package.sha256.as_bytes());
+        hasher.update(b"\n");
+    }
+    hasher.finalize().to_hex().to_string()
 }
 
 /// A wheel unpacked in the store.
@@ -1046,6 +1073,19 @@ mod tests {
             .unwrap();
         let no = parse_requirement("b; sys_platform == \"win32\"").unwrap();
         assert!(yes.marker.evaluate(&env, &[]));
+        for marker in [
+            "sys_platform == 'wasi'",
+            "sys_platform == \"wasi\"",
+            "python_version >= '3.12'",
+            "platform_machine == 'wasm32'",
+        ] {
+            let requirement = parse_requirement(&format!("a; {marker}")).unwrap();
+            assert!(
+                requirement.marker.evaluate(&env, &[]),
+                "{marker}: {:?}",
+                requirement.marker
+            );
+        }
         assert!(!no.marker.evaluate(&env, &[]));
     }
 
@@ -1057,6 +1097,29 @@ mod tests {
         let detected = parse_detected("bs4\nujson?\n");
         assert_eq!(detected[0].distribution, "beautifulsoup4");
         assert!(detected[1].optional && !detected[0].optional);
+    }
+
+    #[test]
+    fn a_truncated_wheel_is_refused_and_nothing_is_stored() {
+        use std::io::Write;
+        let home = tempfile::tempdir().unwrap();
+        let store = PackageStore::new(home.path());
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        zip.start_file("m.py", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(&vec![b'#'; 10_000]).unwrap();
+        let mut bytes = zip.finish().unwrap().into_inner();
+        bytes.truncate(bytes.len() / 2);
+        let wheel = home.path().join("m-1.0-py3-none-any.whl");
+        std::fs::write(&wheel, bytes).unwrap();
+        let error = store
+            .unpack(&wheel, "m-1.0-py3-none-any.whl", "ab")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("refused"), "{error}");
+        assert!(!store.tree("ab").exists());
+        let temp = std::fs::read_dir(store.dir.join("tmp")).unwrap().count();
+        assert_eq!(temp, 0, "temp directories are removed");
     }
 
     #[test]

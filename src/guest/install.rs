@@ -507,11 +507,18 @@ pub(crate) fn extract_zip(
         let mut entry = archive
             .by_index(index)
             .map_err(|e| format!("bad zip entry: {e}"))?;
+        // `enclosed_name` would quietly make an absolute name relative; refuse it instead.
+        let name = entry
+            .name()
+            .map(|name| name.into_owned())
+            .map_err(|e| format!("bad zip member name: {e}"))?;
+        let absolute = name.starts_with(['/', '\\']) || name.contains(':');
         let relative = entry
             .enclosed_name()
-            .ok_or_else(|| format!("zip member {:?} escapes its directory", entry.name()))?;
+            .filter(|_| !absolute)
+            .ok_or_else(|| format!("zip member {name:?} escapes its directory"))?;
         if entry.is_symlink() {
-            return Err(format!("zip member {:?} is a link", entry.name()));
+            return Err(format!("zip member {name:?} is a link"));
         }
         let path = dest.join(relative);
         if entry.is_dir() {

@@ -3,6 +3,7 @@
 mod artifact;
 mod cache;
 mod cli;
+mod deps;
 mod errors;
 mod escape;
 mod files;
