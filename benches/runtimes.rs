@@ -172,5 +172,61 @@ fn workspace(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hello, dataframe, levers, workspace);
+/// Installing a small set of pure packages (tabulate + attrs for python-lite) from a local
+/// wheel directory: cold (an empty store: pip resolves, dvm checks and unpacks) and warm (the
+/// same set again: a store hit, no pip call).
+fn packages(c: &mut Criterion) {
+    let wheels = tempfile::tempdir().expect("temp dir");
+    let fetched = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+        ])
+        .args([
+            "--implementation",
+            "cp",
+            "--abi",
+            "none",
+            "--platform",
+            "any",
+            "-d",
+        ])
+        .arg(wheels.path())
+        .args(["tabulate", "attrs"])
+        .status()
+        .expect("pip runs");
+    assert!(fetched.success(), "pip download failed");
+    let request = dvm::PackageRequest {
+        requirements: vec!["tabulate".into(), "attrs".into()],
+        find_links: Some(wheels.path().to_path_buf()),
+        locked: None,
+    };
+    let built_in = std::collections::BTreeMap::new();
+    let install = |home: &std::path::Path| {
+        dvm::deps::PackageStore::new(home)
+            .install("python-lite", "3.12.0", &built_in, &request)
+            .expect("installs")
+    };
+    let mut group = c.benchmark_group("packages");
+    group.sample_size(10);
+    group.bench_function("cold install", |b| {
+        b.iter(|| {
+            let home = tempfile::tempdir().expect("temp dir");
+            install(home.path())
+        })
+    });
+    let warm = tempfile::tempdir().expect("temp dir");
+    install(warm.path());
+    group.bench_function("warm install (store hit)", |b| {
+        b.iter(|| install(warm.path()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hello, dataframe, levers, workspace, packages);
 criterion_main!(benches);

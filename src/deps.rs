@@ -440,7 +440,8 @@ impl PackageStore {
 
     /// Installs a request for a runtime whose guest Python is `python_version`, with
     /// `built_in` its own distributions (normalised name → version).
-    pub(crate) fn install(
+    /// [`crate::Runtime::install_packages`] fills these in from the runtime.
+    pub fn install(
         &self,
         runtime: &str,
         python_version: &str,
