@@ -846,27 +846,24 @@ impl Runtime {
         }
     }
 
+    /// Where the answer this runtime's guest module gave to `question` (a program) is kept,
+    /// so later processes read it instead of asking again.
+    fn guest_answer_path(&self, question: &str, suffix: &str) -> std::path::PathBuf {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(self.program.digest.as_bytes());
+        hasher.update(question.as_bytes());
+        let name = format!("{}{suffix}", hasher.finalize().to_hex());
+        let home = &self.program.dvm.inner.config.home;
+        home.join("runners").join("v1").join(name)
+    }
+
     /// Has the guest compile the python script runner once, so later turns load it instead
     /// of compiling it. Falls back to compiling it per run if anything goes wrong.
     fn compile_runner(&self) -> Option<String> {
         let (code, runner) = guest::python::runner_compile_turn();
         // Kept per guest module and runner text, so a one-shot process reads it instead of
         // spending a turn on it.
-        let key = {
-            let mut hasher = blake3::Hasher::new();
-            hasher.update(self.program.digest.as_bytes());
-            hasher.update(runner.as_bytes());
-            hasher.finalize().to_hex()
-        };
-        let cached = self
-            .program
-            .dvm
-            .inner
-            .config
-            .home
-            .join("runners")
-            .join("v1")
-            .join(key.as_str());
+        let cached = self.guest_answer_path(runner, "");
         if let Ok(hex) = std::fs::read_to_string(&cached)
             && guest::python::is_compiled_runner(&hex)
         {
@@ -1012,19 +1009,7 @@ impl Runtime {
         let mut known = std::collections::BTreeMap::new();
         if self.spec.language == "python" {
             // Kept per guest module, so a one-shot process reads it instead of asking.
-            let cached = {
-                let mut hasher = blake3::Hasher::new();
-                hasher.update(self.program.digest.as_bytes());
-                hasher.update(deps::LIST_DISTRIBUTIONS.as_bytes());
-                self.program
-                    .dvm
-                    .inner
-                    .config
-                    .home
-                    .join("runners")
-                    .join("v1")
-                    .join(format!("{}.dists", hasher.finalize().to_hex()))
-            };
+            let cached = self.guest_answer_path(deps::LIST_DISTRIBUTIONS, ".dists");
             let listing = match std::fs::read_to_string(&cached) {
                 Ok(listing) => listing,
                 Err(_) => {
