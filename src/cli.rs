@@ -304,6 +304,15 @@ struct RunArgs {
     #[arg(long)]
     keep: bool,
 
+    /// Run deterministically: virtual clocks starting at 2000-01-01 and moving 1 µs per
+    /// reading (sleeps return at once), seeded random bytes; same inputs, same outcome.
+    #[arg(long)]
+    deterministic: bool,
+
+    /// The seed of a deterministic run (implies --deterministic) [default: 0].
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
     /// Install a Python package for the run (repeatable, PEP 508), e.g. `tabulate>=0.9`.
     /// A requirements.txt among the --file uploads and the script's PEP 723 block are read
     /// too.
@@ -653,6 +662,13 @@ fn validate(args: RunArgs) -> Result<RunConfig, Error> {
             limits,
             workspace,
             grants: args.grants,
+            deterministic: (args.deterministic || args.seed.is_some()).then(|| {
+                crate::Determinism {
+                    seed: args
+                        .seed
+                        .unwrap_or(crate::sandbox::determinism::DEFAULT_SEED),
+                }
+            }),
             ..RunInput::default()
         },
         out: args.out,

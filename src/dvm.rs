@@ -764,6 +764,7 @@ impl Runtime {
             || input.workspace.is_some()
             || !input.grants.is_empty()
             || input.packages.is_some()
+            || input.deterministic.is_some()
         {
             return None;
         }

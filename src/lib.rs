@@ -35,5 +35,6 @@ pub use crate::guest::catalog::{Catalog, RuntimeSpec};
 pub use crate::guest::install::{InstallStep, Progress};
 pub use crate::limits::{LimitKind, Limits, OutputOverflow};
 pub use crate::outcome::{Outcome, Status, Truncated};
+pub use crate::sandbox::determinism::Determinism;
 pub use crate::sandbox::{CancelHandle, OutputCallback, RunInput, Stream};
 pub use crate::workspace::{Grant, OutputFile, Workspace};

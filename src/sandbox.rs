@@ -1,5 +1,6 @@
 //! One run in one `Store`: the WASI context, captured stdio, limits, and how the run ended.
 
+pub(crate) mod determinism;
 pub(crate) mod files;
 pub(crate) mod output;
 mod poll;
@@ -45,6 +46,9 @@ pub struct RunInput {
     pub workspace: Option<crate::workspace::Workspace>,
     /// Host directories mounted in the sandbox. Default: none.
     pub grants: Vec<crate::workspace::Grant>,
+    /// Make the run deterministic: virtual clocks and seeded random bytes (see
+    /// [`Determinism`](crate::Determinism)). Default: none, real clocks and randomness.
+    pub deterministic: Option<determinism::Determinism>,
     /// Installed Python packages to put on the guest's `sys.path`
     /// ([`Runtime::install_packages`](crate::Runtime::install_packages)). Default: none.
     pub packages: Option<crate::deps::PackageSet>,
@@ -172,6 +176,8 @@ pub(crate) struct SandboxState {
     pub(crate) cancel: CancelHandle,
     /// Zero of the guest's monotonic clock.
     pub(crate) clock_origin: Instant,
+    /// The run's virtual time in a deterministic run.
+    pub(crate) virtual_time: Option<Arc<determinism::VirtualTime>>,
     /// A prestarted sandbox not yet claimed by a run.
     pub(crate) waiting: Option<prestart::Waiting>,
     /// The run that claimed a prestarted sandbox.
@@ -205,6 +211,7 @@ impl SandboxState {
             deadline: now,
             cancel: CancelHandle::new(),
             clock_origin: now,
+            virtual_time: None,
             waiting: None,
             claimed: None,
         }
@@ -295,10 +302,25 @@ where
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr)
-        .monotonic_clock(SandboxClock { origin: started })
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
+    let virtual_time = match input.deterministic {
+        Some(determinism) => {
+            let time = Arc::new(determinism::VirtualTime::default());
+            let (secure, insecure) = determinism::generators(determinism.seed);
+            wasi.wall_clock(determinism::VirtualWall(time.clone()))
+                .monotonic_clock(determinism::VirtualMonotonic(time.clone()))
+                .secure_random(secure)
+                .insecure_random(insecure)
+                .insecure_random_seed(u128::from(determinism.seed));
+            Some(time)
+        }
+        None => {
+            wasi.monotonic_clock(SandboxClock { origin: started });
+            None
+        }
+    };
     for mount in &setup.mounts {
         let perms = if mount.writable {
             wasmtime_wasi::FsPerms::ReadWrite
@@ -318,6 +340,7 @@ where
             .ok_or_else(|| Error::InvalidLimits("the deadline is out of range".into()))?,
         cancel: input.cancel.clone().unwrap_or_default(),
         clock_origin: started,
+        virtual_time,
         waiting: None,
         claimed: None,
     };

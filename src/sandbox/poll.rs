@@ -69,7 +69,7 @@ fn wall_clock_ns() -> u64 {
 }
 
 /// Decodes one subscription; `Err(errno)` for an unsupported clock or a bad tag.
-fn decode(raw: &[u8], now_ns: u64) -> Result<(u64, Subscription), i32> {
+fn decode(raw: &[u8], now_ns: u64, wall_ns: u64) -> Result<(u64, Subscription), i32> {
     let userdata = read_u64(raw, 0);
     let sub = match raw[8] {
         EVENTTYPE_CLOCK => {
@@ -79,9 +79,7 @@ fn decode(raw: &[u8], now_ns: u64) -> Result<(u64, Subscription), i32> {
             let wake_ns = match (id, absolute) {
                 (CLOCKID_MONOTONIC, true) => timeout,
                 (CLOCKID_MONOTONIC | CLOCKID_REALTIME, false) => now_ns.saturating_add(timeout),
-                (CLOCKID_REALTIME, true) => {
-                    now_ns.saturating_add(timeout.saturating_sub(wall_clock_ns()))
-                }
+                (CLOCKID_REALTIME, true) => now_ns.saturating_add(timeout.saturating_sub(wall_ns)),
                 _ => return Err(ERRNO_INVAL),
             };
             Subscription::Clock { wake_ns }
@@ -117,7 +115,15 @@ pub(crate) fn poll_oneoff(
         return Ok(ERRNO_FAULT);
     };
     let origin = caller.data().clock_origin;
-    let now_ns = nanos_since(origin);
+    let virtual_time = caller.data().virtual_time.clone();
+    let now_ns = match &virtual_time {
+        Some(time) => time.now_ns(),
+        None => nanos_since(origin),
+    };
+    let wall_ns = match &virtual_time {
+        Some(time) => time.wall_ns(),
+        None => wall_clock_ns(),
+    };
 
     // First pass: validate and find the earliest wake-up.
     let mem_len = memory.data_size(&caller);
@@ -134,7 +140,7 @@ pub(crate) fn poll_oneoff(
     // clock, and stay so after the wait.
     let mut decoded = Vec::with_capacity(nsubscriptions as usize);
     for raw in memory.data(&caller)[subs].chunks_exact(SUBSCRIPTION_SIZE as usize) {
-        match decode(raw, now_ns) {
+        match decode(raw, now_ns, wall_ns) {
             Ok(sub) => decoded.push(sub),
             Err(errno) => return Ok(errno),
         }
@@ -152,15 +158,29 @@ pub(crate) fn poll_oneoff(
         .unwrap_or(u64::MAX);
 
     if !any_fd && earliest_wake > now_ns {
-        let wake_at = origin
-            .checked_add(Duration::from_nanos(earliest_wake))
-            // Beyond what an Instant holds: past any deadline.
-            .unwrap_or_else(|| caller.data().deadline + Duration::from_nanos(1));
-        caller.data().wait_until(wake_at)?;
+        match &virtual_time {
+            // Virtual time jumps to the wake-up; the real deadline and cancellation still
+            // hold.
+            Some(time) => {
+                caller.data().wait_until(Instant::now())?;
+                time.advance_to(earliest_wake);
+            }
+            None => {
+                let wake_at = origin
+                    .checked_add(Duration::from_nanos(earliest_wake))
+                    // Beyond what an Instant holds: past any deadline.
+                    .unwrap_or_else(|| caller.data().deadline + Duration::from_nanos(1));
+                caller.data().wait_until(wake_at)?;
+            }
+        }
     }
 
     // Report every fd subscription and every clock that has fired.
-    let now_ns = nanos_since(origin).max(if any_fd { 0 } else { earliest_wake });
+    let elapsed = match &virtual_time {
+        Some(time) => time.now_ns(),
+        None => nanos_since(origin),
+    };
+    let now_ns = elapsed.max(if any_fd { 0 } else { earliest_wake });
     let ready: Vec<(u64, u8, u64)> = decoded
         .iter()
         .filter_map(|(userdata, sub)| match *sub {
