@@ -58,6 +58,9 @@ enum Command {
     /// Install, list, lock and clean Python packages for sandboxes.
     #[command(subcommand)]
     Deps(DepsCommand),
+    /// Inspect and manage the execution result cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Store, version and fetch code artifacts (file trees) under $DVM_HOME.
     #[command(subcommand)]
     Artifact(ArtifactCommand),
@@ -129,6 +132,32 @@ enum DepsCommand {
         all: bool,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Entries, blobs and bytes in the cache.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every stored run, most recently used first.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One stored outcome (checked) as JSON.
+    Show { key: String },
+    /// Remove one stored run.
+    Rm { key: String },
+    /// Remove every stored run.
+    Clear,
+    /// Evict least recently used runs down to the size bound and drop unreferenced blobs.
+    Gc {
+        /// The bound [default: 1GiB].
+        #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+        cache_size: Option<u64>,
     },
 }
 
@@ -313,6 +342,21 @@ struct RunArgs {
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
 
+    /// Do not look up or store this run in the result cache (deterministic runs use it by
+    /// default).
+    #[arg(long, conflicts_with = "cache")]
+    no_cache: bool,
+
+    /// Use the result cache: makes the run deterministic (only deterministic runs are
+    /// cached) and answers it from the cache when it ran before.
+    #[arg(long)]
+    cache: bool,
+
+    /// Bound on the result cache; least recently used entries are evicted past it
+    /// [default: 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    cache_size: Option<u64>,
+
     /// Install a Python package for the run (repeatable, PEP 508), e.g. `tabulate>=0.9`.
     /// A requirements.txt among the --file uploads and the script's PEP 723 block are read
     /// too.
@@ -436,6 +480,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(*args),
         Command::Artifact(command) => artifact(command),
         Command::Deps(command) => deps(command),
+        Command::Cache(command) => cache(command),
         Command::Runtimes(command) => runtimes(command),
         Command::Bench(args) => bench(args),
     }
@@ -484,6 +529,7 @@ struct RunConfig {
     out: Option<PathBuf>,
     keep: bool,
     deps: DepsArgs,
+    cache_size: Option<u64>,
     json: bool,
 }
 
@@ -662,7 +708,12 @@ fn validate(args: RunArgs) -> Result<RunConfig, Error> {
             limits,
             workspace,
             grants: args.grants,
-            deterministic: (args.deterministic || args.seed.is_some()).then(|| {
+            cache: if args.no_cache {
+                crate::results::CacheMode::Off
+            } else {
+                crate::results::CacheMode::Auto
+            },
+            deterministic: (args.deterministic || args.seed.is_some() || args.cache).then(|| {
                 crate::Determinism {
                     seed: args
                         .seed
@@ -680,6 +731,7 @@ fn validate(args: RunArgs) -> Result<RunConfig, Error> {
             lock: args.lock,
             locked: args.locked,
         },
+        cache_size: args.cache_size,
         json: args.json,
     })
 }
@@ -710,7 +762,11 @@ fn run(args: RunArgs) -> ExitCode {
             config.input.on_output = Some(callback);
             writer = Some(thread);
         }
-        let dvm = Dvm::new(Config::default())?;
+        let mut dvm_config = Config::default();
+        if let Some(size) = config.cache_size {
+            dvm_config.result_cache_bytes = size;
+        }
+        let dvm = Dvm::new(dvm_config)?;
         let ran = run_target(&dvm, &config);
         if let Some(workspace) = &config.input.workspace {
             if config.keep {
@@ -728,6 +784,14 @@ fn run(args: RunArgs) -> ExitCode {
     // The run and its callback are gone: the writer drains what is left and ends.
     if let Some(writer) = writer {
         let _ = writer.join();
+    }
+    // A cached run did not run: what it wrote comes from the cache.
+    if let Ok((outcome, _)) = &result
+        && outcome.cache == crate::results::CacheStatus::Hit
+        && !json
+    {
+        let _ = std::io::stdout().lock().write_all(&outcome.stdout);
+        let _ = std::io::stderr().lock().write_all(&outcome.stderr);
     }
     match result {
         Ok((outcome, extra)) => render(&outcome, extra, json),
@@ -989,6 +1053,75 @@ fn print_json(value: &impl serde::Serialize) {
         "{}",
         serde_json::to_string(value).unwrap_or_default()
     );
+}
+
+fn cache(command: CacheCommand) -> ExitCode {
+    let config = Config::default();
+    let bound = match &command {
+        CacheCommand::Gc {
+            cache_size: Some(size),
+        } => *size,
+        _ => config.result_cache_bytes,
+    };
+    let results = crate::results::ResultCache::local(&config.home, bound);
+    let json = matches!(
+        command,
+        CacheCommand::Stats { json: true } | CacheCommand::Ls { json: true }
+    );
+    let mut out = std::io::stdout().lock();
+    let result = match command {
+        CacheCommand::Stats { json } => results.stats().map(|stats| {
+            if json {
+                print_json(&stats);
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{} entries ({} bytes), {} output blobs ({} bytes), bound {} bytes",
+                    stats.entries,
+                    stats.entry_bytes,
+                    stats.blobs,
+                    stats.blob_bytes,
+                    stats.max_bytes
+                );
+            }
+        }),
+        CacheCommand::Ls { json } => results.list().map(|entries| {
+            if json {
+                print_json(&entries);
+                return;
+            }
+            for entry in entries {
+                let status = entry.status.map_or("damaged", |s| s.as_str());
+                let _ = writeln!(
+                    out,
+                    "{}  {:<8} {:>3} files {:>10} bytes",
+                    entry.key, status, entry.files, entry.bytes
+                );
+            }
+        }),
+        CacheCommand::Show { key } => results.show(&key).map(|value| print_json(&value)),
+        CacheCommand::Rm { key } => results.remove(&key).and_then(|removed| {
+            if removed {
+                let _ = writeln!(out, "removed {key}");
+                Ok(())
+            } else {
+                Err(Error::InvalidInput(format!(
+                    "no cached result has the key {key}; `dvm cache ls` lists them"
+                )))
+            }
+        }),
+        CacheCommand::Clear => results.clear().map(|count| {
+            let _ = writeln!(out, "removed {count} entries");
+        }),
+        CacheCommand::Gc { .. } => results.gc(bound).map(|evicted| {
+            let _ = writeln!(out, "evicted {evicted} entries");
+        }),
+    };
+    drop(out);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => render_error(&error, json),
+    }
 }
 
 fn deps(command: DepsCommand) -> ExitCode {

@@ -45,6 +45,7 @@ struct Inner {
     /// Runtimes this process has opened, by id.
     runtimes: Mutex<HashMap<String, Runtime>>,
     threads: sandbox::threads::SandboxThreads,
+    results: crate::results::ResultCache,
 }
 
 /// A guest module checked, compiled and linked, ready to run in fresh sandboxes.
@@ -122,6 +123,10 @@ impl Dvm {
                 ticker: EpochTicker::new(&engine),
                 modules: ModuleCache::new(&config.home, &engine),
                 installer: Installer::new(&config.home),
+                results: crate::results::ResultCache::local(
+                    &config.home,
+                    config.result_cache_bytes,
+                ),
                 config,
                 engine,
                 linkers,
@@ -130,6 +135,11 @@ impl Dvm {
                 threads: sandbox::threads::SandboxThreads::default(),
             }),
         })
+    }
+
+    /// The execution result cache under this runtime's home.
+    pub fn results(&self) -> &crate::results::ResultCache {
+        &self.inner.results
     }
 
     /// The versioned code-artifact store under this runtime's home.
@@ -625,12 +635,26 @@ impl Program {
     /// wasm stack. Errors are problems with the input or the host; every way the guest can
     /// end (including traps and limits) is an [`Outcome`].
     pub fn run(&self, input: &RunInput) -> Result<Outcome, Error> {
-        in_workspace(input, None, |workspace, grants| {
+        let identity = self.key_identity(None);
+        in_workspace(&self.dvm, input, None, identity, |workspace, grants| {
             let mut setup = GuestSetup::command(&self.name, input);
             setup.mounts = sandbox_mounts(workspace.scratch());
             setup.mounts.extend(grants);
             self.run_with(setup, input)
         })
+    }
+
+    /// The part of a result-cache key that names what runs: the runtime (when a catalogue
+    /// runtime runs a script), the module, the engine.
+    fn key_identity(&self, runtime: Option<&RuntimeSpec>) -> crate::results::KeyBuilder {
+        let mut key = crate::results::KeyBuilder::new();
+        if let Some(spec) = runtime {
+            key.str(2, &spec.id).str(3, &spec.version);
+        }
+        key.str(4, &self.digest.to_hex())
+            .bytes(5, &self.dvm.engine_id())
+            .str(6, engine::cache::WASMTIME_VERSION);
+        key
     }
 
     fn run_with(&self, setup: GuestSetup, input: &RunInput) -> Result<Outcome, Error> {
@@ -1100,48 +1124,56 @@ impl Runtime {
         {
             return ran;
         }
-        in_workspace(input, Some((name, source)), |workspace, grants| {
-            let script = crate::workspace::guest_path(name)?;
-            let mut setup = self.script_setup(workspace.scratch());
-            setup.mounts.extend(grants);
-            let site = self.package_site(input)?;
-            if let Some(site) = &site {
-                setup.mounts.push(Mount::read_only(site, deps::GUEST_SITE));
-                if self.program.abi == Abi::Command {
-                    setup
-                        .env
-                        .push(("PYTHONPATH".to_string(), deps::GUEST_SITE.to_string()));
-                }
-            }
-            match self.program.abi {
-                // The cheapest way into the python guest: one turn on a fresh instance, with
-                // the same behaviour as `python SCRIPT ARGS…` (see `python::script_turn`).
-                Abi::PythonReactor => {
-                    let runner = self.runner.get_or_init(|| self.compile_runner()).as_deref();
-                    let mut code = guest::python::script_turn(&script, source, &input.args, runner);
-                    if site.is_some() {
-                        code = format!(
-                            "__import__(\"sys\").path.append({:?})\n{code}",
-                            deps::GUEST_SITE
-                        );
+        let identity = self.program.key_identity(Some(self.spec));
+        in_workspace(
+            &self.program.dvm,
+            input,
+            Some((name, source)),
+            identity,
+            |workspace, grants| {
+                let script = crate::workspace::guest_path(name)?;
+                let mut setup = self.script_setup(workspace.scratch());
+                setup.mounts.extend(grants);
+                let site = self.package_site(input)?;
+                if let Some(site) = &site {
+                    setup.mounts.push(Mount::read_only(site, deps::GUEST_SITE));
+                    if self.program.abi == Abi::Command {
+                        setup
+                            .env
+                            .push(("PYTHONPATH".to_string(), deps::GUEST_SITE.to_string()));
                     }
-                    self.program
-                        .run_entry(setup, input, guest::python::turn_entry(code))
                 }
-                Abi::Command => {
-                    let template = match (&self.spec.module_argv, name.ends_with(".mjs")) {
-                        (Some(module_argv), true) => module_argv,
-                        _ => &self.spec.argv,
-                    };
-                    setup.argv = template
-                        .iter()
-                        .map(|arg| arg.replace("{script}", &script))
-                        .chain(input.args.iter().cloned())
-                        .collect();
-                    self.program.run_with(setup, input)
+                match self.program.abi {
+                    // The cheapest way into the python guest: one turn on a fresh instance, with
+                    // the same behaviour as `python SCRIPT ARGS…` (see `python::script_turn`).
+                    Abi::PythonReactor => {
+                        let runner = self.runner.get_or_init(|| self.compile_runner()).as_deref();
+                        let mut code =
+                            guest::python::script_turn(&script, source, &input.args, runner);
+                        if site.is_some() {
+                            code = format!(
+                                "__import__(\"sys\").path.append({:?})\n{code}",
+                                deps::GUEST_SITE
+                            );
+                        }
+                        self.program
+                            .run_entry(setup, input, guest::python::turn_entry(code))
+                    }
+                    Abi::Command => {
+                        let template = match (&self.spec.module_argv, name.ends_with(".mjs")) {
+                            (Some(module_argv), true) => module_argv,
+                            _ => &self.spec.argv,
+                        };
+                        setup.argv = template
+                            .iter()
+                            .map(|arg| arg.replace("{script}", &script))
+                            .chain(input.args.iter().cloned())
+                            .collect();
+                        self.program.run_with(setup, input)
+                    }
                 }
-            }
-        })
+            },
+        )
     }
 }
 
@@ -1170,10 +1202,13 @@ const RESERVED: &[&str] = &[
 
 /// Runs in the input's workspace (or a fresh one, removed afterwards) with `script` written
 /// into it first, passes `run` the grants' mounts, and reports the regular files the run
-/// created or changed there.
+/// created or changed there. A deterministic run without grants is looked up in the result
+/// cache under `identity` plus everything else it depends on, and stored after it ran.
 fn in_workspace(
+    dvm: &Dvm,
     input: &RunInput,
     script: Option<(&str, &[u8])>,
+    identity: crate::results::KeyBuilder,
     run: impl FnOnce(&Workspace, Vec<Mount>) -> Result<Outcome, Error>,
 ) -> Result<Outcome, Error> {
     input.limits.validate()?;
@@ -1196,8 +1231,63 @@ fn in_workspace(
     if let Some((name, source)) = script {
         workspace.write(name, source)?;
     }
+    let results = &dvm.inner.results;
+    let key = match (input.deterministic, &input.cache) {
+        (Some(determinism), crate::results::CacheMode::Auto) if grants.is_empty() => Some(
+            result_key(identity, input, script, &workspace, determinism)?,
+        ),
+        _ => None,
+    };
+    if let Some(key) = &key
+        && let Some(hit) = results.get(key)
+    {
+        for (file, bytes) in &hit.files {
+            workspace.write(&file.path, bytes)?;
+        }
+        return Ok(hit.outcome);
+    }
     let before = workspace.state()?;
     let mut outcome = run(&workspace, grants)?;
     outcome.files = workspace.changes(&before, input.limits.disk_bytes)?;
+    if let Some(key) = key {
+        outcome.cache = crate::results::CacheStatus::Miss;
+        if crate::results::storable(&outcome) {
+            let read = |file: &crate::OutputFile| workspace.read(&file.path, u64::MAX).ok();
+            // A cache that cannot be written costs only a later recomputation.
+            if let Err(e) = results.put(&key, &outcome, read) {
+                tracing::warn!("{e}");
+            }
+        }
+        outcome.cache_key = Some(key);
+    }
     Ok(outcome)
+}
+
+/// The result-cache key of a run: `identity`, then the script, the workspace before the
+/// run, the packages, argv, environment, stdin, limits and seed.
+fn result_key(
+    mut key: crate::results::KeyBuilder,
+    input: &RunInput,
+    script: Option<(&str, &[u8])>,
+    workspace: &Workspace,
+    determinism: crate::Determinism,
+) -> Result<String, Error> {
+    if let Some((name, source)) = script {
+        key.str(10, name).bytes(11, source);
+    }
+    key.str(12, &workspace.tree_root()?);
+    let lock = match &input.packages {
+        Some(packages) => serde_json::to_string(&packages.lock)
+            .map_err(|e| Error::Internal(format!("cannot encode the package lock: {e}")))?,
+        None => String::new(),
+    };
+    key.str(13, &lock).strings(14, &input.args);
+    key.u64(15, input.env.len() as u64);
+    for (name, value) in &input.env {
+        key.str(16, name).str(17, value);
+    }
+    key.bytes(18, &input.stdin)
+        .limits(&input.limits)
+        .u64(50, determinism.seed);
+    Ok(key.finish())
 }

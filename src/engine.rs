@@ -65,6 +65,9 @@ pub struct Config {
     pub pool: Option<PoolConfig>,
     /// Modules larger than this are refused before parsing. Default: 512 MiB.
     pub max_module_bytes: u64,
+    /// Bound on the result cache under the home; least recently used entries are evicted
+    /// past it. Default: 1 GiB.
+    pub result_cache_bytes: u64,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             home: default_home(),
             pool: Some(PoolConfig::default()),
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+            result_cache_bytes: crate::results::DEFAULT_MAX_BYTES,
         }
     }
 }

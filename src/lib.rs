@@ -20,6 +20,7 @@ pub(crate) mod fs;
 mod guest;
 pub mod limits;
 mod outcome;
+pub mod results;
 mod sandbox;
 mod store;
 pub mod workspace;

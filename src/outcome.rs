@@ -64,6 +64,10 @@ pub struct Outcome {
     pub trap: Option<String>,
     /// Regular files in the workspace the run created or changed, in path order.
     pub files: Vec<crate::workspace::OutputFile>,
+    /// What the result cache did for this run.
+    pub cache: crate::results::CacheStatus,
+    /// The run's result-cache key, when it was eligible.
+    pub cache_key: Option<String>,
 }
 
 impl Outcome {
@@ -83,6 +87,8 @@ impl Outcome {
             "memory_peak_bytes": self.memory_peak_bytes,
             "trap": self.trap,
             "files": self.files,
+            "cache": self.cache,
+            "cache_key": self.cache_key,
         })
     }
 }

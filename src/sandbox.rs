@@ -49,6 +49,9 @@ pub struct RunInput {
     /// Make the run deterministic: virtual clocks and seeded random bytes (see
     /// [`Determinism`](crate::Determinism)). Default: none, real clocks and randomness.
     pub deterministic: Option<determinism::Determinism>,
+    /// Whether the result cache may answer or keep this run. Default:
+    /// [`CacheMode::Auto`](crate::results::CacheMode): deterministic runs without grants.
+    pub cache: crate::results::CacheMode,
     /// Installed Python packages to put on the guest's `sys.path`
     /// ([`Runtime::install_packages`](crate::Runtime::install_packages)). Default: none.
     pub packages: Option<crate::deps::PackageSet>,
@@ -439,6 +442,8 @@ impl Prepared {
             memory_peak_bytes,
             trap,
             files: Vec::new(),
+            cache: crate::results::CacheStatus::Off,
+            cache_key: None,
         }
     }
 }

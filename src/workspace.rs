@@ -322,6 +322,44 @@ impl Workspace {
         copy_in(&dir, host, &path)
     }
 
+    /// The Merkle root of the workspace: blake3 over each entry in path order (kind, path,
+    /// and the contents' blake3 for a file or the target for a link).
+    pub(crate) fn tree_root(&self) -> Result<String, Error> {
+        let dir = self.dir()?;
+        let mut hasher = blake3::Hasher::new();
+        let mut failed = None;
+        walk(&dir, Path::new(""), &mut |path, meta| {
+            let name = path.as_os_str().as_encoded_bytes();
+            let (kind, detail): (u8, Vec<u8>) = if meta.is_dir() {
+                (0, Vec::new())
+            } else if meta.is_symlink() {
+                let target = dir.read_link(path).unwrap_or_default();
+                (1, target.as_os_str().as_encoded_bytes().to_vec())
+            } else {
+                let mut file_hasher = blake3::Hasher::new();
+                match dir.open(path) {
+                    Ok(file) => {
+                        if let Err(e) = file_hasher.update_reader(file.into_std()) {
+                            failed = Some(e);
+                        }
+                    }
+                    Err(e) => failed = Some(e),
+                }
+                (2, file_hasher.finalize().as_bytes().to_vec())
+            };
+            hasher.update(&[kind]);
+            hasher.update(&(name.len() as u64).to_le_bytes());
+            hasher.update(name);
+            hasher.update(&(detail.len() as u64).to_le_bytes());
+            hasher.update(&detail);
+        })
+        .map_err(io_error("cannot list the workspace"))?;
+        if let Some(e) = failed {
+            return Err(io_error("cannot read the workspace")(e));
+        }
+        Ok(hasher.finalize().to_hex().to_string())
+    }
+
     /// What every regular file looks like now, to find what a run changes.
     pub(crate) fn state(&self) -> Result<FileStates, Error> {
         let mut states = HashMap::new();
