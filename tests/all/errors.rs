@@ -115,6 +115,7 @@ fn a_module_over_the_size_cap_is_refused_before_parsing() {
         home: home.path().to_path_buf(),
         pool: None,
         max_module_bytes: 64,
+        ..Config::default()
     })
     .unwrap();
     let error = dvm.load_file(&fixture("wat/hello.wat")).err().unwrap();
