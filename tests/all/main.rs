@@ -14,4 +14,5 @@ mod limits;
 mod preload;
 mod prestart;
 mod python;
+mod results;
 mod support;

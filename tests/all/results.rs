@@ -1,0 +1,436 @@
+//! The execution result cache: every key field separates runs, hits give identical
+//! outcomes (with their output files), timing-dependent and non-deterministic runs are never
+//! stored, damaged entries are recomputed, racing processes agree.
+
+use std::time::Duration;
+
+use dvm::results::CacheStatus;
+use dvm::{Config, Determinism, Dvm, LimitKind, RunInput, Workspace};
+
+use crate::cli::{dvm, json};
+use crate::support::*;
+
+/// A script unique to this test run, so keys never collide with earlier runs'.
+fn unique_script(body: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("# {nanos} {}\n{body}", std::process::id())
+}
+
+fn deterministic() -> RunInput {
+    RunInput {
+        deterministic: Some(Determinism::default()),
+        ..RunInput::default()
+    }
+}
+
+/// The outcome as JSON without the fields that say how it was obtained.
+fn comparable(outcome: &dvm::Outcome) -> serde_json::Value {
+    let mut value = outcome.to_json();
+    let map = value.as_object_mut().unwrap();
+    map.remove("cache");
+    map.remove("cache_key");
+    value
+}
+
+#[test]
+fn every_key_field_separates_runs_and_a_repeat_is_a_hit() {
+    let source = unique_script(
+        "import sys, os, random\n\
+         print(sys.argv[1:], os.environ.get('K'), sys.stdin.read(), random.random())\n\
+         print(sorted(os.listdir('.')))",
+    );
+    let run = |id: &str, name: &str, source: &str, input: &RunInput| {
+        runtime(id)
+            .run_script(name, source.as_bytes(), input)
+            .unwrap()
+    };
+    let base = deterministic();
+    let first = run("python", "main.py", &source, &base);
+    assert_eq!(first.cache, CacheStatus::Miss, "{}", describe(&first));
+    let key = first.cache_key.clone().unwrap();
+    let again = run("python", "main.py", &source, &base);
+    assert_eq!(again.cache, CacheStatus::Hit);
+    assert_eq!(again.cache_key.as_deref(), Some(key.as_str()));
+    assert_eq!(
+        comparable(&again),
+        comparable(&first),
+        "a hit is the same outcome"
+    );
+
+    let workspace = Workspace::new().unwrap();
+    workspace.write("input.txt", b"data").unwrap();
+    let variants: Vec<(&str, String, &str, RunInput)> = vec![
+        ("script", format!("{source}\n"), "main.py", base.clone()),
+        ("name", source.clone(), "other.py", base.clone()),
+        (
+            "args",
+            source.clone(),
+            "main.py",
+            RunInput {
+                args: vec!["a".into()],
+                ..base.clone()
+            },
+        ),
+        (
+            "env",
+            source.clone(),
+            "main.py",
+            RunInput {
+                env: vec![("K".into(), "v".into())],
+                ..base.clone()
+            },
+        ),
+        (
+            "stdin",
+            source.clone(),
+            "main.py",
+            RunInput {
+                stdin: b"in".to_vec(),
+                ..base.clone()
+            },
+        ),
+        (
+            "seed",
+            source.clone(),
+            "main.py",
+            RunInput {
+                deterministic: Some(Determinism { seed: 9 }),
+                ..base.clone()
+            },
+        ),
+        (
+            "fuel",
+            source.clone(),
+            "main.py",
+            RunInput {
+                limits: dvm::Limits {
+                    fuel: Some(1 << 40),
+                    ..Default::default()
+                },
+                ..base.clone()
+            },
+        ),
+        (
+            "memory",
+            source.clone(),
+            "main.py",
+            RunInput {
+                limits: dvm::Limits {
+                    memory_bytes: 256 << 20,
+                    ..Default::default()
+                },
+                ..base.clone()
+            },
+        ),
+        (
+            "deadline",
+            source.clone(),
+            "main.py",
+            RunInput {
+                limits: dvm::Limits {
+                    deadline: Duration::from_secs(11),
+                    ..Default::default()
+                },
+                ..base.clone()
+            },
+        ),
+        (
+            "disk",
+            source.clone(),
+            "main.py",
+            RunInput {
+                limits: dvm::Limits {
+                    disk_bytes: 1 << 20,
+                    ..Default::default()
+                },
+                ..base.clone()
+            },
+        ),
+        (
+            "workspace",
+            source.clone(),
+            "main.py",
+            RunInput {
+                workspace: Some(workspace.clone()),
+                ..base.clone()
+            },
+        ),
+    ];
+    let mut keys = std::collections::HashSet::from([key.clone()]);
+    for (field, source, name, input) in &variants {
+        let outcome = run("python", name, source, input);
+        assert_eq!(
+            outcome.cache,
+            CacheStatus::Miss,
+            "{field}: {}",
+            describe(&outcome)
+        );
+        assert!(
+            keys.insert(outcome.cache_key.clone().unwrap()),
+            "{field} did not change the key"
+        );
+        let repeat = run("python", name, source, input);
+        assert_eq!(repeat.cache, CacheStatus::Hit, "{field} repeated");
+        assert_eq!(
+            comparable(&repeat),
+            comparable(&outcome),
+            "{field} repeated"
+        );
+    }
+    // Another runtime, the same script: another key.
+    let lite = run("python-lite", "main.py", &source, &base);
+    assert_eq!(lite.cache, CacheStatus::Miss);
+    assert!(keys.insert(lite.cache_key.unwrap()));
+    // Changing a workspace file changes the key too.
+    workspace.write("input.txt", b"changed").unwrap();
+    let changed = run(
+        "python",
+        "main.py",
+        &source,
+        &RunInput {
+            workspace: Some(workspace.clone()),
+            ..base.clone()
+        },
+    );
+    assert_eq!(changed.cache, CacheStatus::Miss);
+}
+
+#[test]
+fn a_hit_brings_back_the_output_files() {
+    let source = unique_script("import random\nopen('out/r.txt', 'w').write(str(random.random()))");
+    let source = format!("import os\nos.makedirs('out', exist_ok=True)\n{source}");
+    let first_ws = Workspace::new().unwrap();
+    let input = |workspace: &Workspace| RunInput {
+        workspace: Some(workspace.clone()),
+        ..deterministic()
+    };
+    let first = runtime("python")
+        .run_script("main.py", source.as_bytes(), &input(&first_ws))
+        .unwrap();
+    assert_eq!(first.cache, CacheStatus::Miss);
+    let second_ws = Workspace::new().unwrap();
+    let second = runtime("python")
+        .run_script("main.py", source.as_bytes(), &input(&second_ws))
+        .unwrap();
+    assert_eq!(second.cache, CacheStatus::Hit, "{}", describe(&second));
+    assert_eq!(second.files, first.files);
+    assert_eq!(
+        second_ws.read("out/r.txt", 100).unwrap(),
+        first_ws.read("out/r.txt", 100).unwrap()
+    );
+}
+
+#[test]
+fn timing_dependent_and_nondeterministic_runs_are_never_stored() {
+    let spin = unique_script("while True:\n    pass");
+    let input = RunInput {
+        limits: dvm::Limits {
+            deadline: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..deterministic()
+    };
+    for _ in 0..2 {
+        let outcome = runtime("python")
+            .run_script("main.py", spin.as_bytes(), &input)
+            .unwrap();
+        expect_limit(&outcome, LimitKind::Deadline, "spin");
+        assert_eq!(
+            outcome.cache,
+            CacheStatus::Miss,
+            "a deadline ending is not stored"
+        );
+    }
+    let plain = unique_script("print(1)");
+    for _ in 0..2 {
+        let outcome = runtime("python")
+            .run_script("main.py", plain.as_bytes(), &RunInput::default())
+            .unwrap();
+        assert_eq!(outcome.cache, CacheStatus::Off);
+        assert_eq!(outcome.cache_key, None);
+    }
+    let off = RunInput {
+        cache: dvm::results::CacheMode::Off,
+        ..deterministic()
+    };
+    for _ in 0..2 {
+        let outcome = runtime("python")
+            .run_script("main.py", plain.as_bytes(), &off)
+            .unwrap();
+        assert_eq!(outcome.cache, CacheStatus::Off);
+    }
+    // A fuel limit is deterministic: stored.
+    let fuel = RunInput {
+        limits: dvm::Limits {
+            fuel: Some(2_000_000),
+            ..Default::default()
+        },
+        ..deterministic()
+    };
+    let first = runtime("python")
+        .run_script("main.py", spin.as_bytes(), &fuel)
+        .unwrap();
+    expect_limit(&first, LimitKind::Fuel, "fuel");
+    let second = runtime("python")
+        .run_script("main.py", spin.as_bytes(), &fuel)
+        .unwrap();
+    assert_eq!(second.cache, CacheStatus::Hit);
+    // Grants read host directories that can change under the key: not cached.
+    let host = tempfile::tempdir().unwrap();
+    let granted = RunInput {
+        grants: vec![dvm::Grant {
+            host: host.path().to_path_buf(),
+            guest: "/data".into(),
+            writable: false,
+        }],
+        ..deterministic()
+    };
+    let outcome = runtime("python")
+        .run_script("main.py", plain.as_bytes(), &granted)
+        .unwrap();
+    assert_eq!(outcome.cache, CacheStatus::Off);
+}
+
+/// A WASI module printing `hello`, run from a `Dvm` with its own home.
+fn wat_program(dvm: &Dvm) -> dvm::Program {
+    dvm.load_file(&fixture("wat/hello.wat")).unwrap()
+}
+
+#[test]
+fn a_damaged_entry_is_recomputed_never_returned() {
+    let home = tempfile::tempdir().unwrap();
+    let dvm = Dvm::new(Config {
+        home: home.path().to_path_buf(),
+        pool: None,
+        ..Config::default()
+    })
+    .unwrap();
+    let program = wat_program(&dvm);
+    let first = program.run(&deterministic()).unwrap();
+    assert_eq!(first.cache, CacheStatus::Miss);
+    let key = first.cache_key.clone().unwrap();
+    let entry = home
+        .path()
+        .join("results/v1/entries")
+        .join(format!("{key}.json"));
+    let text = std::fs::read_to_string(&entry).unwrap();
+    std::fs::write(
+        &entry,
+        text.replace("\"exit_code\\\":0", "\"exit_code\\\":7"),
+    )
+    .unwrap();
+    assert_ne!(
+        std::fs::read_to_string(&entry).unwrap(),
+        text,
+        "the test damaged the entry"
+    );
+    let after = program.run(&deterministic()).unwrap();
+    assert_eq!(after.cache, CacheStatus::Miss, "damage is a miss");
+    assert_eq!(after.exit_code, Some(0));
+    let hit = program.run(&deterministic()).unwrap();
+    assert_eq!(
+        hit.cache,
+        CacheStatus::Hit,
+        "the recomputed entry is stored again"
+    );
+    assert_eq!(comparable(&hit), comparable(&after));
+}
+
+#[test]
+fn the_store_stays_within_its_bound_and_can_be_cleared() {
+    let home = tempfile::tempdir().unwrap();
+    let dvm = Dvm::new(Config {
+        home: home.path().to_path_buf(),
+        pool: None,
+        result_cache_bytes: 2_000,
+        ..Config::default()
+    })
+    .unwrap();
+    let program = wat_program(&dvm);
+    for i in 0..10 {
+        let input = RunInput {
+            args: vec![format!("arg {i}")],
+            ..deterministic()
+        };
+        program.run(&input).unwrap();
+    }
+    let stats = dvm.results().stats().unwrap();
+    assert!(stats.entry_bytes + stats.blob_bytes <= 2_000, "{stats:?}");
+    assert!(stats.entries >= 1 && stats.entries < 10, "{stats:?}");
+    // The most recent run survived eviction.
+    let latest = program
+        .run(&RunInput {
+            args: vec!["arg 9".into()],
+            ..deterministic()
+        })
+        .unwrap();
+    assert_eq!(latest.cache, CacheStatus::Hit);
+    assert!(dvm.results().clear().unwrap() >= 1);
+    assert_eq!(dvm.results().stats().unwrap().entries, 0);
+}
+
+mod cli {
+    use super::*;
+
+    #[test]
+    fn racing_processes_agree_and_the_cache_commands_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("race.py");
+        std::fs::write(
+            &script,
+            unique_script("import random\nprint(random.random())"),
+        )
+        .unwrap();
+        let script = script.to_str().unwrap().to_string();
+        let racers: Vec<_> = (0..3)
+            .map(|_| {
+                let script = script.clone();
+                std::thread::spawn(move || dvm(&["run", "--json", "--cache", &script]))
+            })
+            .collect();
+        let outputs: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let values: Vec<serde_json::Value> = outputs.iter().map(json).collect();
+        for value in &values {
+            assert_eq!(value["stdout"], values[0]["stdout"]);
+            assert_eq!(value["cache_key"], values[0]["cache_key"]);
+        }
+        let key = values[0]["cache_key"].as_str().unwrap().to_string();
+        let hit = json(&dvm(&["run", "--json", "--deterministic", &script]));
+        assert_eq!(hit["cache"], "hit");
+        assert_eq!(hit["stdout"], values[0]["stdout"]);
+        let plain = dvm(&["run", "--deterministic", &script]);
+        assert_eq!(
+            String::from_utf8_lossy(&plain.stdout),
+            values[0]["stdout"].as_str().unwrap(),
+            "{}",
+            show(&plain)
+        );
+
+        let shown = json(&dvm(&["cache", "show", &key]));
+        assert_eq!(shown["stdout"], values[0]["stdout"]);
+        let listed = json(&dvm(&["cache", "ls", "--json"]));
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["key"] == key.as_str())
+        );
+        let stats = json(&dvm(&["cache", "stats", "--json"]));
+        assert!(stats["entries"].as_u64().unwrap() >= 1);
+        assert_eq!(dvm(&["cache", "rm", &key]).status.code(), Some(0));
+        let missing = dvm(&["cache", "show", &key]);
+        assert_eq!(missing.status.code(), Some(2), "{}", show(&missing));
+        let off = json(&dvm(&[
+            "run",
+            "--json",
+            "--no-cache",
+            "--deterministic",
+            &script,
+        ]));
+        assert_eq!(off["cache"], "off");
+    }
+}
