@@ -153,6 +153,16 @@ enum CacheCommand {
     Rm { key: String },
     /// Remove every stored run.
     Clear,
+    /// Write stored runs (every one when no KEY is given) with their output files to a
+    /// .tar.zst bundle.
+    Export {
+        keys: Vec<String>,
+        #[arg(long, value_name = "FILE", required = true)]
+        to: PathBuf,
+    },
+    /// Check and store the runs of a bundle; entries that do not match their digests are
+    /// rejected.
+    Import { bundle: PathBuf },
     /// Evict least recently used runs down to the size bound and drop unreferenced blobs.
     Gc {
         /// The bound [default: 1GiB].
@@ -1112,6 +1122,28 @@ fn cache(command: CacheCommand) -> ExitCode {
         }),
         CacheCommand::Clear => results.clear().map(|count| {
             let _ = writeln!(out, "removed {count} entries");
+        }),
+        CacheCommand::Export { keys, to } => results.export(&keys, &to).map(|report| {
+            let _ = writeln!(
+                out,
+                "exported {} entries and {} output files to {} ({} bytes)",
+                report.entries,
+                report.blobs,
+                to.display(),
+                report.bytes
+            );
+        }),
+        CacheCommand::Import { bundle } => results.import(&bundle).and_then(|report| {
+            let _ = writeln!(out, "imported {} entries", report.imported);
+            if report.rejected.is_empty() {
+                return Ok(());
+            }
+            Err(Error::InvalidInput(format!(
+                "rejected {} entries of {}:\n  {}",
+                report.rejected.len(),
+                bundle.display(),
+                report.rejected.join("\n  ")
+            )))
         }),
         CacheCommand::Gc { .. } => results.gc(bound).map(|evicted| {
             let _ = writeln!(out, "evicted {evicted} entries");

@@ -614,6 +614,200 @@ impl ResultCache {
     }
 }
 
+/// What `export` wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ExportReport {
+    pub entries: u64,
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+/// What `import` took and refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    pub imported: u64,
+    /// Entries refused, each with why.
+    pub rejected: Vec<String>,
+}
+
+/// The bundle's own description, first in the archive.
+const BUNDLE_MANIFEST: &str = "dvm-results-bundle.json";
+/// Most bytes a bundle may unpack to.
+const MAX_BUNDLE_BYTES: u64 = 16 << 30;
+
+fn is_hex_name(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+impl ResultCache {
+    /// Writes `keys` (every entry when empty) with their output files to a `.tar.zst`
+    /// bundle. Damaged entries are left out.
+    pub fn export(&self, keys: &[String], to: &Path) -> Result<ExportReport, Error> {
+        let keys: Vec<String> = if keys.is_empty() {
+            self.backend
+                .entries()?
+                .into_iter()
+                .map(|(key, _, _)| key)
+                .collect()
+        } else {
+            keys.to_vec()
+        };
+        let mut archive = tar::Builder::new(Vec::new());
+        let add = |archive: &mut tar::Builder<Vec<u8>>, name: &str, bytes: &[u8]| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            archive
+                .append_data(&mut header, name, bytes)
+                .map_err(|e| Error::Internal(format!("cannot build the bundle: {e}")))
+        };
+        let mut report = ExportReport::default();
+        let mut blobs = BTreeSet::new();
+        let mut exported = Vec::new();
+        for key in &keys {
+            let entry = match self.entry(key) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => {
+                    return Err(Error::InvalidInput(format!(
+                        "no cached result has the key {key}; `dvm cache ls` lists them"
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    continue;
+                }
+            };
+            let Some(sealed) = self.backend.get_entry(key)? else {
+                continue;
+            };
+            for hash in entry.outcome.files.iter().filter_map(|f| f.blake3.as_ref()) {
+                if blobs.insert(hash.clone()) {
+                    let bytes = self.backend.get_blob(hash)?.ok_or_else(|| {
+                        Error::Internal(format!("result cache: output blob {hash} is missing"))
+                    })?;
+                    add(&mut archive, &format!("blobs/{hash}"), &bytes)?;
+                    report.blobs += 1;
+                }
+            }
+            add(&mut archive, &format!("entries/{key}.json"), &sealed)?;
+            exported.push(key.clone());
+            report.entries += 1;
+        }
+        let manifest = serde_json::json!({ "schema": SCHEMA, "entries": exported });
+        add(
+            &mut archive,
+            BUNDLE_MANIFEST,
+            manifest.to_string().as_bytes(),
+        )?;
+        let tarball = archive
+            .into_inner()
+            .map_err(|e| Error::Internal(format!("cannot build the bundle: {e}")))?;
+        let compressed = ruzstd::encoding::compress_to_vec(
+            tarball.as_slice(),
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        report.bytes = compressed.len() as u64;
+        std::fs::write(to, compressed).map_err(|e| {
+            Error::InvalidInput(format!("cannot write the bundle {}: {e}", to.display()))
+        })?;
+        Ok(report)
+    }
+
+    /// Reads a bundle made by [`ResultCache::export`]: every entry is checked (its digest,
+    /// its key, each output file's blake3) and stored only if it holds; the rest are
+    /// reported as rejected.
+    pub fn import(&self, from: &Path) -> Result<ImportReport, Error> {
+        let bad = |why: String| {
+            Error::InvalidInput(format!(
+                "{} is not a dvm results bundle: {why}",
+                from.display()
+            ))
+        };
+        let file = std::fs::File::open(from).map_err(|source| Error::ReadInput {
+            path: from.to_path_buf(),
+            source,
+        })?;
+        let decoder = ruzstd::decoding::StreamingDecoder::new(std::io::BufReader::new(file))
+            .map_err(|e| bad(format!("not zstd ({e})")))?;
+        let mut archive = tar::Archive::new(std::io::Read::take(decoder, MAX_BUNDLE_BYTES));
+        let mut entries = std::collections::BTreeMap::new();
+        let mut blobs = std::collections::HashMap::new();
+        let mut report = ImportReport::default();
+        for member in archive.entries().map_err(|e| bad(e.to_string()))? {
+            let mut member = member.map_err(|e| bad(e.to_string()))?;
+            let name = member
+                .path()
+                .map_err(|e| bad(e.to_string()))?
+                .to_string_lossy()
+                .into_owned();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut member, &mut bytes).map_err(|e| bad(e.to_string()))?;
+            if let Some(key) = name
+                .strip_prefix("entries/")
+                .and_then(|n| n.strip_suffix(".json"))
+            {
+                if is_hex_name(key) {
+                    entries.insert(key.to_string(), bytes);
+                    continue;
+                }
+            } else if let Some(hash) = name.strip_prefix("blobs/")
+                && is_hex_name(hash)
+            {
+                blobs.insert(hash.to_string(), bytes);
+                continue;
+            } else if name == BUNDLE_MANIFEST {
+                continue;
+            }
+            report
+                .rejected
+                .push(format!("{name}: not a part of a results bundle"));
+        }
+        for (key, sealed_bytes) in entries {
+            match check_entry(&key, &sealed_bytes, &blobs) {
+                Ok(entry) => {
+                    for hash in entry.outcome.files.iter().filter_map(|f| f.blake3.as_ref()) {
+                        self.backend.put_blob(hash, &blobs[hash])?;
+                    }
+                    self.backend.put_entry(&key, &sealed_bytes)?;
+                    report.imported += 1;
+                }
+                Err(why) => report.rejected.push(format!("{key}: {why}")),
+            }
+        }
+        self.gc(self.max_bytes)?;
+        Ok(report)
+    }
+}
+
+/// Checks an entry from a bundle against its digest, its key and its blobs.
+fn check_entry(
+    key: &str,
+    sealed: &[u8],
+    blobs: &std::collections::HashMap<String, Vec<u8>>,
+) -> Result<Entry, String> {
+    let sealed: Sealed = serde_json::from_slice(sealed).map_err(|_| "not an entry".to_string())?;
+    if blake3::hash(sealed.body.as_bytes()).to_hex().as_str() != sealed.digest {
+        return Err("its content does not match its digest".into());
+    }
+    let entry: Entry =
+        serde_json::from_str(&sealed.body).map_err(|_| "unreadable body".to_string())?;
+    if entry.key != key || entry.schema != SCHEMA {
+        return Err("it is filed under another key or schema".into());
+    }
+    for hash in entry.outcome.files.iter().filter_map(|f| f.blake3.as_ref()) {
+        match blobs.get(hash) {
+            Some(bytes) if blake3::hash(bytes).to_hex().as_str() == hash => {}
+            Some(_) => return Err(format!("output blob {hash} does not match its hash")),
+            None => return Err(format!("output blob {hash} is missing")),
+        }
+    }
+    Ok(entry)
+}
+
 /// Whether a run's ending lets it be stored: not stopped by the deadline or cancellation.
 pub(crate) fn storable(outcome: &Outcome) -> bool {
     !matches!(

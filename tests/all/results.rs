@@ -434,3 +434,150 @@ mod cli {
         assert_eq!(off["cache"], "off");
     }
 }
+
+mod sharing {
+    use super::*;
+
+    fn home_dvm(home: &std::path::Path) -> Dvm {
+        Dvm::new(Config {
+            home: home.to_path_buf(),
+            pool: None,
+            ..Config::default()
+        })
+        .unwrap()
+    }
+
+    /// Unpacks a bundle, lets `edit` change its members, packs it again.
+    fn rewrite(bundle: &std::path::Path, edit: impl Fn(&str, Vec<u8>) -> Vec<u8>) {
+        let file = std::fs::File::open(bundle).unwrap();
+        let decoder = ruzstd::decoding::StreamingDecoder::new(file).unwrap();
+        let mut archive = tar::Archive::new(decoder);
+        let mut out = tar::Builder::new(Vec::new());
+        for member in archive.entries().unwrap() {
+            let mut member = member.unwrap();
+            let name = member.path().unwrap().to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut member, &mut bytes).unwrap();
+            let bytes = edit(&name, bytes);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            out.append_data(&mut header, &name, bytes.as_slice())
+                .unwrap();
+        }
+        let tarball = out.into_inner().unwrap();
+        let packed = ruzstd::encoding::compress_to_vec(
+            tarball.as_slice(),
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        std::fs::write(bundle, packed).unwrap();
+    }
+
+    #[test]
+    fn a_bundle_moves_results_between_homes_and_tampering_is_rejected() {
+        let (a, b, c) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let source = "(module
+          (import \"wasi_snapshot_preview1\" \"fd_write\" (func $w (param i32 i32 i32 i32) (result i32)))
+          (import \"wasi_snapshot_preview1\" \"path_open\"
+            (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+          (memory (export \"memory\") 1)
+          (data (i32.const 100) \"shared result\\n\")
+          (data (i32.const 300) \"out.txt\")
+          (func (export \"_start\")
+            (i32.store (i32.const 200) (i32.const 100))
+            (i32.store (i32.const 204) (i32.const 14))
+            (drop (call $w (i32.const 1) (i32.const 200) (i32.const 1) (i32.const 400)))
+            (drop (call $open (i32.const 4) (i32.const 0) (i32.const 300) (i32.const 7)
+                              (i32.const 1) (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 500)))
+            (drop (call $w (i32.load (i32.const 500)) (i32.const 200) (i32.const 1) (i32.const 400)))))";
+        let run_in = |home: &std::path::Path| {
+            home_dvm(home)
+                .load_bytes("shared.wat", source.as_bytes())
+                .unwrap()
+                .run(&deterministic())
+                .unwrap()
+        };
+        let original = run_in(a.path());
+        assert_eq!(original.cache, CacheStatus::Miss, "{}", describe(&original));
+        assert_eq!(original.files.len(), 1);
+        let bundle = a.path().join("results.tar.zst");
+        let exported = home_dvm(a.path()).results().export(&[], &bundle).unwrap();
+        assert_eq!((exported.entries, exported.blobs), (1, 1));
+
+        let imported = home_dvm(b.path()).results().import(&bundle).unwrap();
+        assert_eq!(imported.imported, 1, "{imported:?}");
+        assert!(imported.rejected.is_empty(), "{imported:?}");
+        let shared = run_in(b.path());
+        assert_eq!(shared.cache, CacheStatus::Hit, "{}", describe(&shared));
+        assert_eq!(comparable(&shared), comparable(&original));
+
+        // An entry whose body was changed no longer matches its digest.
+        rewrite(&bundle, |name, bytes| {
+            if name.starts_with("entries/") {
+                String::from_utf8(bytes)
+                    .unwrap()
+                    .replace("fuel_used\\\":", "fuel_used\\\":1")
+                    .into_bytes()
+            } else {
+                bytes
+            }
+        });
+        let tampered = home_dvm(c.path()).results().import(&bundle).unwrap();
+        assert_eq!(tampered.imported, 0, "{tampered:?}");
+        assert!(tampered.rejected[0].contains("digest"), "{tampered:?}");
+        assert_eq!(run_in(c.path()).cache, CacheStatus::Miss);
+
+        // So is an output file that was swapped.
+        let bundle_b = b.path().join("again.tar.zst");
+        home_dvm(b.path()).results().export(&[], &bundle_b).unwrap();
+        rewrite(&bundle_b, |name, bytes| {
+            if name.starts_with("blobs/") {
+                b"swapped".to_vec()
+            } else {
+                bytes
+            }
+        });
+        let d = tempfile::tempdir().unwrap();
+        let swapped = home_dvm(d.path()).results().import(&bundle_b).unwrap();
+        assert!(
+            swapped.rejected[0].contains("does not match"),
+            "{swapped:?}"
+        );
+        let garbage = d.path().join("garbage.tar.zst");
+        std::fs::write(&garbage, b"not a bundle").unwrap();
+        assert!(home_dvm(d.path()).results().import(&garbage).is_err());
+    }
+
+    #[test]
+    fn export_and_import_through_the_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("share.py");
+        std::fs::write(&script, unique_script("print('shared')")).unwrap();
+        let first = json(&dvm(&[
+            "run",
+            "--json",
+            "--cache",
+            script.to_str().unwrap(),
+        ]));
+        let key = first["cache_key"].as_str().unwrap();
+        let bundle = dir.path().join("b.tar.zst");
+        let exported = dvm(&["cache", "export", key, "--to", bundle.to_str().unwrap()]);
+        assert_eq!(exported.status.code(), Some(0), "{}", show(&exported));
+        let imported = dvm(&["cache", "import", bundle.to_str().unwrap()]);
+        assert_eq!(imported.status.code(), Some(0), "{}", show(&imported));
+        assert!(String::from_utf8_lossy(&imported.stdout).contains("imported 1 entries"));
+        let unknown = dvm(&[
+            "cache",
+            "export",
+            &"0".repeat(64),
+            "--to",
+            bundle.to_str().unwrap(),
+        ]);
+        assert_eq!(unknown.status.code(), Some(2), "{}", show(&unknown));
+    }
+}
