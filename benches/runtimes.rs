@@ -228,5 +228,40 @@ fn packages(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hello, dataframe, levers, workspace, packages);
+/// The result cache: a deterministic run answered from the cache against the same run
+/// computed (cache off), for python hello and the DataFrame script from the preload
+/// snapshot.
+fn results(c: &mut Criterion) {
+    let dvm = Dvm::new(Config::default()).expect("dvm starts");
+    let quiet: Progress = std::sync::Arc::new(|_| {});
+    let python = dvm.runtime("python").expect("runtime installs");
+    let preloaded = dvm
+        .runtime_preloaded("python", &["numpy".into(), "pandas".into()], &quiet)
+        .expect("snapshot is made");
+    let cached = RunInput {
+        deterministic: Some(dvm::Determinism::default()),
+        ..RunInput::default()
+    };
+    let computed = RunInput {
+        cache: dvm::results::CacheMode::Off,
+        ..cached.clone()
+    };
+    let mut group = c.benchmark_group("results");
+    group.sample_size(20);
+    for (label, runtime, name, source) in [
+        ("hello", &python, "hello.py", "print(1)"),
+        ("dataframe", &preloaded, "df.py", DATAFRAME),
+    ] {
+        runtime.run_script(name, source.as_bytes(), &cached).expect("runs");
+        group.bench_function(format!("{label} hit"), |b| {
+            b.iter(|| runtime.run_script(name, source.as_bytes(), &cached).expect("runs"))
+        });
+        group.bench_function(format!("{label} computed"), |b| {
+            b.iter(|| runtime.run_script(name, source.as_bytes(), &computed).expect("runs"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, hello, dataframe, levers, workspace, packages, results);
 criterion_main!(benches);

@@ -223,6 +223,67 @@ fn prestarted(dvm: &Dvm, id: &str, runs: usize) -> Result<PrestartedRuns, Error>
     })
 }
 
+/// A deterministic python hello answered from the result cache against the same run
+/// computed, in process and as a whole `dvm run`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CachedRuns {
+    pub runtime: String,
+    pub hit_p50_ms: f64,
+    pub computed_p50_ms: f64,
+    pub process_hit_ms: f64,
+    pub process_computed_ms: f64,
+}
+
+fn cached_runs(
+    runtime: &Runtime,
+    exe: &Path,
+    script: &Path,
+    runs: usize,
+) -> Result<Option<CachedRuns>, Error> {
+    let (name, source) = hello(runtime.language());
+    let cached = RunInput {
+        deterministic: Some(crate::Determinism::default()),
+        ..RunInput::default()
+    };
+    let computed = RunInput {
+        cache: crate::results::CacheMode::Off,
+        ..cached.clone()
+    };
+    let time = |input: &RunInput| -> Result<Vec<Duration>, Error> {
+        let mut times = Vec::new();
+        for _ in 0..runs.clamp(5, 100) {
+            let started = Instant::now();
+            runtime.run_script(name, source.as_bytes(), input)?;
+            times.push(started.elapsed());
+        }
+        times.sort();
+        Ok(times)
+    };
+    runtime.run_script(name, source.as_bytes(), &cached)?;
+    let hits = time(&cached)?;
+    let computes = time(&computed)?;
+    let script = script.to_string_lossy();
+    let process_runs = (runs / 5).clamp(5, 40);
+    let id = runtime.id();
+    let (Some(process_hit_ms), Some(process_computed_ms)) = (
+        median_process(exe, &["run", "--runtime", id, "--cache", &script], process_runs),
+        median_process(
+            exe,
+            &["run", "--runtime", id, "--deterministic", "--no-cache", &script],
+            process_runs,
+        ),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(CachedRuns {
+        runtime: id.to_string(),
+        hit_p50_ms: percentile(&hits, 0.5),
+        computed_p50_ms: percentile(&computes, 0.5),
+        process_hit_ms,
+        process_computed_ms,
+    }))
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub machine: String,
@@ -230,6 +291,7 @@ pub struct Report {
     pub in_process: Vec<InProcess>,
     pub preloaded: Vec<Preloaded>,
     pub prestarted: Vec<PrestartedRuns>,
+    pub cached: Vec<CachedRuns>,
     pub whole_process: Vec<WholeProcess>,
     pub modules: Vec<ModuleCosts>,
 }
@@ -424,6 +486,7 @@ pub fn measure(dvm: &Dvm, runtimes: &[String], runs: usize) -> Result<Report, Er
         in_process: Vec::new(),
         preloaded: Vec::new(),
         prestarted: Vec::new(),
+        cached: Vec::new(),
         whole_process: Vec::new(),
         modules: Vec::new(),
     };
@@ -445,6 +508,11 @@ pub fn measure(dvm: &Dvm, runtimes: &[String], runs: usize) -> Result<Report, Er
         let script = scripts.path().join(name);
         std::fs::write(&script, source).map_err(|e| Error::Internal(e.to_string()))?;
         let script = script.to_string_lossy().into_owned();
+        if runtime.supports_preload()
+            && let Some(cached) = cached_runs(&runtime, &exe, Path::new(&script), runs)?
+        {
+            report.cached.push(cached);
+        }
         let args = ["run", "--runtime", id.as_str(), script.as_str()];
         let Some(median_ms) = median_process(&exe, &args, process_runs) else {
             continue;
@@ -516,6 +584,18 @@ impl Report {
                 row.ready_p50_ms,
                 row.ready_p99_ms,
                 row.sustained_per_second
+            );
+        }
+        for row in &self.cached {
+            let _ = writeln!(
+                out,
+                "\nresult cache, {} hello (deterministic): in process hit {:.2} ms vs computed {:.2} ms; \
+                 whole process hit {:.1} ms vs computed {:.1} ms",
+                row.runtime,
+                row.hit_p50_ms,
+                row.computed_p50_ms,
+                row.process_hit_ms,
+                row.process_computed_ms
             );
         }
         let _ = writeln!(out, "\nwhole process, warm caches (median)");
