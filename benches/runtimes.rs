@@ -252,16 +252,28 @@ fn results(c: &mut Criterion) {
         ("hello", &python, "hello.py", "print(1)"),
         ("dataframe", &preloaded, "df.py", DATAFRAME),
     ] {
-        runtime.run_script(name, source.as_bytes(), &cached).expect("runs");
+        runtime
+            .run_script(name, source.as_bytes(), &cached)
+            .expect("runs");
         group.bench_function(format!("{label} hit"), |b| {
-            b.iter(|| runtime.run_script(name, source.as_bytes(), &cached).expect("runs"))
+            b.iter(|| {
+                runtime
+                    .run_script(name, source.as_bytes(), &cached)
+                    .expect("runs")
+            })
         });
         group.bench_function(format!("{label} computed"), |b| {
-            b.iter(|| runtime.run_script(name, source.as_bytes(), &computed).expect("runs"))
+            b.iter(|| {
+                runtime
+                    .run_script(name, source.as_bytes(), &computed)
+                    .expect("runs")
+            })
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, hello, dataframe, levers, workspace, packages, results);
+criterion_group!(
+    benches, hello, dataframe, levers, workspace, packages, results
+);
 criterion_main!(benches);

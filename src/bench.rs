@@ -227,6 +227,8 @@ fn prestarted(dvm: &Dvm, id: &str, runs: usize) -> Result<PrestartedRuns, Error>
 /// computed, in process and as a whole `dvm run`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CachedRuns {
+    /// What ran: `hello`, or the DataFrame script from the preload snapshot.
+    pub script: String,
     pub runtime: String,
     pub hit_p50_ms: f64,
     pub computed_p50_ms: f64,
@@ -234,13 +236,18 @@ pub struct CachedRuns {
     pub process_computed_ms: f64,
 }
 
+/// Times `source` (written at `script`) from `runtime` answered from the result cache and
+/// computed, in process and as whole `dvm run` processes with `flags`.
 fn cached_runs(
     runtime: &Runtime,
-    exe: &Path,
-    script: &Path,
+    label: &str,
+    (exe, flags): (&Path, &[&str]),
+    (script, source): (&Path, &str),
     runs: usize,
 ) -> Result<Option<CachedRuns>, Error> {
-    let (name, source) = hello(runtime.language());
+    let name = script
+        .file_name()
+        .map_or_else(|| "main.py".into(), |n| n.to_string_lossy().into_owned());
     let cached = RunInput {
         deterministic: Some(crate::Determinism::default()),
         ..RunInput::default()
@@ -249,34 +256,43 @@ fn cached_runs(
         cache: crate::results::CacheMode::Off,
         ..cached.clone()
     };
-    let time = |input: &RunInput| -> Result<Vec<Duration>, Error> {
+    let time = |input: &RunInput, n: usize| -> Result<Vec<Duration>, Error> {
         let mut times = Vec::new();
-        for _ in 0..runs.clamp(5, 100) {
+        for _ in 0..n {
             let started = Instant::now();
-            runtime.run_script(name, source.as_bytes(), input)?;
+            runtime.run_script(&name, source.as_bytes(), input)?;
             times.push(started.elapsed());
         }
         times.sort();
         Ok(times)
     };
-    runtime.run_script(name, source.as_bytes(), &cached)?;
-    let hits = time(&cached)?;
-    let computes = time(&computed)?;
+    runtime.run_script(&name, source.as_bytes(), &cached)?;
+    let hits = time(&cached, runs.clamp(5, 100))?;
+    let computes = time(&computed, runs.clamp(5, 30))?;
     let script = script.to_string_lossy();
-    let process_runs = (runs / 5).clamp(5, 40);
-    let id = runtime.id();
+    let process_runs = (runs / 5).clamp(5, 20);
+    let with = |extra: &[&str]| -> Vec<String> {
+        ["run", "--runtime", runtime.id()]
+            .iter()
+            .chain(flags)
+            .chain(extra)
+            .map(|s| s.to_string())
+            .chain([script.to_string()])
+            .collect()
+    };
+    let hit_args = with(&["--cache"]);
+    let computed_args = with(&["--deterministic", "--no-cache"]);
+    let hit_args: Vec<&str> = hit_args.iter().map(String::as_str).collect();
+    let computed_args: Vec<&str> = computed_args.iter().map(String::as_str).collect();
     let (Some(process_hit_ms), Some(process_computed_ms)) = (
-        median_process(exe, &["run", "--runtime", id, "--cache", &script], process_runs),
-        median_process(
-            exe,
-            &["run", "--runtime", id, "--deterministic", "--no-cache", &script],
-            process_runs,
-        ),
+        median_process(exe, &hit_args, process_runs),
+        median_process(exe, &computed_args, process_runs),
     ) else {
         return Ok(None);
     };
     Ok(Some(CachedRuns {
-        runtime: id.to_string(),
+        script: label.to_string(),
+        runtime: runtime.id().to_string(),
         hit_p50_ms: percentile(&hits, 0.5),
         computed_p50_ms: percentile(&computes, 0.5),
         process_hit_ms,
@@ -508,10 +524,29 @@ pub fn measure(dvm: &Dvm, runtimes: &[String], runs: usize) -> Result<Report, Er
         let script = scripts.path().join(name);
         std::fs::write(&script, source).map_err(|e| Error::Internal(e.to_string()))?;
         let script = script.to_string_lossy().into_owned();
-        if runtime.supports_preload()
-            && let Some(cached) = cached_runs(&runtime, &exe, Path::new(&script), runs)?
-        {
-            report.cached.push(cached);
+        if runtime.supports_preload() {
+            let df = scripts.path().join("df.py");
+            std::fs::write(&df, DATAFRAME_SCRIPT).map_err(|e| Error::Internal(e.to_string()))?;
+            let quiet: crate::Progress = std::sync::Arc::new(|_| {});
+            let modules = ["numpy".to_string(), "pandas".to_string()];
+            let preloaded = dvm.runtime_preloaded(id, &modules, &quiet)?;
+            let targets = [
+                (&runtime, "hello", Path::new(&script), source, &[][..]),
+                (
+                    &preloaded,
+                    "DataFrame, preloaded",
+                    df.as_path(),
+                    DATAFRAME_SCRIPT,
+                    &["--preload", "numpy,pandas"][..],
+                ),
+            ];
+            for (runtime, label, path, source, flags) in targets {
+                if let Some(cached) =
+                    cached_runs(runtime, label, (&exe, flags), (path, source), runs)?
+                {
+                    report.cached.push(cached);
+                }
+            }
         }
         let args = ["run", "--runtime", id.as_str(), script.as_str()];
         let Some(median_ms) = median_process(&exe, &args, process_runs) else {
@@ -589,9 +624,10 @@ impl Report {
         for row in &self.cached {
             let _ = writeln!(
                 out,
-                "\nresult cache, {} hello (deterministic): in process hit {:.2} ms vs computed {:.2} ms; \
+                "\nresult cache, {} {} (deterministic): in process hit {:.2} ms vs computed {:.2} ms; \
                  whole process hit {:.1} ms vs computed {:.1} ms",
                 row.runtime,
+                row.script,
                 row.hit_p50_ms,
                 row.computed_p50_ms,
                 row.process_hit_ms,

@@ -180,10 +180,30 @@ fn every_key_field_separates_runs_and_a_repeat_is_a_hit() {
             "{field} repeated"
         );
     }
-    // Another runtime, the same script: another key.
+    // Another runtime, the same script: another key; and the same with packages installed.
     let lite = run("python-lite", "main.py", &source, &base);
     assert_eq!(lite.cache, CacheStatus::Miss);
     assert!(keys.insert(lite.cache_key.unwrap()));
+    let packages = runtime("python-lite")
+        .install_packages(&dvm::PackageRequest {
+            requirements: vec!["tabulate".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    let with_packages = RunInput {
+        packages: Some(packages),
+        ..base.clone()
+    };
+    let lite_packages = run("python-lite", "main.py", &source, &with_packages);
+    assert_eq!(lite_packages.cache, CacheStatus::Miss);
+    assert!(
+        keys.insert(lite_packages.cache_key.unwrap()),
+        "packages did not change the key"
+    );
+    assert_eq!(
+        run("python-lite", "main.py", &source, &with_packages).cache,
+        CacheStatus::Hit
+    );
     // Changing a workspace file changes the key too.
     workspace.write("input.txt", b"changed").unwrap();
     let changed = run(
