@@ -55,7 +55,7 @@ enum Command {
     /// List, install, import and verify language runtimes.
     #[command(subcommand)]
     Runtimes(RuntimesCommand),
-    /// Install, list, lock and clean Python packages for sandboxes.
+    /// Install, list, lock and clean Python and JavaScript packages for sandboxes.
     #[command(subcommand)]
     Deps(DepsCommand),
     /// Inspect and manage the execution result cache.
@@ -83,9 +83,10 @@ struct BenchArgs {
 
 #[derive(Debug, clap::Args)]
 struct DepsInstallArgs {
-    /// PEP 508 requirements, e.g. `tabulate>=0.9`.
+    /// Requirements: PEP 508 for Python (`tabulate>=0.9`), `name@range` for JavaScript
+    /// (`lodash-es@4`).
     specs: Vec<String>,
-    /// The Python runtime to install for.
+    /// The runtime to install for (a Python one: wheels; `javascript`: npm packages).
     #[arg(long, value_name = "ID", default_value = "python")]
     runtime: String,
     /// Also read requirements from this requirements.txt.
@@ -888,15 +889,24 @@ fn install_deps(
     source: &[u8],
 ) -> Result<Option<crate::PackageSet>, Error> {
     let deps = &config.deps;
-    if runtime.language() != "python" {
-        if !deps.is_empty() {
+    let python = match runtime.language() {
+        "python" => true,
+        "javascript" => false,
+        _ if deps.is_empty() => return Ok(None),
+        language => {
             return Err(Error::InvalidInput(format!(
-                "--with, --auto-deps and --locked install Python packages; `{}` is a {} runtime",
-                runtime.id(),
-                runtime.language()
+                "--with, --auto-deps and --locked install Python and JavaScript packages; `{}` \
+                 is a {language} runtime",
+                runtime.id()
             )));
         }
-        return Ok(None);
+    };
+    if deps.auto && !python {
+        return Err(Error::InvalidInput(
+            "--auto-deps reads Python imports; for JavaScript, list packages with --with or \
+             in package.json"
+                .into(),
+        ));
     }
     let mut request = crate::PackageRequest {
         requirements: deps.with.clone(),
@@ -908,6 +918,16 @@ fn install_deps(
             Error::InvalidInput("--locked needs --lock FILE, the lock to install".into())
         })?;
         request.locked = Some(crate::deps::Lock::read(path)?);
+    } else if !python {
+        if let Some(workspace) = &config.input.workspace
+            && let Ok(listed) = workspace.read("package.json", 1 << 20)
+        {
+            request
+                .requirements
+                .extend(crate::deps::npm::parse_package_json(
+                    &String::from_utf8_lossy(&listed),
+                )?);
+        }
     } else {
         let text = String::from_utf8_lossy(source);
         request
@@ -1168,28 +1188,34 @@ fn deps(command: DepsCommand) -> ExitCode {
         }
         DepsCommand::List { json } => (
             Dvm::new(Config::default()).map(|dvm| {
-                let wheels = crate::deps::PackageStore::new(&dvm.config().home).list();
+                let home = &dvm.config().home;
+                let python = crate::deps::PackageStore::new(home).list();
+                let javascript = crate::deps::PackageStore::npm(home).list();
                 if json {
-                    print_json(&wheels);
+                    print_json(&serde_json::json!({ "python": python, "javascript": javascript }));
                     return;
                 }
                 let mut out = std::io::stdout().lock();
-                for wheel in wheels {
-                    let _ = writeln!(
-                        out,
-                        "{:<32} {:<12} {} {:>10} bytes",
-                        wheel.name,
-                        wheel.version,
-                        &wheel.sha256[..12.min(wheel.sha256.len())],
-                        wheel.bytes
-                    );
+                for (language, packages) in [("python", python), ("javascript", javascript)] {
+                    for package in packages {
+                        let _ = writeln!(
+                            out,
+                            "{language:<10} {:<32} {:<12} {} {:>10} bytes",
+                            package.name,
+                            package.version,
+                            &package.sha256[..12.min(package.sha256.len())],
+                            package.bytes
+                        );
+                    }
                 }
             }),
             json,
         ),
         DepsCommand::Gc { all, json } => (
             Dvm::new(Config::default()).and_then(|dvm| {
-                let removed = crate::deps::PackageStore::new(&dvm.config().home).gc(all)?;
+                let home = &dvm.config().home;
+                let mut removed = crate::deps::PackageStore::new(home).gc(all)?;
+                removed.extend(crate::deps::PackageStore::npm(home).gc(all)?);
                 if json {
                     print_json(&removed);
                 } else {

@@ -988,24 +988,25 @@ impl Runtime {
         }
     }
 
-    /// The package set's directory to mount, checking this runtime can use it.
-    fn package_site(&self, input: &RunInput) -> Result<Option<std::path::PathBuf>, Error> {
+    /// The package set's directory to mount and where, checking this runtime can use it.
+    fn package_site(
+        &self,
+        input: &RunInput,
+    ) -> Result<Option<(std::path::PathBuf, &'static str)>, Error> {
         let Some(packages) = &input.packages else {
             return Ok(None);
         };
-        if self.spec.language != "python" {
-            return Err(Error::InvalidInput(format!(
-                "packages are installed for Python runtimes; `{}` cannot use them",
-                self.spec.id
-            )));
-        }
         if packages.lock.runtime != self.spec.id {
             return Err(Error::InvalidInput(format!(
                 "these packages were installed for `{}`, not `{}`",
                 packages.lock.runtime, self.spec.id
             )));
         }
-        Ok(packages.site().map(std::path::Path::to_path_buf))
+        let guest = match self.spec.language.as_str() {
+            "python" => deps::GUEST_SITE,
+            _ => deps::npm::GUEST_NODE_MODULES,
+        };
+        Ok(packages.site().map(|site| (site.to_path_buf(), guest)))
     }
 
     /// Runs a small Python program in a fresh sandbox of this runtime and returns its
@@ -1053,17 +1054,22 @@ impl Runtime {
         Ok(self.built_in.get_or_init(|| known).clone())
     }
 
-    /// Installs Python packages for this runtime (see [`crate::deps`]); pass the set in
-    /// [`RunInput::packages`] to runs.
+    /// Installs packages for this runtime: Python wheels (see [`crate::deps`]) or npm
+    /// packages (see [`crate::deps::npm`]); pass the set in [`RunInput::packages`] to runs.
     pub fn install_packages(
         &self,
         request: &deps::PackageRequest,
     ) -> Result<deps::PackageSet, Error> {
-        if self.spec.language != "python" {
-            return Err(Error::InvalidInput(format!(
-                "dvm installs Python packages; `{}` is a {} runtime",
-                self.spec.id, self.spec.language
-            )));
+        let home = &self.program.dvm.inner.config.home;
+        match self.spec.language.as_str() {
+            "python" => {}
+            "javascript" => return deps::npm::NpmStore::new(home).install(&self.spec.id, request),
+            other => {
+                return Err(Error::InvalidInput(format!(
+                    "dvm installs Python and JavaScript packages; `{}` is a {other} runtime",
+                    self.spec.id
+                )));
+            }
         }
         let built_in = self.built_in_packages()?;
         deps::PackageStore::new(&self.program.dvm.inner.config.home).install(
@@ -1135,9 +1141,9 @@ impl Runtime {
                 let mut setup = self.script_setup(workspace.scratch());
                 setup.mounts.extend(grants);
                 let site = self.package_site(input)?;
-                if let Some(site) = &site {
-                    setup.mounts.push(Mount::read_only(site, deps::GUEST_SITE));
-                    if self.program.abi == Abi::Command {
+                if let Some((site, guest)) = &site {
+                    setup.mounts.push(Mount::read_only(site, *guest));
+                    if self.program.abi == Abi::Command && self.spec.language == "python" {
                         setup
                             .env
                             .push(("PYTHONPATH".to_string(), deps::GUEST_SITE.to_string()));
@@ -1198,6 +1204,7 @@ const RESERVED: &[&str] = &[
     "/usr/local/lib",
     "/packages",
     deps::GUEST_SITE,
+    deps::npm::GUEST_NODE_MODULES,
 ];
 
 /// Runs in the input's workspace (or a fresh one, removed afterwards) with `script` written

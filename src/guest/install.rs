@@ -37,6 +37,10 @@ const RECIPES: &[(&str, &[(&str, &str)])] = &[(
             "console.py",
             include_str!("../../guest-toolchains/quickjs/console.py"),
         ),
+        (
+            "modules.py",
+            include_str!("../../guest-toolchains/quickjs/modules.py"),
+        ),
     ],
 )];
 

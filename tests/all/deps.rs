@@ -293,7 +293,7 @@ mod cli {
         );
         let listed = json(&dvm(&["deps", "list", "--json"]));
         assert!(
-            listed
+            listed["python"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -497,5 +497,115 @@ mod hostile {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(std::fs::read(path).unwrap());
         digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// npm packages for the JavaScript runtime.
+mod javascript {
+    use super::*;
+
+    #[test]
+    fn bare_and_deep_specifiers_resolve_to_installed_packages() {
+        let js = runtime("javascript");
+        let packages = js
+            .install_packages(&request(&["lodash-es@4", "camelcase-keys@9"]))
+            .expect("installs");
+        let names: Vec<&str> = packages.installed.iter().map(|p| p.name.as_str()).collect();
+        // camelcase-keys's own dependencies come along.
+        assert_eq!(
+            names,
+            [
+                "camelcase",
+                "camelcase-keys",
+                "lodash-es",
+                "map-obj",
+                "quick-lru",
+                "type-fest"
+            ]
+        );
+        let source = r#"import { chunk } from "lodash-es";
+import camelCase from "lodash-es/camelCase";
+import debounce from "lodash-es/debounce.js";
+import camelcaseKeys from "camelcase-keys";
+const keys = camelcaseKeys({ "a-b": { "c_d": 1 } }, { deep: true });
+const later = await Promise.resolve("awaited");
+console.log(JSON.stringify(chunk([1, 2, 3], 2)), camelCase("to camel case"), typeof debounce, JSON.stringify(keys), later);
+"#;
+        let outcome = js
+            .run_script("main.mjs", source.as_bytes(), &with_packages(packages))
+            .unwrap();
+        assert_eq!(
+            stdout(&outcome),
+            "[[1,2],[3]] toCamelCase function {\"aB\":{\"cD\":1}} awaited\n",
+            "{}",
+            describe(&outcome)
+        );
+        let again = js
+            .install_packages(&request(&["p-limit@5", "lodash-es@4"]))
+            .unwrap();
+        assert!(again.resolved_from_store && again.installed.iter().all(|p| p.from_store));
+        // Without the packages the import fails as before.
+        let bare = js
+            .run_script("main.mjs", source.as_bytes(), &RunInput::default())
+            .unwrap();
+        assert_ne!(bare.exit_code, Some(0));
+    }
+
+    #[test]
+    fn package_json_with_and_locks_through_the_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let package_json = dir.path().join("package.json");
+        std::fs::write(
+            &package_json,
+            r#"{"dependencies": {"lodash-es": "^4.17.0"}}"#,
+        )
+        .unwrap();
+        let script = dir.path().join("app.mjs");
+        std::fs::write(
+            &script,
+            "import { sum } from 'lodash-es';\nconsole.log(sum([1, 2, 3]));\n",
+        )
+        .unwrap();
+        let lock = dir.path().join("js.lock");
+        let output = dvm(&[
+            "run",
+            "--file",
+            package_json.to_str().unwrap(),
+            "--lock",
+            lock.to_str().unwrap(),
+            script.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "6\n",
+            "{}",
+            show(&output)
+        );
+        let written = Lock::read(&lock).unwrap();
+        assert_eq!(written.runtime, "javascript");
+        let locked = dvm(&[
+            "run",
+            "--lock",
+            lock.to_str().unwrap(),
+            "--locked",
+            script.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&locked.stdout),
+            "6\n",
+            "{}",
+            show(&locked)
+        );
+        let with = dvm(&["run", "--with", "lodash-es@4", script.to_str().unwrap()]);
+        assert_eq!(
+            String::from_utf8_lossy(&with.stdout),
+            "6\n",
+            "{}",
+            show(&with)
+        );
+        let bad = dvm(&["run", "--with", "../escape", script.to_str().unwrap()]);
+        assert_eq!(bad.status.code(), Some(2), "{}", show(&bad));
+        let auto = dvm(&["run", "--auto-deps", script.to_str().unwrap()]);
+        assert_eq!(auto.status.code(), Some(2), "{}", show(&auto));
     }
 }

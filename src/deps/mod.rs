@@ -25,10 +25,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::guest::install::{extract_zip, python, tail};
 
+pub mod npm;
+
 /// Where a package set is mounted in the guest.
 pub const GUEST_SITE: &str = "/packages/python";
-const LAYOUT: &str = "v1";
-const LOCK_SCHEMA: u32 = 1;
+pub(crate) const LAYOUT: &str = "v1";
+pub(crate) const LOCK_SCHEMA: u32 = 1;
 /// Most bytes one wheel may unpack to.
 const MAX_WHEEL_BYTES: u64 = 512 << 20;
 /// Most bytes a wheel file may have.
@@ -50,7 +52,8 @@ pub struct PackageRequest {
 pub struct Lock {
     pub schema: u32,
     pub runtime: String,
-    /// The guest's Python version, e.g. `3.15`.
+    /// The guest's Python version, e.g. `3.15` (empty for JavaScript).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub python: String,
     pub packages: Vec<LockedPackage>,
 }
@@ -407,6 +410,14 @@ impl PackageStore {
     pub fn new(home: &Path) -> Self {
         PackageStore {
             dir: home.join("packages").join(LAYOUT).join("python"),
+        }
+    }
+
+    /// The npm store of `home` seen through the same layout (trees, remembered installs,
+    /// sets), for listing and collecting garbage.
+    pub fn npm(home: &Path) -> Self {
+        PackageStore {
+            dir: home.join("packages").join(LAYOUT).join("npm"),
         }
     }
 
@@ -815,7 +826,7 @@ impl PackageStore {
 }
 
 /// The name of a lock's merged directory: blake3 over its wheels' hashes.
-fn set_key(lock: &Lock) -> String {
+pub(crate) fn set_key(lock: &Lock) -> String {
     let mut hasher = blake3::Hasher::new();
     for package in &lock.packages {
         hasher.update(package.sha256.as_bytes());
@@ -833,13 +844,21 @@ pub struct StoredWheel {
     pub bytes: u64,
 }
 
-/// Name and version from the tree's `*.dist-info` directory name.
+/// Name and version from the tree's `*.dist-info` directory name, or its `package.json`.
 fn dist_info(tree: &Path) -> Option<(String, String)> {
-    std::fs::read_dir(tree).ok()?.flatten().find_map(|entry| {
+    let wheel = std::fs::read_dir(tree).ok()?.flatten().find_map(|entry| {
         let name = entry.file_name().to_string_lossy().into_owned();
         let stem = name.strip_suffix(".dist-info")?;
         let (dist, version) = stem.rsplit_once('-')?;
         Some((normalize(dist), version.to_string()))
+    });
+    wheel.or_else(|| {
+        let text = std::fs::read_to_string(tree.join("package.json")).ok()?;
+        let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some((
+            manifest["name"].as_str()?.to_string(),
+            manifest["version"].as_str()?.to_string(),
+        ))
     })
 }
 
@@ -857,7 +876,7 @@ fn tree_bytes(dir: &Path) -> u64 {
 }
 
 /// Removes a store tree whose files are read-only.
-fn remove_tree(dir: &Path) {
+pub(crate) fn remove_tree(dir: &Path) {
     if !dir.exists() {
         return;
     }
@@ -880,7 +899,7 @@ fn set_mode(dir: &Path, read_only: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-fn make_read_only(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn make_read_only(dir: &Path) -> std::io::Result<()> {
     set_mode(dir, true)
 }
 
@@ -889,7 +908,7 @@ fn make_writable(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Hard-links every file of `from` into `to` (copying where links are not possible).
-fn link_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+pub(crate) fn link_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
