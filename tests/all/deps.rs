@@ -322,11 +322,16 @@ mod cli {
             "--runtime",
             "javascript",
             "--with",
-            "x",
+            "Not A Package!",
             "--code",
             "1",
         ]);
         assert_eq!(javascript.status.code(), Some(2), "{}", show(&javascript));
+        assert!(
+            String::from_utf8_lossy(&javascript.stderr).contains("not an npm package name"),
+            "{}",
+            show(&javascript)
+        );
     }
 }
 
