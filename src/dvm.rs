@@ -1072,12 +1072,60 @@ impl Runtime {
             }
         }
         let built_in = self.built_in_packages()?;
-        deps::PackageStore::new(&self.program.dvm.inner.config.home).install(
+        let installed = deps::PackageStore::new(home).install(
             &self.spec.id,
             &self.spec.version,
             &built_in,
             request,
-        )
+        );
+        match installed {
+            Err(Error::Packages(message)) if message.contains("no pure-Python wheel") => {
+                Err(Error::Packages(self.built_in_elsewhere(message, request)))
+            }
+            other => other,
+        }
+    }
+
+    /// Adds to a "no pure wheel" message which installed Python runtime has the packages
+    /// built in.
+    fn built_in_elsewhere(&self, message: String, request: &deps::PackageRequest) -> String {
+        let dvm = &self.program.dvm;
+        let hints: Vec<String> = Catalog::embedded()
+            .all_ids()
+            .into_iter()
+            .filter(|id| *id != self.spec.id)
+            .filter_map(|id| {
+                let spec = Dvm::spec(&id).ok()?;
+                if spec.language != "python" || dvm.inner.installer.installed(spec).is_none() {
+                    return None;
+                }
+                let built_in = dvm.runtime(&id).ok()?.built_in_packages().ok()?;
+                let names: Vec<String> = request
+                    .requirements
+                    .iter()
+                    .filter_map(|text| {
+                        let name = deps::normalize(
+                            text.split(['<', '>', '=', '!', '~', ';', '[', ' '])
+                                .next()?,
+                        );
+                        built_in
+                            .get(&name)
+                            .map(|version| format!("{name} {version}"))
+                    })
+                    .collect();
+                (!names.is_empty()).then(|| {
+                    format!(
+                        "The `{id}` runtime has {} built in: use --runtime {id}",
+                        names.join(", ")
+                    )
+                })
+            })
+            .collect();
+        if hints.is_empty() {
+            message
+        } else {
+            format!("{message}.\n{}.", hints.join(". "))
+        }
     }
 
     /// The modules a Python script imports that this runtime cannot import yet: not the

@@ -94,6 +94,14 @@ fn a_package_with_compiled_code_gets_a_clear_error() {
         .to_string();
     assert!(error.contains("no pure-Python wheel of ujson"), "{error}");
     assert!(error.contains("built in"), "{error}");
+    // numpy has compiled code, and the `python` runtime has it built in: the error says so.
+    runtime("python");
+    let error = runtime("python-lite")
+        .install_packages(&request(&["numpy"]))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("The `python` runtime has numpy"), "{error}");
+    assert!(error.contains("use --runtime python"), "{error}");
 }
 
 #[test]
