@@ -170,7 +170,8 @@ impl NpmStore {
                 for package in &lock.packages {
                     if !self.tree(&package.sha256).is_dir() {
                         let spec = format!("{}@{}", package.name, package.version);
-                        let (_, sha256, _) = self.fetch(&spec, &mut fresh)?;
+                        let (_, sha256, _) =
+                            self.fetch(&spec, request.find_links.as_deref(), &mut fresh)?;
                         if sha256 != package.sha256 {
                             return Err(Error::PackageHash {
                                 package: spec,
@@ -182,7 +183,12 @@ impl NpmStore {
                 }
                 (lock.clone(), true)
             }
-            None => self.resolve(runtime, &request.requirements, &mut fresh)?,
+            None => self.resolve(
+                runtime,
+                &request.requirements,
+                request.find_links.as_deref(),
+                &mut fresh,
+            )?,
         };
         let installed = lock
             .packages
@@ -214,6 +220,7 @@ impl NpmStore {
         &self,
         runtime: &str,
         requirements: &[String],
+        find_links: Option<&Path>,
         fresh: &mut BTreeSet<String>,
     ) -> Result<(Lock, bool), Error> {
         let mut wanted: Vec<(String, String)> = requirements
@@ -225,6 +232,9 @@ impl NpmStore {
         let key = {
             let mut hasher = blake3::Hasher::new();
             hasher.update(runtime.as_bytes());
+            if let Some(dir) = find_links {
+                hasher.update(format!("\nfind-links {}", dir.display()).as_bytes());
+            }
             for (name, range) in &wanted {
                 hasher.update(format!("\n{name}@{range}").as_bytes());
             }
@@ -248,7 +258,8 @@ impl NpmStore {
                     "the request pulls in more than {MAX_PACKAGES} packages"
                 )));
             }
-            let (packed, sha256, manifest) = self.fetch(&format!("{name}@{range}"), fresh)?;
+            let (packed, sha256, manifest) =
+                self.fetch(&format!("{name}@{range}"), find_links, fresh)?;
             for (dependency, range) in manifest.dependencies {
                 queue.push_back((dependency, range));
             }
@@ -279,8 +290,19 @@ impl NpmStore {
     fn fetch(
         &self,
         spec: &str,
+        find_links: Option<&Path>,
         fresh: &mut BTreeSet<String>,
     ) -> Result<(Packed, String, Manifest), Error> {
+        if let Some(dir) = find_links {
+            let (name, range) = split_spec(spec)?;
+            let (packed, path) = pick_local(dir, &name, &range)?;
+            let bytes = std::fs::read(&path)
+                .map_err(|e| npm_error(format!("cannot read {}: {e}", path.display())))?;
+            use sha2::Digest;
+            let sha256 = crate::store::hex(&sha2::Sha256::digest(&bytes));
+            let manifest = self.unpack(&bytes, &packed.filename, &sha256, fresh)?;
+            return Ok((packed, sha256, manifest));
+        }
         let temp = self.temp_dir()?;
         let output = Command::new("npm")
             .args([
@@ -395,6 +417,97 @@ impl NpmStore {
             }
         }
     }
+}
+
+/// Whether `version` satisfies an npm `range` (`^4.17`, `~1.2`, `1.x`, `>=1 <2`, `latest`);
+/// ranges this does not understand match any version.
+fn satisfies(version: &str, range: &str) -> bool {
+    let Ok(version) = semver::Version::parse(version) else {
+        return false;
+    };
+    if range == "latest" || range == "*" || range.is_empty() {
+        return true;
+    }
+    // npm reads a bare version as exact and a partial one as an x-range (`1.2` = 1.2.x);
+    // Rust's semver reads both as caret ranges, so give them their operators.
+    let npm_comparator = |token: &str| -> String {
+        if !token.starts_with(|c: char| c.is_ascii_digit()) || token.contains(['x', '*']) {
+            return token.to_string();
+        }
+        match token.matches('.').count() {
+            0 => format!("^{token}"),
+            1 => format!("~{token}"),
+            _ => format!("={token}"),
+        }
+    };
+    range.split("||").any(|alternative| {
+        let comparators: Vec<String> = alternative.split_whitespace().map(npm_comparator).collect();
+        match semver::VersionReq::parse(&comparators.join(", ")) {
+            Ok(req) => req.matches(&version),
+            Err(_) => true,
+        }
+    })
+}
+
+/// The newest tarball in `dir` whose package is `name` and whose version satisfies `range`.
+fn pick_local(dir: &Path, name: &str, range: &str) -> Result<(Packed, PathBuf), Error> {
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::ReadInput {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut best: Option<(semver::Version, Packed, PathBuf)> = None;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|ext| ext != "tgz") {
+            continue;
+        }
+        let Some((found, version)) = tarball_identity(&path) else {
+            continue;
+        };
+        let Ok(parsed) = semver::Version::parse(&version) else {
+            continue;
+        };
+        if found != name || !satisfies(&version, range) {
+            continue;
+        }
+        if best.as_ref().is_none_or(|(newest, _, _)| parsed > *newest) {
+            let packed = Packed {
+                name: found,
+                version,
+                filename: entry.file_name().to_string_lossy().into_owned(),
+                integrity: String::new(),
+            };
+            best = Some((parsed, packed, path));
+        }
+    }
+    best.map(|(_, packed, path)| (packed, path)).ok_or_else(|| {
+        npm_error(format!(
+            "no tarball of {name}@{range} in {}: it holds `npm pack` files (NAME-VERSION.tgz)",
+            dir.display()
+        ))
+    })
+}
+
+/// `name` and `version` from a tarball's top-level `package.json`.
+fn tarball_identity(path: &Path) -> Option<(String, String)> {
+    let file = std::fs::File::open(path).ok()?;
+    let decoder = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
+    let mut archive = tar::Archive::new(decoder.take(MAX_PACKAGE_BYTES));
+    for member in archive.entries().ok()? {
+        let mut member = member.ok()?;
+        let member_path = member.path().ok()?.into_owned();
+        let parts: Vec<_> = member_path.components().collect();
+        if parts.len() == 2 && parts[1].as_os_str() == "package.json" {
+            let mut text = String::new();
+            (&mut member).take(1 << 20).read_to_string(&mut text).ok()?;
+            let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
+            return Some((
+                manifest["name"].as_str()?.to_string(),
+                manifest["version"].as_str()?.to_string(),
+            ));
+        }
+    }
+    None
 }
 
 /// Checks `bytes` against an npm integrity string (`sha512-<base64>`).
@@ -602,6 +715,20 @@ mod tests {
         let bomb = gz.finish().unwrap();
         let error = extract_tarball(&bomb, &dir.path().join("bomb")).unwrap_err();
         assert!(error.contains("more than"), "{error}");
+    }
+
+    #[test]
+    fn npm_ranges_are_matched() {
+        assert!(satisfies("4.17.21", "^4.17.0"));
+        assert!(!satisfies("5.0.0", "^4.17.0"));
+        assert!(satisfies("1.2.9", "~1.2"));
+        assert!(satisfies("1.5.0", ">=1 <2"));
+        assert!(!satisfies("2.0.0", ">=1 <2"));
+        assert!(satisfies("3.0.0", "^1 || ^3"));
+        assert!(satisfies("9.9.9", "latest"));
+        assert!(satisfies("1.0.0", "1.0.0") && !satisfies("1.2.0", "1.0.0"));
+        assert!(satisfies("1.2.7", "1.2") && !satisfies("1.3.0", "1.2"));
+        assert!(satisfies("1.9.0", "1") && !satisfies("2.0.0", "1"));
     }
 
     #[test]

@@ -564,6 +564,62 @@ console.log(JSON.stringify(chunk([1, 2, 3], 2)), camelCase("to camel case"), typ
         assert_ne!(bare.exit_code, Some(0));
     }
 
+    /// An npm tarball of package `name@version` whose entry exports `value`.
+    fn npm_tarball(dir: &Path, name: &str, version: &str, value: &str) {
+        let mut builder = tar::Builder::new(Vec::new());
+        let manifest =
+            format!(r#"{{"name": "{name}", "version": "{version}", "module": "lib/index.mjs"}}"#);
+        let entry = format!("export default {value:?};\n");
+        for (path, contents) in [
+            ("package/package.json", manifest),
+            ("package/lib/index.mjs", entry),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(contents.len() as u64);
+            header.set_mode(0o644);
+            header.set_path(path).unwrap();
+            header.set_cksum();
+            builder.append(&header, contents.as_bytes()).unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &builder.into_inner().unwrap()).unwrap();
+        std::fs::write(
+            dir.join(format!("{name}-{version}.tgz")),
+            gz.finish().unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_local_tarball_directory_works_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        npm_tarball(dir.path(), "dvm-offline-lib", "1.0.0", "one");
+        npm_tarball(dir.path(), "dvm-offline-lib", "1.2.0", "one point two");
+        npm_tarball(dir.path(), "dvm-offline-lib", "2.0.0", "two");
+        let js = runtime("javascript");
+        let install = |spec: &str| {
+            js.install_packages(&PackageRequest {
+                requirements: vec![spec.to_string()],
+                find_links: Some(dir.path().to_path_buf()),
+                locked: None,
+            })
+        };
+        let source = b"import v from 'dvm-offline-lib';\nconsole.log(v);\n";
+        for (spec, expect) in [
+            ("dvm-offline-lib@^1", "one point two\n"),
+            ("dvm-offline-lib@1.0.0", "one\n"),
+            ("dvm-offline-lib", "two\n"),
+        ] {
+            let packages = install(spec).expect(spec);
+            let outcome = js
+                .run_script("main.mjs", source, &with_packages(packages))
+                .unwrap();
+            assert_eq!(stdout(&outcome), expect, "{spec}: {}", describe(&outcome));
+        }
+        let missing = install("dvm-offline-lib@^3").unwrap_err().to_string();
+        assert!(missing.contains("no tarball"), "{missing}");
+    }
+
     #[test]
     fn package_json_with_and_locks_through_the_cli() {
         let dir = tempfile::tempdir().unwrap();
