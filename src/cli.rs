@@ -58,6 +58,9 @@ enum Command {
     /// Install, list, lock and clean Python and JavaScript packages for sandboxes.
     #[command(subcommand)]
     Deps(DepsCommand),
+    /// Run a test-case file against a solution: each case in its own sandbox, in parallel,
+    /// with a Judge0-style verdict. Exits 0 when every case is accepted, 1 otherwise.
+    Test(TestArgs),
     /// Inspect and manage the execution result cache.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -134,6 +137,27 @@ enum DepsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    /// The test-case file (TOML: [defaults], then [[case]] tables).
+    cases: PathBuf,
+    /// The solution to test.
+    #[arg(long, value_name = "FILE")]
+    code: PathBuf,
+    /// Runtime id [default: from the solution's extension].
+    #[arg(long, value_name = "ID")]
+    runtime: Option<String>,
+    /// Cases run at once [default: the number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+    parallel: Option<u64>,
+    /// Python packages for the solution (repeatable, PEP 508).
+    #[arg(long = "with", value_name = "SPEC")]
+    with: Vec<String>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -492,6 +516,7 @@ pub fn main() -> ExitCode {
         Command::Artifact(command) => artifact(command),
         Command::Deps(command) => deps(command),
         Command::Cache(command) => cache(command),
+        Command::Test(args) => test(args),
         Command::Runtimes(command) => runtimes(command),
         Command::Bench(args) => bench(args),
     }
@@ -1083,6 +1108,51 @@ fn print_json(value: &impl serde::Serialize) {
         "{}",
         serde_json::to_string(value).unwrap_or_default()
     );
+}
+
+fn test(args: TestArgs) -> ExitCode {
+    let json = args.json;
+    let result = (|| -> Result<crate::validate::CasesReport, Error> {
+        let file = crate::validate::CaseFile::read(&args.cases)?;
+        let source = read_script(&args.code)?;
+        let name = args
+            .code
+            .file_name()
+            .map_or_else(|| "main.py".into(), |n| n.to_string_lossy().into_owned());
+        let runtime_id = match args.runtime {
+            Some(id) => id,
+            None => runtime_for(&name)?,
+        };
+        let dvm = Dvm::new(Config::default())?;
+        let runtime = dvm.runtime_with_progress(&runtime_id, &progress_display(json))?;
+        let mut base = RunInput::default();
+        if !args.with.is_empty() {
+            base.packages = Some(runtime.install_packages(&crate::PackageRequest {
+                requirements: args.with,
+                ..crate::PackageRequest::default()
+            })?);
+        }
+        let parallel = args.parallel.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            |n| n as usize,
+        );
+        crate::validate::run_cases(&runtime, &name, &source, &file, &base, parallel)
+    })();
+    match result {
+        Ok(report) => {
+            if json {
+                print_json(&report);
+            } else {
+                let _ = write!(std::io::stdout().lock(), "{}", report.render());
+            }
+            if report.all_accepted() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(error) => render_error(&error, json),
+    }
 }
 
 fn cache(command: CacheCommand) -> ExitCode {

@@ -23,6 +23,7 @@ mod outcome;
 pub mod results;
 mod sandbox;
 mod store;
+pub mod validate;
 pub mod workspace;
 
 pub use crate::artifact::{ArtifactLimits, ArtifactStore, ArtifactSummary};

@@ -16,3 +16,4 @@ mod prestart;
 mod python;
 mod results;
 mod support;
+mod validate;
