@@ -58,6 +58,10 @@ enum Command {
     /// Install, list, lock and clean Python and JavaScript packages for sandboxes.
     #[command(subcommand)]
     Deps(DepsCommand),
+    /// The coding-agent pipeline: code for a request (from --code or a --replay file), run
+    /// in a sandbox with your files and its detected packages, validated, and on failure
+    /// sent back for another attempt. Exits 0 when an attempt passes, 1 otherwise.
+    Agent(AgentArgs),
     /// Run a test-case file against a solution: each case in its own sandbox, in parallel,
     /// with a Judge0-style verdict. Exits 0 when every case is accepted, 1 otherwise.
     Test(TestArgs),
@@ -137,6 +141,53 @@ enum DepsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct AgentArgs {
+    /// What the program should do.
+    request: String,
+    /// Use this file's code as the generated code (every attempt).
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    code: Option<PathBuf>,
+    /// Play recorded replies from a JSON file (an array of reply texts), one per attempt.
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+    /// Upload a host file or directory into the workspace (repeatable): HOST[:GUEST].
+    #[arg(long = "file", value_name = "HOST[:GUEST]")]
+    files_in: Vec<String>,
+    /// The program must print this file's contents.
+    #[arg(long, value_name = "FILE", conflicts_with = "tests")]
+    expect_stdout: Option<PathBuf>,
+    /// How --expect-stdout compares: exact, normalized, regex, json.
+    #[arg(long = "match", value_name = "MODE", default_value = "normalized", value_parser = parse_match)]
+    match_mode: crate::validate::MatchMode,
+    /// Every case of this test-case file must be accepted.
+    #[arg(long, value_name = "FILE")]
+    tests: Option<PathBuf>,
+    /// Attempts before giving up.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    attempts: u64,
+    /// Runtime id [default: python].
+    #[arg(long, value_name = "ID")]
+    runtime: Option<String>,
+    /// Wall-clock deadline of each run.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_match(text: &str) -> Result<crate::validate::MatchMode, String> {
+    use crate::validate::MatchMode;
+    match text {
+        "exact" => Ok(MatchMode::Exact),
+        "normalized" => Ok(MatchMode::Normalized),
+        "regex" => Ok(MatchMode::Regex),
+        "json" => Ok(MatchMode::Json),
+        _ => Err(format!("`{text}` is not exact, normalized, regex or json")),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -517,6 +568,7 @@ pub fn main() -> ExitCode {
         Command::Deps(command) => deps(command),
         Command::Cache(command) => cache(command),
         Command::Test(args) => test(args),
+        Command::Agent(args) => agent(args),
         Command::Runtimes(command) => runtimes(command),
         Command::Bench(args) => bench(args),
     }
@@ -1108,6 +1160,79 @@ fn print_json(value: &impl serde::Serialize) {
         "{}",
         serde_json::to_string(value).unwrap_or_default()
     );
+}
+
+fn agent(args: AgentArgs) -> ExitCode {
+    use crate::agent::{AgentRequest, CodeProvider, Expectation, Provider, ReplayProvider};
+    let json = args.json;
+    let result = (|| -> Result<crate::agent::AgentReport, Error> {
+        let mut provider: Box<dyn Provider> = match (&args.code, &args.replay) {
+            (Some(path), _) => Box::new(CodeProvider {
+                name: path
+                    .file_name()
+                    .map_or_else(|| "main.py".into(), |n| n.to_string_lossy().into_owned()),
+                code: String::from_utf8_lossy(&read_script(path)?).into_owned(),
+            }),
+            (None, Some(path)) => Box::new(ReplayProvider::read(path)?),
+            (None, None) => {
+                return Err(Error::InvalidInput(
+                    "give the code with --code FILE or recorded replies with --replay FILE; \
+                     this dvm has no model client yet"
+                        .into(),
+                ));
+            }
+        };
+        let expect = match (&args.expect_stdout, &args.tests) {
+            (Some(path), _) => Expectation::Stdout {
+                expected: std::fs::read_to_string(path).map_err(|source| Error::ReadInput {
+                    path: path.clone(),
+                    source,
+                })?,
+                mode: args.match_mode,
+            },
+            (None, Some(path)) => Expectation::Cases(crate::validate::CaseFile::read(path)?),
+            (None, None) => Expectation::ExitZero,
+        };
+        let files = args
+            .files_in
+            .iter()
+            .map(|spec| upload_spec(spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        let request = AgentRequest {
+            request: args.request.clone(),
+            files,
+            expect,
+            attempts: args.attempts as usize,
+            runtime: args.runtime.clone(),
+            input: RunInput {
+                limits: Limits {
+                    deadline: args.timeout,
+                    ..Limits::default()
+                },
+                ..RunInput::default()
+            },
+        };
+        let dvm = Dvm::new(Config::default())?;
+        if let Some(id) = &request.runtime {
+            dvm.runtime_with_progress(id, &progress_display(json))?;
+        }
+        crate::agent::run(&dvm, provider.as_mut(), &request)
+    })();
+    match result {
+        Ok(report) => {
+            if json {
+                print_json(&report);
+            } else {
+                let _ = write!(std::io::stdout().lock(), "{}", report.render());
+            }
+            if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(error) => render_error(&error, json),
+    }
 }
 
 fn test(args: TestArgs) -> ExitCode {

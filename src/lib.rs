@@ -8,6 +8,7 @@
 //! # Ok::<(), dvm::Error>(())
 //! ```
 
+pub mod agent;
 pub mod artifact;
 #[doc(hidden)]
 pub mod bench;

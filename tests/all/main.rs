@@ -1,5 +1,6 @@
 //! dvm's integration tests: one harness binary, one module per concern.
 
+mod agent;
 mod artifact;
 mod cache;
 mod cli;

@@ -1,0 +1,554 @@
+//! The coding-agent pipeline: a request becomes code (from a provider), the code runs in a
+//! fresh sandbox with the user's files and its detected dependencies, the result is
+//! validated, and on failure the errors go back to the provider for another attempt. Every
+//! step is in the report.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::dvm::{Dvm, Runtime};
+use crate::error::Error;
+use crate::outcome::Status;
+use crate::sandbox::RunInput;
+use crate::validate::{self, CaseFile, MatchMode, Verdict};
+use crate::workspace::{OutputFile, Workspace};
+
+/// One message of the conversation with a provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    fn new(role: &str, content: impl Into<String>) -> Self {
+        Message {
+            role: role.to_string(),
+            content: content.into(),
+        }
+    }
+}
+
+/// Where code comes from: given the conversation so far, the next reply.
+pub trait Provider {
+    /// What the report calls this provider.
+    fn describe(&self) -> String;
+    fn reply(&mut self, conversation: &[Message]) -> Result<String, Error>;
+}
+
+/// The user's own code as the "generated" step: the same code every attempt.
+pub struct CodeProvider {
+    pub name: String,
+    pub code: String,
+}
+
+impl Provider for CodeProvider {
+    fn describe(&self) -> String {
+        format!("code from {}", self.name)
+    }
+
+    fn reply(&mut self, _: &[Message]) -> Result<String, Error> {
+        Ok(format!("```{}\n{}\n```\n", self.name, self.code))
+    }
+}
+
+/// Recorded replies played back in order (for tests and demos; not a model).
+pub struct ReplayProvider {
+    source: String,
+    replies: Vec<String>,
+    next: usize,
+}
+
+impl ReplayProvider {
+    /// Reads a JSON array of reply strings, or an object with a `replies` array.
+    pub fn read(path: &std::path::Path) -> Result<ReplayProvider, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadInput {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            Error::InvalidInput(format!("{} is not a JSON replay file: {e}", path.display()))
+        })?;
+        let list = match &value {
+            serde_json::Value::Array(_) => &value,
+            _ => &value["replies"],
+        };
+        let replies: Vec<String> = list
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|item| item.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if replies.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "{} holds no replies: write a JSON array of reply strings",
+                path.display()
+            )));
+        }
+        Ok(ReplayProvider {
+            source: path.display().to_string(),
+            replies,
+            next: 0,
+        })
+    }
+}
+
+impl Provider for ReplayProvider {
+    fn describe(&self) -> String {
+        format!(
+            "replay of recorded replies from {} (not a model)",
+            self.source
+        )
+    }
+
+    fn reply(&mut self, _: &[Message]) -> Result<String, Error> {
+        let reply = self.replies.get(self.next).cloned().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "the replay file has {} replies and attempt {} needs another",
+                self.replies.len(),
+                self.next + 1
+            ))
+        })?;
+        self.next += 1;
+        Ok(reply)
+    }
+}
+
+/// A file of code taken from a reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CodeFile {
+    pub name: String,
+    pub code: String,
+}
+
+/// The code files of a reply: each fenced block (```` ``` ```` or `~~~`), named by a file
+/// name in its info string (```` ```python main.py ````), by a `# file: NAME` first line, or
+/// by a file name on the line just before the fence; unnamed blocks are `main.EXT` for the
+/// first and `file2.EXT`… after it. A reply without a fence is refused.
+pub fn extract_code(reply: &str, extension: &str) -> Result<Vec<CodeFile>, Error> {
+    let lines: Vec<&str> = reply.lines().collect();
+    let mut files = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim_start();
+        let fence = if line.starts_with("```") {
+            "```"
+        } else if line.starts_with("~~~") {
+            "~~~"
+        } else {
+            i += 1;
+            continue;
+        };
+        let info = line.trim_start_matches(fence).trim();
+        let mut name = info
+            .split_whitespace()
+            .find(|word| word.contains('.') && !word.starts_with('.'))
+            .map(str::to_string);
+        if name.is_none() && i > 0 {
+            let before = lines[i - 1].trim().trim_matches(['*', '`', ':', '#', ' ']);
+            if is_file_name(before) {
+                name = Some(before.to_string());
+            }
+        }
+        let mut body = Vec::new();
+        let mut j = i + 1;
+        while j < lines.len() && !lines[j].trim_start().starts_with(fence) {
+            body.push(lines[j]);
+            j += 1;
+        }
+        if let Some(first) = body.first()
+            && let Some(named) = first.trim().strip_prefix("# file:")
+        {
+            name = Some(named.trim().to_string());
+            body.remove(0);
+        }
+        let name = name.unwrap_or_else(|| {
+            if files.is_empty() {
+                format!("main.{extension}")
+            } else {
+                format!("file{}.{extension}", files.len() + 1)
+            }
+        });
+        let mut code = body.join("\n");
+        code.push('\n');
+        files.push(CodeFile { name, code });
+        i = j + 1;
+    }
+    if files.is_empty() {
+        return Err(Error::InvalidInput(
+            "the reply has no fenced code block".into(),
+        ));
+    }
+    Ok(files)
+}
+
+fn is_file_name(text: &str) -> bool {
+    !text.is_empty()
+        && !text.contains(' ')
+        && text.contains('.')
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+}
+
+/// What a run must produce to pass.
+#[derive(Debug, Clone, Default)]
+pub enum Expectation {
+    /// Exit 0.
+    #[default]
+    ExitZero,
+    /// Exit 0 and this stdout.
+    Stdout { expected: String, mode: MatchMode },
+    /// Every case of a test-case file accepted.
+    Cases(CaseFile),
+}
+
+/// A request to the pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct AgentRequest {
+    pub request: String,
+    /// Host files and directories uploaded into the workspace: (host, guest).
+    pub files: Vec<(PathBuf, String)>,
+    pub expect: Expectation,
+    pub attempts: usize,
+    /// The runtime id; default `python`.
+    pub runtime: Option<String>,
+    /// Limits and other settings of every run.
+    pub input: RunInput,
+}
+
+/// One attempt, as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub number: usize,
+    pub files: Vec<CodeFile>,
+    pub passed: bool,
+    /// Why the code could not run at all (no code block, an install failure…).
+    pub error: Option<String>,
+    pub status: Option<Status>,
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub diff: Option<String>,
+    pub verdicts: Option<validate::CasesReport>,
+    pub packages: Vec<String>,
+    pub output_files: Vec<OutputFile>,
+    pub duration_ms: f64,
+}
+
+/// The whole run of the pipeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentReport {
+    pub request: String,
+    pub provider: String,
+    pub runtime: String,
+    pub passed: bool,
+    pub attempts: Vec<Attempt>,
+    /// The code of the last attempt.
+    pub final_code: Vec<CodeFile>,
+    pub duration_ms: f64,
+}
+
+impl AgentReport {
+    /// A readable summary.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "request: {}", self.request);
+        let _ = writeln!(
+            out,
+            "code from: {}; runtime: {}",
+            self.provider, self.runtime
+        );
+        for attempt in &self.attempts {
+            let result = if attempt.passed { "passed" } else { "failed" };
+            let _ = writeln!(
+                out,
+                "attempt {}: {result} in {:.0} ms ({})",
+                attempt.number,
+                attempt.duration_ms,
+                attempt
+                    .files
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if let Some(error) = &attempt.error {
+                let _ = writeln!(out, "  {error}");
+            }
+            if !attempt.packages.is_empty() {
+                let _ = writeln!(out, "  packages: {}", attempt.packages.join(", "));
+            }
+            if let Some(verdicts) = &attempt.verdicts {
+                for line in verdicts.render().lines() {
+                    let _ = writeln!(out, "  {line}");
+                }
+            } else if let Some(diff) = &attempt.diff {
+                for line in diff.lines() {
+                    let _ = writeln!(out, "  {line}");
+                }
+            }
+            if !attempt.passed && !attempt.stderr.is_empty() {
+                let tail: Vec<&str> = attempt.stderr.lines().rev().take(6).collect();
+                for line in tail.into_iter().rev() {
+                    let _ = writeln!(out, "  stderr: {line}");
+                }
+            }
+            for file in &attempt.output_files {
+                let _ = writeln!(out, "  wrote {} ({} bytes)", file.path, file.size);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{} after {} attempt(s), {:.0} ms",
+            if self.passed { "PASSED" } else { "FAILED" },
+            self.attempts.len(),
+            self.duration_ms
+        );
+        out
+    }
+}
+
+const SYSTEM_PROMPT: &str = "You write one complete program that does what the user asks. \
+It runs in a sandbox with no network, from its working directory, where the user's files are. \
+Answer with the program in one fenced code block; name extra files in the fence's info string.";
+
+/// Runs the pipeline: up to `request.attempts` rounds of reply → code → sandbox → validate.
+pub fn run(
+    dvm: &Dvm,
+    provider: &mut dyn Provider,
+    request: &AgentRequest,
+) -> Result<AgentReport, Error> {
+    let started = Instant::now();
+    let runtime_id = request.runtime.clone().unwrap_or_else(|| "python".into());
+    let runtime = dvm.runtime(&runtime_id)?;
+    let extension = match runtime.language() {
+        "javascript" => "mjs",
+        _ => "py",
+    };
+    let mut conversation = vec![
+        Message::new("system", SYSTEM_PROMPT),
+        Message::new("user", describe_request(request, runtime.language())),
+    ];
+    let mut attempts = Vec::new();
+    for number in 1..=request.attempts.max(1) {
+        let reply = provider.reply(&conversation)?;
+        conversation.push(Message::new("assistant", reply.clone()));
+        let attempt = attempt(&runtime, request, number, &reply, extension);
+        let passed = attempt.passed;
+        conversation.push(Message::new("user", feedback(&attempt)));
+        attempts.push(attempt);
+        if passed {
+            break;
+        }
+    }
+    let final_code = attempts.last().map(|a| a.files.clone()).unwrap_or_default();
+    Ok(AgentReport {
+        request: request.request.clone(),
+        provider: provider.describe(),
+        runtime: runtime_id,
+        passed: attempts.last().is_some_and(|a| a.passed),
+        attempts,
+        final_code,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+/// The first user message: the request and what the sandbox holds.
+fn describe_request(request: &AgentRequest, language: &str) -> String {
+    let mut text = format!("Write a {language} program. {}\n", request.request);
+    for (host, guest) in &request.files {
+        text.push_str(&format!("\nThe file `{guest}` is in the working directory"));
+        if let Ok(head) = std::fs::read(host) {
+            let head = String::from_utf8_lossy(&head[..head.len().min(400)]).into_owned();
+            text.push_str(&format!("; it begins:\n```\n{head}\n```"));
+        } else {
+            text.push('.');
+        }
+    }
+    if let Expectation::Stdout { expected, .. } = &request.expect {
+        text.push_str(&format!("\n\nIt must print exactly:\n```\n{expected}\n```"));
+    }
+    text
+}
+
+/// What the provider hears after an attempt.
+fn feedback(attempt: &Attempt) -> String {
+    if attempt.passed {
+        return "It passed.".into();
+    }
+    let mut text = String::from("It failed.");
+    if let Some(error) = &attempt.error {
+        text.push_str(&format!("\n{error}"));
+    }
+    if let Some(code) = attempt.exit_code.filter(|code| *code != 0) {
+        text.push_str(&format!("\nIt exited with code {code}."));
+    }
+    if !attempt.stderr.is_empty() {
+        text.push_str(&format!("\nstderr:\n```\n{}\n```", attempt.stderr));
+    }
+    if let Some(diff) = &attempt.diff {
+        text.push_str(&format!(
+            "\nExpected against actual output:\n```diff\n{diff}\n```"
+        ));
+    }
+    if let Some(verdicts) = &attempt.verdicts {
+        text.push_str(&format!("\nTest cases:\n```\n{}\n```", verdicts.render()));
+    }
+    text.push_str("\nFix the program and answer with the whole corrected program.");
+    text
+}
+
+/// One attempt: code from the reply, run and judged.
+fn attempt(
+    runtime: &Runtime,
+    request: &AgentRequest,
+    number: usize,
+    reply: &str,
+    extension: &str,
+) -> Attempt {
+    let started = Instant::now();
+    let mut attempt = Attempt {
+        number,
+        files: Vec::new(),
+        passed: false,
+        error: None,
+        status: None,
+        exit_code: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        diff: None,
+        verdicts: None,
+        packages: Vec::new(),
+        output_files: Vec::new(),
+        duration_ms: 0.0,
+    };
+    if let Err(error) = run_attempt(runtime, request, reply, extension, &mut attempt) {
+        attempt.error = Some(error.to_string());
+        attempt.passed = false;
+    }
+    attempt.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    attempt
+}
+
+fn run_attempt(
+    runtime: &Runtime,
+    request: &AgentRequest,
+    reply: &str,
+    extension: &str,
+    attempt: &mut Attempt,
+) -> Result<(), Error> {
+    attempt.files = extract_code(reply, extension)?;
+    let entry = attempt.files[0].clone();
+    let workspace = Workspace::new()?;
+    for (host, guest) in &request.files {
+        workspace.upload(host, guest)?;
+    }
+    for file in &attempt.files[1..] {
+        workspace.write(&file.name, file.code.as_bytes())?;
+    }
+    let mut input = request.input.clone();
+    let local: Vec<String> = attempt
+        .files
+        .iter()
+        .filter_map(|f| f.name.strip_suffix(".py").map(str::to_string))
+        .collect();
+    let detected = runtime.detect_imports(entry.code.as_bytes(), &local)?;
+    let requirements: Vec<String> = detected
+        .into_iter()
+        .filter(|import| !import.optional)
+        .map(|import| import.distribution)
+        .collect();
+    if !requirements.is_empty() {
+        let packages = runtime.install_packages(&crate::PackageRequest {
+            requirements,
+            ..crate::PackageRequest::default()
+        })?;
+        attempt.packages = packages
+            .installed
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .chain(packages.built_in.iter().map(|b| format!("{b} (built in)")))
+            .collect();
+        input.packages = Some(packages);
+    }
+    match &request.expect {
+        Expectation::Cases(cases) => {
+            // Each case gets its own sandbox; the user's files are uploaded into each.
+            let mut with_files = cases.clone();
+            for case in &mut with_files.cases {
+                for (host, guest) in &request.files {
+                    if let Ok(bytes) = std::fs::read(host) {
+                        case.files
+                            .entry(guest.clone())
+                            .or_insert_with(|| String::from_utf8_lossy(&bytes).into_owned());
+                    }
+                }
+                for file in &attempt.files[1..] {
+                    case.files.insert(file.name.clone(), file.code.clone());
+                }
+            }
+            let parallel = std::thread::available_parallelism().map_or(1, usize::from);
+            let report = validate::run_cases(
+                runtime,
+                &entry.name,
+                entry.code.as_bytes(),
+                &with_files,
+                &input,
+                parallel,
+            )?;
+            attempt.passed = report.all_accepted();
+            if let Some(first) = report.cases.iter().find(|c| c.verdict != Verdict::Accepted) {
+                attempt.stderr = first.stderr.clone();
+                attempt.diff = first.diff.clone();
+            }
+            attempt.verdicts = Some(report);
+        }
+        expectation => {
+            input.workspace = Some(workspace);
+            let outcome = runtime.run_script(&entry.name, entry.code.as_bytes(), &input)?;
+            attempt.status = Some(outcome.status);
+            attempt.exit_code = outcome.exit_code;
+            attempt.stdout = String::from_utf8_lossy(&outcome.stdout).into_owned();
+            attempt.stderr = String::from_utf8_lossy(&outcome.stderr).into_owned();
+            attempt.output_files = outcome.files.clone();
+            let ran = outcome.status == Status::Ok;
+            attempt.passed = match expectation {
+                Expectation::Stdout { expected, mode } if ran => {
+                    let ok = validate::matches(*mode, expected, &attempt.stdout)?;
+                    if !ok {
+                        attempt.diff = Some(validate::diff(expected, &attempt.stdout));
+                    }
+                    ok
+                }
+                _ => ran,
+            };
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_comes_out_of_fences_with_names() {
+        let reply = "Here you go:\n\n```python\nprint(1)\n```\n\nhelpers.py:\n```python\nX = 1\n```\n~~~ python extra.py\nY = 2\n~~~\n```\n# file: data/conf.py\nZ = 3\n```\n";
+        let files = extract_code(reply, "py").unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["main.py", "helpers.py", "extra.py", "data/conf.py"]);
+        assert_eq!(files[0].code, "print(1)\n");
+        assert_eq!(files[3].code, "Z = 3\n");
+        assert!(extract_code("no code here", "py").is_err());
+        let unnamed = extract_code("```\na\n```\n```\nb\n```", "mjs").unwrap();
+        assert_eq!(unnamed[1].name, "file2.mjs");
+    }
+}
