@@ -196,3 +196,25 @@ fn code_from_a_file_with_test_cases_and_detected_packages() {
     assert_eq!(missing.status.code(), Some(2), "{}", show(&missing));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--code"));
 }
+
+#[test]
+fn the_readme_quick_start_runs_offline() {
+    let output = dvm(&[
+        "agent",
+        "summarise sales.csv by region",
+        "--replay",
+        &fx("agent/replies.json"),
+        "--file",
+        &fx("agent/sales.csv"),
+        "--expect-stdout",
+        &fx("agent/expected.txt"),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains("attempt 1: failed"), "{summary}");
+    assert!(summary.contains("PASSED after 2 attempt(s)"), "{summary}");
+}
+
+fn fx(relative: &str) -> String {
+    fixture(relative).to_str().unwrap().to_string()
+}
