@@ -425,11 +425,16 @@ impl PackageStore {
         self.dir.join("trees")
     }
 
-    fn tree(&self, sha256: &str) -> PathBuf {
+    pub(crate) fn tree(&self, sha256: &str) -> PathBuf {
         self.trees().join(sha256)
     }
 
-    fn temp_dir(&self) -> Result<tempfile::TempDir, Error> {
+    /// The store's own directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn temp_dir(&self) -> Result<tempfile::TempDir, Error> {
         let tmp = self.dir.join("tmp");
         std::fs::create_dir_all(&tmp)
             .and_then(|()| tempfile::tempdir_in(&tmp))
@@ -439,7 +444,7 @@ impl PackageStore {
     }
 
     /// Holds the store's install lock while alive.
-    fn lock(&self) -> Result<std::fs::File, Error> {
+    pub(crate) fn lock(&self) -> Result<std::fs::File, Error> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| Error::Internal(format!("cannot create {}: {e}", self.dir.display())))?;
         let file = std::fs::File::create(self.dir.join("install.lock"))

@@ -14,8 +14,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::{
-    InstalledPackage, LOCK_SCHEMA, Lock, LockedPackage, PackageRequest, PackageSet, link_tree,
-    make_read_only, remove_tree, set_key,
+    InstalledPackage, LOCK_SCHEMA, Lock, LockedPackage, PackageRequest, PackageSet, PackageStore,
+    link_tree, make_read_only, remove_tree, set_key,
 };
 use crate::error::Error;
 
@@ -28,9 +28,10 @@ const MAX_PACKAGE_FILES: usize = 50_000;
 /// Most packages one request may pull in.
 const MAX_PACKAGES: usize = 500;
 
-/// The JavaScript package store of one home.
+/// The JavaScript package store of one home: the Python store's layout (trees, remembered
+/// installs, sets, temp files, lock) under `packages/v1/npm/`.
 pub struct NpmStore {
-    dir: PathBuf,
+    store: PackageStore,
 }
 
 fn npm_error(message: impl std::fmt::Display) -> Error {
@@ -128,36 +129,21 @@ fn entry_of(manifest: &Manifest) -> String {
 impl NpmStore {
     pub fn new(home: &Path) -> Self {
         NpmStore {
-            dir: home.join("packages").join(super::LAYOUT).join("npm"),
+            store: PackageStore::npm(home),
         }
     }
 
     fn tree(&self, sha256: &str) -> PathBuf {
-        self.dir.join("trees").join(sha256)
+        self.store.tree(sha256)
     }
 
-    fn temp_dir(&self) -> Result<tempfile::TempDir, Error> {
-        let tmp = self.dir.join("tmp");
-        std::fs::create_dir_all(&tmp)
-            .and_then(|()| tempfile::tempdir_in(&tmp))
-            .map_err(|e| {
-                Error::Internal(format!("cannot make a temp dir in {}: {e}", tmp.display()))
-            })
-    }
-
-    fn lock(&self) -> Result<std::fs::File, Error> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", self.dir.display())))?;
-        let file = std::fs::File::create(self.dir.join("install.lock"))
-            .map_err(|e| Error::Internal(format!("cannot lock the package store: {e}")))?;
-        file.lock()
-            .map_err(|e| Error::Internal(format!("cannot lock the package store: {e}")))?;
-        Ok(file)
+    fn path(&self, relative: &str) -> PathBuf {
+        self.store.dir().join(relative)
     }
 
     /// Installs `request` (requirements `name@range`) for the JavaScript runtime `runtime`.
     pub fn install(&self, runtime: &str, request: &PackageRequest) -> Result<PackageSet, Error> {
-        let _lock = self.lock()?;
+        let _lock = self.store.lock()?;
         let mut fresh = BTreeSet::new();
         let (lock, resolved_from_store) = match &request.locked {
             Some(lock) => {
@@ -240,7 +226,7 @@ impl NpmStore {
             }
             hasher.finalize().to_hex().to_string()
         };
-        let remembered = self.dir.join("resolved").join(format!("{key}.json"));
+        let remembered = self.path("resolved").join(format!("{key}.json"));
         if let Ok(text) = std::fs::read_to_string(&remembered)
             && let Ok(lock) = serde_json::from_str::<Lock>(&text)
             && lock.packages.iter().all(|p| self.tree(&p.sha256).is_dir())
@@ -303,7 +289,7 @@ impl NpmStore {
             let manifest = self.unpack(&bytes, &packed.filename, &sha256, fresh)?;
             return Ok((packed, sha256, manifest));
         }
-        let temp = self.temp_dir()?;
+        let temp = self.store.temp_dir()?;
         let output = Command::new("npm")
             .args([
                 "pack",
@@ -365,7 +351,7 @@ impl NpmStore {
         if target.is_dir() {
             return Ok(read_manifest(&target));
         }
-        let temp = self.temp_dir()?;
+        let temp = self.store.temp_dir()?;
         let unpacked = temp.path().join("tree");
         extract_tarball(tarball, &unpacked)
             .map_err(|why| npm_error(format!("{file}: refused: {why}")))?;
@@ -373,7 +359,7 @@ impl NpmStore {
         std::fs::write(unpacked.join(".dvm-entry"), entry_of(&manifest))
             .map_err(|e| npm_error(format!("{file}: {e}")))?;
         make_read_only(&unpacked).map_err(|e| npm_error(format!("{file}: {e}")))?;
-        std::fs::create_dir_all(self.dir.join("trees"))
+        std::fs::create_dir_all(self.path("trees"))
             .map_err(|e| npm_error(format!("{file}: {e}")))?;
         match std::fs::rename(&unpacked, &target) {
             Ok(()) => {
@@ -389,22 +375,21 @@ impl NpmStore {
     fn merged(&self, lock: &Lock) -> Result<PathBuf, Error> {
         if let Ok(text) = serde_json::to_vec(lock) {
             let kept = self
-                .dir
-                .join("installed")
+                .path("installed")
                 .join(format!("{}.json", set_key(lock)));
             let _ = crate::engine::cache::publish(&kept, &text);
         }
-        let set = self.dir.join("sets").join(set_key(lock));
+        let set = self.path("sets").join(set_key(lock));
         if set.is_dir() {
             return Ok(set);
         }
-        let temp = self.temp_dir()?;
+        let temp = self.store.temp_dir()?;
         let modules = temp.path().join("node_modules");
         for package in &lock.packages {
             link_tree(&self.tree(&package.sha256), &modules.join(&package.name))
                 .map_err(|e| npm_error(format!("cannot lay out {}: {e}", package.name)))?;
         }
-        std::fs::create_dir_all(self.dir.join("sets"))
+        std::fs::create_dir_all(self.path("sets"))
             .map_err(|e| Error::Internal(format!("cannot create the set directory: {e}")))?;
         match std::fs::rename(&modules, &set) {
             Ok(()) => Ok(set),
