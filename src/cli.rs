@@ -153,6 +153,21 @@ struct AgentArgs {
     /// Play recorded replies from a JSON file (an array of reply texts), one per attempt.
     #[arg(long, value_name = "FILE")]
     replay: Option<PathBuf>,
+    /// The model to ask (an OpenAI-compatible chat-completions endpoint: OPENAI_BASE_URL
+    /// and OPENAI_API_KEY from the environment, or --base-url).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["code", "replay"])]
+    model: Option<String>,
+    /// The endpoint, e.g. http://127.0.0.1:11434/v1 [default: $OPENAI_BASE_URL, else OpenAI].
+    #[arg(long, value_name = "URL", requires = "model")]
+    base_url: Option<String>,
+    /// Seconds to wait for each model answer.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 120,
+        requires = "model"
+    )]
+    model_timeout: u64,
     /// Upload a host file or directory into the workspace (repeatable): HOST[:GUEST].
     #[arg(long = "file", value_name = "HOST[:GUEST]")]
     files_in: Vec<String>,
@@ -1167,6 +1182,13 @@ fn agent(args: AgentArgs) -> ExitCode {
     let json = args.json;
     let result = (|| -> Result<crate::agent::AgentReport, Error> {
         let mut provider: Box<dyn Provider> = match (&args.code, &args.replay) {
+            _ if args.model.is_some() => {
+                let model = args.model.as_deref().unwrap_or_default();
+                let mut config =
+                    crate::llm::LlmConfig::from_env(model, args.base_url.as_deref(), None);
+                config.timeout = Duration::from_secs(args.model_timeout.max(1));
+                Box::new(crate::llm::ChatProvider::new(config)?)
+            }
             (Some(path), _) => Box::new(CodeProvider {
                 name: path
                     .file_name()
@@ -1176,8 +1198,8 @@ fn agent(args: AgentArgs) -> ExitCode {
             (None, Some(path)) => Box::new(ReplayProvider::read(path)?),
             (None, None) => {
                 return Err(Error::InvalidInput(
-                    "give the code with --code FILE or recorded replies with --replay FILE; \
-                     this dvm has no model client yet"
+                    "say where the code comes from: --model NAME (an OpenAI-compatible \
+                     endpoint), --code FILE, or recorded replies with --replay FILE"
                         .into(),
                 ));
             }

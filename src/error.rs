@@ -102,6 +102,10 @@ pub enum Error {
     #[error("packages: {0}")]
     Packages(String),
 
+    /// The model endpoint failed or answered something unusable.
+    #[error("model: {0}")]
+    Llm(String),
+
     #[error("dvm home {path} is unusable: {source}")]
     Home {
         path: PathBuf,
@@ -186,6 +190,7 @@ impl Error {
             Error::Damaged { .. } => "damaged",
             Error::Capacity(_) => "capacity",
             Error::Packages(_) => "packages",
+            Error::Llm(_) => "llm",
             Error::Home { .. } => "home",
             Error::InvalidArtifactName { .. } => "invalid_artifact_name",
             Error::InvalidArtifactSpec { .. } => "invalid_artifact_spec",

@@ -20,6 +20,7 @@ mod error;
 pub(crate) mod fs;
 mod guest;
 pub mod limits;
+pub mod llm;
 mod outcome;
 pub mod results;
 mod sandbox;

@@ -12,6 +12,7 @@ mod guests;
 mod install;
 mod javascript;
 mod limits;
+mod llm;
 mod preload;
 mod prestart;
 mod python;
