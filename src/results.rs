@@ -505,7 +505,7 @@ impl ResultCache {
         let bytes = serde_json::to_vec(&sealed)
             .map_err(|e| Error::Internal(format!("result cache: encode: {e}")))?;
         self.backend.put_entry(key, &bytes)?;
-        self.gc(self.max_bytes)?;
+        self.evict_if_over()?;
         Ok(())
     }
 
@@ -570,6 +570,16 @@ impl ResultCache {
             blob_bytes: blobs.iter().map(|(_, bytes)| bytes).sum(),
             max_bytes: self.max_bytes,
         })
+    }
+
+    /// Runs [`ResultCache::gc`] only when the store is over its bound: the sizes come from
+    /// listings, so a store within bounds costs no entry reads on every put.
+    fn evict_if_over(&self) -> Result<(), Error> {
+        let stats = self.stats()?;
+        if stats.entry_bytes.saturating_add(stats.blob_bytes) > self.max_bytes {
+            self.gc(self.max_bytes)?;
+        }
+        Ok(())
     }
 
     /// Evicts least recently used entries until entries and blobs fit in `max_bytes`, then
@@ -778,7 +788,7 @@ impl ResultCache {
                 Err(why) => report.rejected.push(format!("{key}: {why}")),
             }
         }
-        self.gc(self.max_bytes)?;
+        self.evict_if_over()?;
         Ok(report)
     }
 }
