@@ -219,8 +219,27 @@ pub struct AgentRequest {
     pub attempts: usize,
     /// The runtime id; default `python`.
     pub runtime: Option<String>,
+    /// Requirements installed for every attempt besides those detected in the code (from a
+    /// profile).
+    pub packages: Vec<String>,
+    /// Ask the provider for pytest unit tests once, and run them against each attempt's code
+    /// in a separate sandbox; an attempt passes only when they pass.
+    pub unit_tests: bool,
     /// Limits and other settings of every run.
     pub input: RunInput,
+}
+
+/// Where an attempt's time went, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// Waiting for the provider's reply.
+    pub generate_ms: f64,
+    /// Detecting and installing packages.
+    pub install_ms: f64,
+    /// Running (and judging) the code.
+    pub execute_ms: f64,
+    /// Running the unit tests.
+    pub unit_tests_ms: f64,
 }
 
 /// One attempt, as the report shows it.
@@ -238,7 +257,12 @@ pub struct Attempt {
     pub diff: Option<String>,
     pub verdicts: Option<validate::CasesReport>,
     pub packages: Vec<String>,
+    /// Whether the packages came from the store (installed before) rather than downloaded.
+    pub packages_from_store: bool,
     pub output_files: Vec<OutputFile>,
+    /// The unit tests' results, when they were asked for.
+    pub unit_tests: Option<crate::review::SuiteReport>,
+    pub timings: Timings,
     pub duration_ms: f64,
 }
 
@@ -252,6 +276,8 @@ pub struct AgentReport {
     pub attempts: Vec<Attempt>,
     /// The code of the last attempt.
     pub final_code: Vec<CodeFile>,
+    /// The unit tests the provider wrote, when they were asked for.
+    pub unit_tests: Vec<CodeFile>,
     pub duration_ms: f64,
 }
 
@@ -292,6 +318,12 @@ impl AgentReport {
                 }
             } else if let Some(diff) = &attempt.diff {
                 for line in diff.lines() {
+                    let _ = writeln!(out, "  {line}");
+                }
+            }
+            if let Some(suite) = &attempt.unit_tests {
+                let _ = write!(out, "  unit tests: ");
+                for line in suite.render().lines() {
                     let _ = writeln!(out, "  {line}");
                 }
             }
@@ -338,10 +370,27 @@ pub fn run(
         Message::new("user", describe_request(request, runtime.language())),
     ];
     let mut attempts = Vec::new();
+    let mut tests: Option<Vec<CodeFile>> = None;
     for number in 1..=request.attempts.max(1) {
+        let asked = Instant::now();
         let reply = provider.reply(&conversation)?;
+        let generate_ms = asked.elapsed().as_secs_f64() * 1000.0;
         conversation.push(Message::new("assistant", reply.clone()));
-        let attempt = attempt(&runtime, request, number, &reply, extension);
+        if request.unit_tests
+            && tests.is_none()
+            && let Ok(code) = extract_code(&reply, extension)
+        {
+            tests = Some(ask_for_tests(provider, request, &runtime, &code)?);
+        }
+        let mut attempt = attempt(
+            &runtime,
+            request,
+            number,
+            &reply,
+            extension,
+            tests.as_deref(),
+        );
+        attempt.timings.generate_ms = generate_ms;
         let passed = attempt.passed;
         conversation.push(Message::new("user", feedback(&attempt)));
         attempts.push(attempt);
@@ -357,8 +406,52 @@ pub fn run(
         passed: attempts.last().is_some_and(|a| a.passed),
         attempts,
         final_code,
+        unit_tests: tests.unwrap_or_default(),
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     })
+}
+
+/// The name of the unit-test file the provider is asked for.
+pub const UNIT_TEST_FILE: &str = "test_main.py";
+
+const TESTS_PROMPT: &str = "You write pytest unit tests. The tests run in a sandbox with no \
+network, next to the program in its working directory. Answer with one fenced code block \
+holding the whole test file.";
+
+/// Asks the provider, in a conversation of its own, for unit tests of the first code.
+fn ask_for_tests(
+    provider: &mut dyn Provider,
+    request: &AgentRequest,
+    runtime: &Runtime,
+    code: &[CodeFile],
+) -> Result<Vec<CodeFile>, Error> {
+    if runtime.language() != "python" {
+        return Err(Error::InvalidInput(format!(
+            "unit tests are written for pytest and run on a Python runtime; `{}` is {}",
+            runtime.id(),
+            runtime.language()
+        )));
+    }
+    let module = code[0].name.trim_end_matches(".py");
+    let mut text = format!(
+        "A program was written for this request: {}\n\nIt is saved as `{}`:\n```python\n{}```\n\n\
+         Write pytest tests for it in `{UNIT_TEST_FILE}`. Import what you test from `{module}` \
+         (importing runs its top-level code). Test the behaviour the request asks for, not \
+         this program's accidents.",
+        request.request, code[0].name, code[0].code
+    );
+    if let Expectation::Stdout { expected, .. } = &request.expect {
+        text.push_str(&format!("\nThe program must print:\n```\n{expected}\n```"));
+    }
+    let conversation = [
+        Message::new("system", TESTS_PROMPT),
+        Message::new("user", text),
+    ];
+    let reply = provider.reply(&conversation)?;
+    let mut files = extract_code(&reply, "py")?;
+    files.truncate(1);
+    files[0].name = UNIT_TEST_FILE.to_string();
+    Ok(files)
 }
 
 /// The first user message: the request and what the sandbox holds.
@@ -402,6 +495,9 @@ fn feedback(attempt: &Attempt) -> String {
     if let Some(verdicts) = &attempt.verdicts {
         text.push_str(&format!("\nTest cases:\n```\n{}\n```", verdicts.render()));
     }
+    if let Some(suite) = attempt.unit_tests.as_ref().filter(|s| !s.passed) {
+        text.push_str(&format!("\nUnit tests ({UNIT_TEST_FILE}):\n```\n{}\n```", suite.render()));
+    }
     text.push_str("\nFix the program and answer with the whole corrected program.");
     text
 }
@@ -413,6 +509,7 @@ fn attempt(
     number: usize,
     reply: &str,
     extension: &str,
+    tests: Option<&[CodeFile]>,
 ) -> Attempt {
     let started = Instant::now();
     let mut attempt = Attempt {
@@ -427,10 +524,13 @@ fn attempt(
         diff: None,
         verdicts: None,
         packages: Vec::new(),
+        packages_from_store: false,
         output_files: Vec::new(),
+        unit_tests: None,
+        timings: Timings::default(),
         duration_ms: 0.0,
     };
-    if let Err(error) = run_attempt(runtime, request, reply, extension, &mut attempt) {
+    if let Err(error) = run_attempt(runtime, request, reply, extension, tests, &mut attempt) {
         attempt.error = Some(error.to_string());
     }
     attempt.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -442,6 +542,7 @@ fn run_attempt(
     request: &AgentRequest,
     reply: &str,
     extension: &str,
+    tests: Option<&[CodeFile]>,
     attempt: &mut Attempt,
 ) -> Result<(), Error> {
     attempt.files = extract_code(reply, extension)?;
@@ -459,17 +560,25 @@ fn run_attempt(
         .iter()
         .filter_map(|f| f.name.strip_suffix(".py").map(str::to_string))
         .collect();
+    let installing = Instant::now();
     let detected = runtime.detect_imports(entry.code.as_bytes(), &local)?;
-    let requirements: Vec<String> = detected
-        .into_iter()
-        .filter(|import| !import.optional)
-        .map(|import| import.distribution)
+    let requirements: Vec<String> = request
+        .packages
+        .iter()
+        .cloned()
+        .chain(
+            detected
+                .into_iter()
+                .filter(|import| !import.optional)
+                .map(|import| import.distribution),
+        )
         .collect();
     if !requirements.is_empty() {
         let packages = runtime.install_packages(&crate::PackageRequest {
             requirements,
             ..crate::PackageRequest::default()
         })?;
+        attempt.packages_from_store = packages.installed.iter().all(|p| p.from_store);
         attempt.packages = packages
             .installed
             .iter()
@@ -478,6 +587,8 @@ fn run_attempt(
             .collect();
         input.packages = Some(packages);
     }
+    attempt.timings.install_ms = installing.elapsed().as_secs_f64() * 1000.0;
+    let executing = Instant::now();
     match &request.expect {
         Expectation::Cases(cases) => {
             // Each case gets its own sandbox; the user's files are uploaded into each.
@@ -531,7 +642,51 @@ fn run_attempt(
             };
         }
     }
+    attempt.timings.execute_ms = executing.elapsed().as_secs_f64() * 1000.0;
+    if let Some(tests) = tests {
+        let testing = Instant::now();
+        let suite = run_unit_tests(runtime, request, &attempt.files, tests, &input)?;
+        attempt.passed &= suite.passed;
+        attempt.unit_tests = Some(suite);
+        attempt.timings.unit_tests_ms = testing.elapsed().as_secs_f64() * 1000.0;
+    }
     Ok(())
+}
+
+/// Runs the unit tests against the code in a sandbox of their own, with the user's files,
+/// the code's packages and pytest.
+fn run_unit_tests(
+    runtime: &Runtime,
+    request: &AgentRequest,
+    code: &[CodeFile],
+    tests: &[CodeFile],
+    input: &RunInput,
+) -> Result<crate::review::SuiteReport, Error> {
+    let workspace = Workspace::new()?;
+    for (host, guest) in &request.files {
+        workspace.upload(host, guest)?;
+    }
+    for file in code.iter().chain(tests) {
+        workspace.write(&file.name, file.code.as_bytes())?;
+    }
+    let mut requirements: Vec<String> = input
+        .packages
+        .as_ref()
+        .map(|set| {
+            set.installed
+                .iter()
+                .map(|p| format!("{}=={}", p.name, p.version))
+                .collect()
+        })
+        .unwrap_or_default();
+    requirements.push("pytest".into());
+    let mut input = input.clone();
+    input.packages = Some(runtime.install_packages(&crate::PackageRequest {
+        requirements,
+        ..crate::PackageRequest::default()
+    })?);
+    input.workspace = None;
+    crate::review::run_pytest(runtime, workspace, &input, &tests.iter().map(|t| t.name.clone()).collect::<Vec<_>>())
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::profile::{parse_duration, parse_overflow, parse_size as parse_bytes};
+
 use crate::{
     Catalog, Config, Dvm, Error, InstallStep, LimitKind, Limits, Outcome, OutputOverflow, Progress,
     RunInput, Status, Stream,
@@ -65,6 +67,11 @@ enum Command {
     /// Run a test-case file against a solution: each case in its own sandbox, in parallel,
     /// with a Judge0-style verdict. Exits 0 when every case is accepted, 1 otherwise.
     Test(TestArgs),
+    /// Run a Python project's own test suite (pytest) in a sandbox: the project uploaded,
+    /// its requirements and pytest installed, per-test results as JSON and JUnit XML, and
+    /// the failures with their tracebacks. Exits 0 when every test passes, 1 otherwise
+    /// (124/125/126 when a limit or a crash ended the suite).
+    Review(ReviewArgs),
     /// Inspect and manage the execution result cache.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -154,20 +161,17 @@ struct AgentArgs {
     #[arg(long, value_name = "FILE")]
     replay: Option<PathBuf>,
     /// The model to ask (an OpenAI-compatible chat-completions endpoint: OPENAI_BASE_URL
-    /// and OPENAI_API_KEY from the environment, or --base-url).
+    /// and OPENAI_API_KEY from the environment, the config file's [model], or --base-url)
+    /// [default: the config file's [model] name].
     #[arg(long, value_name = "NAME", conflicts_with_all = ["code", "replay"])]
     model: Option<String>,
-    /// The endpoint, e.g. http://127.0.0.1:11434/v1 [default: $OPENAI_BASE_URL, else OpenAI].
-    #[arg(long, value_name = "URL", requires = "model")]
+    /// The endpoint, e.g. http://127.0.0.1:11434/v1 [default: the config file's [model]
+    /// base_url, else $OPENAI_BASE_URL, else OpenAI].
+    #[arg(long, value_name = "URL")]
     base_url: Option<String>,
-    /// Seconds to wait for each model answer.
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        default_value_t = 120,
-        requires = "model"
-    )]
-    model_timeout: u64,
+    /// Seconds to wait for each model answer [default: the config file's, else 120].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    model_timeout: Option<u64>,
     /// Upload a host file or directory into the workspace (repeatable): HOST[:GUEST].
     #[arg(long = "file", value_name = "HOST[:GUEST]")]
     files_in: Vec<String>,
@@ -183,15 +187,141 @@ struct AgentArgs {
     /// Attempts before giving up.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
     attempts: u64,
-    /// Runtime id [default: python].
+    /// Also ask for unit tests (pytest style, in test_main.py) and run them in a separate
+    /// sandbox against the code; an attempt passes only when they pass too.
+    #[arg(long)]
+    unit_tests: bool,
+    /// Runtime id [default: the profile's, else python].
     #[arg(long, value_name = "ID")]
     runtime: Option<String>,
-    /// Wall-clock deadline of each run.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    timeout: Duration,
+    /// Limits of each run, and --profile.
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// The limit flags shared by `run`, `test`, `agent` and `review`, and `--profile`. A flag
+/// given overrides the profile, which overrides dvm's defaults.
+#[derive(Debug, Clone, Default, clap::Args)]
+struct LimitArgs {
+    /// Take runtime, limits and packages from a profile: a name (./profiles/NAME.toml,
+    /// $DVM_HOME/profiles/NAME.toml, [profiles.NAME] in the config file, or built in:
+    /// default, quick, data, judge, javascript) or a path to a .toml file.
+    #[arg(long, value_name = "NAME|FILE")]
+    profile: Option<String>,
+
+    /// Wall-clock deadline, e.g. 500ms, 10s, 2m [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+
+    /// Fuel budget (about one unit per wasm instruction) [default: unlimited].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    fuel: Option<u64>,
+
+    /// Memory cap, e.g. 64MiB, 1GiB (at most 4GiB) [default: 512MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    memory: Option<u64>,
+
+    /// Cap on each of stdout and stderr, e.g. 64KiB [default: 1MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    max_output: Option<u64>,
+
+    /// Cap on bytes the guest writes to files (workspace, /tmp, writable grants), e.g.
+    /// 100MiB; crossing it stops the run (limit `disk`) [default: 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    disk: Option<u64>,
+
+    /// Cap on files, directories and links the guest creates; crossing it stops the run
+    /// (limit `files`) [default: 10000].
+    #[arg(long, value_name = "N")]
+    files: Option<u64>,
+
+    /// Cap on files the guest has open at once; crossing it stops the run (limit `files`)
+    /// [default: 256].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    open_files: Option<u64>,
+
+    /// What a write past the output cap does: keep the first bytes and go on (`truncate`),
+    /// or stop the guest (`stop`, limit `output`) [default: truncate].
+    #[arg(long, value_name = "MODE", value_parser = parse_overflow)]
+    output_overflow: Option<OutputOverflow>,
+}
+
+impl LimitArgs {
+    /// The profile named by `--profile`, if any.
+    fn profile(&self) -> Result<Option<crate::Profile>, Error> {
+        self.profile
+            .as_deref()
+            .map(|name| crate::Profile::find(name, &Config::default().home))
+            .transpose()
+    }
+
+    /// dvm's defaults, then the profile's limits, then the flags given.
+    fn limits(&self, profile: Option<&crate::Profile>) -> Result<Limits, Error> {
+        self.limits_over(Limits::default(), profile)
+    }
+
+    /// `base`, then the profile's limits, then the flags given.
+    fn limits_over(
+        &self,
+        base: Limits,
+        profile: Option<&crate::Profile>,
+    ) -> Result<Limits, Error> {
+        let mut limits = match profile {
+            Some(profile) => profile.limits(base)?,
+            None => base,
+        };
+        if let Some(timeout) = self.timeout {
+            limits.deadline = timeout;
+        }
+        if let Some(fuel) = self.fuel {
+            limits.fuel = Some(fuel);
+        }
+        if let Some(memory) = self.memory {
+            limits.memory_bytes = memory;
+        }
+        if let Some(output) = self.max_output {
+            limits.stdout_bytes = output;
+            limits.stderr_bytes = output;
+        }
+        if let Some(disk) = self.disk {
+            limits.disk_bytes = disk;
+        }
+        if let Some(files) = self.files {
+            limits.files = files;
+        }
+        if let Some(open_files) = self.open_files {
+            limits.open_files = open_files;
+        }
+        if let Some(overflow) = self.output_overflow {
+            limits.output_overflow = overflow;
+        }
+        limits.validate()?;
+        Ok(limits)
+    }
+}
+
+/// The runtime a run uses: `--runtime`, else the profile's when it runs the same language as
+/// `default` (the runtime the file's extension names), else `default`.
+fn chosen_runtime(
+    flag: Option<String>,
+    profile: Option<&crate::Profile>,
+    default: Option<&str>,
+) -> Option<String> {
+    if flag.is_some() {
+        return flag;
+    }
+    let catalog = Catalog::embedded();
+    let language = |id: &str| catalog.get(id).map(|spec| spec.language.clone());
+    match (profile.and_then(|p| p.runtime.as_deref()), default) {
+        (Some(wanted), Some(default)) if language(wanted) == language(default) => {
+            Some(wanted.to_string())
+        }
+        (Some(wanted), None) => Some(wanted.to_string()),
+        (_, default) => default.map(str::to_string),
+    }
 }
 
 fn parse_match(text: &str) -> Result<crate::validate::MatchMode, String> {
@@ -203,6 +333,35 @@ fn parse_match(text: &str) -> Result<crate::validate::MatchMode, String> {
         "json" => Ok(MatchMode::Json),
         _ => Err(format!("`{text}` is not exact, normalized, regex or json")),
     }
+}
+
+#[derive(Debug, clap::Args)]
+struct ReviewArgs {
+    /// The project's root directory.
+    dir: PathBuf,
+    /// Arguments for pytest, after `--`: test paths, `-k EXPR`, `-x`…
+    #[arg(last = true)]
+    pytest_args: Vec<String>,
+    /// More packages to install (repeatable, PEP 508); the project's requirements files and
+    /// pyproject.toml dependencies are read, and pytest is always installed.
+    #[arg(long = "with", value_name = "SPEC")]
+    with: Vec<String>,
+    /// Take wheels from this directory instead of the package index (offline).
+    #[arg(long, value_name = "DIR")]
+    find_links: Option<PathBuf>,
+    /// A Python runtime id [default: the profile's, else python].
+    #[arg(long, value_name = "ID")]
+    runtime: Option<String>,
+    /// Also write the results as JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Limits of the suite's run (the timeout covers the whole suite; default 5m), and
+    /// --profile.
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -221,6 +380,9 @@ struct TestArgs {
     /// Python packages for the solution (repeatable, PEP 508).
     #[arg(long = "with", value_name = "SPEC")]
     with: Vec<String>,
+    /// Limits of each case (the case file's own timeout and memory win), and --profile.
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -380,41 +542,8 @@ struct RunArgs {
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
 
-    /// Wall-clock deadline, e.g. 500ms, 10s, 2m.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    timeout: Duration,
-
-    /// Fuel budget (about one unit per wasm instruction) [default: unlimited].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    fuel: Option<u64>,
-
-    /// Memory cap, e.g. 64MiB, 1GiB (at most 4GiB).
-    #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = parse_bytes)]
-    memory: u64,
-
-    /// Cap on each of stdout and stderr, e.g. 64KiB.
-    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_bytes)]
-    max_output: u64,
-
-    /// Cap on bytes the guest writes to files (workspace, /tmp, writable grants), e.g.
-    /// 100MiB; crossing it stops the run (limit `disk`).
-    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_bytes)]
-    disk: u64,
-
-    /// Cap on files, directories and links the guest creates; crossing it stops the run
-    /// (limit `files`).
-    #[arg(long, value_name = "N", default_value_t = crate::limits::DEFAULT_FILES)]
-    files: u64,
-
-    /// Cap on files the guest has open at once; crossing it stops the run (limit `files`).
-    #[arg(long, value_name = "N", default_value_t = crate::limits::DEFAULT_OPEN_FILES,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    open_files: u64,
-
-    /// What a write past the output cap does: keep the first bytes and go on (`truncate`),
-    /// or stop the guest (`stop`, limit `output`).
-    #[arg(long, value_name = "MODE", default_value = "truncate", value_parser = parse_overflow)]
-    output_overflow: OutputOverflow,
+    #[command(flatten)]
+    limits: LimitArgs,
 
     /// Copy a host file or directory into the workspace (repeatable): `HOST` lands under
     /// its own name, `HOST:GUEST` at GUEST (relative, or under /workspace).
@@ -539,29 +668,6 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text)
-        .map_err(|e| format!("`{text}` is not a duration such as 500ms or 10s ({e})"))?;
-    if duration.is_zero() {
-        return Err("the timeout must be greater than zero".into());
-    }
-    Ok(duration)
-}
-
-fn parse_bytes(text: &str) -> Result<u64, String> {
-    parse_size::Config::new()
-        .with_binary()
-        .parse_size(text)
-        .map_err(|e| format!("`{text}` is not a size such as 64MiB or 1GiB ({e})"))
-}
-
-fn parse_overflow(text: &str) -> Result<OutputOverflow, String> {
-    match text {
-        "truncate" => Ok(OutputOverflow::Truncate),
-        "stop" => Ok(OutputOverflow::Stop),
-        _ => Err(format!("`{text}` is not `truncate` or `stop`")),
-    }
-}
 
 /// Runs the CLI with the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {
@@ -584,6 +690,7 @@ pub fn main() -> ExitCode {
         Command::Cache(command) => cache(command),
         Command::Test(args) => test(args),
         Command::Agent(args) => agent(args),
+        Command::Review(args) => review(args),
         Command::Runtimes(command) => runtimes(command),
         Command::Bench(args) => bench(args),
     }
@@ -771,20 +878,24 @@ fn validate(args: RunArgs) -> Result<RunConfig, Error> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let limits = Limits {
-        deadline: args.timeout,
-        fuel: args.fuel,
-        memory_bytes: args.memory,
-        stdout_bytes: args.max_output,
-        stderr_bytes: args.max_output,
-        output_overflow: args.output_overflow,
-        disk_bytes: args.disk,
-        files: args.files,
-        open_files: args.open_files,
-        ..Limits::default()
+    let profile = args.limits.profile()?;
+    let limits = args.limits.limits(profile.as_ref())?;
+    let by_extension = args
+        .file
+        .as_deref()
+        .and_then(|file| file.extension())
+        .and_then(|ext| {
+            Catalog::embedded()
+                .for_extension(&ext.to_string_lossy().to_ascii_lowercase())
+                .map(|spec| spec.id.clone())
+        });
+    let runtime = if by_extension.is_none() && args.code.is_none() {
+        // A module, an artifact, or an unknown extension: only an explicit runtime applies.
+        args.runtime
+    } else {
+        chosen_runtime(args.runtime, profile.as_ref(), by_extension.as_deref())
     };
-    limits.validate()?;
-    let target = target(args.file, args.runtime, args.code, args.entry)?;
+    let target = target(args.file, runtime, args.code, args.entry)?;
     let uploads = args
         .files_in
         .iter()
@@ -828,7 +939,12 @@ fn validate(args: RunArgs) -> Result<RunConfig, Error> {
         out: args.out,
         keep: args.keep,
         deps: DepsArgs {
-            with: args.with,
+            with: profile
+                .map(|profile| profile.packages)
+                .unwrap_or_default()
+                .into_iter()
+                .chain(args.with)
+                .collect(),
             auto: args.auto_deps,
             find_links: args.find_links,
             lock: args.lock,
@@ -1181,27 +1297,31 @@ fn agent(args: AgentArgs) -> ExitCode {
     use crate::agent::{AgentRequest, CodeProvider, Expectation, Provider, ReplayProvider};
     let json = args.json;
     let result = (|| -> Result<crate::agent::AgentReport, Error> {
-        let mut provider: Box<dyn Provider> = match (&args.code, &args.replay) {
-            _ if args.model.is_some() => {
-                let model = args.model.as_deref().unwrap_or_default();
-                let mut config =
-                    crate::llm::LlmConfig::from_env(model, args.base_url.as_deref(), None);
-                config.timeout = Duration::from_secs(args.model_timeout.max(1));
-                Box::new(crate::llm::ChatProvider::new(config)?)
-            }
-            (Some(path), _) => Box::new(CodeProvider {
+        let config = Config::default();
+        let settings = crate::ConfigFile::load(&config.home)?;
+        let model = args.model.clone().or_else(|| {
+            (args.code.is_none() && args.replay.is_none())
+                .then(|| settings.model.name.clone())
+                .flatten()
+        });
+        let mut provider: Box<dyn Provider> = match (&args.code, &args.replay, model) {
+            (None, None, Some(model)) => Box::new(crate::llm::ChatProvider::new(
+                model_config(&model, &args, &settings)?,
+            )?),
+            (Some(path), _, _) => Box::new(CodeProvider {
                 name: path
                     .file_name()
                     .map_or_else(|| "main.py".into(), |n| n.to_string_lossy().into_owned()),
                 code: String::from_utf8_lossy(&read_script(path)?).into_owned(),
             }),
-            (None, Some(path)) => Box::new(ReplayProvider::read(path)?),
-            (None, None) => {
-                return Err(Error::InvalidInput(
+            (None, Some(path), _) => Box::new(ReplayProvider::read(path)?),
+            (None, None, None) => {
+                return Err(Error::InvalidInput(format!(
                     "say where the code comes from: --model NAME (an OpenAI-compatible \
-                     endpoint), --code FILE, or recorded replies with --replay FILE"
-                        .into(),
-                ));
+                     endpoint, or a [model] name in {}), --code FILE, or recorded replies \
+                     with --replay FILE",
+                    crate::ConfigFile::path(&config.home).display()
+                )));
             }
         };
         let expect = match (&args.expect_stdout, &args.tests) {
@@ -1220,21 +1340,24 @@ fn agent(args: AgentArgs) -> ExitCode {
             .iter()
             .map(|spec| upload_spec(spec))
             .collect::<Result<Vec<_>, _>>()?;
+        let profile = args.limits.profile()?;
         let request = AgentRequest {
             request: args.request.clone(),
             files,
             expect,
             attempts: args.attempts as usize,
-            runtime: args.runtime.clone(),
+            runtime: chosen_runtime(args.runtime.clone(), profile.as_ref(), Some("python")),
+            packages: profile
+                .as_ref()
+                .map(|p| p.packages.clone())
+                .unwrap_or_default(),
+            unit_tests: args.unit_tests,
             input: RunInput {
-                limits: Limits {
-                    deadline: args.timeout,
-                    ..Limits::default()
-                },
+                limits: args.limits.limits(profile.as_ref())?,
                 ..RunInput::default()
             },
         };
-        let dvm = Dvm::new(Config::default())?;
+        let dvm = Dvm::new(config)?;
         if let Some(id) = &request.runtime {
             dvm.runtime_with_progress(id, &progress_display(json))?;
         }
@@ -1257,6 +1380,109 @@ fn agent(args: AgentArgs) -> ExitCode {
     }
 }
 
+/// The chat endpoint: flags, then the config file's `[model]`, then the environment.
+fn model_config(
+    model: &str,
+    args: &AgentArgs,
+    settings: &crate::ConfigFile,
+) -> Result<crate::llm::LlmConfig, Error> {
+    let base_url = args
+        .base_url
+        .clone()
+        .or_else(|| settings.model.base_url.clone());
+    let api_key = settings.api_key();
+    let mut config = crate::llm::LlmConfig::from_env(model, base_url.as_deref(), api_key.as_deref());
+    config.timeout = match (args.model_timeout, &settings.model.timeout) {
+        (Some(seconds), _) => Duration::from_secs(seconds),
+        (None, Some(text)) => parse_duration(text).map_err(|e| {
+            Error::InvalidInput(format!("[model] timeout in {}: {e}", settings.source))
+        })?,
+        (None, None) => config.timeout,
+    };
+    Ok(config)
+}
+
+/// How long a whole test suite may run when neither a flag nor a profile says.
+const REVIEW_DEADLINE: Duration = Duration::from_secs(300);
+
+fn review(args: ReviewArgs) -> ExitCode {
+    let json = args.json;
+    let result = (|| -> Result<crate::review::ReviewReport, Error> {
+        let profile = args.limits.profile()?;
+        let limits = args.limits.limits_over(
+            Limits {
+                deadline: REVIEW_DEADLINE,
+                ..Limits::default()
+            },
+            profile.as_ref(),
+        )?;
+        let runtime = chosen_runtime(args.runtime, profile.as_ref(), Some("python"));
+        let dvm = Dvm::new(Config::default())?;
+        if let Some(id) = &runtime {
+            dvm.runtime_with_progress(id, &progress_display(json))?;
+        }
+        let request = crate::review::ReviewRequest {
+            project: args.dir.clone(),
+            requirements: profile
+                .map(|p| p.packages)
+                .unwrap_or_default()
+                .into_iter()
+                .chain(args.with)
+                .collect(),
+            pytest_args: args.pytest_args,
+            runtime,
+            find_links: args.find_links,
+            input: RunInput {
+                limits,
+                ..RunInput::default()
+            },
+        };
+        let report = crate::review::review(&dvm, &request)?;
+        if let Some(path) = &args.junit {
+            let name = args
+                .dir
+                .canonicalize()
+                .ok()
+                .and_then(|dir| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "project".into());
+            std::fs::write(path, report.suite.junit_xml(&name)).map_err(|source| {
+                Error::WriteOutput {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(report)
+    })();
+    match result {
+        Ok(report) => {
+            if json {
+                print_json(&report);
+            } else {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(
+                    out,
+                    "{} on {}: {} package(s) installed in {:.0} ms",
+                    report.project,
+                    report.runtime,
+                    report.packages.len(),
+                    report.install_ms
+                );
+                let _ = write!(out, "{}", report.suite.render());
+            }
+            let suite = &report.suite;
+            match (suite.status, suite.limit) {
+                _ if suite.passed => ExitCode::SUCCESS,
+                (Status::Limit, Some(LimitKind::Deadline)) => ExitCode::from(EXIT_DEADLINE),
+                (Status::Limit, _) => ExitCode::from(EXIT_LIMIT),
+                (Status::Crashed, _) => ExitCode::from(EXIT_CRASH),
+                _ => ExitCode::from(1),
+            }
+        }
+        Err(error) => render_error(&error, json),
+    }
+}
+
 fn test(args: TestArgs) -> ExitCode {
     let json = args.json;
     let result = (|| -> Result<crate::validate::CasesReport, Error> {
@@ -1266,16 +1492,31 @@ fn test(args: TestArgs) -> ExitCode {
             .code
             .file_name()
             .map_or_else(|| "main.py".into(), |n| n.to_string_lossy().into_owned());
-        let runtime_id = match args.runtime {
+        let profile = args.limits.profile()?;
+        let by_extension = runtime_for(&name);
+        let runtime_id = match chosen_runtime(
+            args.runtime,
+            profile.as_ref(),
+            by_extension.as_deref().ok(),
+        ) {
             Some(id) => id,
-            None => runtime_for(&name)?,
+            None => by_extension?,
         };
         let dvm = Dvm::new(Config::default())?;
         let runtime = dvm.runtime_with_progress(&runtime_id, &progress_display(json))?;
-        let mut base = RunInput::default();
-        if !args.with.is_empty() {
+        let mut base = RunInput {
+            limits: args.limits.limits(profile.as_ref())?,
+            ..RunInput::default()
+        };
+        let requirements: Vec<String> = profile
+            .map(|p| p.packages)
+            .unwrap_or_default()
+            .into_iter()
+            .chain(args.with)
+            .collect();
+        if !requirements.is_empty() {
             base.packages = Some(runtime.install_packages(&crate::PackageRequest {
-                requirements: args.with,
+                requirements,
                 ..crate::PackageRequest::default()
             })?);
         }

@@ -918,6 +918,63 @@ impl Runtime {
 
     /// Keeps `count` python instances alive after one turn of `code` each (what an idle
     /// session holds) and calls `measure` while they are all held. For `dvm bench`.
+    /// Whether [`Runtime::session`] works for this runtime (it needs the python guest's
+    /// `turn` export).
+    pub fn supports_sessions(&self) -> bool {
+        self.program.abi == Abi::PythonReactor
+    }
+
+    /// Opens a session: one interpreter kept alive across calls (see [`crate::session`]).
+    pub fn session(
+        &self,
+        options: crate::session::SessionOptions,
+    ) -> Result<crate::session::Session, Error> {
+        if !self.supports_sessions() {
+            return Err(Error::InvalidInput(format!(
+                "`{}` has no sessions: its guest is a WASI command that exits after one \
+                 program; use the `python` runtime for a session, or run one-shot",
+                self.spec.id
+            )));
+        }
+        let workspace = match options.workspace {
+            Some(workspace) => workspace,
+            None => Workspace::new()?,
+        };
+        let mut setup = self.script_setup(workspace.scratch());
+        let input = RunInput {
+            packages: options.packages.clone(),
+            ..RunInput::default()
+        };
+        let site = self.package_site(&input)?;
+        if let Some((site, guest)) = &site {
+            setup.mounts.push(Mount::read_only(site, *guest));
+        }
+        let pre = self.program.pre.clone();
+        let dvm = self.program.dvm.clone();
+        let env = options.env.clone();
+        let session = crate::session::Session::start(&self.spec.id, workspace, move |ready, turns| {
+            sandbox::session::serve(&pre, &setup, &env, ready, turns, || {
+                dvm.inner
+                    .ticker
+                    .activate()
+                    .map(|active| Box::new(active) as Box<dyn Send>)
+            })
+        })?;
+        if site.is_some() {
+            // The packages go on sys.path in a first, silent call.
+            let setup_call = format!("import sys\nsys.path.append({:?})", deps::GUEST_SITE);
+            let outcome = session.run(&setup_call, &RunInput::default())?;
+            if outcome.status != crate::Status::Ok {
+                return Err(Error::Internal(format!(
+                    "the session could not add its packages to sys.path: {}",
+                    String::from_utf8_lossy(&outcome.stderr)
+                )));
+            }
+            session.forget_calls();
+        }
+        Ok(session)
+    }
+
     pub(crate) fn with_idle_turns(
         &self,
         count: usize,

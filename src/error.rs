@@ -164,6 +164,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(
+        "the {0} session is closed (closed by a client, timed out, ended by exit(), or stopped \
+         by a limit, which ends a session); open a new one"
+    )]
+    SessionClosed(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -202,6 +208,7 @@ impl Error {
             Error::ArtifactDamaged { .. } => "artifact_damaged",
             Error::ArtifactStore { .. } => "artifact_store",
             Error::WriteOutput { .. } => "write_output",
+            Error::SessionClosed(_) => "session_closed",
             Error::Internal(_) => "internal",
         }
     }

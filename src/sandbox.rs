@@ -5,6 +5,7 @@ pub(crate) mod files;
 pub(crate) mod output;
 mod poll;
 pub(crate) mod prestart;
+pub(crate) mod session;
 pub(crate) mod threads;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -417,12 +418,26 @@ impl Prepared {
             stderr,
             fuel,
         } = self;
-        let fuel_used = fuel.used(&store);
+        outcome_of(&store, &stdout, &stderr, &fuel, ended, started)
+    }
+}
+
+/// How a run (or a session's turn) that started at `started` ended, from its store, output
+/// streams and fuel meter. The guest must not be running.
+fn outcome_of(
+    store: &Store<SandboxState>,
+    stdout: &CappedOutput,
+    stderr: &CappedOutput,
+    fuel: &limits::FuelMeter,
+    ended: wasmtime::Result<i32>,
+    started: Instant,
+) -> Outcome {
+    {
+        let fuel_used = fuel.used(store);
         let duration = started.elapsed();
         let guard = &store.data().guard;
         let (status, exit_code, limit, trap) = classify(ended, guard);
         let memory_peak_bytes = guard.memory_peak;
-        drop(store);
         let out = stdout.take();
         let err = stderr.take();
         Outcome {

@@ -98,7 +98,7 @@ pub(crate) struct LateInput {
 }
 
 impl LateInput {
-    fn fill(&self, bytes: Vec<u8>) {
+    pub(crate) fn fill(&self, bytes: Vec<u8>) {
         *self.bytes.lock().unwrap_or_else(PoisonError::into_inner) = Bytes::from(bytes);
     }
 

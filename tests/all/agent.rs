@@ -218,3 +218,59 @@ fn the_readme_quick_start_runs_offline() {
 fn fx(relative: &str) -> String {
     fixture(relative).to_str().unwrap().to_string()
 }
+
+const MEAN_BUGGY: &str = "```python\ndef mean(values):\n    return sum(values) / len(values)\n\nprint(mean([1, 2, 3]))\n```";
+const MEAN_TESTS: &str = "Tests:\n```python\nfrom main import mean\n\ndef test_three():\n    assert mean([1, 2, 3]) == 2\n\ndef test_empty_is_zero():\n    assert mean([]) == 0\n```";
+const MEAN_FIXED: &str = "```python\ndef mean(values):\n    return sum(values) / len(values) if values else 0\n\nprint(mean([1, 2, 3]))\n```";
+
+#[test]
+fn unit_tests_from_the_provider_run_apart_and_drive_the_repair() {
+    let f = Fixture::new();
+    // The provider's replies in order: code, then (once) its tests, then the fix.
+    let replies = f.replies(&[MEAN_BUGGY, MEAN_TESTS, MEAN_FIXED]);
+    let output = dvm(&[
+        "agent",
+        "a mean function that gives 0 for an empty list",
+        "--replay",
+        &replies,
+        "--unit-tests",
+        "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let report = json(&output);
+    assert_eq!(report["unit_tests"][0]["name"], "test_main.py");
+    let attempts = report["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    // The first program ran fine on its own; its unit tests failed it.
+    assert_eq!(attempts[0]["status"], "ok");
+    assert_eq!(attempts[0]["passed"], false);
+    let first = &attempts[0]["unit_tests"];
+    assert_eq!(first["summary"]["failed"], 1, "{first}");
+    let failure = first["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["outcome"] == "failed")
+        .unwrap();
+    assert_eq!(failure["nodeid"], "test_main.py::test_empty_is_zero");
+    assert!(failure["traceback"].as_str().unwrap().contains("ZeroDivisionError"));
+    assert_eq!(attempts[1]["passed"], true);
+    assert_eq!(attempts[1]["unit_tests"]["summary"]["passed"], 2);
+    for field in ["generate_ms", "install_ms", "execute_ms", "unit_tests_ms"] {
+        assert!(attempts[1]["timings"][field].as_f64().unwrap() >= 0.0, "{field}");
+    }
+
+    // Unit tests are pytest's: a JavaScript runtime is refused with the reason.
+    let output = dvm(&[
+        "agent",
+        "x",
+        "--replay",
+        &f.replies(&["```js\nconsole.log(1)\n```", "```js\n```"]),
+        "--runtime",
+        "javascript",
+        "--unit-tests",
+        "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Python runtime"));
+}

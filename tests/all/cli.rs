@@ -10,7 +10,8 @@ pub(crate) fn dvm_command(args: &[&str]) -> Command {
     command
         .args(args)
         .env("DVM_HOME", shared_home())
-        .env_remove("DVM_LOG");
+        .env_remove("DVM_LOG")
+        .env_remove("DVM_CONFIG");
     command
 }
 

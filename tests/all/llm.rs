@@ -216,3 +216,29 @@ fn a_slow_endpoint_times_out_and_gives_up() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(!seen.lock().unwrap().is_empty());
 }
+
+#[test]
+fn the_config_file_names_the_model_and_its_endpoint() {
+    let (base, seen) = serve(vec![completion(FIXED)]);
+    let (dir, expected) = expected_two();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nname = \"configured-model\"\nbase_url = \"{base}\"\n\
+             api_key_env = \"DVM_TEST_KEY\"\ntimeout = \"30s\"\n"
+        ),
+    )
+    .unwrap();
+    let output = crate::cli::dvm_command(&["agent", "add", "--expect-stdout", &expected, "--json"])
+        .env("DVM_CONFIG", &config)
+        .env("DVM_TEST_KEY", "sk-from-config")
+        .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert!(json(&output)["provider"].as_str().unwrap().contains("configured-model"));
+    let requests = seen.lock().unwrap();
+    let first: serde_json::Value = serde_json::from_str(&requests[0]).unwrap();
+    assert_eq!(first["model"], "configured-model");
+}

@@ -1,0 +1,594 @@
+//! Running a Python project's own test suite in a sandbox (`dvm review`), and the pytest
+//! runs the agent uses for model-written unit tests.
+//!
+//! The project is uploaded into a fresh workspace (leaving out version-control, virtualenv
+//! and cache directories), its requirements and pytest are installed as pure-Python wheels,
+//! and pytest runs inside the sandbox with a small collector plugin (`review/runner.py`) that
+//! appends one JSON line per finished test to `/workspace/.dvm-tests/results.jsonl`. The host
+//! reads those lines back, so a suite cut short by a limit still reports what finished, and
+//! writes the JUnit XML itself from the same records.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dvm::{Dvm, Runtime};
+use crate::error::Error;
+use crate::limits::LimitKind;
+use crate::outcome::Status;
+use crate::sandbox::RunInput;
+use crate::workspace::Workspace;
+
+/// The runner script, run as the sandbox's entry.
+const RUNNER: &str = include_str!("review/runner.py");
+/// Its name in the workspace (pytest collects only `test_*.py` / `*_test.py`).
+const RUNNER_NAME: &str = "__dvm_pytest__.py";
+/// Where the runner writes its records, relative to the workspace.
+const RESULTS: &str = ".dvm-tests/results.jsonl";
+/// The most result bytes read back.
+const MAX_RESULTS_BYTES: u64 = 64 << 20;
+/// Top-level entries of a project that are not uploaded.
+const SKIPPED_ENTRIES: &[&str] = &[
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "venv",
+    ".tox",
+    ".nox",
+    "node_modules",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".dvm-tests",
+];
+
+/// How one test ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestOutcome {
+    Passed,
+    Failed,
+    /// An error outside the test body: collection, a fixture's setup or teardown.
+    Error,
+    Skipped,
+    /// Expected to fail, and failed.
+    Xfailed,
+    /// Expected to fail, and passed.
+    Xpassed,
+}
+
+/// One test's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestResult {
+    /// pytest's node id, e.g. `tests/test_calc.py::TestAdd::test_zero`.
+    pub nodeid: String,
+    pub outcome: TestOutcome,
+    /// `collect`, `setup`, `call` or `teardown`: where a failure or error happened.
+    pub phase: String,
+    #[serde(
+        rename(serialize = "duration_ms", deserialize = "duration"),
+        serialize_with = "seconds_as_ms"
+    )]
+    pub duration_seconds: f64,
+    /// The one-line reason of a failure, error or skip.
+    pub message: String,
+    /// The traceback of a failure or error, as pytest prints it.
+    pub traceback: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn seconds_as_ms<S: serde::Serializer>(seconds: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(seconds * 1000.0)
+}
+
+/// Counts by outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TestSummary {
+    pub total: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub errors: usize,
+    pub skipped: usize,
+    pub xfailed: usize,
+    pub xpassed: usize,
+}
+
+/// One pytest run in a sandbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuiteReport {
+    /// True when pytest ran to the end and no test failed or errored (pytest exit 0).
+    pub passed: bool,
+    /// How the sandbox ended.
+    pub status: Status,
+    pub limit: Option<LimitKind>,
+    /// pytest's exit code: 0 passed, 1 failures, 2 interrupted, 3 internal error, 4 usage
+    /// error, 5 no tests collected.
+    pub exit_code: Option<i32>,
+    pub summary: TestSummary,
+    pub tests: Vec<TestResult>,
+    /// pytest's own output (its summary, and the tracebacks in its words).
+    pub stdout: String,
+    pub stderr: String,
+    pub duration_ms: f64,
+}
+
+impl SuiteReport {
+    /// The failures and errors.
+    pub fn failures(&self) -> impl Iterator<Item = &TestResult> {
+        self.tests
+            .iter()
+            .filter(|t| matches!(t.outcome, TestOutcome::Failed | TestOutcome::Error))
+    }
+
+    /// A JUnit XML document of the results (the shape CI systems read: one `testsuite`,
+    /// `testcase` per test with `failure`, `error` or `skipped`).
+    pub fn junit_xml(&self, suite: &str) -> String {
+        let summary = &self.summary;
+        let total_time: f64 = self.tests.iter().map(|t| t.duration_seconds).sum();
+        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<testsuites>\n");
+        let _ = writeln!(
+            xml,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{total_time:.3}\">",
+            escape_attr(suite),
+            summary.total,
+            summary.failed,
+            summary.errors,
+            summary.skipped + summary.xfailed,
+        );
+        for test in &self.tests {
+            let (classname, name) = junit_names(&test.nodeid);
+            let _ = write!(
+                xml,
+                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+                escape_attr(&classname),
+                escape_attr(&name),
+                test.duration_seconds
+            );
+            let body = match test.outcome {
+                TestOutcome::Passed | TestOutcome::Xpassed => String::new(),
+                TestOutcome::Failed => element("failure", &test.message, &test.traceback),
+                TestOutcome::Error => element("error", &test.message, &test.traceback),
+                TestOutcome::Skipped | TestOutcome::Xfailed => {
+                    format!("      <skipped message=\"{}\"/>\n", escape_attr(&test.message))
+                }
+            };
+            let mut body = body;
+            for (tag, text) in [("system-out", &test.stdout), ("system-err", &test.stderr)] {
+                if !text.is_empty() {
+                    let _ = writeln!(body, "      <{tag}>{}</{tag}>", escape(text));
+                }
+            }
+            if body.is_empty() {
+                xml.push_str("/>\n");
+            } else {
+                let _ = write!(xml, ">\n{body}    </testcase>\n");
+            }
+        }
+        xml.push_str("  </testsuite>\n</testsuites>\n");
+        xml
+    }
+
+    /// A readable summary: the counts, then each failure with its traceback.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for test in self.failures() {
+            let _ = writeln!(out, "{} {}", outcome_word(test.outcome), test.nodeid);
+            for line in test.traceback.lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+        let s = &self.summary;
+        let _ = writeln!(
+            out,
+            "{}: {} tests, {} passed, {} failed, {} errors, {} skipped{}",
+            if self.passed { "PASSED" } else { "FAILED" },
+            s.total,
+            s.passed,
+            s.failed,
+            s.errors,
+            s.skipped + s.xfailed,
+            match (self.status, self.limit) {
+                (Status::Limit, Some(limit)) =>
+                    format!("; stopped by the {} limit", limit.as_str()),
+                (Status::Crashed, _) => "; the sandbox crashed".to_string(),
+                _ => match self.exit_code {
+                    Some(2) => "; interrupted".to_string(),
+                    Some(3) => "; pytest hit an internal error".to_string(),
+                    Some(4) => "; pytest refused its arguments".to_string(),
+                    Some(5) => "; no tests were collected".to_string(),
+                    _ => String::new(),
+                },
+            }
+        );
+        out
+    }
+}
+
+fn outcome_word(outcome: TestOutcome) -> &'static str {
+    match outcome {
+        TestOutcome::Passed => "PASSED",
+        TestOutcome::Failed => "FAILED",
+        TestOutcome::Error => "ERROR",
+        TestOutcome::Skipped => "SKIPPED",
+        TestOutcome::Xfailed => "XFAIL",
+        TestOutcome::Xpassed => "XPASS",
+    }
+}
+
+/// Escapes an attribute value; line breaks and tabs become character references, which a
+/// parser keeps (written as they are, it would turn them into spaces).
+fn escape_attr(text: &str) -> String {
+    escape(text)
+        .replace('\n', "&#10;")
+        .replace('\r', "&#13;")
+        .replace('\t', "&#9;")
+}
+
+fn element(tag: &str, message: &str, text: &str) -> String {
+    format!(
+        "      <{tag} message=\"{}\">{}</{tag}>\n",
+        escape_attr(message),
+        escape(text)
+    )
+}
+
+/// `tests/test_calc.py::TestAdd::test_zero` → (`tests.test_calc.TestAdd`, `test_zero`), as
+/// pytest's own JUnit writer names them.
+fn junit_names(nodeid: &str) -> (String, String) {
+    let mut parts: Vec<&str> = nodeid.split("::").collect();
+    let name = if parts.len() > 1 {
+        parts.pop().unwrap_or_default().to_string()
+    } else {
+        nodeid.to_string()
+    };
+    let mut classname: Vec<String> = Vec::new();
+    if let Some(file) = parts.first() {
+        let module = file.strip_suffix(".py").unwrap_or(file);
+        classname.push(module.replace('/', "."));
+    }
+    classname.extend(parts.iter().skip(1).map(|p| p.to_string()));
+    (classname.join("."), name)
+}
+
+/// Escapes text for XML content, dropping characters XML 1.0 cannot hold.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\t' | '\n' | '\r' => out.push(c),
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Runs pytest in `workspace` (already holding the code and tests) with `input`'s limits and
+/// packages, which must include pytest.
+pub fn run_pytest(
+    runtime: &Runtime,
+    workspace: Workspace,
+    input: &RunInput,
+    pytest_args: &[String],
+) -> Result<SuiteReport, Error> {
+    python_only(runtime)?;
+    let started = Instant::now();
+    let mut input = input.clone();
+    input.args = pytest_args.to_vec();
+    input.workspace = Some(workspace);
+    let outcome = runtime.run_script(RUNNER_NAME, RUNNER.as_bytes(), &input)?;
+    let records = match input.workspace.as_ref() {
+        Some(workspace) => workspace.read(RESULTS, MAX_RESULTS_BYTES).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut tests = Vec::new();
+    for line in String::from_utf8_lossy(&records).lines() {
+        // A line cut short by a limit is the only one that can fail to parse.
+        if let Ok(test) = serde_json::from_str::<TestResult>(line) {
+            tests.push(test);
+        }
+    }
+    let mut summary = TestSummary {
+        total: tests.len(),
+        ..TestSummary::default()
+    };
+    for test in &tests {
+        let count = match test.outcome {
+            TestOutcome::Passed => &mut summary.passed,
+            TestOutcome::Failed => &mut summary.failed,
+            TestOutcome::Error => &mut summary.errors,
+            TestOutcome::Skipped => &mut summary.skipped,
+            TestOutcome::Xfailed => &mut summary.xfailed,
+            TestOutcome::Xpassed => &mut summary.xpassed,
+        };
+        *count += 1;
+    }
+    Ok(SuiteReport {
+        passed: outcome.status == Status::Ok && outcome.exit_code == Some(0),
+        status: outcome.status,
+        limit: outcome.limit,
+        exit_code: outcome.exit_code,
+        summary,
+        tests,
+        stdout: String::from_utf8_lossy(&outcome.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&outcome.stderr).into_owned(),
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+fn python_only(runtime: &Runtime) -> Result<(), Error> {
+    if runtime.language() == "python" {
+        return Ok(());
+    }
+    Err(Error::InvalidInput(format!(
+        "test suites run with pytest, on a Python runtime; `{}` is {}",
+        runtime.id(),
+        runtime.language()
+    )))
+}
+
+/// What `dvm review` runs.
+#[derive(Debug, Clone, Default)]
+pub struct ReviewRequest {
+    /// The project's directory on the host.
+    pub project: PathBuf,
+    /// Requirements beyond the project's own (PEP 508).
+    pub requirements: Vec<String>,
+    /// Arguments for pytest, e.g. test paths or `-k name`.
+    pub pytest_args: Vec<String>,
+    /// The runtime id; default `python`.
+    pub runtime: Option<String>,
+    /// Wheels from this directory instead of the package index.
+    pub find_links: Option<PathBuf>,
+    /// Limits of the run.
+    pub input: RunInput,
+}
+
+/// The result of `dvm review`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewReport {
+    pub project: String,
+    pub runtime: String,
+    /// Requirements found in the project (requirements files, pyproject.toml) and given.
+    pub requirements: Vec<String>,
+    /// Installed packages, `name version`.
+    pub packages: Vec<String>,
+    pub install_ms: f64,
+    #[serde(flatten)]
+    pub suite: SuiteReport,
+}
+
+/// Runs a project's test suite: upload, install its requirements and pytest, run, report.
+pub fn review(dvm: &Dvm, request: &ReviewRequest) -> Result<ReviewReport, Error> {
+    let project = &request.project;
+    if !project.is_dir() {
+        return Err(Error::InvalidInput(format!(
+            "{} is not a directory: give the project's root",
+            project.display()
+        )));
+    }
+    let runtime_id = request.runtime.clone().unwrap_or_else(|| "python".into());
+    let runtime = dvm.runtime(&runtime_id)?;
+    python_only(&runtime)?;
+    let workspace = Workspace::new()?;
+    upload_project(&workspace, project)?;
+    let mut requirements = project_requirements(project)?;
+    requirements.extend(request.requirements.iter().cloned());
+    if !requirements
+        .iter()
+        .any(|r| requirement_name(r).eq_ignore_ascii_case("pytest"))
+    {
+        requirements.push("pytest".into());
+    }
+    let installing = Instant::now();
+    let packages = runtime.install_packages(&crate::PackageRequest {
+        requirements: requirements.clone(),
+        find_links: request.find_links.clone(),
+        locked: None,
+    })?;
+    let install_ms = installing.elapsed().as_secs_f64() * 1000.0;
+    let installed = packages
+        .installed
+        .iter()
+        .map(|p| format!("{} {}", p.name, p.version))
+        .chain(packages.built_in.iter().map(|b| format!("{b} (built in)")))
+        .collect();
+    let mut input = request.input.clone();
+    input.packages = Some(packages);
+    let suite = run_pytest(&runtime, workspace, &input, &request.pytest_args)?;
+    Ok(ReviewReport {
+        project: project.display().to_string(),
+        runtime: runtime_id,
+        requirements,
+        packages: installed,
+        install_ms,
+        suite,
+    })
+}
+
+/// Copies the project's top-level entries into the workspace, leaving out
+/// [`SKIPPED_ENTRIES`].
+fn upload_project(workspace: &Workspace, project: &Path) -> Result<(), Error> {
+    let entries = std::fs::read_dir(project).map_err(|source| Error::ReadInput {
+        path: project.to_path_buf(),
+        source,
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::ReadInput {
+            path: project.to_path_buf(),
+            source,
+        })?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            return Err(Error::InvalidInput(format!(
+                "{} has a name that is not UTF-8; rename it",
+                entry.path().display()
+            )));
+        };
+        if SKIPPED_ENTRIES.contains(&name) {
+            continue;
+        }
+        workspace.upload(&entry.path(), name)?;
+    }
+    Ok(())
+}
+
+/// The distribution name a requirement starts with.
+fn requirement_name(requirement: &str) -> &str {
+    let end = requirement
+        .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        .unwrap_or(requirement.len());
+    &requirement[..end]
+}
+
+/// Requirements the project declares: `requirements.txt`, `requirements-dev.txt`,
+/// `requirements-test.txt` (and `-r` files they include), and pyproject.toml's
+/// `[project].dependencies`, its `test`, `tests` and `dev` optional dependencies and
+/// dependency groups. `-e .` and local paths are left out: the project is uploaded as is.
+pub fn project_requirements(project: &Path) -> Result<Vec<String>, Error> {
+    let mut found = Vec::new();
+    for name in [
+        "requirements.txt",
+        "requirements-dev.txt",
+        "requirements-test.txt",
+        "requirements_dev.txt",
+        "requirements_test.txt",
+    ] {
+        read_requirements_file(project, &project.join(name), &mut found, 0)?;
+    }
+    let pyproject = project.join("pyproject.toml");
+    if pyproject.is_file() {
+        let text = std::fs::read_to_string(&pyproject).map_err(|source| Error::ReadInput {
+            path: pyproject.clone(),
+            source,
+        })?;
+        let value: toml::Value = toml::from_str(&text).map_err(|e| {
+            Error::InvalidInput(format!("{} is not valid TOML: {e}", pyproject.display()))
+        })?;
+        let strings = |v: Option<&toml::Value>| -> Vec<String> {
+            v.and_then(|v| v.as_array())
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|i| i.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let own_name = value
+            .get("project")
+            .and_then(|p| p.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let mut declared = strings(value.get("project").and_then(|p| p.get("dependencies")));
+        for group in ["test", "tests", "testing", "dev"] {
+            declared.extend(strings(
+                value
+                    .get("project")
+                    .and_then(|p| p.get("optional-dependencies"))
+                    .and_then(|o| o.get(group)),
+            ));
+            declared.extend(strings(
+                value.get("dependency-groups").and_then(|g| g.get(group)),
+            ));
+        }
+        // A group may include the project itself (`name[test]`); it is uploaded, not installed.
+        declared.retain(|r| {
+            own_name.is_empty() || !requirement_name(r).eq_ignore_ascii_case(&own_name)
+        });
+        found.extend(declared);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    found.retain(|r| seen.insert(r.clone()));
+    Ok(found)
+}
+
+fn read_requirements_file(
+    project: &Path,
+    path: &Path,
+    found: &mut Vec<String>,
+    depth: usize,
+) -> Result<(), Error> {
+    if depth > 4 || !path.is_file() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadInput {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut plain = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if let Some(included) = trimmed
+            .strip_prefix("-r ")
+            .or_else(|| trimmed.strip_prefix("--requirement "))
+        {
+            let included = project.join(included.trim());
+            read_requirements_file(project, &included, found, depth + 1)?;
+        } else if trimmed.starts_with("-e ")
+            || trimmed.starts_with("--editable")
+            || trimmed.starts_with('.')
+            || trimmed.starts_with('/')
+        {
+            continue;
+        } else {
+            plain.push_str(line);
+            plain.push('\n');
+        }
+    }
+    found.extend(crate::deps::parse_requirements_txt(&plain).map_err(|e| {
+        Error::InvalidInput(format!("{}: {e}", path.display()))
+    })?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn junit_names_follow_pytest() {
+        assert_eq!(
+            junit_names("tests/test_calc.py::TestAdd::test_zero"),
+            ("tests.test_calc.TestAdd".into(), "test_zero".into())
+        );
+        assert_eq!(
+            junit_names("test_x.py::test_y[1-2]"),
+            ("test_x".into(), "test_y[1-2]".into())
+        );
+        assert_eq!(escape("a<b & \"c\"\u{1}\n"), "a&lt;b &amp; &quot;c&quot;\n");
+        assert_eq!(escape_attr("one\ntwo"), "one&#10;two");
+    }
+
+    #[test]
+    fn requirements_come_from_files_and_pyproject() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("requirements.txt"),
+            "attrs>=22\n-r extra.txt\n-e .\n# comment\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("extra.txt"), "tabulate\n").unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[project]\nname = \"calc\"\ndependencies = [\"humanize\"]\n\
+             [project.optional-dependencies]\ntest = [\"calc[extra]\", \"pytest>=8\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            project_requirements(dir.path()).unwrap(),
+            ["tabulate", "attrs>=22", "humanize", "pytest>=8"]
+        );
+    }
+}

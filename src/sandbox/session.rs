@@ -1,0 +1,209 @@
+//! The sandbox side of a session: one python instance kept alive on its own thread, serving
+//! turns one at a time. Each turn takes its own limits, stdin, output sinks and
+//! cancellation, exactly as a fresh run would; the store, the instance and the interpreter's
+//! `__main__` carry over.
+
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Instance, InstancePre, Store};
+
+use super::output::{Accept, CappedOutput, GuestOutput};
+use super::prestart::LateInput;
+use super::{GuestSetup, RunInput, SandboxState, capacity_error, new_store, outcome_of};
+use crate::error::Error;
+use crate::limits::{self, FuelMeter, Limits};
+use crate::outcome::Outcome;
+
+/// How long `shutdown()` may take when a session closes.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// One turn: code, and the run settings it takes (limits, stdin, on_output, cancel).
+pub(crate) struct Turn {
+    pub code: String,
+    pub input: RunInput,
+    /// Receives the outcome, and whether the session is still open after it.
+    pub done: SyncSender<Result<(Outcome, bool), Error>>,
+}
+
+/// An output the current turn's capped stream is swapped into; between turns (and during
+/// shutdown) writes are dropped.
+#[derive(Clone, Default)]
+struct SwitchOutput {
+    target: Arc<Mutex<Option<CappedOutput>>>,
+}
+
+impl SwitchOutput {
+    fn set(&self, output: Option<CappedOutput>) {
+        *self.target.lock().unwrap_or_else(PoisonError::into_inner) = output;
+    }
+}
+
+impl Accept for SwitchOutput {
+    fn accept(&self, bytes: &[u8]) -> bool {
+        match &*self.target.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(output) => output.accept(bytes),
+            None => true,
+        }
+    }
+}
+
+/// Instantiates the session's guest, reports on `ready`, then serves turns from `turns`
+/// until the channel closes, a turn traps or the guest calls `exit()`. Calls the guest's
+/// `shutdown()` when the instance is still sound. Runs on the session's own thread.
+pub(crate) fn serve(
+    pre: &InstancePre<SandboxState>,
+    setup: &GuestSetup,
+    env: &[(String, String)],
+    ready: SyncSender<Result<(), Error>>,
+    turns: Receiver<Turn>,
+    mut activate: impl FnMut() -> Result<Box<dyn Send>, Error>,
+) {
+    let started = Instant::now();
+    let stdin = LateInput::default();
+    let (stdout, stderr) = (SwitchOutput::default(), SwitchOutput::default());
+    let input = RunInput {
+        env: env.to_vec(),
+        limits: Limits {
+            deadline: limits::MAX_DEADLINE,
+            ..Limits::default()
+        },
+        ..RunInput::default()
+    };
+    let created = new_store(
+        pre,
+        setup,
+        &input,
+        started,
+        (
+            stdin.clone(),
+            GuestOutput(stdout.clone()),
+            GuestOutput(stderr.clone()),
+        ),
+    )
+    .and_then(|(mut store, _)| {
+        let active = activate()?;
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|e| capacity_error(&e).unwrap_or_else(|| Error::Internal(format!("{e:#}"))));
+        drop(active);
+        Ok((store, instance?))
+    });
+    let (mut store, instance) = match created {
+        Ok(created) => created,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let mut sound = true;
+    for turn in turns {
+        let active = match activate() {
+            Ok(active) => active,
+            Err(error) => {
+                let _ = turn.done.send(Err(error));
+                continue;
+            }
+        };
+        let (outcome, end) = one_turn(&mut store, instance, &turn, &stdin, &stdout, &stderr);
+        drop(active);
+        let _ = turn.done.send(Ok((outcome, end == TurnEnd::Open)));
+        match end {
+            TurnEnd::Open => {}
+            TurnEnd::Exited => break,
+            TurnEnd::Trapped => {
+                sound = false;
+                break;
+            }
+        }
+    }
+    // A trap unwinds the interpreter mid-instruction: its state cannot be trusted to shut
+    // down. Otherwise `shutdown()` runs atexit handlers and flushes.
+    if sound && let Ok(active) = activate() {
+        shut_down(&mut store, instance);
+        drop(active);
+    }
+}
+
+/// How a turn left the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TurnEnd {
+    Open,
+    /// The code called `exit()` or `quit()`.
+    Exited,
+    /// A limit or a fault trapped the guest.
+    Trapped,
+}
+
+/// Runs one turn under its own limits and output, and classifies how it ended.
+fn one_turn(
+    store: &mut Store<SandboxState>,
+    instance: Instance,
+    turn: &Turn,
+    stdin: &LateInput,
+    stdout: &SwitchOutput,
+    stderr: &SwitchOutput,
+) -> (Outcome, TurnEnd) {
+    let started = Instant::now();
+    let limits = &turn.input.limits;
+    let (out, err) = CappedOutput::pair(limits, turn.input.on_output.clone());
+    stdout.set(Some(out.clone()));
+    stderr.set(Some(err.clone()));
+    stdin.fill(turn.input.stdin.clone());
+    let fuel = FuelMeter::new(limits);
+    {
+        let state = store.data_mut();
+        state.guard.rebind(limits);
+        state.files.rebind(limits);
+        state.cancel = turn.input.cancel.clone().unwrap_or_default();
+        // `Limits::validate` (checked by the caller) keeps the deadline within days.
+        state.deadline = started + limits.deadline;
+    }
+    let value = fuel
+        .arm(&mut *store)
+        .map_err(wasmtime::Error::new)
+        .and_then(|()| call_turn(store, instance, &turn.code));
+    let end = match &value {
+        Ok(value) if *value >= 256 => TurnEnd::Exited,
+        Ok(_) => TurnEnd::Open,
+        Err(_) => TurnEnd::Trapped,
+    };
+    stdout.set(None);
+    stderr.set(None);
+    let outcome = outcome_of(store, &out, &err, &fuel, value.map(|v| v & 0xff), started);
+    (outcome, end)
+}
+
+/// Writes `code` into the guest and calls `turn(ptr, len)`.
+fn call_turn(
+    store: &mut Store<SandboxState>,
+    instance: Instance,
+    code: &str,
+) -> wasmtime::Result<i32> {
+    let host_alloc = instance.get_typed_func::<i32, i32>(&mut *store, "host_alloc")?;
+    let turn = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "turn")?;
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| wasmtime::format_err!("the python guest exports no memory"))?;
+    let len = i32::try_from(code.len())?;
+    let ptr = host_alloc.call(&mut *store, len)?;
+    if ptr == 0 {
+        wasmtime::bail!("the python guest could not allocate {len} bytes for the code");
+    }
+    memory.write(&mut *store, ptr as u32 as usize, code.as_bytes())?;
+    turn.call(&mut *store, (ptr, len))
+}
+
+/// Calls the guest's `shutdown()` (atexit handlers, flushing) under a short deadline, with
+/// its output dropped.
+fn shut_down(store: &mut Store<SandboxState>, instance: Instance) {
+    let state = store.data_mut();
+    state.deadline = Instant::now() + SHUTDOWN_DEADLINE;
+    state.cancel = Default::default();
+    let _ = FuelMeter::new(&Limits::default()).arm(&mut *store);
+    if let Ok(shutdown) = instance.get_typed_func::<(), i32>(&mut *store, "shutdown") {
+        let _ = shutdown.call(&mut *store, ());
+    }
+}

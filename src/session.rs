@@ -1,0 +1,202 @@
+//! Sessions: one interpreter kept alive across calls, like a notebook kernel.
+//!
+//! Variables and imports carry over from call to call; each call has its own deadline, fuel,
+//! output caps, stdin and cancellation; a final bare expression is echoed on stdout. The
+//! session's files live in its workspace, which stays readable and writable between calls.
+//!
+//! Only the `python` runtime has sessions: its guest exports `turn(code)`, which runs code in
+//! a persistent `__main__`. The other guests are WASI commands that exit after one program
+//! (see the README). A call that a limit or a fault stops ends the session: a trap unwinds
+//! the interpreter mid-instruction, so its state cannot be trusted; so does `exit()`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::outcome::Outcome;
+use crate::sandbox::RunInput;
+use crate::sandbox::session::Turn;
+use crate::workspace::Workspace;
+
+/// What a session is opened with.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// The session's files; a fresh workspace when `None`.
+    pub workspace: Option<Workspace>,
+    /// Installed packages on the session's `sys.path`.
+    pub packages: Option<crate::deps::PackageSet>,
+    /// Environment variables of the interpreter.
+    pub env: Vec<(String, String)>,
+}
+
+/// A live interpreter. Calls are served one at a time, in order; dropping or closing the
+/// session frees its instance, thread and (unless kept) workspace.
+pub struct Session {
+    runtime: String,
+    workspace: Workspace,
+    turns: Mutex<Option<SyncSender<Turn>>>,
+    open: Arc<AtomicBool>,
+    calls: AtomicU64,
+    created: Instant,
+    last_used: Mutex<Instant>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("runtime", &self.runtime)
+            .field("open", &self.is_open())
+            .field("calls", &self.calls())
+            .finish()
+    }
+}
+
+impl Session {
+    /// Starts the session's thread, which instantiates the guest and then serves turns;
+    /// returns once the guest is ready.
+    pub(crate) fn start(
+        runtime: &str,
+        workspace: Workspace,
+        serve: impl FnOnce(SyncSender<Result<(), Error>>, Receiver<Turn>) + Send + 'static,
+    ) -> Result<Session, Error> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let (turns_tx, turns_rx) = std::sync::mpsc::sync_channel::<Turn>(0);
+        let open = Arc::new(AtomicBool::new(true));
+        let closed = open.clone();
+        let thread = std::thread::Builder::new()
+            .name("dvm-session".into())
+            .stack_size(crate::engine::RUN_THREAD_STACK_BYTES)
+            .spawn(move || {
+                serve(ready_tx, turns_rx);
+                closed.store(false, Ordering::Release);
+            })
+            .map_err(|e| Error::Internal(format!("cannot start a session thread: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                return Err(error);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(Error::Internal("the session ended while starting".into()));
+            }
+        }
+        let now = Instant::now();
+        Ok(Session {
+            runtime: runtime.to_string(),
+            workspace,
+            turns: Mutex::new(Some(turns_tx)),
+            open,
+            calls: AtomicU64::new(0),
+            created: now,
+            last_used: Mutex::new(now),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Runs `code` in the session under `input`'s limits, stdin, output callback and
+    /// cancellation (its other fields are the session's). A final bare expression is echoed.
+    /// The outcome's `files` lists what the call changed in the workspace.
+    pub fn run(&self, code: &str, input: &RunInput) -> Result<Outcome, Error> {
+        input.limits.validate()?;
+        let sender = self
+            .turns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .filter(|_| self.is_open())
+            .ok_or_else(|| Error::SessionClosed(self.runtime.clone()))?;
+        self.touch();
+        let before = self.workspace.state()?;
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        let turn = Turn {
+            code: code.to_string(),
+            input: RunInput {
+                stdin: input.stdin.clone(),
+                limits: input.limits.clone(),
+                on_output: input.on_output.clone(),
+                cancel: input.cancel.clone(),
+                ..RunInput::default()
+            },
+            done: done_tx,
+        };
+        sender
+            .send(turn)
+            .map_err(|_| Error::SessionClosed(self.runtime.clone()))?;
+        let (mut outcome, open) = done_rx
+            .recv()
+            .map_err(|_| Error::SessionClosed(self.runtime.clone()))??;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        if !open {
+            self.open.store(false, Ordering::Release);
+            self.close();
+        }
+        outcome.files = self.workspace.changes(&before, input.limits.disk_bytes)?;
+        Ok(outcome)
+    }
+
+    /// Forgets the calls so far (the session's own setup call).
+    pub(crate) fn forget_calls(&self) {
+        self.calls.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether calls can still run.
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Ends the session: the guest shuts down (atexit handlers run, within 5 s) and its
+    /// instance and thread are freed. Calls after it fail with [`Error::SessionClosed`].
+    pub fn close(&self) {
+        self.open.store(false, Ordering::Release);
+        drop(self.turns.lock().unwrap_or_else(PoisonError::into_inner).take());
+        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(thread) = thread
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
+        }
+    }
+
+    /// The session's files.
+    pub fn workspace(&self) -> &Workspace {
+        &self.workspace
+    }
+
+    pub fn runtime(&self) -> &str {
+        &self.runtime
+    }
+
+    /// Calls served so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Time since the session started.
+    pub fn age(&self) -> Duration {
+        self.created.elapsed()
+    }
+
+    /// Time since the last call began or ended.
+    pub fn idle(&self) -> Duration {
+        self.last_used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed()
+    }
+
+    fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
