@@ -72,6 +72,12 @@ enum Command {
     /// the failures with their tracebacks. Exits 0 when every test passes, 1 otherwise
     /// (124/125/126 when a limit or a crash ended the suite).
     Review(ReviewArgs),
+    /// Serve the HTTP API: native JSON (sandboxes, sessions, files, packages, execution with
+    /// Server-Sent Events), Judge0-compatible endpoints, MCP at /mcp, /metrics and
+    /// /openapi.json. Stops gracefully on Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// Serve MCP over stdin/stdout (for agents that start dvm as a tool server).
+    Mcp(McpArgs),
     /// Inspect and manage the execution result cache.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -333,6 +339,54 @@ fn parse_match(text: &str) -> Result<crate::validate::MatchMode, String> {
         "json" => Ok(MatchMode::Json),
         _ => Err(format!("`{text}` is not exact, normalized, regex or json")),
     }
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the address is printed on stderr).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    /// Require `Authorization: Bearer TOKEN` on every route but /health [default:
+    /// $DVM_TOKEN, else none].
+    #[arg(long, value_name = "TOKEN", env = "DVM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Largest request body.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
+    max_body: u64,
+    /// Runs at once [default: 4 per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    workers: Option<u64>,
+    /// Runs waiting for a worker; requests past it get 429.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    queue: u64,
+    /// Largest deadline a request may ask for.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    max_timeout: Duration,
+    /// Close a session or sandbox unused this long.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Close a session or sandbox this long after it was made.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    max_lifetime: Duration,
+    /// Open sessions and sandboxes at most.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    max_sessions: u64,
+    /// How long in-flight runs may finish after Ctrl-C or SIGTERM before they are cancelled.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    /// A browser Origin the MCP endpoint accepts (repeatable), e.g. http://localhost:3000.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+    /// Do not install and compile the python and javascript runtimes before listening.
+    #[arg(long)]
+    no_warm: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct McpArgs {
+    /// Largest deadline a tool call may ask for.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    max_timeout: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -691,6 +745,8 @@ pub fn main() -> ExitCode {
         Command::Test(args) => test(args),
         Command::Agent(args) => agent(args),
         Command::Review(args) => review(args),
+        Command::Serve(args) => serve(args),
+        Command::Mcp(args) => mcp(args),
         Command::Runtimes(command) => runtimes(command),
         Command::Bench(args) => bench(args),
     }
@@ -1400,6 +1456,98 @@ fn model_config(
         (None, None) => config.timeout,
     };
     Ok(config)
+}
+
+fn async_runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    note!("dvm: shutting down: finishing in-flight runs");
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let result = (|| -> Result<(), Error> {
+        let dvm = Dvm::new(Config::default())?;
+        if !args.no_warm {
+            for id in ["python", "javascript"] {
+                dvm.runtime_with_progress(id, &progress_display(false))?;
+            }
+        }
+        let defaults = crate::server::ServerConfig::default();
+        let config = crate::server::ServerConfig {
+            addr: args.addr,
+            token: args.token.filter(|t| !t.is_empty()),
+            max_body_bytes: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+            workers: args.workers.map_or(defaults.workers, |n| n as usize),
+            queue: args.queue as usize,
+            max_timeout: args.max_timeout,
+            idle_timeout: args.idle_timeout,
+            max_lifetime: args.max_lifetime,
+            max_sandboxes: args.max_sessions as usize,
+            shutdown_grace: args.shutdown_grace,
+            allowed_origins: args.allow_origins,
+            ..defaults
+        };
+        let runtime = async_runtime()?;
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(config.addr)
+                .await
+                .map_err(|e| Error::InvalidInput(format!("cannot listen on {}: {e}", config.addr)))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| Error::Internal(format!("no local address: {e}")))?;
+            note!(
+                "dvm: listening on http://{bound} ({} workers{})",
+                config.workers,
+                if config.token.is_some() { ", bearer token required" } else { "" }
+            );
+            let state = crate::server::AppState::new(config, dvm);
+            crate::server::serve(state, listener, shutdown_signal()).await
+        })
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => render_error(&error, false),
+    }
+}
+
+fn mcp(args: McpArgs) -> ExitCode {
+    let result = (|| -> Result<(), Error> {
+        let dvm = Dvm::new(Config::default())?;
+        let config = crate::server::ServerConfig {
+            max_timeout: args.max_timeout,
+            ..crate::server::ServerConfig::default()
+        };
+        let state = crate::server::AppState::new(config, dvm);
+        async_runtime()?.block_on(crate::server::mcp::serve_stdio(state))
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => render_error(&error, false),
+    }
 }
 
 /// How long a whole test suite may run when neither a flag nor a profile says.

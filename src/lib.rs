@@ -25,6 +25,7 @@ pub mod profile;
 mod outcome;
 pub mod results;
 pub mod review;
+pub mod server;
 pub mod session;
 mod sandbox;
 mod store;

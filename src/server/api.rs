@@ -1,0 +1,608 @@
+//! The native JSON API: runtimes, one-shot execution, sandboxes and sessions with their
+//! files, packages and executions, streaming as Server-Sent Events, cancellation, health,
+//! metrics and the OpenAPI document.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, PoisonError};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::{ApiError, ApiJson, AppState, Job, LimitsRequest};
+use crate::limits::Limits;
+use crate::sandbox::{RunInput, Stream};
+
+type Shared = State<Arc<AppState>>;
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/runtimes", get(runtimes))
+        .route("/execute", post(execute_once))
+        .route("/runs/{run_id}/cancel", post(cancel_run))
+        .route("/sandboxes", get(list_sandboxes).post(create_sandbox))
+        .route("/sessions", get(list_sandboxes).post(create_session))
+        .route(
+            "/sandboxes/{id}",
+            get(show_sandbox).delete(delete_sandbox),
+        )
+        .route("/sessions/{id}", get(show_sandbox).delete(delete_sandbox))
+        .route("/sandboxes/{id}/execute", post(execute_in))
+        .route("/sessions/{id}/execute", post(execute_in))
+        .route("/sandboxes/{id}/cancel", post(cancel_in))
+        .route("/sessions/{id}/cancel", post(cancel_in))
+        .route("/sandboxes/{id}/packages", post(install_in))
+        .route("/sessions/{id}/packages", post(install_in))
+        .route("/sandboxes/{id}/files", get(list_files))
+        .route("/sessions/{id}/files", get(list_files))
+        .route(
+            "/sandboxes/{id}/files/{*path}",
+            get(read_file).put(write_file).delete(delete_file),
+        )
+        .route(
+            "/sessions/{id}/files/{*path}",
+            get(read_file).put(write_file).delete(delete_file),
+        )
+}
+
+/// Checks the bearer token (every route but `/health`) and counts requests.
+pub(super) async fn guard(State(state): Shared, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.config.token
+        && request.uri().path() != "/health"
+    {
+        let headers = request.headers();
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let judge0 = headers.get("x-auth-token").and_then(|v| v.to_str().ok());
+        let given = bearer.or(judge0).unwrap_or_default();
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            let mut response = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this server needs `Authorization: Bearer TOKEN` (or `X-Auth-Token: TOKEN`)",
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    let response = next.run(request).await;
+    state.metrics.http(response.status().as_u16());
+    response
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn health(State(state): Shared) -> impl IntoResponse {
+    let sandboxes = state
+        .sandboxes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let sessions = sandboxes.values().filter(|s| s.session.is_some()).count();
+    axum::Json(serde_json::json!({
+        "status": if state.shutting_down.load(std::sync::atomic::Ordering::Acquire) {
+            "shutting_down"
+        } else {
+            "ok"
+        },
+        "version": env!("CARGO_PKG_VERSION"),
+        "sessions": sessions,
+        "sandboxes": sandboxes.len() - sessions,
+        "running": state.runs.lock().unwrap_or_else(PoisonError::into_inner).len(),
+        "queued": state.limiter.waiting(),
+    }))
+}
+
+async fn metrics(State(state): Shared) -> impl IntoResponse {
+    let (sessions, sandboxes) = {
+        let all = state
+            .sandboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let sessions = all.values().filter(|s| s.session.is_some()).count();
+        (sessions, all.len() - sessions)
+    };
+    let text = state
+        .metrics
+        .render(sessions, sandboxes, state.limiter.waiting());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    axum::Json(super::openapi::document())
+}
+
+async fn runtimes(State(state): Shared) -> Result<impl IntoResponse, ApiError> {
+    let dvm = state.dvm.clone();
+    let statuses = tokio::task::spawn_blocking(move || dvm.runtime_statuses())
+        .await
+        .map_err(|e| ApiError::from(crate::Error::Internal(e.to_string())))?;
+    let list: Vec<serde_json::Value> = statuses
+        .into_iter()
+        .map(|status| {
+            serde_json::json!({
+                "id": status.id,
+                "language": status.language,
+                "version": status.version,
+                "installed": status.installed,
+                "sessions": status.id == "python",
+            })
+        })
+        .collect();
+    Ok(axum::Json(list))
+}
+
+/// A one-shot execution, or one in a sandbox or session.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ExecuteRequest {
+    /// Runtime id [default: python]; in a sandbox, the sandbox's.
+    #[serde(default)]
+    runtime: Option<String>,
+    code: String,
+    /// The script's file name in the workspace [default: main.py or main.mjs].
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    stdin: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    limits: LimitsRequest,
+    /// Shorthand for `limits.timeout_ms`.
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    /// Packages to install first (one-shot runs).
+    #[serde(default)]
+    requirements: Vec<String>,
+    /// Files written into the workspace first: path → UTF-8 text.
+    #[serde(default)]
+    files: BTreeMap<String, String>,
+    /// Files written into the workspace first: path → base64 bytes.
+    #[serde(default)]
+    files_base64: BTreeMap<String, String>,
+    /// Stream stdout and stderr as Server-Sent Events while it runs.
+    #[serde(default)]
+    stream: bool,
+    /// A client-chosen id, for `POST /runs/{id}/cancel`.
+    #[serde(default)]
+    run_id: Option<String>,
+    /// Run deterministically with this seed (result-cacheable).
+    #[serde(default)]
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct StreamQuery {
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+fn wants_stream(request: &ExecuteRequest, query: &StreamQuery, headers: &HeaderMap) -> bool {
+    request.stream
+        || query.stream.unwrap_or(false)
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"))
+}
+
+impl ExecuteRequest {
+    fn input(&self, base: &Limits, state: &AppState) -> Result<RunInput, ApiError> {
+        let mut limits = self.limits.clone();
+        if self.timeout_ms.is_some() {
+            limits.timeout_ms = self.timeout_ms;
+        }
+        Ok(RunInput {
+            args: self.args.clone(),
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            stdin: self.stdin.clone().unwrap_or_default().into_bytes(),
+            limits: limits.apply(base, state.config.max_timeout)?,
+            deterministic: self.seed.map(|seed| crate::Determinism { seed }),
+            ..RunInput::default()
+        })
+    }
+
+    fn write_files(&self, workspace: &crate::Workspace) -> Result<(), ApiError> {
+        for (path, text) in &self.files {
+            workspace.write(path, text.as_bytes())?;
+        }
+        for (path, encoded) in &self.files_base64 {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|e| ApiError::bad_request(format!("files_base64 `{path}`: {e}")))?;
+            workspace.write(path, &bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// The default limits of a one-shot run: dvm's, with the deadline within the server's.
+fn default_limits(state: &AppState) -> Limits {
+    let mut limits = Limits::default();
+    limits.deadline = limits.deadline.min(state.config.max_timeout);
+    limits
+}
+
+async fn execute_once(
+    State(state): Shared,
+    Query(query): Query<StreamQuery>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<ExecuteRequest>,
+) -> Result<Response, ApiError> {
+    let mut input = request.input(&default_limits(&state), &state)?;
+    if !request.files.is_empty() || !request.files_base64.is_empty() {
+        let workspace = crate::Workspace::new()?;
+        request.write_files(&workspace)?;
+        input.workspace = Some(workspace);
+    }
+    let job = Job {
+        runtime: request
+            .runtime
+            .clone()
+            .unwrap_or_else(|| "python".to_string()),
+        code: request.code.clone(),
+        name: request.name.clone().unwrap_or_default(),
+        input,
+        sandbox: None,
+        hold: None,
+        requirements: request.requirements.clone(),
+        run_id: request.run_id.clone(),
+    };
+    respond(state, job, wants_stream(&request, &query, &headers)).await
+}
+
+/// Runs the job and answers with its outcome as JSON, or as a stream of events.
+async fn respond(state: Arc<AppState>, mut job: Job, stream: bool) -> Result<Response, ApiError> {
+    let runtime = job.runtime.clone();
+    if !stream {
+        let (run_id, outcome) = state.execute(job).await?;
+        let mut body = outcome.to_json();
+        body["run_id"] = run_id.clone().into();
+        body["runtime"] = runtime.into();
+        let mut response = axum::Json(body).into_response();
+        if let Ok(value) = HeaderValue::from_str(&run_id) {
+            response.headers_mut().insert("x-dvm-run-id", value);
+        }
+        return Ok(response);
+    }
+    let (events, receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let run_id = job.run_id.clone().unwrap_or_else(super::new_id);
+    job.run_id = Some(run_id.clone());
+    let cancel = job.input.cancel.clone().unwrap_or_default();
+    job.input.cancel = Some(cancel.clone());
+    let chunks = events.clone();
+    job.input.on_output = Some(Arc::new(move |stream: Stream, bytes: &[u8]| {
+        let name = match stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        };
+        let data = serde_json::json!({ "text": String::from_utf8_lossy(bytes) }).to_string();
+        // A client that went away cancels its run.
+        if chunks.send(Event::default().event(name).data(data)).is_err() {
+            cancel.cancel();
+        }
+    }));
+    let _ = events.send(
+        Event::default()
+            .event("start")
+            .data(serde_json::json!({ "run_id": run_id, "runtime": runtime }).to_string()),
+    );
+    tokio::spawn(async move {
+        let last = match state.execute(job).await {
+            Ok((run_id, outcome)) => {
+                let mut body = outcome.to_json();
+                body["run_id"] = run_id.into();
+                body["runtime"] = runtime.into();
+                Event::default().event("result").data(body.to_string())
+            }
+            Err(error) => Event::default().event("error").data(
+                serde_json::json!({ "error": { "kind": error.kind, "message": super::scrub_paths(&error.message) }, "status": error.status.as_u16() })
+                    .to_string(),
+            ),
+        };
+        let _ = events.send(last);
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver
+            .recv()
+            .await
+            .map(|event| (Ok::<Event, Infallible>(event), receiver))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+async fn cancel_run(State(state): Shared, Path(run_id): Path<String>) -> Result<Response, ApiError> {
+    if state.cancel_run(&run_id) {
+        Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({ "cancelled": run_id })),
+        )
+            .into_response())
+    } else {
+        Err(ApiError::not_found("run in flight", &run_id))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateRequest {
+    #[serde(default)]
+    runtime: Option<String>,
+    /// Packages installed at creation (PEP 508, or `name@range` for JavaScript).
+    #[serde(default)]
+    requirements: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    /// The default limits of its executions.
+    #[serde(default)]
+    limits: LimitsRequest,
+    /// On `/sandboxes`: make it a session (one live interpreter).
+    #[serde(default)]
+    session: bool,
+}
+
+async fn create_sandbox(state: Shared, body: Bytes) -> Result<Response, ApiError> {
+    let request = json_or_default::<CreateRequest>(&body)?;
+    let session = request.session;
+    create(state, request, session).await
+}
+
+async fn create_session(state: Shared, body: Bytes) -> Result<Response, ApiError> {
+    create(state, json_or_default(&body)?, true).await
+}
+
+/// A JSON body, or the default for an empty one.
+fn json_or_default<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON for this request: {e}")))
+}
+
+async fn create(
+    State(state): Shared,
+    request: CreateRequest,
+    session: bool,
+) -> Result<Response, ApiError> {
+    let limits = request
+        .limits
+        .apply(&default_limits(&state), state.config.max_timeout)?;
+    let sandbox = state
+        .create_sandbox(
+            request.runtime.as_deref().unwrap_or("python"),
+            session,
+            request.requirements,
+            request.env.into_iter().collect(),
+            limits,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(sandbox.describe())).into_response())
+}
+
+async fn list_sandboxes(State(state): Shared) -> impl IntoResponse {
+    let all: Vec<serde_json::Value> = state
+        .sandboxes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .values()
+        .map(|s| s.describe())
+        .collect();
+    axum::Json(all)
+}
+
+async fn show_sandbox(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(axum::Json(state.sandbox(&id)?.describe()).into_response())
+}
+
+async fn delete_sandbox(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    state.close_sandbox(&id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn execute_in(
+    State(state): Shared,
+    Path(id): Path<String>,
+    Query(query): Query<StreamQuery>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<ExecuteRequest>,
+) -> Result<Response, ApiError> {
+    let sandbox = state.sandbox(&id)?;
+    if request.runtime.as_ref().is_some_and(|r| *r != sandbox.runtime) {
+        return Err(ApiError::bad_request(format!(
+            "this sandbox runs `{}`; leave out `runtime`",
+            sandbox.runtime
+        )));
+    }
+    if !request.requirements.is_empty() {
+        return Err(ApiError::bad_request(
+            "install packages into a sandbox with POST …/packages, or at creation",
+        ));
+    }
+    let hold = sandbox.busy.clone().lock_owned().await;
+    request.write_files(&sandbox.workspace)?;
+    let mut input = request.input(&sandbox.limits, &state)?;
+    input.env = sandbox
+        .env
+        .iter()
+        .cloned()
+        .chain(input.env)
+        .collect();
+    input.workspace = Some(sandbox.workspace.clone());
+    input.packages = sandbox
+        .packages
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let job = Job {
+        runtime: sandbox.runtime.clone(),
+        code: request.code.clone(),
+        name: request.name.clone().unwrap_or_default(),
+        input,
+        sandbox: Some(sandbox.clone()),
+        hold: Some(hold),
+        requirements: Vec::new(),
+        run_id: request.run_id.clone(),
+    };
+    respond(state, job, wants_stream(&request, &query, &headers)).await
+}
+
+async fn cancel_in(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let sandbox = state.sandbox(&id)?;
+    let running = sandbox
+        .running
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    match running {
+        Some(cancel) => {
+            cancel.cancel();
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "idle",
+            "nothing is running in this sandbox",
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InstallRequest {
+    requirements: Vec<String>,
+}
+
+async fn install_in(
+    State(state): Shared,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<InstallRequest>,
+) -> Result<Response, ApiError> {
+    let sandbox = state.sandbox(&id)?;
+    if sandbox.session.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "session_packages",
+            "a session's packages are fixed when it is created (its interpreter has them on \
+             sys.path from the start); create it with `requirements`",
+        ));
+    }
+    let runtime = state.runtime(&sandbox.runtime).await?;
+    let _permit = state.limiter.acquire().await?;
+    let mut requirements: Vec<String> = sandbox
+        .packages
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .map(|set| {
+            set.lock
+                .packages
+                .iter()
+                .map(|p| format!("{}=={}", p.name, p.version))
+                .collect()
+        })
+        .unwrap_or_default();
+    requirements.extend(request.requirements);
+    let set = tokio::task::spawn_blocking(move || {
+        runtime.install_packages(&crate::PackageRequest {
+            requirements,
+            ..crate::PackageRequest::default()
+        })
+    })
+    .await
+    .map_err(|e| ApiError::from(crate::Error::Internal(e.to_string())))??;
+    let body = serde_json::json!({
+        "installed": set.installed.iter().map(|p| serde_json::json!({
+            "name": p.name, "version": p.version, "from_store": p.from_store,
+        })).collect::<Vec<_>>(),
+        "built_in": set.built_in,
+    });
+    *sandbox
+        .packages
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(set);
+    Ok(axum::Json(body).into_response())
+}
+
+async fn list_files(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let sandbox = state.sandbox(&id)?;
+    let entries = sandbox.workspace.list()?;
+    Ok(axum::Json(entries).into_response())
+}
+
+async fn read_file(
+    State(state): Shared,
+    Path((id, path)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let sandbox = state.sandbox(&id)?;
+    let bytes = sandbox
+        .workspace
+        .read(&path, state.config.max_body_bytes as u64)
+        .map_err(|e| match e {
+            crate::Error::InvalidInput(_) => ApiError::from(e),
+            other => ApiError::new(StatusCode::NOT_FOUND, "not_found", other.to_string()),
+        })?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
+}
+
+async fn write_file(
+    State(state): Shared,
+    Path((id, path)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let sandbox = state.sandbox(&id)?;
+    sandbox.workspace.write(&path, &body)?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({ "path": path, "size": body.len() })),
+    )
+        .into_response())
+}
+
+async fn delete_file(
+    State(state): Shared,
+    Path((id, path)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let sandbox = state.sandbox(&id)?;
+    sandbox
+        .workspace
+        .remove(&path)
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,903 @@
+//! A Judge0-compatible subset, so Judge0 clients work unchanged: languages, statuses, about,
+//! config_info, single and batch submissions with `wait`, `base64_encoded` and `fields`.
+//!
+//! Language ids follow Judge0 CE's numbering for the languages dvm has: Python 3 ids (71,
+//! 92, 100, 109, 113) run on dvm's `python` runtime and JavaScript ids (63, 93, 97, 102) on
+//! `javascript`; `/languages` names say what actually runs. `cpu_time_limit` (or a smaller
+//! `wall_time_limit`) becomes the run's wall-clock deadline, since a sandbox measures wall
+//! time and fuel, not CPU time; `memory_limit` (KB) caps linear memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::{AppState, Job};
+use crate::limits::{LimitKind, Limits};
+use crate::outcome::{Outcome, Status};
+use crate::sandbox::{RunInput, Stream};
+
+type Shared = State<Arc<AppState>>;
+
+/// Submissions kept for polling; the oldest finished ones go first past it.
+const RETAINED: usize = 10_000;
+/// Submissions in one batch at most (Judge0's default).
+const MAX_BATCH: usize = 20;
+/// Judge0's default limits: 5 s of CPU, 128,000 KB.
+const DEFAULT_CPU_SECONDS: f64 = 5.0;
+const DEFAULT_MEMORY_KB: f64 = 128_000.0;
+const MAX_MEMORY_KB: f64 = 4_194_304.0;
+
+/// Judge0's status table.
+const STATUSES: &[(u32, &str)] = &[
+    (1, "In Queue"),
+    (2, "Processing"),
+    (3, "Accepted"),
+    (4, "Wrong Answer"),
+    (5, "Time Limit Exceeded"),
+    (6, "Compilation Error"),
+    (7, "Runtime Error (SIGSEGV)"),
+    (8, "Runtime Error (SIGXFSZ)"),
+    (9, "Runtime Error (SIGFPE)"),
+    (10, "Runtime Error (SIGABRT)"),
+    (11, "Runtime Error (NZEC)"),
+    (12, "Runtime Error (Other)"),
+    (13, "Internal Error"),
+    (14, "Exec Format Error"),
+];
+
+fn status(id: u32) -> serde_json::Value {
+    let description = STATUSES
+        .iter()
+        .find(|(n, _)| *n == id)
+        .map_or("Internal Error", |(_, d)| d);
+    serde_json::json!({ "id": id, "description": description })
+}
+
+/// (Judge0 id, dvm runtime, file name, the name `/languages` shows).
+const LANGUAGES: &[(u32, &str, &str, &str)] = &[
+    (63, "javascript", "main.mjs", "JavaScript (QuickJS-NG 0.17, dvm)"),
+    (71, "python", "main.py", "Python (3.15, dvm)"),
+    (92, "python", "main.py", "Python (3.15, dvm)"),
+    (93, "javascript", "main.mjs", "JavaScript (QuickJS-NG 0.17, dvm)"),
+    (97, "javascript", "main.mjs", "JavaScript (QuickJS-NG 0.17, dvm)"),
+    (100, "python", "main.py", "Python (3.15, dvm)"),
+    (102, "javascript", "main.mjs", "JavaScript (QuickJS-NG 0.17, dvm)"),
+    (109, "python", "main.py", "Python (3.15, dvm)"),
+    (113, "python", "main.py", "Python (3.15, dvm)"),
+];
+
+fn language(id: u32) -> Option<&'static (u32, &'static str, &'static str, &'static str)> {
+    LANGUAGES.iter().find(|(n, ..)| *n == id)
+}
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/languages", get(languages))
+        .route("/languages/{id}", get(one_language))
+        .route("/statuses", get(statuses))
+        .route("/about", get(about))
+        .route("/config_info", get(config_info))
+        .route("/workers", get(workers))
+        .route("/submissions", axum::routing::post(create))
+        .route("/submissions/batch", get(get_batch).post(create_batch))
+        .route("/submissions/{token}", get(show).delete(delete))
+}
+
+/// A Judge0-style error: `{"error": "…"}`.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": message.into() })),
+    )
+        .into_response()
+}
+
+async fn languages() -> Response {
+    let list: Vec<serde_json::Value> = LANGUAGES
+        .iter()
+        .map(|(id, _, _, name)| serde_json::json!({ "id": id, "name": name }))
+        .collect();
+    axum::Json(list).into_response()
+}
+
+async fn one_language(Path(id): Path<u32>) -> Response {
+    match language(id) {
+        Some((id, runtime, file, name)) => axum::Json(serde_json::json!({
+            "id": id, "name": name, "is_archived": false, "source_file": file,
+            "compile_cmd": null, "run_cmd": format!("dvm run --runtime {runtime} {file}"),
+        }))
+        .into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("language with id {id} not found")),
+    }
+}
+
+async fn statuses() -> Response {
+    let list: Vec<serde_json::Value> = STATUSES.iter().map(|(id, _)| status(*id)).collect();
+    axum::Json(list).into_response()
+}
+
+async fn about() -> Response {
+    axum::Json(serde_json::json!({
+        "version": "1.13.1",
+        "dvm_version": env!("CARGO_PKG_VERSION"),
+        "homepage": "",
+        "source_code": "",
+        "maintainer": "dvm: WebAssembly sandboxes behind a Judge0-compatible API",
+    }))
+    .into_response()
+}
+
+async fn config_info(State(state): Shared) -> Response {
+    let max_seconds = state.config.max_timeout.as_secs_f64();
+    axum::Json(serde_json::json!({
+        "maintenance_mode": false,
+        "enable_wait_result": true,
+        "enable_compiler_options": false,
+        "allowed_languages_for_compile_options": [],
+        "enable_command_line_arguments": true,
+        "enable_submission_delete": true,
+        "enable_callbacks": false,
+        "callbacks_max_tries": 0,
+        "callbacks_timeout": 0.0,
+        "enable_additional_files": false,
+        "max_queue_size": state.config.queue,
+        "cpu_time_limit": DEFAULT_CPU_SECONDS,
+        "max_cpu_time_limit": max_seconds,
+        "cpu_extra_time": 0.0,
+        "max_cpu_extra_time": 0.0,
+        "wall_time_limit": DEFAULT_CPU_SECONDS,
+        "max_wall_time_limit": max_seconds,
+        "memory_limit": DEFAULT_MEMORY_KB,
+        "max_memory_limit": MAX_MEMORY_KB,
+        "stack_limit": 8192,
+        "max_stack_limit": 8192,
+        "max_processes_and_or_threads": 1,
+        "max_max_processes_and_or_threads": 1,
+        "enable_per_process_and_thread_time_limit": false,
+        "allow_enable_per_process_and_thread_time_limit": false,
+        "enable_per_process_and_thread_memory_limit": false,
+        "allow_enable_per_process_and_thread_memory_limit": false,
+        "max_file_size": 1_048_576,
+        "max_max_file_size": 4_194_304,
+        "number_of_runs": 1,
+        "max_number_of_runs": 1,
+        "redirect_stderr_to_stdout": false,
+        "max_extract_size": 0,
+        "enable_batched_submissions": true,
+        "max_submission_batch_size": MAX_BATCH,
+        "submission_cache_duration": 0.0,
+        "use_docs_as_homepage": false,
+        "allow_enable_network": false,
+        "enable_network": false,
+    }))
+    .into_response()
+}
+
+async fn workers(State(state): Shared) -> Response {
+    let queued = state.limiter.waiting();
+    let available = state.limiter.permits.available_permits();
+    axum::Json(serde_json::json!([{
+        "queue": "default",
+        "size": queued,
+        "available": state.config.workers,
+        "idle": available,
+        "working": state.config.workers.saturating_sub(available),
+        "paused": 0,
+        "failed": 0,
+    }]))
+    .into_response()
+}
+
+/// A submission as Judge0 clients send it. Fields dvm cannot honour are refused by name.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct SubmissionRequest {
+    source_code: Option<String>,
+    language_id: Option<u32>,
+    stdin: Option<String>,
+    expected_output: Option<String>,
+    cpu_time_limit: Option<f64>,
+    cpu_extra_time: Option<f64>,
+    wall_time_limit: Option<f64>,
+    memory_limit: Option<f64>,
+    stack_limit: Option<f64>,
+    max_processes_and_or_threads: Option<f64>,
+    enable_per_process_and_thread_time_limit: Option<bool>,
+    enable_per_process_and_thread_memory_limit: Option<bool>,
+    max_file_size: Option<f64>,
+    command_line_arguments: Option<String>,
+    redirect_stderr_to_stdout: Option<bool>,
+    number_of_runs: Option<u32>,
+    compiler_options: Option<String>,
+    callback_url: Option<String>,
+    additional_files: Option<String>,
+    enable_network: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Options {
+    #[serde(default, deserialize_with = "flag")]
+    base64_encoded: bool,
+    #[serde(default, deserialize_with = "flag")]
+    wait: bool,
+    fields: Option<String>,
+    tokens: Option<String>,
+}
+
+/// `true`/`false` as Judge0 takes them in a query.
+fn flag<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Ok(matches!(text.as_str(), "true" | "1" | "yes"))
+}
+
+/// A submission's state and result.
+#[derive(Debug, Clone)]
+struct Submission {
+    token: String,
+    request: SubmissionRequest,
+    /// Decoded source, stdin and expected output.
+    source: String,
+    stdin: Option<String>,
+    expected: Option<String>,
+    status: u32,
+    stdout: Option<Vec<u8>>,
+    stderr: Option<Vec<u8>>,
+    message: Option<String>,
+    exit_code: Option<i32>,
+    time: Option<f64>,
+    memory_kb: Option<u64>,
+    created_at: String,
+    finished_at: Option<String>,
+}
+
+/// Every submission still kept.
+#[derive(Default)]
+pub struct Submissions {
+    by_token: Mutex<HashMap<String, Submission>>,
+    order: Mutex<VecDeque<String>>,
+}
+
+impl Submissions {
+    fn insert(&self, submission: Submission) {
+        let token = submission.token.clone();
+        let mut by_token = self.by_token.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+        by_token.insert(token.clone(), submission);
+        order.push_back(token);
+        let mut kept = VecDeque::with_capacity(order.len());
+        let mut excess = by_token.len().saturating_sub(RETAINED);
+        while let Some(oldest) = order.pop_front() {
+            let finished = by_token.get(&oldest).is_some_and(|s| s.status > 2);
+            if excess > 0 && finished {
+                by_token.remove(&oldest);
+                excess -= 1;
+            } else if by_token.contains_key(&oldest) {
+                kept.push_back(oldest);
+            }
+        }
+        *order = kept;
+    }
+
+    fn update(&self, token: &str, change: impl FnOnce(&mut Submission)) {
+        if let Some(submission) = self
+            .by_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(token)
+        {
+            change(submission);
+        }
+    }
+
+    fn get(&self, token: &str) -> Option<Submission> {
+        self.by_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(token)
+            .cloned()
+    }
+
+    fn remove(&self, token: &str) -> Option<Submission> {
+        self.by_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(token)
+    }
+}
+
+/// Validates and decodes a submission; a Judge0-style 422 body on failure.
+fn accept(request: SubmissionRequest, base64: bool) -> Result<Submission, serde_json::Value> {
+    let mut problems = serde_json::Map::new();
+    let mut problem = |field: &str, message: String| {
+        problems.insert(field.to_string(), serde_json::json!([message]));
+    };
+    let decode = |field: &str, value: &Option<String>| -> Result<Option<String>, String> {
+        let Some(text) = value else { return Ok(None) };
+        if !base64 {
+            return Ok(Some(text.clone()));
+        }
+        let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .map_err(|e| format!("{field} is not valid base64: {e}"))?;
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    let source = match decode("source_code", &request.source_code) {
+        Ok(Some(source)) if !source.is_empty() => source,
+        Ok(_) => {
+            problem("source_code", "can't be blank".into());
+            String::new()
+        }
+        Err(e) => {
+            problem("source_code", e);
+            String::new()
+        }
+    };
+    match request.language_id {
+        None => problem("language_id", "can't be blank".into()),
+        Some(id) if language(id).is_none() => problem(
+            "language_id",
+            format!(
+                "language with id {id} doesn't exist here; dvm runs {}",
+                LANGUAGES
+                    .iter()
+                    .map(|(id, ..)| id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        Some(_) => {}
+    }
+    let stdin = decode("stdin", &request.stdin).unwrap_or_else(|e| {
+        problem("stdin", e);
+        None
+    });
+    let expected = decode("expected_output", &request.expected_output).unwrap_or_else(|e| {
+        problem("expected_output", e);
+        None
+    });
+    for (field, value) in [
+        ("cpu_time_limit", request.cpu_time_limit),
+        ("wall_time_limit", request.wall_time_limit),
+        ("memory_limit", request.memory_limit),
+    ] {
+        if value.is_some_and(|v| !(v > 0.0) || !v.is_finite()) {
+            problem(field, "must be greater than 0".into());
+        }
+    }
+    if request
+        .memory_limit
+        .is_some_and(|kb| kb > MAX_MEMORY_KB)
+    {
+        problem("memory_limit", format!("must be at most {MAX_MEMORY_KB}"));
+    }
+    if request.compiler_options.as_ref().is_some_and(|o| !o.is_empty()) {
+        problem("compiler_options", "dvm's languages are not compiled".into());
+    }
+    if request.additional_files.is_some() {
+        problem("additional_files", "not supported here".into());
+    }
+    if request.callback_url.is_some() {
+        problem("callback_url", "callbacks are not supported here; poll the token".into());
+    }
+    if request.enable_network == Some(true) {
+        problem("enable_network", "sandboxes have no network".into());
+    }
+    if request.number_of_runs.is_some_and(|n| n > 1) {
+        problem("number_of_runs", "must be 1".into());
+    }
+    if !problems.is_empty() {
+        return Err(serde_json::Value::Object(problems));
+    }
+    Ok(Submission {
+        token: super::new_id(),
+        request,
+        source,
+        stdin,
+        expected,
+        status: 1,
+        stdout: None,
+        stderr: None,
+        message: None,
+        exit_code: None,
+        time: None,
+        memory_kb: None,
+        created_at: timestamp(SystemTime::now()),
+        finished_at: None,
+    })
+}
+
+/// The job that runs a submission, and a buffer that collects stdout and stderr together
+/// when `redirect_stderr_to_stdout` is set.
+fn job(submission: &Submission, state: &AppState) -> (Job, Option<Arc<Mutex<Vec<u8>>>>) {
+    let request = &submission.request;
+    let (_, runtime, file, _) = language(request.language_id.unwrap_or_default())
+        .copied()
+        .unwrap_or((0, "python", "main.py", ""));
+    let cpu = request.cpu_time_limit.unwrap_or(DEFAULT_CPU_SECONDS);
+    let seconds = request.wall_time_limit.map_or(cpu, |wall| wall.min(cpu));
+    let max = state.config.max_timeout.as_secs_f64();
+    let limits = Limits {
+        deadline: std::time::Duration::from_secs_f64(seconds.min(max)),
+        memory_bytes: (request.memory_limit.unwrap_or(DEFAULT_MEMORY_KB) * 1024.0) as u64,
+        ..Limits::default()
+    };
+    let combined = request
+        .redirect_stderr_to_stdout
+        .unwrap_or(false)
+        .then(|| Arc::new(Mutex::new(Vec::new())));
+    let on_output: Option<crate::OutputCallback> = combined.clone().map(|buffer| {
+        Arc::new(move |_: Stream, bytes: &[u8]| {
+            buffer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(bytes);
+        }) as crate::OutputCallback
+    });
+    let args = request
+        .command_line_arguments
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let job = Job {
+        runtime: runtime.to_string(),
+        code: submission.source.clone(),
+        name: file.to_string(),
+        input: RunInput {
+            args,
+            stdin: submission.stdin.clone().unwrap_or_default().into_bytes(),
+            limits,
+            on_output,
+            ..RunInput::default()
+        },
+        sandbox: None,
+        hold: None,
+        requirements: Vec::new(),
+        run_id: Some(submission.token.clone()),
+    };
+    (job, combined)
+}
+
+/// Judge0's comparison: each line's trailing whitespace, then the whole text's, ignored.
+fn same_output(expected: &str, actual: &str) -> bool {
+    let clean = |text: &str| {
+        text.lines()
+            .map(str::trim_end)
+            .collect::<Vec<_>>()
+            .join("\n")
+            .trim_end()
+            .to_string()
+    };
+    clean(expected) == clean(actual)
+}
+
+/// Fills in a finished submission from how its run went.
+fn finish(
+    submission: &mut Submission,
+    ran: Result<Outcome, super::ApiError>,
+    combined: Option<Arc<Mutex<Vec<u8>>>>,
+) {
+    submission.finished_at = Some(timestamp(SystemTime::now()));
+    let outcome = match ran {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            submission.status = 13;
+            submission.message = Some(super::scrub_paths(&error.message));
+            return;
+        }
+    };
+    submission.time = Some(outcome.duration.as_secs_f64());
+    submission.memory_kb = Some(outcome.memory_peak_bytes / 1024);
+    submission.exit_code = outcome.exit_code;
+    match combined {
+        Some(buffer) => {
+            submission.stdout = Some(std::mem::take(
+                &mut *buffer.lock().unwrap_or_else(PoisonError::into_inner),
+            ));
+            submission.stderr = None;
+        }
+        None => {
+            submission.stdout = Some(outcome.stdout.clone());
+            submission.stderr = Some(outcome.stderr.clone());
+        }
+    }
+    let (id, message) = match (outcome.status, outcome.limit) {
+        (Status::Limit, Some(LimitKind::Deadline | LimitKind::Fuel)) => {
+            (5, Some("Time limit exceeded".to_string()))
+        }
+        (Status::Limit, Some(LimitKind::Output | LimitKind::Disk | LimitKind::Files)) => {
+            (8, Some("Output or file size limit exceeded".to_string()))
+        }
+        (Status::Limit, Some(LimitKind::Memory | LimitKind::Table)) => {
+            (12, Some("Memory limit exceeded".to_string()))
+        }
+        (Status::Limit, _) => (13, Some("The run was cancelled".to_string())),
+        (Status::Crashed, _) => (12, outcome.trap.clone()),
+        (Status::Error, _) => (
+            11,
+            Some(format!("Exited with error status {}", outcome.exit_code.unwrap_or(1))),
+        ),
+        (Status::Ok, _) => {
+            let stdout = String::from_utf8_lossy(submission.stdout.as_deref().unwrap_or_default());
+            match &submission.expected {
+                Some(expected) if !same_output(expected, &stdout) => (4, None),
+                _ => (3, None),
+            }
+        }
+    };
+    submission.status = id;
+    submission.message = message;
+}
+
+/// The fields shown when a request names none.
+const DEFAULT_FIELDS: &[&str] = &[
+    "token",
+    "time",
+    "memory",
+    "stdout",
+    "stderr",
+    "compile_output",
+    "message",
+    "status",
+];
+
+/// A submission as JSON with the fields asked for (`*` for all), text base64-encoded when
+/// asked.
+fn render(submission: &Submission, fields: Option<&str>, base64: bool) -> serde_json::Value {
+    let text = |bytes: Option<&[u8]>| -> serde_json::Value {
+        match bytes {
+            None => serde_json::Value::Null,
+            Some(bytes) if base64 => base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into(),
+            Some(bytes) => String::from_utf8_lossy(bytes).into_owned().into(),
+        }
+    };
+    let request = &submission.request;
+    let lang = language(request.language_id.unwrap_or_default());
+    let all = serde_json::json!({
+        "token": submission.token,
+        "source_code": text(Some(submission.source.as_bytes())),
+        "language_id": request.language_id,
+        "stdin": text(submission.stdin.as_deref().map(str::as_bytes)),
+        "expected_output": text(submission.expected.as_deref().map(str::as_bytes)),
+        "stdout": text(submission.stdout.as_deref()),
+        "stderr": text(submission.stderr.as_deref()),
+        "compile_output": null,
+        "message": text(submission.message.as_deref().map(str::as_bytes)),
+        "status": status(submission.status),
+        "status_id": submission.status,
+        "created_at": submission.created_at,
+        "finished_at": submission.finished_at,
+        "time": submission.time.map(|t| format!("{t:.3}")),
+        "wall_time": submission.time.map(|t| format!("{t:.3}")),
+        "memory": submission.memory_kb,
+        "exit_code": submission.exit_code,
+        "exit_signal": null,
+        "cpu_time_limit": request.cpu_time_limit.unwrap_or(DEFAULT_CPU_SECONDS),
+        "cpu_extra_time": request.cpu_extra_time.unwrap_or(0.0),
+        "wall_time_limit": request.wall_time_limit.unwrap_or(DEFAULT_CPU_SECONDS),
+        "memory_limit": request.memory_limit.unwrap_or(DEFAULT_MEMORY_KB),
+        "stack_limit": request.stack_limit.unwrap_or(8192.0),
+        "max_processes_and_or_threads": request.max_processes_and_or_threads.unwrap_or(1.0),
+        "enable_per_process_and_thread_time_limit": request.enable_per_process_and_thread_time_limit.unwrap_or(false),
+        "enable_per_process_and_thread_memory_limit": request.enable_per_process_and_thread_memory_limit.unwrap_or(false),
+        "max_file_size": request.max_file_size.unwrap_or(1_048_576.0),
+        "number_of_runs": 1,
+        "command_line_arguments": request.command_line_arguments,
+        "redirect_stderr_to_stdout": request.redirect_stderr_to_stdout.unwrap_or(false),
+        "compiler_options": null,
+        "callback_url": null,
+        "additional_files": null,
+        "enable_network": false,
+        "language": lang.map(|(id, _, _, name)| serde_json::json!({ "id": id, "name": name })),
+    });
+    let wanted: Vec<&str> = match fields.map(str::trim) {
+        Some("*") => return all,
+        Some(list) if !list.is_empty() => list.split(',').map(str::trim).collect(),
+        _ => DEFAULT_FIELDS.to_vec(),
+    };
+    let mut picked = serde_json::Map::new();
+    for field in wanted {
+        if let Some(value) = all.get(field) {
+            picked.insert(field.to_string(), value.clone());
+        }
+    }
+    serde_json::Value::Object(picked)
+}
+
+/// Every field a submission shows with `fields=*`.
+const ALL_FIELDS: &[&str] = &[
+    "token", "source_code", "language_id", "stdin", "expected_output", "stdout", "stderr",
+    "compile_output", "message", "status", "status_id", "created_at", "finished_at", "time",
+    "wall_time", "memory", "exit_code", "exit_signal", "cpu_time_limit", "cpu_extra_time",
+    "wall_time_limit", "memory_limit", "stack_limit", "max_processes_and_or_threads",
+    "enable_per_process_and_thread_time_limit", "enable_per_process_and_thread_memory_limit",
+    "max_file_size", "number_of_runs", "command_line_arguments", "redirect_stderr_to_stdout",
+    "compiler_options", "callback_url", "additional_files", "enable_network", "language",
+];
+
+/// Refuses field names a submission does not have, as Judge0 does.
+fn check_fields(fields: Option<&str>) -> Result<(), Response> {
+    let Some(list) = fields.map(str::trim).filter(|l| !l.is_empty() && *l != "*") else {
+        return Ok(());
+    };
+    let invalid: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !ALL_FIELDS.contains(f))
+        .collect();
+    if invalid.is_empty() {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid fields: [{}]", invalid.join(", ")),
+        ))
+    }
+}
+
+/// Runs a queued submission to its end and records the result.
+async fn run(state: Arc<AppState>, token: String) {
+    let Some(submission) = state.submissions.get(&token) else {
+        return;
+    };
+    let (job, combined) = job(&submission, &state);
+    state.submissions.update(&token, |s| s.status = 2);
+    let ran = state.execute(job).await.map(|(_, outcome)| outcome);
+    state
+        .submissions
+        .update(&token, |s| finish(s, ran, combined));
+}
+
+async fn create(
+    State(state): Shared,
+    Query(options): Query<Options>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(response) = check_fields(options.fields.as_deref()) {
+        return response;
+    }
+    let request: SubmissionRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not a submission: {e}")),
+    };
+    let submission = match accept(request, options.base64_encoded) {
+        Ok(submission) => submission,
+        Err(problems) => return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(problems)).into_response(),
+    };
+    let token = submission.token.clone();
+    state.submissions.insert(submission);
+    if options.wait {
+        run(state.clone(), token.clone()).await;
+        let Some(done) = state.submissions.get(&token) else {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "the submission was lost");
+        };
+        return (
+            StatusCode::CREATED,
+            axum::Json(render(&done, options.fields.as_deref(), options.base64_encoded)),
+        )
+            .into_response();
+    }
+    tokio::spawn(run(state, token.clone()));
+    (
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({ "token": token })),
+    )
+        .into_response()
+}
+
+async fn show(
+    State(state): Shared,
+    Path(token): Path<String>,
+    Query(options): Query<Options>,
+) -> Response {
+    if let Err(response) = check_fields(options.fields.as_deref()) {
+        return response;
+    }
+    match state.submissions.get(&token) {
+        Some(submission) => {
+            axum::Json(render(&submission, options.fields.as_deref(), options.base64_encoded))
+                .into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, format!("submission {token} not found")),
+    }
+}
+
+async fn delete(
+    State(state): Shared,
+    Path(token): Path<String>,
+    Query(options): Query<Options>,
+) -> Response {
+    match state.submissions.get(&token) {
+        Some(submission) if submission.status <= 2 => error(
+            StatusCode::BAD_REQUEST,
+            format!("submission {token} is still running and cannot be deleted"),
+        ),
+        Some(_) => match state.submissions.remove(&token) {
+            Some(submission) => axum::Json(render(
+                &submission,
+                options.fields.as_deref(),
+                options.base64_encoded,
+            ))
+            .into_response(),
+            None => error(StatusCode::NOT_FOUND, format!("submission {token} not found")),
+        },
+        None => error(StatusCode::NOT_FOUND, format!("submission {token} not found")),
+    }
+}
+
+#[derive(Deserialize)]
+struct Batch {
+    submissions: Vec<serde_json::Value>,
+}
+
+async fn create_batch(
+    State(state): Shared,
+    Query(options): Query<Options>,
+    body: axum::body::Bytes,
+) -> Response {
+    let batch: Batch = match serde_json::from_slice(&body) {
+        Ok(batch) => batch,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not {{\"submissions\": [...]}}: {e}"),
+            );
+        }
+    };
+    if batch.submissions.is_empty() || batch.submissions.len() > MAX_BATCH {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "number of submissions in a batch should be between 1 and {MAX_BATCH}, got {}",
+                batch.submissions.len()
+            ),
+        );
+    }
+    let mut answers = Vec::with_capacity(batch.submissions.len());
+    let mut any_valid = false;
+    for value in batch.submissions {
+        let accepted = serde_json::from_value::<SubmissionRequest>(value)
+            .map_err(|e| serde_json::json!({ "error": e.to_string() }))
+            .and_then(|request| accept(request, options.base64_encoded));
+        match accepted {
+            Ok(submission) => {
+                any_valid = true;
+                let token = submission.token.clone();
+                state.submissions.insert(submission);
+                tokio::spawn(run(state.clone(), token.clone()));
+                answers.push(serde_json::json!({ "token": token }));
+            }
+            Err(problems) => answers.push(problems),
+        }
+    }
+    let status = if any_valid {
+        StatusCode::CREATED
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    (status, axum::Json(answers)).into_response()
+}
+
+async fn get_batch(
+    State(state): Shared,
+    Query(options): Query<Options>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Err(response) = check_fields(options.fields.as_deref()) {
+        return response;
+    }
+    let tokens = options
+        .tokens
+        .clone()
+        .or_else(|| {
+            headers
+                .get("tokens")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let tokens: Vec<&str> = tokens
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tokens.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "give tokens=TOKEN,TOKEN,…");
+    }
+    let submissions: Vec<serde_json::Value> = tokens
+        .iter()
+        .map(|token| {
+            state.submissions.get(token).map_or(serde_json::Value::Null, |s| {
+                render(&s, options.fields.as_deref(), options.base64_encoded)
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "submissions": submissions })).into_response()
+}
+
+/// `2026-11-30T09:00:00.123Z`, the shape Judge0 and its clients use.
+fn timestamp(time: SystemTime) -> String {
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = since.as_secs();
+    let (days, rest) = ((seconds / 86_400) as i64, seconds % 86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_and_comparison_follow_judge0() {
+        let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_796_029_200_123);
+        assert_eq!(timestamp(time), "2026-12-01T09:00:00.123Z");
+        assert_eq!(timestamp(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert!(same_output("3\n", "3"));
+        assert!(same_output("a  \nb\n\n", "a\nb"));
+        assert!(!same_output(" 3", "3"));
+        assert!(!same_output("3", "4"));
+    }
+
+    #[test]
+    fn submissions_are_checked_field_by_field() {
+        let bad = accept(
+            SubmissionRequest {
+                language_id: Some(1),
+                stdin: Some("@@".into()),
+                memory_limit: Some(-1.0),
+                ..SubmissionRequest::default()
+            },
+            true,
+        )
+        .unwrap_err();
+        for field in ["source_code", "language_id", "stdin", "memory_limit"] {
+            assert!(bad.get(field).is_some(), "{field}: {bad}");
+        }
+        let good = accept(
+            SubmissionRequest {
+                source_code: Some("cHJpbnQoMSk=\n".into()),
+                language_id: Some(71),
+                ..SubmissionRequest::default()
+            },
+            true,
+        )
+        .unwrap();
+        assert_eq!(good.source, "print(1)");
+        assert_eq!(good.token.len(), 36);
+        let shown = render(&good, Some("*"), false);
+        let keys: Vec<&str> = shown.as_object().unwrap().keys().map(String::as_str).collect();
+        for field in ALL_FIELDS {
+            assert!(keys.contains(field), "{field}");
+        }
+        assert_eq!(keys.len(), ALL_FIELDS.len());
+    }
+}

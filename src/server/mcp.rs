@@ -1,0 +1,456 @@
+//! The MCP server (official Rust SDK, rmcp): tools an LLM calls to run code, manage files
+//! and packages, and keep sessions. Served over stdio by `dvm mcp` and over streamable HTTP
+//! at `/mcp` by `dvm serve` (rmcp checks the Host header against loopback names, the fix for
+//! DNS rebinding; dvm also refuses browser Origins it was not told to allow).
+//!
+//! Each MCP connection has a workspace of its own: `write_file`, `read_file` and
+//! `list_files` without a `session_id` use it, and `run_code` runs there, so a model can
+//! upload data and then run code on it. Sessions are shared with the HTTP API (and its idle
+//! timeout).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ServerHandler, schemars, tool, tool_handler, tool_router};
+use serde::Deserialize;
+
+use super::{AppState, Job, LimitsRequest};
+use crate::limits::Limits;
+use crate::sandbox::RunInput;
+use crate::workspace::Workspace;
+
+/// Largest file `read_file` returns.
+const MAX_READ_BYTES: u64 = 4 << 20;
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct RunCodeArgs {
+    /// The program's source code.
+    pub code: String,
+    /// `python` (CPython 3.15 with numpy and pandas; the default), `python-lite` (CPython
+    /// 3.12, fast start) or `javascript` (QuickJS-NG, ES2023 modules).
+    pub runtime: Option<String>,
+    /// Text the program reads on standard input.
+    pub stdin: Option<String>,
+    /// Command-line arguments (sys.argv[1:] / scriptArgs).
+    pub args: Option<Vec<String>>,
+    /// Wall-clock limit in milliseconds (default 10000).
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct InstallArgs {
+    /// Requirements: PEP 508 for Python (`tabulate>=0.9`), `name@range` for JavaScript.
+    /// Pure-Python wheels only; numpy and pandas are built into `python`.
+    pub requirements: Vec<String>,
+    /// The runtime they are for (default `python`); later `run_code` calls with it see them.
+    pub runtime: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct WriteFileArgs {
+    /// Relative path in the workspace, e.g. `data/input.csv`.
+    pub path: String,
+    /// The file's text (UTF-8).
+    pub content: String,
+    /// Write into this session's workspace instead of this connection's.
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct PathArgs {
+    /// Relative path in the workspace.
+    pub path: String,
+    /// Read from this session's workspace instead of this connection's.
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ListArgs {
+    /// List this session's workspace instead of this connection's.
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct CreateSessionArgs {
+    /// Only `python` has sessions (the default).
+    pub runtime: Option<String>,
+    /// Packages on the session's sys.path (PEP 508, pure-Python wheels).
+    pub requirements: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct RunInSessionArgs {
+    /// The session from create_session.
+    pub session_id: String,
+    /// Code to run; variables and imports from earlier calls are there, and a final bare
+    /// expression's value is printed.
+    pub code: String,
+    /// Text this call reads on standard input.
+    pub stdin: Option<String>,
+    /// Wall-clock limit of this call in milliseconds (default 10000). A call stopped by a
+    /// limit ends the session.
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SessionArgs {
+    /// The session to close.
+    pub session_id: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct NoArgs {}
+
+/// One MCP connection's server.
+#[derive(Clone)]
+pub struct DvmTools {
+    state: Arc<AppState>,
+    workspace: Workspace,
+    /// Packages installed for this connection, by runtime.
+    packages: Arc<Mutex<BTreeMap<String, crate::deps::PackageSet>>>,
+    tool_router: ToolRouter<DvmTools>,
+}
+
+type ToolResult = Result<CallToolResult, rmcp::ErrorData>;
+
+fn text(value: serde_json::Value) -> ToolResult {
+    Ok(CallToolResult::success(vec![ContentBlock::text(
+        serde_json::to_string_pretty(&value).unwrap_or_default(),
+    )]))
+}
+
+fn failure(message: impl Into<String>) -> ToolResult {
+    Ok(CallToolResult::error(vec![ContentBlock::text(
+        super::scrub_paths(&message.into()),
+    )]))
+}
+
+/// What a model sees of an outcome.
+fn summary(outcome: &crate::Outcome) -> serde_json::Value {
+    let mut value = outcome.to_json();
+    if let Some(object) = value.as_object_mut() {
+        for noise in ["cache_key", "stdout_bytes", "stderr_bytes", "fuel_used"] {
+            object.remove(noise);
+        }
+    }
+    value
+}
+
+impl DvmTools {
+    pub fn new(state: Arc<AppState>) -> Result<DvmTools, crate::Error> {
+        Ok(DvmTools {
+            state,
+            workspace: Workspace::new()?,
+            packages: Arc::default(),
+            tool_router: Self::tool_router(),
+        })
+    }
+
+    fn workspace_for(&self, session_id: Option<&str>) -> Result<Workspace, String> {
+        match session_id {
+            Some(id) => self
+                .state
+                .sandbox(id)
+                .map(|s| s.workspace.clone())
+                .map_err(|e| e.message),
+            None => Ok(self.workspace.clone()),
+        }
+    }
+
+    fn limits(&self, timeout_ms: Option<u64>, base: &Limits) -> Result<Limits, String> {
+        LimitsRequest {
+            timeout_ms,
+            ..LimitsRequest::default()
+        }
+        .apply(base, self.state.config.max_timeout)
+        .map_err(|e| e.message)
+    }
+}
+
+#[tool_router]
+impl DvmTools {
+    #[tool(
+        description = "Run a program in a fresh WebAssembly sandbox (no network, hard time and \
+        memory limits) and return its status, exit code, stdout, stderr and the files it \
+        wrote. It runs in this connection's workspace, where write_file puts files; relative \
+        paths work. Python runs CPython 3.15 with numpy and pandas available."
+    )]
+    async fn run_code(&self, Parameters(args): Parameters<RunCodeArgs>) -> ToolResult {
+        let runtime = args.runtime.unwrap_or_else(|| "python".into());
+        let limits = match self.limits(args.timeout_ms, &Limits::default()) {
+            Ok(limits) => limits,
+            Err(e) => return failure(e),
+        };
+        let packages = self
+            .packages
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&runtime)
+            .cloned();
+        let job = Job {
+            runtime: runtime.clone(),
+            code: args.code,
+            name: String::new(),
+            input: RunInput {
+                args: args.args.unwrap_or_default(),
+                stdin: args.stdin.unwrap_or_default().into_bytes(),
+                limits,
+                workspace: Some(self.workspace.clone()),
+                packages,
+                ..RunInput::default()
+            },
+            sandbox: None,
+            hold: None,
+            requirements: Vec::new(),
+            run_id: None,
+        };
+        match self.state.execute(job).await {
+            Ok((_, outcome)) => text(summary(&outcome)),
+            Err(error) => failure(error.message),
+        }
+    }
+
+    #[tool(
+        description = "Install packages for later run_code calls of a runtime in this \
+        connection: pure-Python wheels for python (numpy and pandas are already built in), npm \
+        packages for javascript. Returns what was installed."
+    )]
+    async fn install_packages(&self, Parameters(args): Parameters<InstallArgs>) -> ToolResult {
+        let runtime_id = args.runtime.unwrap_or_else(|| "python".into());
+        let runtime = match self.state.runtime(&runtime_id).await {
+            Ok(runtime) => runtime,
+            Err(error) => return failure(error.message),
+        };
+        let mut requirements: Vec<String> = self
+            .packages
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&runtime_id)
+            .map(|set| {
+                set.lock
+                    .packages
+                    .iter()
+                    .map(|p| format!("{}=={}", p.name, p.version))
+                    .collect()
+            })
+            .unwrap_or_default();
+        requirements.extend(args.requirements);
+        let installed = tokio::task::spawn_blocking(move || {
+            runtime.install_packages(&crate::PackageRequest {
+                requirements,
+                ..crate::PackageRequest::default()
+            })
+        })
+        .await;
+        match installed {
+            Ok(Ok(set)) => {
+                let body = serde_json::json!({
+                    "installed": set.installed.iter()
+                        .map(|p| format!("{} {}", p.name, p.version)).collect::<Vec<_>>(),
+                    "built_in": set.built_in,
+                });
+                self.packages
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(runtime_id, set);
+                text(body)
+            }
+            Ok(Err(error)) => failure(error.to_string()),
+            Err(error) => failure(error.to_string()),
+        }
+    }
+
+    #[tool(
+        description = "Write a text file into the workspace (this connection's, or a \
+        session's with session_id). Paths are relative; directories are created."
+    )]
+    async fn write_file(&self, Parameters(args): Parameters<WriteFileArgs>) -> ToolResult {
+        let workspace = match self.workspace_for(args.session_id.as_deref()) {
+            Ok(workspace) => workspace,
+            Err(e) => return failure(e),
+        };
+        match workspace.write(&args.path, args.content.as_bytes()) {
+            Ok(()) => text(serde_json::json!({ "path": args.path, "size": args.content.len() })),
+            Err(error) => failure(error.to_string()),
+        }
+    }
+
+    #[tool(
+        description = "Read a file from the workspace (this connection's, or a session's \
+        with session_id) as text, e.g. output a program wrote. Up to 4 MiB."
+    )]
+    async fn read_file(&self, Parameters(args): Parameters<PathArgs>) -> ToolResult {
+        let workspace = match self.workspace_for(args.session_id.as_deref()) {
+            Ok(workspace) => workspace,
+            Err(e) => return failure(e),
+        };
+        match workspace.read(&args.path, MAX_READ_BYTES) {
+            Ok(bytes) => Ok(CallToolResult::success(vec![ContentBlock::text(
+                String::from_utf8_lossy(&bytes).into_owned(),
+            )])),
+            Err(error) => failure(error.to_string()),
+        }
+    }
+
+    #[tool(
+        description = "List the files in the workspace (this connection's, or a session's \
+        with session_id) with their sizes."
+    )]
+    async fn list_files(&self, Parameters(args): Parameters<ListArgs>) -> ToolResult {
+        let workspace = match self.workspace_for(args.session_id.as_deref()) {
+            Ok(workspace) => workspace,
+            Err(e) => return failure(e),
+        };
+        match workspace.list() {
+            Ok(entries) => text(serde_json::to_value(entries).unwrap_or_default()),
+            Err(error) => failure(error.to_string()),
+        }
+    }
+
+    #[tool(
+        description = "Start a Python session: one interpreter kept alive across \
+        run_in_session calls, like a notebook kernel (variables and imports carry over). It \
+        has a workspace of its own. Returns session_id. Close it with close_session; an idle \
+        session is closed after a while."
+    )]
+    async fn create_session(&self, Parameters(args): Parameters<CreateSessionArgs>) -> ToolResult {
+        let runtime = args.runtime.unwrap_or_else(|| "python".into());
+        match self
+            .state
+            .create_sandbox(
+                &runtime,
+                true,
+                args.requirements.unwrap_or_default(),
+                Vec::new(),
+                Limits::default(),
+            )
+            .await
+        {
+            Ok(sandbox) => text(serde_json::json!({
+                "session_id": sandbox.id,
+                "runtime": sandbox.runtime,
+            })),
+            Err(error) => failure(error.message),
+        }
+    }
+
+    #[tool(
+        description = "Run code in a session. Earlier calls' variables and imports are \
+        there; the value of a final bare expression is printed. Returns status, stdout, \
+        stderr. A call stopped by a limit (time, memory) or calling exit() ends the session."
+    )]
+    async fn run_in_session(&self, Parameters(args): Parameters<RunInSessionArgs>) -> ToolResult {
+        let sandbox = match self.state.sandbox(&args.session_id) {
+            Ok(sandbox) if sandbox.session.is_some() => sandbox,
+            Ok(_) => return failure(format!("`{}` is a sandbox, not a session", args.session_id)),
+            Err(error) => return failure(error.message),
+        };
+        let limits = match self.limits(args.timeout_ms, &sandbox.limits) {
+            Ok(limits) => limits,
+            Err(e) => return failure(e),
+        };
+        let hold = sandbox.busy.clone().lock_owned().await;
+        let job = Job {
+            runtime: sandbox.runtime.clone(),
+            code: args.code,
+            name: String::new(),
+            input: RunInput {
+                stdin: args.stdin.unwrap_or_default().into_bytes(),
+                limits,
+                ..RunInput::default()
+            },
+            sandbox: Some(sandbox.clone()),
+            hold: Some(hold),
+            requirements: Vec::new(),
+            run_id: None,
+        };
+        match self.state.execute(job).await {
+            Ok((_, outcome)) => {
+                let mut value = summary(&outcome);
+                value["session_open"] = sandbox.session.as_ref().is_some_and(|s| s.is_open()).into();
+                text(value)
+            }
+            Err(error) => failure(error.message),
+        }
+    }
+
+    #[tool(description = "Close a session and free its interpreter and files.")]
+    async fn close_session(&self, Parameters(args): Parameters<SessionArgs>) -> ToolResult {
+        match self.state.close_sandbox(&args.session_id).await {
+            Ok(()) => text(serde_json::json!({ "closed": args.session_id })),
+            Err(error) => failure(error.message),
+        }
+    }
+
+    #[tool(
+        description = "List the runtimes (languages) this server runs, with versions and \
+        whether they support sessions."
+    )]
+    async fn list_runtimes(&self, Parameters(_): Parameters<NoArgs>) -> ToolResult {
+        let dvm = self.state.dvm.clone();
+        let statuses = tokio::task::spawn_blocking(move || dvm.runtime_statuses())
+            .await
+            .unwrap_or_default();
+        text(serde_json::json!(
+            statuses
+                .iter()
+                .map(|s| serde_json::json!({
+                    "id": s.id,
+                    "language": s.language,
+                    "version": s.version,
+                    "sessions": s.id == "python",
+                }))
+                .collect::<Vec<_>>()
+        ))
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for DvmTools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("dvm", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "dvm runs code in WebAssembly sandboxes with hard limits and no network. Use \
+                 run_code for one-off programs, write_file/read_file/list_files for data, and \
+                 create_session + run_in_session to keep Python state across calls.",
+            )
+    }
+}
+
+/// The streamable-HTTP MCP endpoint, mounted at `/mcp`.
+pub(super) fn http_service(
+    state: Arc<AppState>,
+) -> StreamableHttpService<DvmTools, LocalSessionManager> {
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_origins(state.config.allowed_origins.clone())
+        .enforce_origin_validation()
+        .with_max_request_body_bytes(state.config.max_body_bytes)
+        .with_cancellation_token(state.mcp_cancel.child_token());
+    StreamableHttpService::new(
+        move || DvmTools::new(state.clone()).map_err(std::io::Error::other),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    )
+}
+
+/// Serves MCP over stdin and stdout until the client closes them.
+pub async fn serve_stdio(state: Arc<AppState>) -> Result<(), crate::Error> {
+    use rmcp::ServiceExt as _;
+    let tools = DvmTools::new(state.clone())?;
+    let running = tools
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| crate::Error::Internal(format!("MCP over stdio: {e}")))?;
+    let ended = running
+        .waiting()
+        .await
+        .map_err(|e| crate::Error::Internal(format!("MCP over stdio: {e}")));
+    state.shut_down().await;
+    ended.map(|_| ())
+}

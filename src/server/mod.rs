@@ -1,0 +1,765 @@
+//! `dvm serve`: the HTTP API (native JSON, Judge0-compatible, MCP over streamable HTTP),
+//! Prometheus metrics and an OpenAPI document.
+//!
+//! Every run goes through one [`Limiter`]: a bounded number run at once (sandboxes run on
+//! blocking threads), a bounded number wait, and a request past both is refused with 429.
+//! Each request has a timeout that contains its sandbox's deadline; shutting down stops
+//! accepting, lets in-flight runs finish for a grace period, then cancels them.
+
+mod api;
+mod judge0;
+pub mod mcp;
+mod metrics;
+mod openapi;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::dvm::{Dvm, Runtime};
+use crate::error::Error;
+use crate::limits::Limits;
+use crate::outcome::Outcome;
+use crate::sandbox::{CancelHandle, RunInput};
+use crate::session::{Session, SessionOptions};
+use crate::workspace::Workspace;
+
+pub use self::metrics::Metrics;
+
+/// How the server is run.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    /// Required as `Authorization: Bearer TOKEN` (or Judge0's `X-Auth-Token`) on every route
+    /// but `/health`.
+    pub token: Option<String>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Runs at once.
+    pub workers: usize,
+    /// Runs waiting for a worker; past it requests get 429.
+    pub queue: usize,
+    /// Largest deadline a request may ask for; also the default's ceiling.
+    pub max_timeout: Duration,
+    /// Added to a run's deadline for its request's timeout (queueing, installs, uploads).
+    pub request_slack: Duration,
+    /// A session or sandbox unused this long is closed.
+    pub idle_timeout: Duration,
+    /// A session or sandbox is closed this long after it was made.
+    pub max_lifetime: Duration,
+    /// Live sessions and sandboxes at most.
+    pub max_sandboxes: usize,
+    /// How long in-flight runs may finish after a shutdown signal before they are cancelled.
+    pub shutdown_grace: Duration,
+    /// Browser origins the MCP endpoint accepts (none: only requests without an Origin).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
+            max_body_bytes: 16 << 20,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get() * 4),
+            queue: 1024,
+            max_timeout: Duration::from_secs(300),
+            request_slack: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            max_sandboxes: 1000,
+            shutdown_grace: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// An error as the API returns it: a status and `{"error": {"kind", "message"}}`, with host
+/// paths taken out of the message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn not_found(what: &str, id: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no {what} `{id}` (it may have been closed or timed out)"),
+        )
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        let status = match &error {
+            Error::Capacity(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::SessionClosed(_) => StatusCode::GONE,
+            error if error.is_user_error() => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, error.kind(), error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": { "kind": self.kind, "message": scrub_paths(&self.message) }
+        });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Replaces host directories dvm uses (its home, the temp and scratch directories) in a
+/// message with placeholders: a client learns what went wrong, not the host's layout.
+fn scrub_paths(message: &str) -> String {
+    let mut places: Vec<(String, &str)> = vec![
+        (crate::engine::default_home().display().to_string(), "<dvm-home>"),
+        (std::env::temp_dir().display().to_string(), "<tmp>"),
+    ];
+    if let Some(scratch) = std::env::var_os("DVM_SCRATCH") {
+        places.push((std::path::PathBuf::from(scratch).display().to_string(), "<scratch>"));
+    }
+    if let Some(home) = dirs::home_dir() {
+        places.push((home.display().to_string(), "<home>"));
+    }
+    places.retain(|(path, _)| path.len() > 1);
+    places.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+    let mut text = message.to_string();
+    for (path, placeholder) in places {
+        let path = path.trim_end_matches('/');
+        text = text.replace(path, placeholder);
+    }
+    text
+}
+
+/// A JSON body whose rejections (syntax, size, content type) are API errors.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let kind = match status {
+                    StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                    _ => "bad_request",
+                };
+                Err(ApiError::new(status, kind, rejection.body_text()))
+            }
+        }
+    }
+}
+
+/// Limits as requests write them; each one left out takes the server's default.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsRequest {
+    /// Wall-clock deadline in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Linear memory cap in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Fuel budget (about one unit per wasm instruction).
+    pub fuel: Option<u64>,
+    /// Cap on each of stdout and stderr, in bytes.
+    pub max_output_bytes: Option<u64>,
+    /// Cap on bytes written to files.
+    pub disk_bytes: Option<u64>,
+    /// Cap on files created.
+    pub files: Option<u64>,
+}
+
+impl LimitsRequest {
+    /// The limits of a run: `base` with these applied, the deadline within the server's.
+    pub fn apply(&self, base: &Limits, max_timeout: Duration) -> Result<Limits, ApiError> {
+        let mut limits = base.clone();
+        if let Some(ms) = self.timeout_ms {
+            limits.deadline = Duration::from_millis(ms);
+        }
+        if limits.deadline > max_timeout {
+            return Err(ApiError::bad_request(format!(
+                "a timeout of {} ms is over this server's maximum of {} ms",
+                limits.deadline.as_millis(),
+                max_timeout.as_millis()
+            )));
+        }
+        if let Some(memory) = self.memory_bytes {
+            limits.memory_bytes = memory;
+        }
+        if let Some(fuel) = self.fuel {
+            limits.fuel = Some(fuel);
+        }
+        if let Some(output) = self.max_output_bytes {
+            limits.stdout_bytes = output;
+            limits.stderr_bytes = output;
+        }
+        if let Some(disk) = self.disk_bytes {
+            limits.disk_bytes = disk;
+        }
+        if let Some(files) = self.files {
+            limits.files = files;
+        }
+        limits
+            .validate()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(limits)
+    }
+}
+
+/// Bounds runs at once and runs waiting.
+pub struct Limiter {
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    queue: usize,
+}
+
+impl Limiter {
+    fn new(workers: usize, queue: usize) -> Self {
+        Limiter {
+            permits: Arc::new(Semaphore::new(workers.max(1))),
+            waiting: AtomicUsize::new(0),
+            queue,
+        }
+    }
+
+    /// A worker, waiting in the queue if every worker is busy; 429 when the queue is full.
+    async fn acquire(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                "every worker is busy and the queue is full; retry later",
+            ));
+        }
+        let permit = self.permits.clone().acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        permit.map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            )
+        })
+    }
+
+    fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.permits.close();
+    }
+}
+
+/// A sandbox (a workspace where each execution is a fresh interpreter) or a session (a
+/// workspace with one interpreter that lives across executions).
+pub struct Sandbox {
+    pub id: String,
+    pub runtime: String,
+    pub workspace: Workspace,
+    /// `Some` for a session.
+    pub session: Option<Session>,
+    pub packages: Mutex<Option<crate::deps::PackageSet>>,
+    pub env: Vec<(String, String)>,
+    /// The default limits of its executions.
+    pub limits: Limits,
+    created: Instant,
+    last_used: Mutex<Instant>,
+    /// One execution at a time (they share a workspace).
+    pub busy: Arc<tokio::sync::Mutex<()>>,
+    /// The running execution's cancel handle.
+    pub running: Mutex<Option<CancelHandle>>,
+}
+
+impl Sandbox {
+    fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    fn idle(&self) -> Duration {
+        self.last_used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed()
+    }
+
+    pub fn describe(&self) -> serde_json::Value {
+        let packages = self
+            .packages
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|set| {
+                set.installed
+                    .iter()
+                    .map(|p| format!("{} {}", p.name, p.version))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        serde_json::json!({
+            "id": self.id,
+            "kind": if self.session.is_some() { "session" } else { "sandbox" },
+            "runtime": self.runtime,
+            "open": self.session.as_ref().is_none_or(Session::is_open),
+            "calls": self.session.as_ref().map(Session::calls),
+            "packages": packages,
+            "age_ms": self.created.elapsed().as_millis() as u64,
+            "idle_ms": self.idle().as_millis() as u64,
+        })
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub config: ServerConfig,
+    pub dvm: Dvm,
+    pub sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
+    /// In-flight runs by id, for cancellation and shutdown.
+    pub runs: Mutex<HashMap<String, CancelHandle>>,
+    pub submissions: judge0::Submissions,
+    pub metrics: Metrics,
+    pub limiter: Limiter,
+    pub shutting_down: AtomicBool,
+    /// Ends the MCP endpoint's open streams on shutdown.
+    pub mcp_cancel: tokio_util::sync::CancellationToken,
+}
+
+/// One run to do: a script in a runtime, or a call in a session.
+pub struct Job {
+    pub runtime: String,
+    pub code: String,
+    /// The script's file name; `main.py`/`main.mjs` when empty.
+    pub name: String,
+    pub input: RunInput,
+    /// The sandox or session it runs in: a session's interpreter runs the code; a sandbox's
+    /// workspace is in `input`. Its running handle is set for the run.
+    pub sandbox: Option<Arc<Sandbox>>,
+    /// Held until the run ends: one execution at a time per sandbox.
+    pub hold: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Requirements to install first (one-shot runs).
+    pub requirements: Vec<String>,
+    /// A client-chosen id for cancelling; one is made when `None`.
+    pub run_id: Option<String>,
+}
+
+impl AppState {
+    pub fn new(config: ServerConfig, dvm: Dvm) -> Arc<AppState> {
+        let limiter = Limiter::new(config.workers, config.queue);
+        Arc::new(AppState {
+            config,
+            dvm,
+            sandboxes: Mutex::default(),
+            runs: Mutex::default(),
+            submissions: judge0::Submissions::default(),
+            metrics: Metrics::default(),
+            limiter,
+            shutting_down: AtomicBool::new(false),
+            mcp_cancel: tokio_util::sync::CancellationToken::new(),
+        })
+    }
+
+    /// The runtime `id`, installed and compiled if needed (off the async threads).
+    pub async fn runtime(&self, id: &str) -> Result<Runtime, ApiError> {
+        let dvm = self.dvm.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || dvm.runtime(&id))
+            .await
+            .map_err(|e| ApiError::from(Error::Internal(format!("runtime load: {e}"))))?
+            .map_err(ApiError::from)
+    }
+
+    /// Runs a job under the limiter and the request timeout; returns the run id and outcome.
+    pub async fn execute(self: &Arc<Self>, mut job: Job) -> Result<(String, Outcome), ApiError> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            ));
+        }
+        let run_id = job.run_id.take().unwrap_or_else(new_id);
+        let cancel = job.input.cancel.clone().unwrap_or_default();
+        job.input.cancel = Some(cancel.clone());
+        {
+            let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+            if runs.contains_key(&run_id) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!("a run with id `{run_id}` is in flight"),
+                ));
+            }
+            runs.insert(run_id.clone(), cancel.clone());
+        }
+        let timeout = job.input.limits.deadline + self.config.request_slack;
+        let sandbox = job.sandbox.clone();
+        let hold = job.hold.take();
+        if let Some(sandbox) = &sandbox {
+            *sandbox.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(cancel.clone());
+        }
+        let state = self.clone();
+        let work = async move {
+            let _permit = state.limiter.acquire().await?;
+            let runtime = state.runtime(&job.runtime).await?;
+            let in_flight = state.metrics.start();
+            let ran = tokio::task::spawn_blocking(move || run_job(&runtime, job)).await;
+            drop(in_flight);
+            let (runtime_id, outcome) = ran
+                .map_err(|e| ApiError::from(Error::Internal(format!("the run failed: {e}"))))?
+                .map_err(ApiError::from)?;
+            state.metrics.record(&runtime_id, &outcome);
+            Ok::<Outcome, ApiError>(outcome)
+        };
+        let result = match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                cancel.cancel();
+                Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    format!(
+                        "the request took over {} ms (queueing, installing and running); \
+                         the run was cancelled",
+                        timeout.as_millis()
+                    ),
+                ))
+            }
+        };
+        self.runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&run_id);
+        if let Some(sandbox) = &sandbox {
+            *sandbox.running.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            sandbox.touch();
+        }
+        drop(hold);
+        result.map(|outcome| (run_id, outcome))
+    }
+
+    /// Cancels a run by id; false when there is no such run.
+    pub fn cancel_run(&self, run_id: &str) -> bool {
+        match self
+            .runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(run_id)
+        {
+            Some(cancel) => {
+                cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Makes a sandbox, or a session when `session` is true.
+    pub async fn create_sandbox(
+        &self,
+        runtime_id: &str,
+        session: bool,
+        requirements: Vec<String>,
+        env: Vec<(String, String)>,
+        limits: Limits,
+    ) -> Result<Arc<Sandbox>, ApiError> {
+        if self.sandboxes.lock().unwrap_or_else(PoisonError::into_inner).len()
+            >= self.config.max_sandboxes
+        {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                format!(
+                    "{} sessions and sandboxes are open, this server's maximum; close one",
+                    self.config.max_sandboxes
+                ),
+            ));
+        }
+        let runtime = self.runtime(runtime_id).await?;
+        if session && !runtime.supports_sessions() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_input",
+                format!(
+                    "`{runtime_id}` has no sessions: its guest is a WASI command that exits \
+                     after each program; use the `python` runtime, or a sandbox (files carry \
+                     over, interpreter state does not)"
+                ),
+            ));
+        }
+        let id = new_id();
+        let built = tokio::task::spawn_blocking({
+            let env = env.clone();
+            move || -> Result<_, Error> {
+                let packages = if requirements.is_empty() {
+                    None
+                } else {
+                    Some(runtime.install_packages(&crate::PackageRequest {
+                        requirements,
+                        ..crate::PackageRequest::default()
+                    })?)
+                };
+                let workspace = Workspace::new()?;
+                let session = if session {
+                    Some(runtime.session(SessionOptions {
+                        workspace: Some(workspace.clone()),
+                        packages: packages.clone(),
+                        env,
+                    })?)
+                } else {
+                    None
+                };
+                Ok((workspace, session, packages))
+            }
+        })
+        .await
+        .map_err(|e| ApiError::from(Error::Internal(format!("sandbox creation: {e}"))))??;
+        let (workspace, session, packages) = built;
+        let now = Instant::now();
+        let sandbox = Arc::new(Sandbox {
+            id: id.clone(),
+            runtime: runtime_id.to_string(),
+            workspace,
+            session,
+            packages: Mutex::new(packages),
+            env,
+            limits,
+            created: now,
+            last_used: Mutex::new(now),
+            busy: Arc::default(),
+            running: Mutex::new(None),
+        });
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, sandbox.clone());
+        Ok(sandbox)
+    }
+
+    pub fn sandbox(&self, id: &str) -> Result<Arc<Sandbox>, ApiError> {
+        let sandbox = self
+            .sandboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("session or sandbox", id))?;
+        sandbox.touch();
+        Ok(sandbox)
+    }
+
+    /// Removes and closes a sandbox; its running execution is cancelled.
+    pub async fn close_sandbox(&self, id: &str) -> Result<(), ApiError> {
+        let sandbox = self
+            .sandboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id)
+            .ok_or_else(|| ApiError::not_found("session or sandbox", id))?;
+        close(sandbox).await;
+        Ok(())
+    }
+
+    /// Closes sessions and sandboxes idle or alive past their bounds, and sessions that
+    /// ended themselves (exit(), a limit).
+    pub async fn reap(&self) {
+        let expired: Vec<Arc<Sandbox>> = {
+            let mut sandboxes = self.sandboxes.lock().unwrap_or_else(PoisonError::into_inner);
+            let ids: Vec<String> = sandboxes
+                .values()
+                .filter(|s| {
+                    s.idle() >= self.config.idle_timeout
+                        || s.created.elapsed() >= self.config.max_lifetime
+                        || s.session.as_ref().is_some_and(|s| !s.is_open())
+                })
+                .map(|s| s.id.clone())
+                .collect();
+            ids.iter().filter_map(|id| sandboxes.remove(id)).collect()
+        };
+        for sandbox in expired {
+            close(sandbox).await;
+        }
+    }
+
+    /// Cancels every in-flight run and closes every session and sandbox.
+    pub async fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.limiter.close();
+        for cancel in self
+            .runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            cancel.cancel();
+        }
+        let all: Vec<Arc<Sandbox>> = self
+            .sandboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for sandbox in all {
+            close(sandbox).await;
+        }
+    }
+}
+
+/// Cancels a sandbox's running execution and closes its session off the async threads.
+async fn close(sandbox: Arc<Sandbox>) {
+    if let Some(cancel) = sandbox
+        .running
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+    {
+        cancel.cancel();
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(session) = &sandbox.session {
+            session.close();
+        }
+    })
+    .await;
+}
+
+/// Runs a job on the current (blocking) thread.
+fn run_job(runtime: &Runtime, job: Job) -> Result<(String, Outcome), Error> {
+    let Job {
+        code,
+        name,
+        mut input,
+        sandbox,
+        requirements,
+        ..
+    } = job;
+    if let Some(session) = sandbox.as_ref().and_then(|s| s.session.as_ref()) {
+        return Ok((runtime.id().to_string(), session.run(&code, &input)?));
+    }
+    if !requirements.is_empty() {
+        input.packages = Some(runtime.install_packages(&crate::PackageRequest {
+            requirements,
+            ..crate::PackageRequest::default()
+        })?);
+    }
+    let name = if name.is_empty() {
+        match runtime.language() {
+            "javascript" => "main.mjs".to_string(),
+            _ => "main.py".to_string(),
+        }
+    } else {
+        name
+    };
+    let outcome = runtime.run_script(&name, code.as_bytes(), &input)?;
+    Ok((runtime.id().to_string(), outcome))
+}
+
+/// A random id in UUID v4 form (Judge0 clients expect UUID-shaped tokens).
+pub fn new_id() -> String {
+    use rand::RngExt as _;
+    let mut bytes: [u8; 16] = rand::rng().random();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex = crate::store::hex(&bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// The whole HTTP application: native API, Judge0 endpoints, MCP, metrics, OpenAPI.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mcp = mcp::http_service(state.clone());
+    let max_body = state.config.max_body_bytes;
+    api::routes()
+        .merge(judge0::routes())
+        .with_state(state.clone())
+        .nest_service("/mcp", mcp)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+        .layer(axum::middleware::from_fn_with_state(state, api::guard))
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, gives in-flight runs the grace
+/// period and cancels what is left.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let reaper = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                state.reap().await;
+            }
+        })
+    };
+    let grace = state.config.shutdown_grace;
+    let on_signal = {
+        let state = state.clone();
+        async move {
+            shutdown.await;
+            state.shutting_down.store(true, Ordering::Release);
+            // Open MCP streams would hold the graceful shutdown up.
+            state.mcp_cancel.cancel();
+            // In-flight runs get the grace period; then they are cancelled.
+            let state = state.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                state.shut_down().await;
+            });
+        }
+    };
+    let app = router(state.clone());
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(on_signal)
+        .await
+        .map_err(|e| Error::Internal(format!("the server failed: {e}")));
+    reaper.abort();
+    state.shut_down().await;
+    served
+}
