@@ -309,6 +309,12 @@ impl Workspace {
         Ok(entries)
     }
 
+    /// Whether something is at `guest` (a file, directory or link).
+    pub fn exists(&self, guest: &str) -> Result<bool, Error> {
+        let path = relative(guest)?;
+        Ok(self.dir()?.symlink_metadata(&path).is_ok())
+    }
+
     /// Copies a host file or directory into the workspace at `guest` (relative, or under
     /// `/workspace`). Symlinks are copied as symlinks; inside the sandbox they resolve only
     /// within its mounts.

@@ -567,13 +567,16 @@ async fn read_file(
     Path((id, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let sandbox = state.sandbox(&id)?;
+    if !sandbox.workspace.exists(&path)? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no file `{path}` in this workspace"),
+        ));
+    }
     let bytes = sandbox
         .workspace
-        .read(&path, state.config.max_body_bytes as u64)
-        .map_err(|e| match e {
-            crate::Error::InvalidInput(_) => ApiError::from(e),
-            other => ApiError::new(StatusCode::NOT_FOUND, "not_found", other.to_string()),
-        })?;
+        .read(&path, state.config.max_body_bytes as u64)?;
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
         bytes,
@@ -600,9 +603,13 @@ async fn delete_file(
     Path((id, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let sandbox = state.sandbox(&id)?;
-    sandbox
-        .workspace
-        .remove(&path)
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()))?;
+    if !sandbox.workspace.exists(&path)? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no file `{path}` in this workspace"),
+        ));
+    }
+    sandbox.workspace.remove(&path)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -18,6 +18,8 @@ mod profiles;
 mod prestart;
 mod python;
 mod results;
+mod sdk;
+mod server;
 mod session;
 mod review;
 mod support;
