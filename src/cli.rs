@@ -1490,18 +1490,27 @@ async fn shutdown_signal() {
 
 fn serve(args: ServeArgs) -> ExitCode {
     let result = (|| -> Result<(), Error> {
-        let dvm = Dvm::new(Config::default())?;
+        let defaults = crate::server::ServerConfig::default();
+        let workers = args.workers.map_or(defaults.workers, |n| n as usize);
+        // Every open session holds a sandbox slot, and every worker runs in one.
+        let slots = u32::try_from(args.max_sessions as usize + workers + 16).unwrap_or(u32::MAX);
+        let dvm = Dvm::new(Config {
+            pool: Some(crate::PoolConfig {
+                slots: slots.max(crate::PoolConfig::default().slots),
+                ..crate::PoolConfig::default()
+            }),
+            ..Config::default()
+        })?;
         if !args.no_warm {
             for id in ["python", "javascript"] {
                 dvm.runtime_with_progress(id, &progress_display(false))?;
             }
         }
-        let defaults = crate::server::ServerConfig::default();
         let config = crate::server::ServerConfig {
             addr: args.addr,
             token: args.token.filter(|t| !t.is_empty()),
             max_body_bytes: usize::try_from(args.max_body).unwrap_or(usize::MAX),
-            workers: args.workers.map_or(defaults.workers, |n| n as usize),
+            workers,
             queue: args.queue as usize,
             max_timeout: args.max_timeout,
             idle_timeout: args.idle_timeout,

@@ -30,6 +30,10 @@ fn python() -> &'static Path {
     }
 }
 
+fn marker_text() -> String {
+    REQUIREMENTS.join("\n") + "\n"
+}
+
 fn python_in(venv: &Path) -> PathBuf {
     if cfg!(windows) {
         venv.join("Scripts").join("python.exe")
@@ -40,8 +44,7 @@ fn python_in(venv: &Path) -> PathBuf {
 
 /// A venv is reused only when its marker lists exactly `REQUIREMENTS` and the SDKs import.
 fn ready(venv: &Path) -> bool {
-    let wanted = REQUIREMENTS.join("\n") + "\n";
-    std::fs::read_to_string(venv.join(MARKER)).is_ok_and(|listed| listed == wanted)
+    std::fs::read_to_string(venv.join(MARKER)).is_ok_and(|listed| listed == marker_text())
         && bounded(
             Command::new(python_in(venv)).args(["-c", "import judge0, mcp"]),
             Duration::from_secs(120),
@@ -62,29 +65,10 @@ fn prepare_venv() -> Result<PathBuf, String> {
     std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
     let staging = root.join(format!("sdk-venv.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    let made = bounded(
-        Command::new("python3").args(["-m", "venv"]).arg(&staging),
-        INSTALL_LIMIT,
-    )?;
-    if !made.status.success() {
-        return Err(format!("python3 -m venv failed:\n{}", show(&made)));
-    }
-    let installed = bounded(
-        Command::new(python_in(&staging))
-            .args(["-m", "pip", "install", "--disable-pip-version-check"])
-            .args(REQUIREMENTS),
-        INSTALL_LIMIT,
-    )?;
-    if !installed.status.success() {
+    if let Err(problem) = install_into(&staging) {
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(format!(
-            "pip install {} failed:\n{}",
-            REQUIREMENTS.join(" "),
-            show(&installed)
-        ));
+        return Err(problem);
     }
-    std::fs::write(staging.join(MARKER), REQUIREMENTS.join("\n") + "\n")
-        .map_err(|e| format!("{}: {e}", staging.display()))?;
     if ready(&venv) {
         let _ = std::fs::remove_dir_all(&staging);
         return Ok(python_in(&venv));
@@ -98,6 +82,32 @@ fn prepare_venv() -> Result<PathBuf, String> {
         }
     }
     Ok(python_in(&venv))
+}
+
+/// Makes a venv at `staging` with `REQUIREMENTS` installed, marker last.
+fn install_into(staging: &Path) -> Result<(), String> {
+    let made = bounded(
+        Command::new("python3").args(["-m", "venv"]).arg(staging),
+        INSTALL_LIMIT,
+    )?;
+    if !made.status.success() {
+        return Err(format!("python3 -m venv failed:\n{}", show(&made)));
+    }
+    let installed = bounded(
+        Command::new(python_in(staging))
+            .args(["-m", "pip", "install", "--disable-pip-version-check"])
+            .args(REQUIREMENTS),
+        INSTALL_LIMIT,
+    )?;
+    if !installed.status.success() {
+        return Err(format!(
+            "pip install {} failed:\n{}",
+            REQUIREMENTS.join(" "),
+            show(&installed)
+        ));
+    }
+    std::fs::write(staging.join(MARKER), marker_text())
+        .map_err(|e| format!("{}: {e}", staging.display()))
 }
 
 /// Reads a pipe to its end on a thread of its own.
