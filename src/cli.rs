@@ -377,6 +377,10 @@ struct ServeArgs {
     /// A browser Origin the MCP endpoint accepts (repeatable), e.g. http://localhost:3000.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allow_origins: Vec<String>,
+    /// A Host name the MCP endpoint answers besides localhost, 127.0.0.1 and ::1 (repeatable;
+    /// the DNS-rebinding check), e.g. dvm.internal.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
     /// Do not install and compile the python and javascript runtimes before listening.
     #[arg(long)]
     no_warm: bool,
@@ -1518,6 +1522,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             max_sandboxes: args.max_sessions as usize,
             shutdown_grace: args.shutdown_grace,
             allowed_origins: args.allow_origins,
+            allowed_hosts: args.allow_hosts,
             ..defaults
         };
         let runtime = async_runtime()?;

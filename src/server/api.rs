@@ -317,6 +317,15 @@ async fn respond(state: Arc<AppState>, mut job: Job, stream: bool) -> Result<Res
             .event("start")
             .data(serde_json::json!({ "run_id": run_id, "runtime": runtime }).to_string()),
     );
+    // A client that went away cancels its run, even one that prints nothing.
+    let watched = events.clone();
+    let watcher = tokio::spawn({
+        let cancel = job.input.cancel.clone().unwrap_or_default();
+        async move {
+            watched.closed().await;
+            cancel.cancel();
+        }
+    });
     tokio::spawn(async move {
         let last = match state.execute(job).await {
             Ok((run_id, outcome)) => {
@@ -331,6 +340,7 @@ async fn respond(state: Arc<AppState>, mut job: Job, stream: bool) -> Result<Res
             ),
         };
         let _ = events.send(last);
+        watcher.abort();
     });
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver

@@ -675,6 +675,9 @@ async fn create(
         Ok(submission) => submission,
         Err(problems) => return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(problems)).into_response(),
     };
+    if !options.wait && state.limiter.waiting() >= state.config.queue {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "queue is full");
+    }
     let token = submission.token.clone();
     state.submissions.insert(submission);
     if options.wait {

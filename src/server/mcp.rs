@@ -427,7 +427,12 @@ impl ServerHandler for DvmTools {
 pub(super) fn http_service(
     state: Arc<AppState>,
 ) -> StreamableHttpService<DvmTools, LocalSessionManager> {
+    let hosts = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .map(str::to_string)
+        .chain(state.config.allowed_hosts.iter().cloned());
     let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
         .with_allowed_origins(state.config.allowed_origins.clone())
         .enforce_origin_validation()
         .with_max_request_body_bytes(state.config.max_body_bytes)

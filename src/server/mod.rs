@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Browser origins the MCP endpoint accepts (none: only requests without an Origin).
     pub allowed_origins: Vec<String>,
+    /// Host names the MCP endpoint answers besides the loopback ones (the DNS-rebinding
+    /// check), for a server reached by name.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             max_sandboxes: 1000,
             shutdown_grace: Duration::from_secs(10),
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }

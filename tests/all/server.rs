@@ -611,6 +611,23 @@ mod black_box {
         assert_eq!(response.status().as_u16(), 200);
     }
 
+    #[test]
+    fn a_client_that_hangs_up_on_a_stream_cancels_its_run() {
+        use std::io::Read as _;
+        let server = Server::start(&["--no-warm"]);
+        let mut response = client()
+            .post(server.url("/execute"))
+            .json(&json!({"code": "while True: pass", "timeout_ms": 120_000, "stream": true}))
+            .send()
+            .unwrap();
+        let mut first = [0u8; 64];
+        let read = response.read(&mut first).unwrap();
+        assert!(String::from_utf8_lossy(&first[..read]).contains("event: start"));
+        wait_for_running(&server, 1);
+        drop(response);
+        wait_for_running(&server, 0);
+    }
+
     /// Resident memory of a process, from /proc.
     fn rss_bytes(pid: u32) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

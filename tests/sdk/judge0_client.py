@@ -120,6 +120,33 @@ def main():
     expect(js_crash, judge0.Status.RUNTIME_ERROR_NZEC)
     results["runtime_error"] = crash.status.value
 
+    # Arguments split on whitespace; stderr folded into stdout when asked.
+    folded = judge0.run(
+        client=client,
+        source_code="import sys\nprint(sys.argv[1:], flush=True)\nprint('to stderr', file=sys.stderr)",
+        language=PYTHON,
+        command_line_arguments="alpha  beta",
+        redirect_stderr_to_stdout=True,
+    )
+    expect(folded, judge0.Status.ACCEPTED, "['alpha', 'beta']\nto stderr\n")
+    check(not folded.stderr, f"stderr was not folded into stdout: {folded.stderr!r}", folded)
+
+    # Created without waiting, then waited for: a mixed list of submissions.
+    pending = judge0.async_run(
+        client=client,
+        submissions=[
+            judge0.Submission(source_code="print('py')", language=PYTHON),
+            judge0.Submission(source_code="console.log('js')", language=judge0.JAVASCRIPT),
+        ],
+    )
+    check(all(s.token is not None for s in pending), f"async_run gave no tokens: {pending!r}")
+    finished = judge0.wait(client=client, submissions=pending)
+    check(
+        [(s.status, s.stdout) for s in finished]
+        == [(judge0.Status.ACCEPTED, "py\n"), (judge0.Status.ACCEPTED, "js\n")],
+        f"async_run + wait: {[(str(s.status), s.stdout) for s in finished]}",
+    )
+
     # Several test cases: one submission per case, created and polled through the batch
     # endpoints, results in the order of the cases.
     before = len(requests)
