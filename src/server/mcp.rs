@@ -192,10 +192,20 @@ impl DvmTools {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&runtime)
             .cloned();
+        // The code goes in as a script file that is removed afterwards; a name the workspace
+        // does not have yet, so the model's own files are never overwritten.
+        let extension = if runtime == "javascript" { "mjs" } else { "py" };
+        let name = (1..=1000)
+            .map(|n| match n {
+                1 => format!("main.{extension}"),
+                n => format!("main_{n}.{extension}"),
+            })
+            .find(|name| !self.workspace.exists(name).unwrap_or(true))
+            .unwrap_or_else(|| format!("main_{}.{extension}", super::new_id()));
         let job = Job {
             runtime: runtime.clone(),
             code: args.code,
-            name: String::new(),
+            name: name.clone(),
             input: RunInput {
                 args: args.args.unwrap_or_default(),
                 stdin: args.stdin.unwrap_or_default().into_bytes(),
@@ -209,7 +219,9 @@ impl DvmTools {
             requirements: Vec::new(),
             run_id: None,
         };
-        match self.state.execute(job).await {
+        let ran = self.state.execute(job).await;
+        let _ = self.workspace.remove(&name);
+        match ran {
             Ok((_, outcome)) => text(summary(&outcome)),
             Err(error) => failure(error.message),
         }

@@ -318,6 +318,29 @@ mod in_process {
     }
 
     #[test]
+    fn a_session_serves_a_thousand_calls_over_http_without_growing() {
+        let state = state(|_| {});
+        runtime().block_on(async {
+            let (_, session) = json_call(&state, "POST", "/sessions", Value::Null).await;
+            let path = format!("/sessions/{}/execute", session["id"].as_str().unwrap());
+            json_call(&state, "POST", &path, json!({"code": "n = 0"})).await;
+            let mut peaks = Vec::new();
+            for i in 0..1000 {
+                let (status, body) = json_call(&state, "POST", &path,
+                    json!({"code": "block = list(range(5000))\nn += 1\ndel block"})).await;
+                assert_eq!(status, StatusCode::OK, "call {i}: {body}");
+                assert_eq!(body["status"], "ok", "call {i}: {body}");
+                if i == 99 || i == 999 {
+                    peaks.push(body["memory_peak_bytes"].as_u64().unwrap());
+                }
+            }
+            assert_eq!(peaks[0], peaks[1], "linear memory grew between call 100 and 1000");
+            let (_, last) = json_call(&state, "POST", &path, json!({"code": "n"})).await;
+            assert_eq!(last["stdout"], "1000\n");
+        });
+    }
+
+    #[test]
     fn sandboxes_keep_files_between_fresh_interpreters() {
         let state = state(|c| c.idle_timeout = Duration::from_millis(300));
         runtime().block_on(async {

@@ -137,6 +137,15 @@ async def exercise(session):
         f"list_files lacks the written files: {listed}",
     )
     check(paths["data/numbers.txt"].get("size") == 6, f"size of data/numbers.txt: {paths['data/numbers.txt']}")
+    check(
+        not any(path.startswith("main") for path in paths),
+        f"run_code left its script in the workspace: {listed}",
+    )
+    # A file of the model's own named main.py survives run_code.
+    await call(session, "write_file", {"path": "main.py", "content": "# mine\n"})
+    await run_ok(session, {"code": "print(open('main.py').read().strip())"}, "# mine\n")
+    mine = await call(session, "read_file", {"path": "main.py"})
+    check(mine == "# mine\n", f"run_code overwrote main.py: {mine!r}")
     missing = await session.call_tool("read_file", {"path": "no/such/file.txt"})
     check(missing.is_error, f"read_file of a missing file succeeded: {show(missing)}")
     results["files"] = sorted(path for path in paths)
