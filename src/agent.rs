@@ -669,15 +669,10 @@ fn run_unit_tests(
     for file in code.iter().chain(tests) {
         workspace.write(&file.name, file.code.as_bytes())?;
     }
-    let mut requirements: Vec<String> = input
+    let mut requirements = input
         .packages
         .as_ref()
-        .map(|set| {
-            set.installed
-                .iter()
-                .map(|p| format!("{}=={}", p.name, p.version))
-                .collect()
-        })
+        .map(crate::deps::PackageSet::pinned)
         .unwrap_or_default();
     requirements.push("pytest".into());
     let mut input = input.clone();

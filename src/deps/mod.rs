@@ -124,6 +124,20 @@ pub struct PackageSet {
 }
 
 impl PackageSet {
+    /// Requirements that reinstall exactly this set: `name==version` for Python,
+    /// `name@version` for JavaScript.
+    pub fn pinned(&self) -> Vec<String> {
+        let javascript = self.lock.python.is_empty();
+        self.lock
+            .packages
+            .iter()
+            .map(|p| match javascript {
+                true => format!("{}@{}", p.name, p.version),
+                false => format!("{}=={}", p.name, p.version),
+            })
+            .collect()
+    }
+
     /// The mount of this set, if it has packages.
     pub(crate) fn site(&self) -> Option<&Path> {
         self.site.as_deref()

@@ -124,19 +124,7 @@ pub(crate) fn script_turn(
 /// not reused, so its `shutdown()` is not called (see [`script_turn`]).
 pub(crate) fn turn_entry(code: String) -> crate::sandbox::Entry {
     std::sync::Arc::new(move |store: &mut Store<SandboxState>, instance: Instance| {
-        let host_alloc = instance.get_typed_func::<i32, i32>(&mut *store, "host_alloc")?;
-        let turn = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "turn")?;
-        let memory = instance
-            .get_memory(&mut *store, "memory")
-            .ok_or_else(|| wasmtime::format_err!("the python guest exports no memory"))?;
-        let len = i32::try_from(code.len())?;
-        let ptr = host_alloc.call(&mut *store, len)?;
-        if ptr == 0 {
-            wasmtime::bail!("the python guest could not allocate {len} bytes for the script");
-        }
-        memory.write(&mut *store, ptr as u32 as usize, code.as_bytes())?;
-        let result = turn.call(&mut *store, (ptr, len))?;
-        Ok(result & 0xff)
+        Ok(crate::sandbox::session::call_turn(store, instance, &code)? & 0xff)
     })
 }
 

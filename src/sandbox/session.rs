@@ -176,8 +176,9 @@ fn one_turn(
     (outcome, end)
 }
 
-/// Writes `code` into the guest and calls `turn(ptr, len)`.
-fn call_turn(
+/// Writes `code` into the python guest and calls `turn(ptr, len)`; returns its raw result
+/// (the status in the low byte; 256 and up after `exit()`).
+pub(crate) fn call_turn(
     store: &mut Store<SandboxState>,
     instance: Instance,
     code: &str,

@@ -531,28 +531,12 @@ async fn install_in(
     }
     let runtime = state.runtime(&sandbox.runtime).await?;
     let _permit = state.limiter.acquire().await?;
-    let mut requirements: Vec<String> = sandbox
+    let current = sandbox
         .packages
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .as_ref()
-        .map(|set| {
-            set.lock
-                .packages
-                .iter()
-                .map(|p| format!("{}=={}", p.name, p.version))
-                .collect()
-        })
-        .unwrap_or_default();
-    requirements.extend(request.requirements);
-    let set = tokio::task::spawn_blocking(move || {
-        runtime.install_packages(&crate::PackageRequest {
-            requirements,
-            ..crate::PackageRequest::default()
-        })
-    })
-    .await
-    .map_err(|e| ApiError::from(crate::Error::Internal(e.to_string())))??;
+        .clone();
+    let set = super::install_more(runtime, current.as_ref(), request.requirements).await?;
     let body = serde_json::json!({
         "installed": set.installed.iter().map(|p| serde_json::json!({
             "name": p.name, "version": p.version, "from_store": p.from_store,
@@ -566,6 +550,18 @@ async fn install_in(
     Ok(axum::Json(body).into_response())
 }
 
+/// 404 unless the sandbox's workspace has something at `path`.
+fn existing(sandbox: &super::Sandbox, path: &str) -> Result<(), ApiError> {
+    if sandbox.workspace.exists(path)? {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no file `{path}` in this workspace"),
+    ))
+}
+
 async fn list_files(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
     let sandbox = state.sandbox(&id)?;
     let entries = sandbox.workspace.list()?;
@@ -577,13 +573,7 @@ async fn read_file(
     Path((id, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let sandbox = state.sandbox(&id)?;
-    if !sandbox.workspace.exists(&path)? {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no file `{path}` in this workspace"),
-        ));
-    }
+    existing(&sandbox, &path)?;
     let bytes = sandbox
         .workspace
         .read(&path, state.config.max_body_bytes as u64)?;
@@ -613,13 +603,7 @@ async fn delete_file(
     Path((id, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let sandbox = state.sandbox(&id)?;
-    if !sandbox.workspace.exists(&path)? {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no file `{path}` in this workspace"),
-        ));
-    }
+    existing(&sandbox, &path)?;
     sandbox.workspace.remove(&path)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -368,7 +368,7 @@ fn accept(request: SubmissionRequest, base64: bool) -> Result<Submission, serde_
         ("wall_time_limit", request.wall_time_limit),
         ("memory_limit", request.memory_limit),
     ] {
-        if value.is_some_and(|v| !(v > 0.0) || !v.is_finite()) {
+        if value.is_some_and(|v| !v.is_finite() || v <= 0.0) {
             problem(field, "must be greater than 0".into());
         }
     }
@@ -627,7 +627,7 @@ const ALL_FIELDS: &[&str] = &[
 ];
 
 /// Refuses field names a submission does not have, as Judge0 does.
-fn check_fields(fields: Option<&str>) -> Result<(), Response> {
+fn check_fields(fields: Option<&str>) -> Result<(), String> {
     let Some(list) = fields.map(str::trim).filter(|l| !l.is_empty() && *l != "*") else {
         return Ok(());
     };
@@ -639,10 +639,7 @@ fn check_fields(fields: Option<&str>) -> Result<(), Response> {
     if invalid.is_empty() {
         Ok(())
     } else {
-        Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("invalid fields: [{}]", invalid.join(", ")),
-        ))
+        Err(format!("invalid fields: [{}]", invalid.join(", ")))
     }
 }
 
@@ -664,8 +661,8 @@ async fn create(
     Query(options): Query<Options>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(response) = check_fields(options.fields.as_deref()) {
-        return response;
+    if let Err(message) = check_fields(options.fields.as_deref()) {
+        return error(StatusCode::BAD_REQUEST, message);
     }
     let request: SubmissionRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -704,8 +701,8 @@ async fn show(
     Path(token): Path<String>,
     Query(options): Query<Options>,
 ) -> Response {
-    if let Err(response) = check_fields(options.fields.as_deref()) {
-        return response;
+    if let Err(message) = check_fields(options.fields.as_deref()) {
+        return error(StatusCode::BAD_REQUEST, message);
     }
     match state.submissions.get(&token) {
         Some(submission) => {
@@ -797,8 +794,8 @@ async fn get_batch(
     Query(options): Query<Options>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    if let Err(response) = check_fields(options.fields.as_deref()) {
-        return response;
+    if let Err(message) = check_fields(options.fields.as_deref()) {
+        return error(StatusCode::BAD_REQUEST, message);
     }
     let tokens = options
         .tokens
@@ -862,7 +859,9 @@ mod tests {
     #[test]
     fn timestamps_and_comparison_follow_judge0() {
         let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_796_029_200_123);
-        assert_eq!(timestamp(time), "2026-12-01T09:00:00.123Z");
+        assert_eq!(timestamp(time), "2026-11-30T09:00:00.123Z");
+        let leap = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_709_164_800);
+        assert_eq!(timestamp(leap), "2024-02-29T00:00:00.000Z");
         assert_eq!(timestamp(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         assert!(same_output("3\n", "3"));
         assert!(same_output("a  \nb\n\n", "a\nb"));

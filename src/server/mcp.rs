@@ -238,29 +238,15 @@ impl DvmTools {
             Ok(runtime) => runtime,
             Err(error) => return failure(error.message),
         };
-        let mut requirements: Vec<String> = self
+        let current = self
             .packages
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&runtime_id)
-            .map(|set| {
-                set.lock
-                    .packages
-                    .iter()
-                    .map(|p| format!("{}=={}", p.name, p.version))
-                    .collect()
-            })
-            .unwrap_or_default();
-        requirements.extend(args.requirements);
-        let installed = tokio::task::spawn_blocking(move || {
-            runtime.install_packages(&crate::PackageRequest {
-                requirements,
-                ..crate::PackageRequest::default()
-            })
-        })
-        .await;
+            .cloned();
+        let installed = super::install_more(runtime, current.as_ref(), args.requirements).await;
         match installed {
-            Ok(Ok(set)) => {
+            Ok(set) => {
                 let body = serde_json::json!({
                     "installed": set.installed.iter()
                         .map(|p| format!("{} {}", p.name, p.version)).collect::<Vec<_>>(),
@@ -272,7 +258,6 @@ impl DvmTools {
                     .insert(runtime_id, set);
                 text(body)
             }
-            Ok(Err(error)) => failure(error.to_string()),
             Err(error) => failure(error.to_string()),
         }
     }

@@ -664,6 +664,24 @@ async fn close(sandbox: Arc<Sandbox>) {
     .await;
 }
 
+/// Installs `more` requirements beside an existing set (off the async threads).
+pub(super) async fn install_more(
+    runtime: Runtime,
+    current: Option<&crate::deps::PackageSet>,
+    more: Vec<String>,
+) -> Result<crate::deps::PackageSet, Error> {
+    let mut requirements = current.map(crate::deps::PackageSet::pinned).unwrap_or_default();
+    requirements.extend(more);
+    tokio::task::spawn_blocking(move || {
+        runtime.install_packages(&crate::PackageRequest {
+            requirements,
+            ..crate::PackageRequest::default()
+        })
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("the install failed: {e}")))?
+}
+
 /// Runs a job on the current (blocking) thread.
 fn run_job(runtime: &Runtime, job: Job) -> Result<(String, Outcome), Error> {
     let Job {
