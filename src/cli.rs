@@ -78,6 +78,9 @@ enum Command {
     Serve(ServeArgs),
     /// Serve MCP over stdin/stdout (for agents that start dvm as a tool server).
     Mcp(McpArgs),
+    /// Pull run requests from NATS JetStream, run them in local sandboxes and store their
+    /// outcomes; many workers on many machines share one queue and one result cache.
+    Worker(WorkerArgs),
     /// Inspect and manage the execution result cache.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -384,6 +387,60 @@ struct ServeArgs {
     /// Do not install and compile the python and javascript runtimes before listening.
     #[arg(long)]
     no_warm: bool,
+    /// Send one-shot runs (without files) to workers over NATS JetStream instead of running
+    /// them here; sessions and sandboxes stay local.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    #[command(flatten)]
+    nats_queue: NatsArgs,
+}
+
+/// How to reach NATS, shared by `serve --nats` and `worker`.
+#[derive(Debug, Clone, clap::Args)]
+struct NatsArgs {
+    /// Requests the run stream holds at most, when this node makes it; past it a submit is
+    /// refused.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_queued: i64,
+    /// How long a worker may hold a request without an ack before it is redelivered (workers
+    /// send progress acks while running).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    ack_wait: Duration,
+    /// Keep the result cache on this machine instead of sharing it through JetStream.
+    #[arg(long)]
+    local_cache: bool,
+}
+
+impl NatsArgs {
+    fn config(&self, url: &str) -> crate::nats::NatsConfig {
+        crate::nats::NatsConfig {
+            max_queued: self.max_queued,
+            ack_wait: self.ack_wait,
+            ..crate::nats::NatsConfig::new(url)
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct WorkerArgs {
+    /// The NATS server(s), e.g. nats://127.0.0.1:4222.
+    #[arg(long, value_name = "URL", required = true)]
+    nats: String,
+    /// Runs at once [default: the number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    concurrency: Option<u64>,
+    /// This worker's name in outcomes, logs and metrics [default: host name and process id].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Serve this worker's Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<std::net::SocketAddr>,
+    /// After Ctrl-C or SIGTERM, how long in-flight runs may finish before they are handed
+    /// back to the queue.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    drain_grace: Duration,
+    #[command(flatten)]
+    queue: NatsArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -751,6 +808,7 @@ pub fn main() -> ExitCode {
         Command::Review(args) => review(args),
         Command::Serve(args) => serve(args),
         Command::Mcp(args) => mcp(args),
+        Command::Worker(args) => worker(args),
         Command::Runtimes(command) => runtimes(command),
         Command::Bench(args) => bench(args),
     }
@@ -1498,13 +1556,27 @@ fn serve(args: ServeArgs) -> ExitCode {
         let workers = args.workers.map_or(defaults.workers, |n| n as usize);
         // Every open session holds a sandbox slot, and every worker runs in one.
         let slots = u32::try_from(args.max_sessions as usize + workers + 16).unwrap_or(u32::MAX);
-        let dvm = Dvm::new(Config {
+        let dvm_config = Config {
             pool: Some(crate::PoolConfig {
                 slots: slots.max(crate::PoolConfig::default().slots),
                 ..crate::PoolConfig::default()
             }),
             ..Config::default()
-        })?;
+        };
+        let runtime = async_runtime()?;
+        let (dvm, queue) = match &args.nats {
+            Some(url) => {
+                let nats = args.nats_queue.config(url);
+                let (dvm, queue) = runtime.block_on(async {
+                    let dvm = nats_dvm(dvm_config, &nats, args.nats_queue.local_cache).await?;
+                    let queue = crate::nats::Queue::connect(&nats).await?;
+                    Ok::<_, Error>((dvm, queue))
+                })?;
+                note!("dvm: one-shot runs go to the NATS queue at {url}");
+                (dvm, Some(queue))
+            }
+            None => (Dvm::new(dvm_config)?, None),
+        };
         if !args.no_warm {
             for id in ["python", "javascript"] {
                 dvm.runtime_with_progress(id, &progress_display(false))?;
@@ -1525,7 +1597,6 @@ fn serve(args: ServeArgs) -> ExitCode {
             allowed_hosts: args.allow_hosts,
             ..defaults
         };
-        let runtime = async_runtime()?;
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::bind(config.addr)
                 .await
@@ -1539,7 +1610,93 @@ fn serve(args: ServeArgs) -> ExitCode {
                 if config.token.is_some() { ", bearer token required" } else { "" }
             );
             let state = crate::server::AppState::new(config, dvm);
+            if let Some(queue) = queue {
+                state.set_queue(queue);
+            }
             crate::server::serve(state, listener, shutdown_signal()).await
+        })
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => render_error(&error, false),
+    }
+}
+
+/// A Dvm whose result cache is shared through JetStream, unless `local` says otherwise.
+/// Must run inside the async runtime (the backend keeps its handle).
+async fn nats_dvm(
+    config: Config,
+    nats: &crate::nats::NatsConfig,
+    local: bool,
+) -> Result<Dvm, Error> {
+    if local {
+        return Dvm::new(config);
+    }
+    let backend = crate::nats::JetStreamBackend::connect(nats).await?;
+    let bound = config.result_cache_bytes;
+    Dvm::with_results(
+        config,
+        crate::results::ResultCache::new(Box::new(backend), bound),
+    )
+}
+
+fn worker(args: WorkerArgs) -> ExitCode {
+    let result = (|| -> Result<(), Error> {
+        let runtime = async_runtime()?;
+        let nats = args.queue.config(&args.nats);
+        let name = args.name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "worker".into());
+            format!("{host}-{}", std::process::id())
+        });
+        let concurrency = args.concurrency.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            |n| n as usize,
+        );
+        runtime.block_on(async move {
+            let dvm = nats_dvm(Config::default(), &nats, args.queue.local_cache).await?;
+            {
+                let dvm = dvm.clone();
+                tokio::task::spawn_blocking(move || {
+                    for id in ["python", "javascript"] {
+                        dvm.runtime_with_progress(id, &progress_display(false))?;
+                    }
+                    Ok::<(), Error>(())
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("warming up: {e}")))??;
+            }
+            let stats = std::sync::Arc::new(crate::nats::WorkerStats::default());
+            if let Some(addr) = args.metrics {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Error::InvalidInput(format!("cannot listen on {addr}: {e}")))?;
+                let (stats, name) = (stats.clone(), name.clone());
+                let app = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let text = stats.render(&name);
+                        async move { text }
+                    }),
+                );
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                });
+            }
+            note!(
+                "dvm worker {name}: pulling runs from {} ({concurrency} at once)",
+                args.nats
+            );
+            let config = crate::nats::WorkerConfig {
+                nats,
+                concurrency,
+                name: name.clone(),
+                drain_grace: args.drain_grace,
+            };
+            crate::nats::work(dvm, config, stats, shutdown_signal()).await?;
+            note!("dvm worker {name}: drained");
+            Ok(())
         })
     })();
     match result {

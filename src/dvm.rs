@@ -111,6 +111,17 @@ fn no_progress() -> Progress {
 impl Dvm {
     /// Sets up the engine. Creates nothing on disk until a module is compiled.
     pub fn new(config: Config) -> Result<Dvm, Error> {
+        let results =
+            crate::results::ResultCache::local(&config.home, config.result_cache_bytes);
+        Dvm::with_results(config, results)
+    }
+
+    /// [`Dvm::new`] with another result-cache store, e.g. one shared by many machines
+    /// ([`crate::nats::JetStreamBackend`]).
+    pub fn with_results(
+        config: Config,
+        results: crate::results::ResultCache,
+    ) -> Result<Dvm, Error> {
         let engine = engine::engine(&config)?;
         let mut linkers = HashMap::new();
         for abi in [Abi::Command, Abi::PythonReactor] {
@@ -123,10 +134,7 @@ impl Dvm {
                 ticker: EpochTicker::new(&engine),
                 modules: ModuleCache::new(&config.home, &engine),
                 installer: Installer::new(&config.home),
-                results: crate::results::ResultCache::local(
-                    &config.home,
-                    config.result_cache_bytes,
-                ),
+                results,
                 config,
                 engine,
                 linkers,

@@ -170,6 +170,15 @@ pub enum Error {
     )]
     SessionClosed(String),
 
+    #[error("NATS: {0}")]
+    Nats(String),
+
+    #[error("{0}")]
+    QueueFull(String),
+
+    #[error("the worker could not run it: {0}")]
+    Remote(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -209,6 +218,9 @@ impl Error {
             Error::ArtifactStore { .. } => "artifact_store",
             Error::WriteOutput { .. } => "write_output",
             Error::SessionClosed(_) => "session_closed",
+            Error::Nats(_) => "nats",
+            Error::QueueFull(_) => "queue_full",
+            Error::Remote(_) => "remote",
             Error::Internal(_) => "internal",
         }
     }
@@ -219,6 +231,8 @@ impl Error {
         !matches!(
             self,
             Error::Capacity(_)
+                | Error::Nats(_)
+                | Error::QueueFull(_)
                 | Error::Home { .. }
                 | Error::Internal(_)
                 | Error::Install { .. }

@@ -21,6 +21,7 @@ pub(crate) mod fs;
 mod guest;
 pub mod limits;
 pub mod llm;
+pub mod nats;
 pub mod profile;
 mod outcome;
 pub mod results;

@@ -105,6 +105,11 @@ impl CancelHandle {
         self.inner.wake.notify_all();
     }
 
+    /// Whether `other` is a clone of this handle.
+    pub fn same(&self, other: &CancelHandle) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancelled.load(Ordering::Acquire)
     }

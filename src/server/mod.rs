@@ -121,7 +121,8 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         let status = match &error {
-            Error::Capacity(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Capacity(_) | Error::QueueFull(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Nats(_) => StatusCode::BAD_GATEWAY,
             Error::SessionClosed(_) => StatusCode::GONE,
             error if error.is_user_error() => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -363,6 +364,8 @@ pub struct AppState {
     pub shutting_down: AtomicBool,
     /// Ends the MCP endpoint's open streams on shutdown.
     pub mcp_cancel: tokio_util::sync::CancellationToken,
+    /// Where one-shot runs go when the server fronts NATS workers.
+    queue: std::sync::OnceLock<crate::nats::Queue>,
 }
 
 /// One run to do: a script in a runtime, or a call in a session.
@@ -396,7 +399,13 @@ impl AppState {
             limiter,
             shutting_down: AtomicBool::new(false),
             mcp_cancel: tokio_util::sync::CancellationToken::new(),
+            queue: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sends later one-shot runs without files to NATS workers.
+    pub fn set_queue(&self, queue: crate::nats::Queue) {
+        let _ = self.queue.set(queue);
     }
 
     /// The runtime `id`, installed and compiled if needed (off the async threads).
@@ -441,6 +450,12 @@ impl AppState {
         let state = self.clone();
         let work = async move {
             let _permit = state.limiter.acquire().await?;
+            if let Some(queue) = state.queue.get()
+                && job.sandbox.is_none()
+                && job.input.workspace.is_none()
+            {
+                return state.remote(queue, job, timeout).await;
+            }
             let runtime = state.runtime(&job.runtime).await?;
             let in_flight = state.metrics.start();
             let ran = tokio::task::spawn_blocking(move || run_job(&runtime, job)).await;
@@ -476,6 +491,27 @@ impl AppState {
         }
         drop(hold);
         result.map(|outcome| (run_id, outcome))
+    }
+
+    /// Runs a job on a NATS worker and waits for its outcome.
+    async fn remote(
+        &self,
+        queue: &crate::nats::Queue,
+        job: Job,
+        timeout: Duration,
+    ) -> Result<Outcome, ApiError> {
+        let name = match (job.name.is_empty(), job.runtime.as_str()) {
+            (false, _) => job.name.clone(),
+            (true, "javascript") => "main.mjs".to_string(),
+            (true, _) => "main.py".to_string(),
+        };
+        let mut request = crate::nats::RunRequest::new(&job.runtime, &name, &job.code, &job.input);
+        request.requirements = job.requirements.clone();
+        let in_flight = self.metrics.start();
+        let outcome = queue.run(&request, timeout).await?.into_outcome()?;
+        drop(in_flight);
+        self.metrics.record(&job.runtime, &outcome);
+        Ok(outcome)
     }
 
     /// Cancels a run by id; false when there is no such run.

@@ -13,6 +13,7 @@ mod install;
 mod javascript;
 mod limits;
 mod llm;
+mod nats;
 mod preload;
 mod profiles;
 mod prestart;

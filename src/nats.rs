@@ -1,0 +1,863 @@
+//! Many machines over NATS JetStream: a work-queue stream of run requests, workers that pull
+//! and execute them, outcomes in a key-value bucket, and a result-cache backend shared by
+//! every node (key-value for entries, an object store for blobs).
+//!
+//! - Requests go to the stream `DVM_RUNS` (subject `dvm.runs`, work-queue retention, bounded:
+//!   a publish past the bound is refused and reported as [`Error::QueueFull`]).
+//! - Workers share one durable pull consumer, `dvm-workers`. A worker sends in-progress acks
+//!   while a run goes on, stores the outcome under the request's id in the bucket
+//!   `DVM_OUTCOMES` with a create (first writer wins), and only then acknowledges. A worker
+//!   that dies has its request redelivered after the ack wait; a second execution finds the
+//!   outcome already stored and keeps it, so one request has one stored answer.
+//! - Callers publish with the request id as `Nats-Msg-Id` (a retried publish is not queued
+//!   twice) and watch the outcome key.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use crate::dvm::Dvm;
+use crate::error::Error;
+use crate::limits::{LimitKind, Limits, OutputOverflow};
+use crate::outcome::{Outcome, Status, Truncated};
+use crate::sandbox::RunInput;
+
+pub const STREAM: &str = "DVM_RUNS";
+pub const SUBJECT: &str = "dvm.runs";
+pub const CONSUMER: &str = "dvm-workers";
+pub const OUTCOMES: &str = "DVM_OUTCOMES";
+pub const RESULTS: &str = "DVM_RESULTS";
+pub const BLOBS: &str = "DVM_BLOBS";
+
+/// How dvm uses a NATS deployment.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// e.g. `nats://127.0.0.1:4222` (several, comma-separated, for a cluster).
+    pub url: String,
+    /// Requests the stream holds at most; a publish past it is refused.
+    pub max_queued: i64,
+    /// How long a worker may hold a request without acknowledging (it sends progress acks
+    /// while running) before it is redelivered.
+    pub ack_wait: Duration,
+    /// Deliveries of one request at most (a request that kills every worker is dropped).
+    pub max_deliver: i64,
+    /// How long outcomes are kept for callers to read.
+    pub outcome_ttl: Duration,
+}
+
+impl NatsConfig {
+    pub fn new(url: &str) -> NatsConfig {
+        NatsConfig {
+            url: url.to_string(),
+            max_queued: 100_000,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
+            outcome_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+fn nats_error(what: &str) -> impl FnOnce(&dyn std::fmt::Display) -> Error + '_ {
+    move |e| Error::Nats(format!("{what}: {e}"))
+}
+
+macro_rules! nats {
+    ($what:expr, $e:expr) => {
+        $e.map_err(|e| nats_error($what)(&e))
+    };
+}
+
+/// Limits as they travel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireLimits {
+    pub deadline_ms: u64,
+    pub fuel: Option<u64>,
+    pub memory_bytes: u64,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub stop_on_overflow: bool,
+    pub table_elements: u64,
+    pub disk_bytes: u64,
+    pub files: u64,
+    pub open_files: u64,
+}
+
+impl From<&Limits> for WireLimits {
+    fn from(l: &Limits) -> Self {
+        WireLimits {
+            deadline_ms: l.deadline.as_millis() as u64,
+            fuel: l.fuel,
+            memory_bytes: l.memory_bytes,
+            stdout_bytes: l.stdout_bytes,
+            stderr_bytes: l.stderr_bytes,
+            stop_on_overflow: l.output_overflow == OutputOverflow::Stop,
+            table_elements: l.table_elements,
+            disk_bytes: l.disk_bytes,
+            files: l.files,
+            open_files: l.open_files,
+        }
+    }
+}
+
+impl From<&WireLimits> for Limits {
+    fn from(w: &WireLimits) -> Self {
+        Limits {
+            deadline: Duration::from_millis(w.deadline_ms),
+            fuel: w.fuel,
+            memory_bytes: w.memory_bytes,
+            stdout_bytes: w.stdout_bytes,
+            stderr_bytes: w.stderr_bytes,
+            output_overflow: if w.stop_on_overflow {
+                OutputOverflow::Stop
+            } else {
+                OutputOverflow::Truncate
+            },
+            table_elements: w.table_elements,
+            disk_bytes: w.disk_bytes,
+            files: w.files,
+            open_files: w.open_files,
+        }
+    }
+}
+
+/// One run as it travels on the queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// Unique per request; the outcome is stored under it.
+    pub id: String,
+    pub runtime: String,
+    /// The script's file name.
+    pub name: String,
+    pub code: String,
+    #[serde(default)]
+    pub stdin: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    pub limits: WireLimits,
+    #[serde(default)]
+    pub requirements: Vec<String>,
+    /// Files written into the workspace first: path → base64 bytes.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// A deterministic run's seed (such runs use the shared result cache).
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+impl RunRequest {
+    /// A request for `code` in `runtime` with `input`'s arguments, environment, stdin,
+    /// limits and seed (its workspace, grants and callbacks do not travel).
+    pub fn new(runtime: &str, name: &str, code: &str, input: &RunInput) -> RunRequest {
+        RunRequest {
+            id: crate::server::new_id(),
+            runtime: runtime.to_string(),
+            name: name.to_string(),
+            code: code.to_string(),
+            stdin: String::from_utf8_lossy(&input.stdin).into_owned(),
+            args: input.args.clone(),
+            env: input.env.clone(),
+            limits: WireLimits::from(&input.limits),
+            requirements: Vec::new(),
+            files: BTreeMap::new(),
+            seed: input.deterministic.map(|d| d.seed),
+        }
+    }
+}
+
+/// An outcome as it travels, with the worker that produced it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireOutcome {
+    pub request: String,
+    pub worker: String,
+    /// The delivery that produced it (1 unless a worker died first).
+    pub delivery: u64,
+    /// Set when the request could not run at all (unknown runtime, install failure…).
+    pub error: Option<String>,
+    pub status: Option<Status>,
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub truncated: Truncated,
+    pub limit: Option<LimitKind>,
+    pub fuel_used: u64,
+    pub duration_ms: f64,
+    pub memory_peak_bytes: u64,
+    pub trap: Option<String>,
+    pub files: Vec<crate::workspace::OutputFile>,
+    pub cache: crate::results::CacheStatus,
+    pub cache_key: Option<String>,
+}
+
+fn encode(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn decode(text: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap_or_default()
+}
+
+impl WireOutcome {
+    fn of(request: &str, worker: &str, delivery: u64, ran: Result<Outcome, Error>) -> Self {
+        let mut wire = WireOutcome {
+            request: request.to_string(),
+            worker: worker.to_string(),
+            delivery,
+            error: None,
+            status: None,
+            exit_code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            truncated: Truncated::default(),
+            limit: None,
+            fuel_used: 0,
+            duration_ms: 0.0,
+            memory_peak_bytes: 0,
+            trap: None,
+            files: Vec::new(),
+            cache: crate::results::CacheStatus::Off,
+            cache_key: None,
+        };
+        match ran {
+            Ok(o) => {
+                wire.status = Some(o.status);
+                wire.exit_code = o.exit_code;
+                wire.stdout = encode(&o.stdout);
+                wire.stderr = encode(&o.stderr);
+                wire.stdout_bytes = o.stdout_bytes;
+                wire.stderr_bytes = o.stderr_bytes;
+                wire.truncated = o.truncated;
+                wire.limit = o.limit;
+                wire.fuel_used = o.fuel_used;
+                wire.duration_ms = o.duration.as_secs_f64() * 1000.0;
+                wire.memory_peak_bytes = o.memory_peak_bytes;
+                wire.trap = o.trap;
+                wire.files = o.files;
+                wire.cache = o.cache;
+                wire.cache_key = o.cache_key;
+            }
+            Err(e) => wire.error = Some(e.to_string()),
+        }
+        wire
+    }
+
+    /// The outcome, or the error the worker met.
+    pub fn into_outcome(self) -> Result<Outcome, Error> {
+        if let Some(error) = self.error {
+            return Err(Error::Remote(error));
+        }
+        Ok(Outcome {
+            status: self.status.unwrap_or(Status::Crashed),
+            exit_code: self.exit_code,
+            stdout: decode(&self.stdout),
+            stderr: decode(&self.stderr),
+            stdout_bytes: self.stdout_bytes,
+            stderr_bytes: self.stderr_bytes,
+            truncated: self.truncated,
+            limit: self.limit,
+            fuel_used: self.fuel_used,
+            duration: Duration::from_secs_f64(self.duration_ms.max(0.0) / 1000.0),
+            memory_peak_bytes: self.memory_peak_bytes,
+            trap: self.trap,
+            files: self.files,
+            cache: self.cache,
+            cache_key: self.cache_key,
+        })
+    }
+}
+
+/// The stream, outcome bucket and their settings, made if missing.
+async fn setup(
+    config: &NatsConfig,
+) -> Result<(jetstream::Context, stream::Stream, kv::Store), Error> {
+    let client = nats!(
+        &format!("cannot reach NATS at {}", config.url),
+        async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(10))
+            .retry_on_initial_connect()
+            .connect(config.url.as_str())
+            .await
+    )?;
+    let js = jetstream::new(client);
+    let stream = nats!(
+        "cannot make the run stream (is JetStream on? start nats-server with -js)",
+        js.get_or_create_stream(stream::Config {
+            name: STREAM.to_string(),
+            subjects: vec![SUBJECT.to_string()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            discard: stream::DiscardPolicy::New,
+            max_messages: config.max_queued,
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+    )?;
+    let outcomes = bucket(&js, OUTCOMES, config.outcome_ttl).await?;
+    Ok((js, stream, outcomes))
+}
+
+/// A key-value bucket, made if missing. The bucket's stream is made here, as the client's
+/// own `create_key_value` would make it: that call first asks for account details in a shape
+/// NATS 2.9 does not answer with.
+async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration) -> Result<kv::Store, Error> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    nats!(
+        &format!("cannot make the bucket {name}"),
+        js.get_or_create_stream(stream::Config {
+            name: format!("KV_{name}"),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_age,
+            storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await
+    )?;
+    nats!(&format!("cannot open the bucket {name}"), js.get_key_value(name).await)
+}
+
+type Waiters = Arc<std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<bytes::Bytes>>>>;
+
+/// A producer: submits run requests and reads their outcomes.
+#[derive(Clone)]
+pub struct Queue {
+    js: jetstream::Context,
+    outcomes: kv::Store,
+    /// Callers waiting for an outcome, by request id.
+    waiters: Waiters,
+    /// Stops the bucket watch when the last clone is dropped.
+    _watch: Arc<WatchTask>,
+}
+
+struct WatchTask(tokio::task::JoinHandle<()>);
+
+impl Drop for WatchTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Queue {
+    /// Connects, making the stream and bucket if this is the first node.
+    pub async fn connect(config: &NatsConfig) -> Result<Queue, Error> {
+        let (js, _, outcomes) = setup(config).await?;
+        let waiters: Waiters = Arc::default();
+        let watch = tokio::spawn(route_outcomes(outcomes.clone(), waiters.clone()));
+        Ok(Queue {
+            js,
+            outcomes,
+            waiters,
+            _watch: Arc::new(WatchTask(watch)),
+        })
+    }
+
+    /// Puts a request on the queue once the server has stored it; a full queue is
+    /// [`Error::QueueFull`].
+    pub async fn submit(&self, request: &RunRequest) -> Result<(), Error> {
+        let payload = serde_json::to_vec(request)
+            .map_err(|e| Error::Internal(format!("cannot encode the request: {e}")))?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", request.id.as_str());
+        let acked = async {
+            self.js
+                .publish_with_headers(SUBJECT, headers, payload.into())
+                .await?
+                .await
+        }
+        .await;
+        match acked {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("maximum messages") => Err(Error::QueueFull(
+                "the run queue is full (the stream's max_queued bound); retry later or add \
+                 workers"
+                    .into(),
+            )),
+            Err(e) => Err(Error::Nats(format!("cannot queue the run: {e}"))),
+        }
+    }
+
+    /// Waits up to `timeout` for the outcome of request `id`. One watch on the whole bucket
+    /// serves every waiter of this queue; each waiter also looks itself every two seconds,
+    /// so an outcome stored while the connection was down (a NATS restart) is still found.
+    pub async fn outcome(&self, id: &str, timeout: Duration) -> Result<WireOutcome, Error> {
+        let read = |bytes: &[u8]| {
+            serde_json::from_slice::<WireOutcome>(bytes)
+                .map_err(|e| Error::Nats(format!("the outcome of {id} is unreadable: {e}")))
+        };
+        let (sender, mut receiver) = tokio::sync::oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_string(), sender);
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                if let Ok(Some(bytes)) = self.outcomes.get(id).await {
+                    return bytes;
+                }
+                tokio::select! {
+                    delivered = &mut receiver => if let Ok(bytes) = delivered {
+                        return bytes;
+                    },
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        })
+        .await;
+        self.waiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+        match waited {
+            Ok(bytes) => read(&bytes),
+            Err(_) => Err(Error::Nats(format!(
+                "no outcome for {id} within {} ms; are workers running (dvm worker --nats …)?",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Submits and waits.
+    pub async fn run(&self, request: &RunRequest, timeout: Duration) -> Result<WireOutcome, Error> {
+        self.submit(request).await?;
+        self.outcome(&request.id, timeout).await
+    }
+
+    /// Requests waiting in the stream.
+    pub async fn depth(&self) -> Result<u64, Error> {
+        let mut stream = nats!("cannot read the run stream", self.js.get_stream(STREAM).await)?;
+        let info = nats!("cannot read the run stream", stream.info().await)?;
+        Ok(info.state.messages)
+    }
+}
+
+/// Hands each new outcome to its waiter; starts the watch again when it ends (a reconnect).
+async fn route_outcomes(outcomes: kv::Store, waiters: Waiters) {
+    loop {
+        if let Ok(mut watch) = outcomes.watch_all().await {
+            while let Some(entry) = watch.next().await {
+                let Ok(entry) = entry else { continue };
+                if entry.operation != kv::Operation::Put {
+                    continue;
+                }
+                let waiter = waiters
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&entry.key);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(entry.value);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// What a worker counts, for its metrics.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub runs: AtomicU64,
+    pub redeliveries: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub failures: AtomicU64,
+    pub in_flight: AtomicU64,
+    /// Requests waiting in the stream, as last seen.
+    pub queue_depth: AtomicU64,
+}
+
+impl WorkerStats {
+    /// Prometheus text for this worker.
+    pub fn render(&self, worker: &str) -> String {
+        let mut out = String::new();
+        for (name, kind, help, value) in [
+            ("dvm_worker_runs_total", "counter", "Runs this worker executed.", &self.runs),
+            ("dvm_worker_redeliveries_total", "counter", "Requests this worker got again after another delivery.", &self.redeliveries),
+            ("dvm_worker_duplicates_total", "counter", "Runs whose outcome another delivery had already stored.", &self.duplicates),
+            ("dvm_worker_failures_total", "counter", "Requests that could not run (their error is the outcome).", &self.failures),
+            ("dvm_worker_in_flight", "gauge", "Runs executing now.", &self.in_flight),
+            ("dvm_worker_queue_depth", "gauge", "Requests waiting in the stream, as last seen.", &self.queue_depth),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{worker=\"{worker}\"}} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
+/// A worker's settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub nats: NatsConfig,
+    /// Runs at once.
+    pub concurrency: usize,
+    /// The name in outcomes, logs and metrics.
+    pub name: String,
+    /// After a drain signal, how long in-flight runs may finish before they are handed back.
+    pub drain_grace: Duration,
+}
+
+/// Pulls requests and runs them until `shutdown` resolves, then stops pulling, lets in-flight
+/// runs finish for the grace period and hands back (naks) what is left.
+pub async fn work(
+    dvm: Dvm,
+    config: WorkerConfig,
+    stats: Arc<WorkerStats>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let (_js, stream, outcomes) = setup(&config.nats).await?;
+    let consumer: consumer::PullConsumer = nats!(
+        "cannot make the worker consumer",
+        stream
+            .get_or_create_consumer(
+                CONSUMER,
+                consumer::pull::Config {
+                    durable_name: Some(CONSUMER.to_string()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: config.nats.ack_wait,
+                    max_deliver: config.nats.max_deliver,
+                    ..Default::default()
+                },
+            )
+            .await
+    )?;
+    let permits = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
+    let cancels: Arc<std::sync::Mutex<Vec<crate::CancelHandle>>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    // The signal, as a token that can be asked any number of times.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopping = stop.clone();
+    let signal = async move {
+        shutdown.await;
+        stopping.cancel();
+    };
+    tokio::pin!(signal);
+    let fetching = async {
+        while !stop.is_cancelled() {
+            let free = permits.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    Some(_) = tasks.join_next() => continue,
+                }
+            }
+            let batch = consumer
+                .fetch()
+                .max_messages(free)
+                .expires(Duration::from_secs(1))
+                .messages();
+            let mut messages = tokio::select! {
+                () = stop.cancelled() => break,
+                batch = batch => match batch {
+                    Ok(messages) => messages,
+                    Err(e) => {
+                        tracing::warn!("fetching runs: {e}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                },
+            };
+            while let Some(message) = tokio::select! {
+                () = stop.cancelled() => None,
+                next = messages.next() => next,
+            } {
+                let Ok(message) = message else { continue };
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                tasks.spawn(handle(
+                    dvm.clone(),
+                    config.clone(),
+                    stats.clone(),
+                    outcomes.clone(),
+                    cancels.clone(),
+                    message,
+                    permit,
+                ));
+            }
+            while tasks.try_join_next().is_some() {}
+            if let Ok(info) = consumer.clone().info().await.map(|i| i.num_pending) {
+                stats.queue_depth.store(info, Ordering::Relaxed);
+            }
+        }
+    };
+    tokio::select! {
+        () = fetching => {}
+        () = &mut signal => {}
+    }
+    // Drain: finish what runs, within the grace; then cancel (the handlers hand their
+    // requests back).
+    let drained = tokio::time::timeout(config.drain_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        for cancel in cancels.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+            cancel.cancel();
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+    Ok(())
+}
+
+/// Runs one request and stores its outcome, then acknowledges.
+async fn handle(
+    dvm: Dvm,
+    config: WorkerConfig,
+    stats: Arc<WorkerStats>,
+    outcomes: kv::Store,
+    cancels: Arc<std::sync::Mutex<Vec<crate::CancelHandle>>>,
+    message: jetstream::Message,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let delivery = message.info().map(|i| i.delivered).unwrap_or(1).max(1) as u64;
+    if delivery > 1 {
+        stats.redeliveries.fetch_add(1, Ordering::Relaxed);
+    }
+    let request: RunRequest = match serde_json::from_slice(&message.payload) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::warn!("dropping a request that is not a run request: {e}");
+            let _ = message.ack_with(jetstream::AckKind::Term).await;
+            return;
+        }
+    };
+    // An earlier delivery may have stored the outcome and died before acknowledging.
+    if let Ok(Some(_)) = outcomes.get(&request.id).await {
+        stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        let _ = message.double_ack().await;
+        return;
+    }
+    eprintln!("dvm worker {}: running {} (delivery {delivery})", config.name, request.id);
+    stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    let cancel = crate::CancelHandle::new();
+    cancels
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(cancel.clone());
+    // Progress acks keep the request ours while it runs.
+    let progress = {
+        let every = (config.nats.ack_wait / 3).max(Duration::from_millis(100));
+        let message = message.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let _ = message.ack_with(jetstream::AckKind::Progress).await;
+            }
+        })
+    };
+    let ran = {
+        let request = request.clone();
+        let cancel = cancel.clone();
+        tokio::task::spawn_blocking(move || execute(&dvm, &request, cancel))
+            .await
+            .unwrap_or_else(|e| Err(Error::Internal(format!("the run panicked: {e}"))))
+    };
+    progress.abort();
+    stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    cancels
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .retain(|c| !c.same(&cancel));
+    if cancel.is_cancelled() {
+        // Drained: hand the request back for another worker.
+        let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
+        return;
+    }
+    if ran.is_err() {
+        stats.failures.fetch_add(1, Ordering::Relaxed);
+    }
+    stats.runs.fetch_add(1, Ordering::Relaxed);
+    let wire = WireOutcome::of(&request.id, &config.name, delivery, ran);
+    let bytes = match serde_json::to_vec(&wire) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!("cannot encode an outcome: {e}");
+            return;
+        }
+    };
+    // First writer wins: a duplicate execution keeps the stored answer.
+    match outcomes.create(&request.id, bytes.into()).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            // Not stored: leave the request unacknowledged so it is delivered again.
+            tracing::warn!("cannot store the outcome of {}: {e}", request.id);
+            let _ = message.ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            return;
+        }
+    }
+    if let Err(e) = message.double_ack().await {
+        tracing::warn!("cannot acknowledge {}: {e}", request.id);
+    }
+}
+
+/// Runs a request in a local sandbox (on the calling, blocking thread).
+fn execute(dvm: &Dvm, request: &RunRequest, cancel: crate::CancelHandle) -> Result<Outcome, Error> {
+    let runtime = dvm.runtime(&request.runtime)?;
+    let limits = Limits::from(&request.limits);
+    limits.validate()?;
+    let mut input = RunInput {
+        args: request.args.clone(),
+        env: request.env.clone(),
+        stdin: request.stdin.clone().into_bytes(),
+        limits,
+        cancel: Some(cancel),
+        deterministic: request.seed.map(|seed| crate::Determinism { seed }),
+        ..RunInput::default()
+    };
+    if !request.files.is_empty() {
+        let workspace = crate::Workspace::new()?;
+        for (path, encoded) in &request.files {
+            workspace.write(path, &decode(encoded))?;
+        }
+        input.workspace = Some(workspace);
+    }
+    if !request.requirements.is_empty() {
+        input.packages = Some(runtime.install_packages(&crate::PackageRequest {
+            requirements: request.requirements.clone(),
+            ..crate::PackageRequest::default()
+        })?);
+    }
+    runtime.run_script(&request.name, request.code.as_bytes(), &input)
+}
+
+/// The result-cache backend on JetStream: entries in the key-value bucket `DVM_RESULTS`,
+/// blobs in the object store `DVM_BLOBS`. The cache checks what it reads exactly as for the
+/// local store (sealed entries, blobs named by their blake3). Calls block on the async
+/// client, so they must come from a thread outside the async runtime (sandbox runs do).
+pub struct JetStreamBackend {
+    handle: tokio::runtime::Handle,
+    entries: kv::Store,
+    blobs: object_store::ObjectStore,
+}
+
+impl JetStreamBackend {
+    /// Connects and makes the bucket and object store if missing.
+    pub async fn connect(config: &NatsConfig) -> Result<JetStreamBackend, Error> {
+        let (js, _, _) = setup(config).await?;
+        let entries = bucket(&js, RESULTS, Duration::ZERO).await?;
+        let blobs = match js.get_object_store(BLOBS).await {
+            Ok(store) => store,
+            Err(_) => nats!(
+                "cannot make the blob store",
+                js.create_object_store(object_store::Config {
+                    bucket: BLOBS.to_string(),
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+            )?,
+        };
+        Ok(JetStreamBackend {
+            handle: tokio::runtime::Handle::current(),
+            entries,
+            blobs,
+        })
+    }
+
+    fn block<T>(&self, future: impl std::future::Future<Output = T>) -> T {
+        self.handle.block_on(future)
+    }
+}
+
+impl crate::results::ResultBackend for JetStreamBackend {
+    fn get_entry(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let got = self.block(self.entries.get(key));
+        Ok(nats!("result cache", got)?.map(|b| b.to_vec()))
+    }
+
+    fn put_entry(&self, key: &str, bytes: &[u8]) -> Result<(), Error> {
+        let put = self.block(self.entries.put(key, bytes.to_vec().into()));
+        nats!("result cache", put).map(|_| ())
+    }
+
+    fn remove_entry(&self, key: &str) -> Result<bool, Error> {
+        let existed = self.get_entry(key)?.is_some();
+        let purged = self.block(self.entries.purge(key));
+        nats!("result cache", purged)?;
+        Ok(existed)
+    }
+
+    fn entries(&self) -> Result<Vec<(String, u64, SystemTime)>, Error> {
+        self.block(async {
+            let mut keys = nats!("result cache", self.entries.keys().await)?;
+            let mut all = Vec::new();
+            while let Some(key) = keys.next().await {
+                let Ok(key) = key else { continue };
+                if let Ok(Some(entry)) = self.entries.entry(key.clone()).await {
+                    all.push((key, entry.value.len() as u64, SystemTime::from(entry.created)));
+                }
+            }
+            Ok(all)
+        })
+    }
+
+    /// The shared store does not track use; it is bounded by the bucket's own limits.
+    fn touch_entry(&self, _: &str) {}
+
+    fn get_blob(&self, blake3: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.block(async {
+            let mut object = match self.blobs.get(blake3).await {
+                Ok(object) => object,
+                Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::Nats(format!("result cache: {e}"))),
+            };
+            let mut bytes = Vec::new();
+            nats!(
+                "result cache",
+                tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes).await
+            )?;
+            Ok(Some(bytes))
+        })
+    }
+
+    fn put_blob(&self, blake3: &str, bytes: &[u8]) -> Result<(), Error> {
+        let mut reader = bytes;
+        let put = self.block(self.blobs.put(blake3, &mut reader));
+        nats!("result cache", put).map(|_| ())
+    }
+
+    fn remove_blob(&self, blake3: &str) -> Result<(), Error> {
+        let deleted = self.block(self.blobs.delete(blake3));
+        nats!("result cache", deleted)
+    }
+
+    fn blobs(&self) -> Result<Vec<(String, u64)>, Error> {
+        self.block(async {
+            let mut list = nats!("result cache", self.blobs.list().await)?;
+            let mut all = Vec::new();
+            while let Some(info) = list.next().await {
+                if let Ok(info) = info
+                    && !info.deleted
+                {
+                    all.push((info.name, info.size as u64));
+                }
+            }
+            Ok(all)
+        })
+    }
+}
