@@ -288,7 +288,14 @@ async fn setup(
         async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(10))
             .retry_on_initial_connect()
-            .connect(config.url.as_str())
+            .connect(
+                config
+                    .url
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .collect::<Vec<&str>>()
+            )
             .await
     )?;
     let js = jetstream::new(client);
