@@ -444,6 +444,16 @@ impl Queue {
         }
     }
 
+    /// The outcome of request `id` if it is stored yet (polling instead of waiting).
+    pub async fn try_outcome(&self, id: &str) -> Result<Option<WireOutcome>, Error> {
+        match nats!("cannot read the outcome", self.outcomes.get(id).await)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Nats(format!("the outcome of {id} is unreadable: {e}"))),
+            None => Ok(None),
+        }
+    }
+
     /// Submits and waits.
     pub async fn run(&self, request: &RunRequest, timeout: Duration) -> Result<WireOutcome, Error> {
         self.submit(request).await?;
@@ -866,5 +876,53 @@ impl crate::results::ResultBackend for JetStreamBackend {
             }
             Ok(all)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_outcomes_survive_the_wire() {
+        let limits = Limits {
+            deadline: Duration::from_millis(1500),
+            fuel: Some(7),
+            output_overflow: OutputOverflow::Stop,
+            ..Limits::default()
+        };
+        let back = Limits::from(&WireLimits::from(&limits));
+        assert_eq!(back.deadline, limits.deadline);
+        assert_eq!(back.fuel, Some(7));
+        assert_eq!(back.output_overflow, OutputOverflow::Stop);
+        assert_eq!(back.memory_bytes, limits.memory_bytes);
+
+        let outcome = Outcome {
+            status: Status::Error,
+            exit_code: Some(3),
+            stdout: vec![0, 159, 146, 150],
+            stderr: b"err".to_vec(),
+            stdout_bytes: 4,
+            stderr_bytes: 3,
+            truncated: Truncated::default(),
+            limit: None,
+            fuel_used: 10,
+            duration: Duration::from_millis(12),
+            memory_peak_bytes: 65536,
+            trap: None,
+            files: Vec::new(),
+            cache: crate::results::CacheStatus::Miss,
+            cache_key: Some("k".into()),
+        };
+        let wire = WireOutcome::of("r", "w", 2, Ok(outcome.clone()));
+        let json = serde_json::to_vec(&wire).unwrap();
+        let back: WireOutcome = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back.delivery, 2);
+        let back = back.into_outcome().unwrap();
+        assert_eq!(back.stdout, outcome.stdout, "bytes that are not UTF-8 survive");
+        assert_eq!(back.exit_code, Some(3));
+        assert_eq!(back.cache_key.as_deref(), Some("k"));
+        let failed = WireOutcome::of("r", "w", 1, Err(Error::InvalidInput("no".into())));
+        assert!(matches!(failed.into_outcome(), Err(Error::Remote(_))));
     }
 }

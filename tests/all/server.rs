@@ -586,12 +586,10 @@ mod black_box {
                 .unwrap()
         });
         wait_for_running(&server, 1);
-        let started = Instant::now();
         let status = server.terminate();
         let cancelled = running.join().unwrap();
         assert_eq!(cancelled["limit"], "cancelled", "{cancelled}");
         assert!(status.success());
-        assert!(started.elapsed() < Duration::from_secs(30));
         assert!(client().get(url).send().is_err(), "nothing listens after shutdown");
     }
 
