@@ -554,19 +554,27 @@ mod black_box {
         panic!("the run never started");
     }
 
-    #[test]
-    fn shutdown_lets_runs_finish_then_cancels_the_rest() {
-        let server = Server::start(&["--no-warm", "--shutdown-grace", "20s"]);
-        let base = server.base.clone();
-        let running = std::thread::spawn(move || {
+    /// POSTs `body` to /execute on a thread of its own; join it for the answer.
+    fn execute_in_background(server: &Server, body: Value) -> std::thread::JoinHandle<Value> {
+        let url = server.url("/execute");
+        std::thread::spawn(move || {
             client()
-                .post(format!("{base}/execute"))
-                .json(&json!({"code": "import time\ntime.sleep(1.5)\nprint('done')"}))
+                .post(url)
+                .json(&body)
                 .send()
                 .unwrap()
                 .json::<Value>()
                 .unwrap()
-        });
+        })
+    }
+
+    #[test]
+    fn shutdown_lets_runs_finish_then_cancels_the_rest() {
+        let server = Server::start(&["--no-warm", "--shutdown-grace", "20s"]);
+        let running = execute_in_background(
+            &server,
+            json!({"code": "import time\ntime.sleep(1.5)\nprint('done')"}),
+        );
         wait_for_running(&server, 1);
         let status = server.terminate();
         let finished = running.join().unwrap();
@@ -574,17 +582,11 @@ mod black_box {
         assert!(status.success(), "{status:?}");
 
         let server = Server::start(&["--no-warm", "--shutdown-grace", "300ms"]);
-        let base = server.base.clone();
         let url = server.url("/health");
-        let running = std::thread::spawn(move || {
-            client()
-                .post(format!("{base}/execute"))
-                .json(&json!({"code": "import time\ntime.sleep(60)", "timeout_ms": 120_000}))
-                .send()
-                .unwrap()
-                .json::<Value>()
-                .unwrap()
-        });
+        let running = execute_in_background(
+            &server,
+            json!({"code": "import time\ntime.sleep(60)", "timeout_ms": 120_000}),
+        );
         wait_for_running(&server, 1);
         let status = server.terminate();
         let cancelled = running.join().unwrap();
