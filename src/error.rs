@@ -233,6 +233,7 @@ impl Error {
             Error::Capacity(_)
                 | Error::Nats(_)
                 | Error::QueueFull(_)
+                | Error::Remote(_)
                 | Error::Home { .. }
                 | Error::Internal(_)
                 | Error::Install { .. }

@@ -91,7 +91,8 @@ pub struct WireLimits {
 impl From<&Limits> for WireLimits {
     fn from(l: &Limits) -> Self {
         WireLimits {
-            deadline_ms: l.deadline.as_millis() as u64,
+            // Rounded up: a deadline under a millisecond must not become zero.
+            deadline_ms: u64::try_from(l.deadline.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX),
             fuel: l.fuel,
             memory_bytes: l.memory_bytes,
             stdout_bytes: l.stdout_bytes,
@@ -181,6 +182,10 @@ pub struct WireOutcome {
     pub delivery: u64,
     /// Set when the request could not run at all (unknown runtime, install failure…).
     pub error: Option<String>,
+    /// Whether that error was in the request (a bad runtime, limits, packages) rather than on
+    /// the worker.
+    #[serde(default)]
+    pub user_error: bool,
     pub status: Option<Status>,
     pub exit_code: Option<i32>,
     pub stdout: String,
@@ -215,6 +220,7 @@ impl WireOutcome {
             worker: worker.to_string(),
             delivery,
             error: None,
+            user_error: false,
             status: None,
             exit_code: None,
             stdout: String::new(),
@@ -249,7 +255,10 @@ impl WireOutcome {
                 wire.cache = o.cache;
                 wire.cache_key = o.cache_key;
             }
-            Err(e) => wire.error = Some(e.to_string()),
+            Err(e) => {
+                wire.user_error = e.is_user_error();
+                wire.error = Some(e.to_string());
+            }
         }
         wire
     }
@@ -257,7 +266,10 @@ impl WireOutcome {
     /// The outcome, or the error the worker met.
     pub fn into_outcome(self) -> Result<Outcome, Error> {
         if let Some(error) = self.error {
-            return Err(Error::Remote(error));
+            return Err(match self.user_error {
+                true => Error::InvalidInput(error),
+                false => Error::Remote(error),
+            });
         }
         Ok(Outcome {
             status: self.status.unwrap_or(Status::Crashed),
@@ -269,7 +281,7 @@ impl WireOutcome {
             truncated: self.truncated,
             limit: self.limit,
             fuel_used: self.fuel_used,
-            duration: Duration::from_secs_f64(self.duration_ms.max(0.0) / 1000.0),
+            duration: Duration::try_from_secs_f64(self.duration_ms / 1000.0).unwrap_or_default(),
             memory_peak_bytes: self.memory_peak_bytes,
             trap: self.trap,
             files: self.files,
@@ -417,6 +429,17 @@ impl Queue {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.to_string(), sender);
+        // The waiter goes however this ends, also when the caller stops waiting.
+        struct Unregister<'a>(&'a Waiters, &'a str);
+        impl Drop for Unregister<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(self.1);
+            }
+        }
+        let _unregister = Unregister(&self.waiters, id);
         let waited = tokio::time::timeout(timeout, async {
             loop {
                 if let Ok(Some(bytes)) = self.outcomes.get(id).await {
@@ -431,10 +454,6 @@ impl Queue {
             }
         })
         .await;
-        self.waiters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(id);
         match waited {
             Ok(bytes) => read(&bytes),
             Err(_) => Err(Error::Nats(format!(
@@ -543,7 +562,7 @@ pub async fn work(
     stats: Arc<WorkerStats>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let (_js, stream, outcomes) = setup(&config.nats).await?;
+    let (js, stream, outcomes) = setup(&config.nats).await?;
     let consumer: consumer::PullConsumer = nats!(
         "cannot make the worker consumer",
         stream
@@ -595,13 +614,17 @@ pub async fn work(
                     }
                 },
             };
-            while let Some(message) = tokio::select! {
-                () = stop.cancelled() => None,
-                next = messages.next() => next,
-            } {
+            // The batch ends by itself within its second; what it delivers after a drain
+            // signal goes straight back to the queue.
+            while let Some(message) = messages.next().await {
                 let Ok(message) = message else { continue };
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    break;
+                let permit = tokio::select! {
+                    permit = permits.clone().acquire_owned() => permit.ok(),
+                    () = stop.cancelled() => None,
+                };
+                let Some(permit) = permit.filter(|_| !stop.is_cancelled()) else {
+                    let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
+                    continue;
                 };
                 tasks.spawn(handle(
                     dvm.clone(),
@@ -619,10 +642,7 @@ pub async fn work(
             }
         }
     };
-    tokio::select! {
-        () = fetching => {}
-        () = &mut signal => {}
-    }
+    tokio::join!(fetching, &mut signal);
     // Drain: finish what runs, within the grace; then cancel (the handlers hand their
     // requests back).
     let drained = tokio::time::timeout(config.drain_grace, async {
@@ -635,6 +655,8 @@ pub async fn work(
         }
         while tasks.join_next().await.is_some() {}
     }
+    // The last acks and naks go out before the process ends.
+    let _ = js.client().flush().await;
     Ok(())
 }
 
@@ -702,8 +724,17 @@ async fn handle(
         let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
         return;
     }
-    if ran.is_err() {
+    if let Err(error) = &ran {
         stats.failures.fetch_add(1, Ordering::Relaxed);
+        // A failure of this worker (not of the request) may pass: another delivery tries
+        // again, until the last one, whose error becomes the answer.
+        if !error.is_user_error() && (delivery as i64) < config.nats.max_deliver {
+            tracing::warn!("{} failed here, handing it back: {error}", request.id);
+            let _ = message
+                .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return;
+        }
     }
     stats.runs.fetch_add(1, Ordering::Relaxed);
     let wire = WireOutcome::of(&request.id, &config.name, delivery, ran);
@@ -923,6 +954,8 @@ mod tests {
         assert_eq!(back.exit_code, Some(3));
         assert_eq!(back.cache_key.as_deref(), Some("k"));
         let failed = WireOutcome::of("r", "w", 1, Err(Error::InvalidInput("no".into())));
-        assert!(matches!(failed.into_outcome(), Err(Error::Remote(_))));
+        assert!(matches!(failed.into_outcome(), Err(Error::InvalidInput(_))));
+        let broken = WireOutcome::of("r", "w", 1, Err(Error::Internal("disk".into())));
+        assert!(matches!(broken.into_outcome(), Err(Error::Remote(_))));
     }
 }

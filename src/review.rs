@@ -531,16 +531,25 @@ fn read_requirements_file(
     for line in text.lines() {
         let trimmed = line.trim();
         if let Some(included) = trimmed
-            .strip_prefix("-r ")
-            .or_else(|| trimmed.strip_prefix("--requirement "))
+            .strip_prefix("-r")
+            .or_else(|| trimmed.strip_prefix("--requirement"))
+            .map(|rest| rest.trim_start_matches('=').trim())
+            .filter(|rest| !rest.is_empty())
         {
-            let included = project.join(included.trim());
-            read_requirements_file(project, &included, found, depth + 1)?;
-        } else if trimmed.starts_with("-e ")
-            || trimmed.starts_with("--editable")
+            // Relative to the file that includes it, as pip reads it.
+            let base = path.parent().unwrap_or(project);
+            read_requirements_file(project, &base.join(included), found, depth + 1)?;
+        } else if ["-e", "--editable", "-c", "--constraint", "-i", "--index-url",
+                   "--extra-index-url", "-f", "--find-links", "--pre", "--no-binary",
+                   "--only-binary", "--prefer-binary", "--trusted-host"]
+            .iter()
+            .any(|option| trimmed == *option || trimmed.starts_with(&format!("{option} "))
+                || trimmed.starts_with(&format!("{option}=")))
             || trimmed.starts_with('.')
             || trimmed.starts_with('/')
         {
+            // The project itself, local paths and pip's own options: the project is uploaded
+            // as it is, and dvm resolves from its package index (or --find-links).
             continue;
         } else {
             plain.push_str(line);
@@ -576,10 +585,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("requirements.txt"),
-            "attrs>=22\n-r extra.txt\n-e .\n# comment\n",
+            "attrs>=22\n-r requirements/extra.txt\n-e .\n-c constraints.txt\n# comment\n",
         )
         .unwrap();
-        std::fs::write(dir.path().join("extra.txt"), "tabulate\n").unwrap();
+        std::fs::create_dir(dir.path().join("requirements")).unwrap();
+        std::fs::write(dir.path().join("requirements/extra.txt"), "-r base.txt\ntabulate\n").unwrap();
+        std::fs::write(dir.path().join("requirements/base.txt"), "six\n").unwrap();
         std::fs::write(
             dir.path().join("pyproject.toml"),
             "[project]\nname = \"calc\"\ndependencies = [\"humanize\"]\n\
@@ -588,7 +599,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             project_requirements(dir.path()).unwrap(),
-            ["tabulate", "attrs>=22", "humanize", "pytest>=8"]
+            ["six", "tabulate", "attrs>=22", "humanize", "pytest>=8"]
         );
     }
 }

@@ -6,12 +6,17 @@ import os
 import sys
 
 RESULTS = "/workspace/.dvm-tests/results.jsonl"
-os.chdir("/workspace")
-for extra in ("/workspace", "/workspace/src"):
-    if os.path.isdir(extra) and extra not in sys.path:
-        sys.path.insert(0, extra)
-os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-sink = open(RESULTS, "w", encoding="utf-8")
+sink = None
+
+
+def open_sink():
+    global sink
+    os.chdir("/workspace")
+    for extra in ("/workspace", "/workspace/src"):
+        if os.path.isdir(extra) and extra not in sys.path:
+            sys.path.insert(0, extra)
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    sink = open(RESULTS, "w", encoding="utf-8")
 
 
 def emit(record):
@@ -83,18 +88,21 @@ class Collector:
             emit(self.open.pop(report.nodeid))
 
 
-import pytest
+if __name__ == "__main__":
+    # Guarded: a project whose pytest settings collect every *.py must not run this again.
+    open_sink()
+    import pytest
 
-code = pytest.main(
-    [
-        "-p", "no:cacheprovider",
-        "-p", "no:faulthandler",
-        "--capture=sys",
-        "--color=no",
-        "-o", "log_file=/tmp/.dvm-pytest.log",
-        *sys.argv[1:],
-    ],
-    plugins=[Collector()],
-)
-sink.close()
-sys.exit(int(code))
+    code = pytest.main(
+        [
+            "-p", "no:cacheprovider",
+            "-p", "no:faulthandler",
+            "--capture=sys",
+            "--color=no",
+            "-o", "log_file=/tmp/.dvm-pytest.log",
+            *sys.argv[1:],
+        ],
+        plugins=[Collector()],
+    )
+    sink.close()
+    sys.exit(int(code))

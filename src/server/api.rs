@@ -246,11 +246,8 @@ impl ExecuteRequest {
     }
 }
 
-/// The default limits of a one-shot run: dvm's, with the deadline within the server's.
 fn default_limits(state: &AppState) -> Limits {
-    let mut limits = Limits::default();
-    limits.deadline = limits.deadline.min(state.config.max_timeout);
-    limits
+    super::default_limits(&state.config)
 }
 
 async fn execute_once(
@@ -530,6 +527,8 @@ async fn install_in(
         ));
     }
     let runtime = state.runtime(&sandbox.runtime).await?;
+    // Not beside an execution or another install: each reads the set the other replaces.
+    let _hold = sandbox.busy.clone().lock_owned().await;
     let _permit = state.limiter.acquire().await?;
     let current = sandbox
         .packages
@@ -574,9 +573,10 @@ async fn read_file(
 ) -> Result<Response, ApiError> {
     let sandbox = state.sandbox(&id)?;
     existing(&sandbox, &path)?;
-    let bytes = sandbox
-        .workspace
-        .read(&path, state.config.max_body_bytes as u64)?;
+    let limit = state.config.max_body_bytes as u64;
+    let bytes = tokio::task::spawn_blocking(move || sandbox.workspace.read(&path, limit))
+        .await
+        .map_err(|e| ApiError::from(crate::Error::Internal(e.to_string())))??;
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
         bytes,
@@ -590,10 +590,14 @@ async fn write_file(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let sandbox = state.sandbox(&id)?;
-    sandbox.workspace.write(&path, &body)?;
+    let size = body.len();
+    let written = path.clone();
+    tokio::task::spawn_blocking(move || sandbox.workspace.write(&written, &body))
+        .await
+        .map_err(|e| ApiError::from(crate::Error::Internal(e.to_string())))??;
     Ok((
         StatusCode::CREATED,
-        axum::Json(serde_json::json!({ "path": path, "size": body.len() })),
+        axum::Json(serde_json::json!({ "path": path, "size": size })),
     )
         .into_response())
 }

@@ -678,7 +678,8 @@ async fn create(
     let token = submission.token.clone();
     state.submissions.insert(submission);
     if options.wait {
-        run(state.clone(), token.clone()).await;
+        // In a task of its own, so a client that hangs up does not leave it half-done.
+        let _ = tokio::spawn(run(state.clone(), token.clone())).await;
         let Some(done) = state.submissions.get(&token) else {
             return error(StatusCode::INTERNAL_SERVER_ERROR, "the submission was lost");
         };

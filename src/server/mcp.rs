@@ -113,6 +113,8 @@ pub struct DvmTools {
     workspace: Workspace,
     /// Packages installed for this connection, by runtime.
     packages: Arc<Mutex<BTreeMap<String, crate::deps::PackageSet>>>,
+    /// One run_code at a time per connection: they share its workspace.
+    running: Arc<tokio::sync::Mutex<()>>,
     tool_router: ToolRouter<DvmTools>,
 }
 
@@ -147,6 +149,7 @@ impl DvmTools {
             state,
             workspace: Workspace::new()?,
             packages: Arc::default(),
+            running: Arc::default(),
             tool_router: Self::tool_router(),
         })
     }
@@ -182,7 +185,7 @@ impl DvmTools {
     )]
     async fn run_code(&self, Parameters(args): Parameters<RunCodeArgs>) -> ToolResult {
         let runtime = args.runtime.unwrap_or_else(|| "python".into());
-        let limits = match self.limits(args.timeout_ms, &Limits::default()) {
+        let limits = match self.limits(args.timeout_ms, &super::default_limits(&self.state.config)) {
             Ok(limits) => limits,
             Err(e) => return failure(e),
         };
@@ -192,6 +195,7 @@ impl DvmTools {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&runtime)
             .cloned();
+        let _running = self.running.lock().await;
         // The code goes in as a script file that is removed afterwards; a name the workspace
         // does not have yet, so the model's own files are never overwritten.
         let extension = if runtime == "javascript" { "mjs" } else { "py" };
@@ -324,7 +328,7 @@ impl DvmTools {
                 true,
                 args.requirements.unwrap_or_default(),
                 Vec::new(),
-                Limits::default(),
+                super::default_limits(&self.state.config),
             )
             .await
         {

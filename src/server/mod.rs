@@ -122,7 +122,7 @@ impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         let status = match &error {
             Error::Capacity(_) | Error::QueueFull(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Nats(_) => StatusCode::BAD_GATEWAY,
+            Error::Nats(_) | Error::Remote(_) => StatusCode::BAD_GATEWAY,
             Error::SessionClosed(_) => StatusCode::GONE,
             error if error.is_user_error() => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -244,6 +244,13 @@ impl LimitsRequest {
     }
 }
 
+/// The default limits of a run: dvm's, with the deadline within the server's maximum.
+pub(crate) fn default_limits(config: &ServerConfig) -> Limits {
+    let mut limits = Limits::default();
+    limits.deadline = limits.deadline.min(config.max_timeout);
+    limits
+}
+
 /// Bounds runs at once and runs waiting.
 pub struct Limiter {
     permits: Arc<Semaphore>,
@@ -265,8 +272,15 @@ impl Limiter {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Ok(permit);
         }
+        /// Counts one waiter for as long as it waits (also when its request goes away).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let waiting = Waiting(&self.waiting);
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "busy",
@@ -274,7 +288,7 @@ impl Limiter {
             ));
         }
         let permit = self.permits.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        drop(waiting);
         permit.map_err(|_| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -443,54 +457,63 @@ impl AppState {
         }
         let timeout = job.input.limits.deadline + self.config.request_slack;
         let sandbox = job.sandbox.clone();
-        let hold = job.hold.take();
         if let Some(sandbox) = &sandbox {
             *sandbox.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(cancel.clone());
         }
-        let state = self.clone();
-        let work = async move {
-            let _permit = state.limiter.acquire().await?;
-            if let Some(queue) = state.queue.get()
-                && job.sandbox.is_none()
-                && job.input.workspace.is_none()
-            {
-                return state.remote(queue, job, timeout).await;
-            }
-            let runtime = state.runtime(&job.runtime).await?;
-            let in_flight = state.metrics.start();
-            let ran = tokio::task::spawn_blocking(move || run_job(&runtime, job)).await;
-            drop(in_flight);
-            let (runtime_id, outcome) = ran
-                .map_err(|e| ApiError::from(Error::Internal(format!("the run failed: {e}"))))?
-                .map_err(ApiError::from)?;
-            state.metrics.record(&runtime_id, &outcome);
-            Ok::<Outcome, ApiError>(outcome)
+        // The run goes on in a task of its own that holds the worker, the sandbox and the
+        // run's registration until the sandbox is done, whatever happens to this request.
+        let registration = Registration {
+            state: self.clone(),
+            run_id: run_id.clone(),
+            sandbox,
+            _hold: job.hold.take(),
         };
-        let result = match tokio::time::timeout(timeout, work).await {
-            Ok(result) => result,
+        let state = self.clone();
+        let task = tokio::spawn(async move {
+            let _registration = registration;
+            state.work(job, timeout).await
+        });
+        // A request that goes away (its client hung up) cancels its run.
+        let mut abandoned = CancelOnDrop(Some(cancel.clone()));
+        let result = match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(ApiError::from(Error::Internal(format!("the run failed: {e}")))),
             Err(_) => {
                 cancel.cancel();
                 Err(ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "timeout",
                     format!(
-                        "the request took over {} ms (queueing, installing and running); \
-                         the run was cancelled",
+                        "the request took over {} ms (queueing, installing and running); the \
+                         run was cancelled (a run queued to NATS workers may still finish there)",
                         timeout.as_millis()
                     ),
                 ))
             }
         };
-        self.runs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&run_id);
-        if let Some(sandbox) = &sandbox {
-            *sandbox.running.lock().unwrap_or_else(PoisonError::into_inner) = None;
-            sandbox.touch();
-        }
-        drop(hold);
+        abandoned.0 = None;
         result.map(|outcome| (run_id, outcome))
+    }
+
+    /// A job's run: a worker, then the NATS queue or a local sandbox.
+    async fn work(self: Arc<Self>, job: Job, timeout: Duration) -> Result<Outcome, ApiError> {
+        let _permit = self.limiter.acquire().await?;
+        if let Some(queue) = self.queue.get()
+            && job.sandbox.is_none()
+            && job.input.workspace.is_none()
+            && job.input.on_output.is_none()
+        {
+            return self.remote(queue, job, timeout).await;
+        }
+        let runtime = self.runtime(&job.runtime).await?;
+        let in_flight = self.metrics.start();
+        let ran = tokio::task::spawn_blocking(move || run_job(&runtime, job)).await;
+        drop(in_flight);
+        let (runtime_id, outcome) = ran
+            .map_err(|e| ApiError::from(Error::Internal(format!("the run failed: {e}"))))?
+            .map_err(ApiError::from)?;
+        self.metrics.record(&runtime_id, &outcome);
+        Ok(outcome)
     }
 
     /// Runs a job on a NATS worker and waits for its outcome.
@@ -644,7 +667,12 @@ impl AppState {
             let ids: Vec<String> = sandboxes
                 .values()
                 .filter(|s| {
-                    s.idle() >= self.config.idle_timeout
+                    let running = s
+                        .running
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .is_some();
+                    (s.idle() >= self.config.idle_timeout && !running)
                         || s.created.elapsed() >= self.config.max_lifetime
                         || s.session.as_ref().is_some_and(|s| !s.is_open())
                 })
@@ -678,6 +706,40 @@ impl AppState {
             .collect();
         for sandbox in all {
             close(sandbox).await;
+        }
+    }
+}
+
+/// A run's place in the server while its sandbox works: removed from the runs in flight, its
+/// sandbox marked idle (and its hold released) when dropped.
+struct Registration {
+    state: Arc<AppState>,
+    run_id: String,
+    sandbox: Option<Arc<Sandbox>>,
+    _hold: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.state
+            .runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.run_id);
+        if let Some(sandbox) = &self.sandbox {
+            *sandbox.running.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            sandbox.touch();
+        }
+    }
+}
+
+/// Cancels the run when dropped while still armed.
+struct CancelOnDrop(Option<CancelHandle>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0.take() {
+            cancel.cancel();
         }
     }
 }

@@ -649,6 +649,19 @@ mod black_box {
         wait_for_running(&server, 1);
         drop(response);
         wait_for_running(&server, 0);
+
+        // Without a stream too: the client gives up, the run is cancelled, its id is free.
+        let impatient = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_millis(1500))
+            .build()
+            .unwrap();
+        let body = json!({"code": "while True: pass", "timeout_ms": 120_000, "run_id": "mine"});
+        assert!(impatient.post(server.url("/execute")).json(&body).send().is_err());
+        wait_for_running(&server, 0);
+        let (status, again) = post(&server, "/execute", json!({"code": "print(1)", "run_id": "mine"}));
+        assert_eq!(status, 200, "{again}");
+        let health: Value = client().get(server.url("/health")).send().unwrap().json().unwrap();
+        assert_eq!(health["queued"], 0);
     }
 
     /// Resident memory of a process, from /proc.
