@@ -387,6 +387,10 @@ struct ServeArgs {
     /// Do not install and compile the python and javascript runtimes before listening.
     #[arg(long)]
     no_warm: bool,
+    /// python-lite sandboxes kept started ahead of demand (a request then skips the
+    /// interpreter's start-up); 0 for none. Needs warming.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=64))]
+    prestart: u64,
     /// Send one-shot runs (without files) to workers over NATS JetStream instead of running
     /// them here; sessions and sandboxes stay local.
     #[arg(long, value_name = "URL")]
@@ -1580,6 +1584,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         if !args.no_warm {
             for id in ["python", "javascript"] {
                 dvm.runtime_with_progress(id, &progress_display(false))?;
+            }
+            if args.prestart > 0 {
+                dvm.runtime_with_progress("python-lite", &progress_display(false))?
+                    .prestart(args.prestart as usize)?;
             }
         }
         let config = crate::server::ServerConfig {

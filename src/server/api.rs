@@ -274,6 +274,7 @@ async fn execute_once(
         hold: None,
         requirements: request.requirements.clone(),
         run_id: request.run_id.clone(),
+        on_start: None,
     };
     respond(state, job, wants_stream(&request, &query, &headers)).await
 }
@@ -482,6 +483,7 @@ async fn execute_in(
         hold: Some(hold),
         requirements: Vec::new(),
         run_id: request.run_id.clone(),
+        on_start: None,
     };
     respond(state, job, wants_stream(&request, &query, &headers)).await
 }

@@ -463,6 +463,7 @@ fn job(submission: &Submission, state: &AppState) -> (Job, Option<Arc<Mutex<Vec<
         hold: None,
         requirements: Vec::new(),
         run_id: Some(submission.token.clone()),
+        on_start: None,
     };
     (job, combined)
 }
@@ -648,8 +649,14 @@ async fn run(state: Arc<AppState>, token: String) {
     let Some(submission) = state.submissions.get(&token) else {
         return;
     };
-    let (job, combined) = job(&submission, &state);
-    state.submissions.update(&token, |s| s.status = 2);
+    let (mut job, combined) = job(&submission, &state);
+    // In Queue (1) until a worker takes it, then Processing (2).
+    let processing = {
+        let state = state.clone();
+        let token = token.clone();
+        move || state.submissions.update(&token, |s| s.status = 2)
+    };
+    job.on_start = Some(Box::new(processing));
     let ran = state.execute(job).await.map(|(_, outcome)| outcome);
     state
         .submissions

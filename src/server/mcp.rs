@@ -222,6 +222,7 @@ impl DvmTools {
             hold: None,
             requirements: Vec::new(),
             run_id: None,
+            on_start: None,
         };
         let ran = self.state.execute(job).await;
         let _ = self.workspace.remove(&name);
@@ -369,6 +370,7 @@ impl DvmTools {
             hold: Some(hold),
             requirements: Vec::new(),
             run_id: None,
+            on_start: None,
         };
         match self.state.execute(job).await {
             Ok((_, outcome)) => {

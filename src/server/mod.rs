@@ -398,6 +398,8 @@ pub struct Job {
     pub requirements: Vec<String>,
     /// A client-chosen id for cancelling; one is made when `None`.
     pub run_id: Option<String>,
+    /// Called once the run has a worker (it stops waiting in the queue).
+    pub on_start: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl AppState {
@@ -496,8 +498,11 @@ impl AppState {
     }
 
     /// A job's run: a worker, then the NATS queue or a local sandbox.
-    async fn work(self: Arc<Self>, job: Job, timeout: Duration) -> Result<Outcome, ApiError> {
+    async fn work(self: Arc<Self>, mut job: Job, timeout: Duration) -> Result<Outcome, ApiError> {
         let _permit = self.limiter.acquire().await?;
+        if let Some(started) = job.on_start.take() {
+            started();
+        }
         if let Some(queue) = self.queue.get()
             && job.sandbox.is_none()
             && job.input.workspace.is_none()
