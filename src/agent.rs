@@ -496,7 +496,10 @@ fn feedback(attempt: &Attempt) -> String {
         text.push_str(&format!("\nTest cases:\n```\n{}\n```", verdicts.render()));
     }
     if let Some(suite) = attempt.unit_tests.as_ref().filter(|s| !s.passed) {
-        text.push_str(&format!("\nUnit tests ({UNIT_TEST_FILE}):\n```\n{}\n```", suite.render()));
+        text.push_str(&format!(
+            "\nUnit tests ({UNIT_TEST_FILE}):\n```\n{}\n```",
+            suite.render()
+        ));
     }
     text.push_str("\nFix the program and answer with the whole corrected program.");
     text
@@ -681,7 +684,12 @@ fn run_unit_tests(
         ..crate::PackageRequest::default()
     })?);
     input.workspace = None;
-    crate::review::run_pytest(runtime, workspace, &input, &tests.iter().map(|t| t.name.clone()).collect::<Vec<_>>())
+    crate::review::run_pytest(
+        runtime,
+        workspace,
+        &input,
+        &tests.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+    )
 }
 
 #[cfg(test)]

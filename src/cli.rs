@@ -273,11 +273,7 @@ impl LimitArgs {
     }
 
     /// `base`, then the profile's limits, then the flags given.
-    fn limits_over(
-        &self,
-        base: Limits,
-        profile: Option<&crate::Profile>,
-    ) -> Result<Limits, Error> {
+    fn limits_over(&self, base: Limits, profile: Option<&crate::Profile>) -> Result<Limits, Error> {
         let mut limits = match profile {
             Some(profile) => profile.limits(base)?,
             None => base,
@@ -786,7 +782,6 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
         _ => Err(format!("`{text}` is not KEY=VALUE")),
     }
 }
-
 
 /// Runs the CLI with the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {
@@ -1427,9 +1422,9 @@ fn agent(args: AgentArgs) -> ExitCode {
                 .flatten()
         });
         let mut provider: Box<dyn Provider> = match (&args.code, &args.replay, model) {
-            (None, None, Some(model)) => Box::new(crate::llm::ChatProvider::new(
-                model_config(&model, &args, &settings)?,
-            )?),
+            (None, None, Some(model)) => Box::new(crate::llm::ChatProvider::new(model_config(
+                &model, &args, &settings,
+            )?)?),
             (Some(path), _, _) => Box::new(CodeProvider {
                 name: path
                     .file_name()
@@ -1513,7 +1508,8 @@ fn model_config(
         .clone()
         .or_else(|| settings.model.base_url.clone());
     let api_key = settings.api_key();
-    let mut config = crate::llm::LlmConfig::from_env(model, base_url.as_deref(), api_key.as_deref());
+    let mut config =
+        crate::llm::LlmConfig::from_env(model, base_url.as_deref(), api_key.as_deref());
     config.timeout = match (args.model_timeout, &settings.model.timeout) {
         (Some(seconds), _) => Duration::from_secs(seconds),
         (None, Some(text)) => parse_duration(text).map_err(|e| {
@@ -1608,14 +1604,20 @@ fn serve(args: ServeArgs) -> ExitCode {
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::bind(config.addr)
                 .await
-                .map_err(|e| Error::InvalidInput(format!("cannot listen on {}: {e}", config.addr)))?;
+                .map_err(|e| {
+                    Error::InvalidInput(format!("cannot listen on {}: {e}", config.addr))
+                })?;
             let bound = listener
                 .local_addr()
                 .map_err(|e| Error::Internal(format!("no local address: {e}")))?;
             note!(
                 "dvm: listening on http://{bound} ({} workers{})",
                 config.workers,
-                if config.token.is_some() { ", bearer token required" } else { "" }
+                if config.token.is_some() {
+                    ", bearer token required"
+                } else {
+                    ""
+                }
             );
             let state = crate::server::AppState::new(config, dvm);
             if let Some(queue) = queue {
@@ -1821,14 +1823,11 @@ fn test(args: TestArgs) -> ExitCode {
             .map_or_else(|| "main.py".into(), |n| n.to_string_lossy().into_owned());
         let profile = args.limits.profile()?;
         let by_extension = runtime_for(&name);
-        let runtime_id = match chosen_runtime(
-            args.runtime,
-            profile.as_ref(),
-            by_extension.as_deref().ok(),
-        ) {
-            Some(id) => id,
-            None => by_extension?,
-        };
+        let runtime_id =
+            match chosen_runtime(args.runtime, profile.as_ref(), by_extension.as_deref().ok()) {
+                Some(id) => id,
+                None => by_extension?,
+            };
         let dvm = Dvm::new(Config::default())?;
         let runtime = dvm.runtime_with_progress(&runtime_id, &progress_display(json))?;
         let mut base = RunInput {

@@ -111,8 +111,7 @@ fn no_progress() -> Progress {
 impl Dvm {
     /// Sets up the engine. Creates nothing on disk until a module is compiled.
     pub fn new(config: Config) -> Result<Dvm, Error> {
-        let results =
-            crate::results::ResultCache::local(&config.home, config.result_cache_bytes);
+        let results = crate::results::ResultCache::local(&config.home, config.result_cache_bytes);
         Dvm::with_results(config, results)
     }
 
@@ -960,14 +959,15 @@ impl Runtime {
         let pre = self.program.pre.clone();
         let dvm = self.program.dvm.clone();
         let env = options.env.clone();
-        let session = crate::session::Session::start(&self.spec.id, workspace, move |ready, turns| {
-            sandbox::session::serve(&pre, &setup, &env, ready, turns, || {
-                dvm.inner
-                    .ticker
-                    .activate()
-                    .map(|active| Box::new(active) as Box<dyn Send>)
-            })
-        })?;
+        let session =
+            crate::session::Session::start(&self.spec.id, workspace, move |ready, turns| {
+                sandbox::session::serve(&pre, &setup, &env, ready, turns, || {
+                    dvm.inner
+                        .ticker
+                        .activate()
+                        .map(|active| Box::new(active) as Box<dyn Send>)
+                })
+            })?;
         if site.is_some() {
             // The packages go on sys.path in a first, silent call.
             let setup_call = format!("import sys\nsys.path.append({:?})", deps::GUEST_SITE);

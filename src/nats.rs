@@ -92,7 +92,8 @@ impl From<&Limits> for WireLimits {
     fn from(l: &Limits) -> Self {
         WireLimits {
             // Rounded up: a deadline under a millisecond must not become zero.
-            deadline_ms: u64::try_from(l.deadline.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX),
+            deadline_ms: u64::try_from(l.deadline.as_nanos().div_ceil(1_000_000))
+                .unwrap_or(u64::MAX),
             fuel: l.fuel,
             memory_bytes: l.memory_bytes,
             stdout_bytes: l.stdout_bytes,
@@ -332,7 +333,11 @@ async fn setup(
 /// A key-value bucket, made if missing. The bucket's stream is made here, as the client's
 /// own `create_key_value` would make it: that call first asks for account details in a shape
 /// NATS 2.9 does not answer with.
-async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration) -> Result<kv::Store, Error> {
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    max_age: Duration,
+) -> Result<kv::Store, Error> {
     if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
     }
@@ -353,10 +358,15 @@ async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration) -> Resul
         })
         .await
     )?;
-    nats!(&format!("cannot open the bucket {name}"), js.get_key_value(name).await)
+    nats!(
+        &format!("cannot open the bucket {name}"),
+        js.get_key_value(name).await
+    )
 }
 
-type Waiters = Arc<std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<bytes::Bytes>>>>;
+type Waiters = Arc<
+    std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<bytes::Bytes>>>,
+>;
 
 /// A producer: submits run requests and reads their outcomes.
 #[derive(Clone)]
@@ -481,7 +491,10 @@ impl Queue {
 
     /// Requests waiting in the stream.
     pub async fn depth(&self) -> Result<u64, Error> {
-        let mut stream = nats!("cannot read the run stream", self.js.get_stream(STREAM).await)?;
+        let mut stream = nats!(
+            "cannot read the run stream",
+            self.js.get_stream(STREAM).await
+        )?;
         let info = nats!("cannot read the run stream", stream.info().await)?;
         Ok(info.state.messages)
     }
@@ -526,12 +539,42 @@ impl WorkerStats {
     pub fn render(&self, worker: &str) -> String {
         let mut out = String::new();
         for (name, kind, help, value) in [
-            ("dvm_worker_runs_total", "counter", "Runs this worker executed.", &self.runs),
-            ("dvm_worker_redeliveries_total", "counter", "Requests this worker got again after another delivery.", &self.redeliveries),
-            ("dvm_worker_duplicates_total", "counter", "Runs whose outcome another delivery had already stored.", &self.duplicates),
-            ("dvm_worker_failures_total", "counter", "Requests that could not run (their error is the outcome).", &self.failures),
-            ("dvm_worker_in_flight", "gauge", "Runs executing now.", &self.in_flight),
-            ("dvm_worker_queue_depth", "gauge", "Requests waiting in the stream, as last seen.", &self.queue_depth),
+            (
+                "dvm_worker_runs_total",
+                "counter",
+                "Runs this worker executed.",
+                &self.runs,
+            ),
+            (
+                "dvm_worker_redeliveries_total",
+                "counter",
+                "Requests this worker got again after another delivery.",
+                &self.redeliveries,
+            ),
+            (
+                "dvm_worker_duplicates_total",
+                "counter",
+                "Runs whose outcome another delivery had already stored.",
+                &self.duplicates,
+            ),
+            (
+                "dvm_worker_failures_total",
+                "counter",
+                "Requests that could not run (their error is the outcome).",
+                &self.failures,
+            ),
+            (
+                "dvm_worker_in_flight",
+                "gauge",
+                "Runs executing now.",
+                &self.in_flight,
+            ),
+            (
+                "dvm_worker_queue_depth",
+                "gauge",
+                "Requests waiting in the stream, as last seen.",
+                &self.queue_depth,
+            ),
         ] {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{worker=\"{worker}\"}} {}\n",
@@ -650,7 +693,11 @@ pub async fn work(
     })
     .await;
     if drained.is_err() {
-        for cancel in cancels.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+        for cancel in cancels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
             cancel.cancel();
         }
         while tasks.join_next().await.is_some() {}
@@ -688,7 +735,10 @@ async fn handle(
         let _ = message.double_ack().await;
         return;
     }
-    eprintln!("dvm worker {}: running {} (delivery {delivery})", config.name, request.id);
+    eprintln!(
+        "dvm worker {}: running {} (delivery {delivery})",
+        config.name, request.id
+    );
     stats.in_flight.fetch_add(1, Ordering::Relaxed);
     let cancel = crate::CancelHandle::new();
     cancels
@@ -754,7 +804,9 @@ async fn handle(
         Err(e) => {
             // Not stored: leave the request unacknowledged so it is delivered again.
             tracing::warn!("cannot store the outcome of {}: {e}", request.id);
-            let _ = message.ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            let _ = message
+                .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
             return;
         }
     }
@@ -857,7 +909,11 @@ impl crate::results::ResultBackend for JetStreamBackend {
             while let Some(key) = keys.next().await {
                 let Ok(key) = key else { continue };
                 if let Ok(Some(entry)) = self.entries.entry(key.clone()).await {
-                    all.push((key, entry.value.len() as u64, SystemTime::from(entry.created)));
+                    all.push((
+                        key,
+                        entry.value.len() as u64,
+                        SystemTime::from(entry.created),
+                    ));
                 }
             }
             Ok(all)
@@ -950,7 +1006,10 @@ mod tests {
         let back: WireOutcome = serde_json::from_slice(&json).unwrap();
         assert_eq!(back.delivery, 2);
         let back = back.into_outcome().unwrap();
-        assert_eq!(back.stdout, outcome.stdout, "bytes that are not UTF-8 survive");
+        assert_eq!(
+            back.stdout, outcome.stdout,
+            "bytes that are not UTF-8 survive"
+        );
         assert_eq!(back.exit_code, Some(3));
         assert_eq!(back.cache_key.as_deref(), Some("k"));
         let failed = WireOutcome::of("r", "w", 1, Err(Error::InvalidInput("no".into())));

@@ -96,9 +96,8 @@ impl Size {
     fn bytes(&self, what: &str) -> Result<u64, Error> {
         match self {
             Size::Bytes(n) => Ok(*n),
-            Size::Text(text) => parse_size(text).map_err(|e| {
-                Error::InvalidInput(format!("the profile's {what} `{text}`: {e}"))
-            }),
+            Size::Text(text) => parse_size(text)
+                .map_err(|e| Error::InvalidInput(format!("the profile's {what} `{text}`: {e}"))),
         }
     }
 }

@@ -154,7 +154,10 @@ impl SuiteReport {
                 TestOutcome::Failed => element("failure", &test.message, &test.traceback),
                 TestOutcome::Error => element("error", &test.message, &test.traceback),
                 TestOutcome::Skipped | TestOutcome::Xfailed => {
-                    format!("      <skipped message=\"{}\"/>\n", escape_attr(&test.message))
+                    format!(
+                        "      <skipped message=\"{}\"/>\n",
+                        escape_attr(&test.message)
+                    )
                 }
             };
             let mut body = body;
@@ -288,7 +291,9 @@ pub fn run_pytest(
     input.workspace = Some(workspace);
     let outcome = runtime.run_script(RUNNER_NAME, RUNNER.as_bytes(), &input)?;
     let records = match input.workspace.as_ref() {
-        Some(workspace) => workspace.read(RESULTS, MAX_RESULTS_BYTES).unwrap_or_default(),
+        Some(workspace) => workspace
+            .read(RESULTS, MAX_RESULTS_BYTES)
+            .unwrap_or_default(),
         None => Vec::new(),
     };
     let mut tests = Vec::new();
@@ -539,13 +544,28 @@ fn read_requirements_file(
             // Relative to the file that includes it, as pip reads it.
             let base = path.parent().unwrap_or(project);
             read_requirements_file(project, &base.join(included), found, depth + 1)?;
-        } else if ["-e", "--editable", "-c", "--constraint", "-i", "--index-url",
-                   "--extra-index-url", "-f", "--find-links", "--pre", "--no-binary",
-                   "--only-binary", "--prefer-binary", "--trusted-host"]
-            .iter()
-            .any(|option| trimmed == *option || trimmed.starts_with(&format!("{option} "))
-                || trimmed.starts_with(&format!("{option}=")))
-            || trimmed.starts_with('.')
+        } else if [
+            "-e",
+            "--editable",
+            "-c",
+            "--constraint",
+            "-i",
+            "--index-url",
+            "--extra-index-url",
+            "-f",
+            "--find-links",
+            "--pre",
+            "--no-binary",
+            "--only-binary",
+            "--prefer-binary",
+            "--trusted-host",
+        ]
+        .iter()
+        .any(|option| {
+            trimmed == *option
+                || trimmed.starts_with(&format!("{option} "))
+                || trimmed.starts_with(&format!("{option}="))
+        }) || trimmed.starts_with('.')
             || trimmed.starts_with('/')
         {
             // The project itself, local paths and pip's own options: the project is uploaded
@@ -556,9 +576,10 @@ fn read_requirements_file(
             plain.push('\n');
         }
     }
-    found.extend(crate::deps::parse_requirements_txt(&plain).map_err(|e| {
-        Error::InvalidInput(format!("{}: {e}", path.display()))
-    })?);
+    found.extend(
+        crate::deps::parse_requirements_txt(&plain)
+            .map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?,
+    );
     Ok(())
 }
 
@@ -589,7 +610,11 @@ mod tests {
         )
         .unwrap();
         std::fs::create_dir(dir.path().join("requirements")).unwrap();
-        std::fs::write(dir.path().join("requirements/extra.txt"), "-r base.txt\ntabulate\n").unwrap();
+        std::fs::write(
+            dir.path().join("requirements/extra.txt"),
+            "-r base.txt\ntabulate\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("requirements/base.txt"), "six\n").unwrap();
         std::fs::write(
             dir.path().join("pyproject.toml"),

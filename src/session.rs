@@ -154,8 +154,17 @@ impl Session {
     /// instance and thread are freed. Calls after it fail with [`Error::SessionClosed`].
     pub fn close(&self) {
         self.open.store(false, Ordering::Release);
-        drop(self.turns.lock().unwrap_or_else(PoisonError::into_inner).take());
-        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(
+            self.turns
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(thread) = thread
             && thread.thread().id() != std::thread::current().id()
         {
@@ -191,7 +200,10 @@ impl Session {
     }
 
     fn touch(&self) {
-        *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        *self
+            .last_used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
     }
 }
 

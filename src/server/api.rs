@@ -33,10 +33,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/runs/{run_id}/cancel", post(cancel_run))
         .route("/sandboxes", get(list_sandboxes).post(create_sandbox))
         .route("/sessions", get(list_sandboxes).post(create_session))
-        .route(
-            "/sandboxes/{id}",
-            get(show_sandbox).delete(delete_sandbox),
-        )
+        .route("/sandboxes/{id}", get(show_sandbox).delete(delete_sandbox))
         .route("/sessions/{id}", get(show_sandbox).delete(delete_sandbox))
         .route("/sandboxes/{id}/execute", post(execute_in))
         .route("/sessions/{id}/execute", post(execute_in))
@@ -306,7 +303,10 @@ async fn respond(state: Arc<AppState>, mut job: Job, stream: bool) -> Result<Res
         };
         let data = serde_json::json!({ "text": String::from_utf8_lossy(bytes) }).to_string();
         // A client that went away cancels its run.
-        if chunks.send(Event::default().event(name).data(data)).is_err() {
+        if chunks
+            .send(Event::default().event(name).data(data))
+            .is_err()
+        {
             cancel.cancel();
         }
     }));
@@ -351,7 +351,10 @@ async fn respond(state: Arc<AppState>, mut job: Job, stream: bool) -> Result<Res
         .into_response())
 }
 
-async fn cancel_run(State(state): Shared, Path(run_id): Path<String>) -> Result<Response, ApiError> {
+async fn cancel_run(
+    State(state): Shared,
+    Path(run_id): Path<String>,
+) -> Result<Response, ApiError> {
     if state.cancel_run(&run_id) {
         Ok((
             StatusCode::ACCEPTED,
@@ -396,8 +399,9 @@ fn json_or_default<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Re
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON for this request: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("the body is not valid JSON for this request: {e}"))
+    })
 }
 
 async fn create(
@@ -435,7 +439,10 @@ async fn show_sandbox(State(state): Shared, Path(id): Path<String>) -> Result<Re
     Ok(axum::Json(state.sandbox(&id)?.describe()).into_response())
 }
 
-async fn delete_sandbox(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn delete_sandbox(
+    State(state): Shared,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     state.close_sandbox(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -448,7 +455,11 @@ async fn execute_in(
     ApiJson(request): ApiJson<ExecuteRequest>,
 ) -> Result<Response, ApiError> {
     let sandbox = state.sandbox(&id)?;
-    if request.runtime.as_ref().is_some_and(|r| *r != sandbox.runtime) {
+    if request
+        .runtime
+        .as_ref()
+        .is_some_and(|r| *r != sandbox.runtime)
+    {
         return Err(ApiError::bad_request(format!(
             "this sandbox runs `{}`; leave out `runtime`",
             sandbox.runtime
@@ -462,12 +473,7 @@ async fn execute_in(
     let hold = sandbox.busy.clone().lock_owned().await;
     request.write_files(&sandbox.workspace)?;
     let mut input = request.input(&sandbox.limits, &state)?;
-    input.env = sandbox
-        .env
-        .iter()
-        .cloned()
-        .chain(input.env)
-        .collect();
+    input.env = sandbox.env.iter().cloned().chain(input.env).collect();
     input.workspace = Some(sandbox.workspace.clone());
     input.packages = sandbox
         .packages
@@ -579,11 +585,7 @@ async fn read_file(
     let bytes = tokio::task::spawn_blocking(move || sandbox.workspace.read(&path, limit))
         .await
         .map_err(|e| ApiError::from(crate::Error::Internal(e.to_string())))??;
-    Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        bytes,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
 async fn write_file(

@@ -63,13 +63,33 @@ fn status(id: u32) -> serde_json::Value {
 
 /// (Judge0 id, dvm runtime, file name, the name `/languages` shows).
 const LANGUAGES: &[(u32, &str, &str, &str)] = &[
-    (63, "javascript", "main.mjs", "JavaScript (QuickJS-NG 0.17, dvm)"),
+    (
+        63,
+        "javascript",
+        "main.mjs",
+        "JavaScript (QuickJS-NG 0.17, dvm)",
+    ),
     (71, "python", "main.py", "Python (3.15, dvm)"),
     (92, "python", "main.py", "Python (3.15, dvm)"),
-    (93, "javascript", "main.mjs", "JavaScript (QuickJS-NG 0.17, dvm)"),
-    (97, "javascript", "main.mjs", "JavaScript (QuickJS-NG 0.17, dvm)"),
+    (
+        93,
+        "javascript",
+        "main.mjs",
+        "JavaScript (QuickJS-NG 0.17, dvm)",
+    ),
+    (
+        97,
+        "javascript",
+        "main.mjs",
+        "JavaScript (QuickJS-NG 0.17, dvm)",
+    ),
     (100, "python", "main.py", "Python (3.15, dvm)"),
-    (102, "javascript", "main.mjs", "JavaScript (QuickJS-NG 0.17, dvm)"),
+    (
+        102,
+        "javascript",
+        "main.mjs",
+        "JavaScript (QuickJS-NG 0.17, dvm)",
+    ),
     (109, "python", "main.py", "Python (3.15, dvm)"),
     (113, "python", "main.py", "Python (3.15, dvm)"),
 ];
@@ -115,7 +135,10 @@ async fn one_language(Path(id): Path<u32>) -> Response {
             "compile_cmd": null, "run_cmd": format!("dvm run --runtime {runtime} {file}"),
         }))
         .into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("language with id {id} not found")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("language with id {id} not found"),
+        ),
     }
 }
 
@@ -372,20 +395,27 @@ fn accept(request: SubmissionRequest, base64: bool) -> Result<Submission, serde_
             problem(field, "must be greater than 0".into());
         }
     }
-    if request
-        .memory_limit
-        .is_some_and(|kb| kb > MAX_MEMORY_KB)
-    {
+    if request.memory_limit.is_some_and(|kb| kb > MAX_MEMORY_KB) {
         problem("memory_limit", format!("must be at most {MAX_MEMORY_KB}"));
     }
-    if request.compiler_options.as_ref().is_some_and(|o| !o.is_empty()) {
-        problem("compiler_options", "dvm's languages are not compiled".into());
+    if request
+        .compiler_options
+        .as_ref()
+        .is_some_and(|o| !o.is_empty())
+    {
+        problem(
+            "compiler_options",
+            "dvm's languages are not compiled".into(),
+        );
     }
     if request.additional_files.is_some() {
         problem("additional_files", "not supported here".into());
     }
     if request.callback_url.is_some() {
-        problem("callback_url", "callbacks are not supported here; poll the token".into());
+        problem(
+            "callback_url",
+            "callbacks are not supported here; poll the token".into(),
+        );
     }
     if request.enable_network == Some(true) {
         problem("enable_network", "sandboxes have no network".into());
@@ -525,7 +555,10 @@ fn finish(
         (Status::Crashed, _) => (12, outcome.trap.clone()),
         (Status::Error, _) => (
             11,
-            Some(format!("Exited with error status {}", outcome.exit_code.unwrap_or(1))),
+            Some(format!(
+                "Exited with error status {}",
+                outcome.exit_code.unwrap_or(1)
+            )),
         ),
         (Status::Ok, _) => {
             let stdout = String::from_utf8_lossy(submission.stdout.as_deref().unwrap_or_default());
@@ -618,13 +651,41 @@ fn render(submission: &Submission, fields: Option<&str>, base64: bool) -> serde_
 
 /// Every field a submission shows with `fields=*`.
 const ALL_FIELDS: &[&str] = &[
-    "token", "source_code", "language_id", "stdin", "expected_output", "stdout", "stderr",
-    "compile_output", "message", "status", "status_id", "created_at", "finished_at", "time",
-    "wall_time", "memory", "exit_code", "exit_signal", "cpu_time_limit", "cpu_extra_time",
-    "wall_time_limit", "memory_limit", "stack_limit", "max_processes_and_or_threads",
-    "enable_per_process_and_thread_time_limit", "enable_per_process_and_thread_memory_limit",
-    "max_file_size", "number_of_runs", "command_line_arguments", "redirect_stderr_to_stdout",
-    "compiler_options", "callback_url", "additional_files", "enable_network", "language",
+    "token",
+    "source_code",
+    "language_id",
+    "stdin",
+    "expected_output",
+    "stdout",
+    "stderr",
+    "compile_output",
+    "message",
+    "status",
+    "status_id",
+    "created_at",
+    "finished_at",
+    "time",
+    "wall_time",
+    "memory",
+    "exit_code",
+    "exit_signal",
+    "cpu_time_limit",
+    "cpu_extra_time",
+    "wall_time_limit",
+    "memory_limit",
+    "stack_limit",
+    "max_processes_and_or_threads",
+    "enable_per_process_and_thread_time_limit",
+    "enable_per_process_and_thread_memory_limit",
+    "max_file_size",
+    "number_of_runs",
+    "command_line_arguments",
+    "redirect_stderr_to_stdout",
+    "compiler_options",
+    "callback_url",
+    "additional_files",
+    "enable_network",
+    "language",
 ];
 
 /// Refuses field names a submission does not have, as Judge0 does.
@@ -673,11 +734,18 @@ async fn create(
     }
     let request: SubmissionRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not a submission: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a submission: {e}"),
+            );
+        }
     };
     let submission = match accept(request, options.base64_encoded) {
         Ok(submission) => submission,
-        Err(problems) => return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(problems)).into_response(),
+        Err(problems) => {
+            return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(problems)).into_response();
+        }
     };
     if !options.wait && state.limiter.waiting() >= state.config.queue {
         return error(StatusCode::SERVICE_UNAVAILABLE, "queue is full");
@@ -692,7 +760,11 @@ async fn create(
         };
         return (
             StatusCode::CREATED,
-            axum::Json(render(&done, options.fields.as_deref(), options.base64_encoded)),
+            axum::Json(render(
+                &done,
+                options.fields.as_deref(),
+                options.base64_encoded,
+            )),
         )
             .into_response();
     }
@@ -713,11 +785,16 @@ async fn show(
         return error(StatusCode::BAD_REQUEST, message);
     }
     match state.submissions.get(&token) {
-        Some(submission) => {
-            axum::Json(render(&submission, options.fields.as_deref(), options.base64_encoded))
-                .into_response()
-        }
-        None => error(StatusCode::NOT_FOUND, format!("submission {token} not found")),
+        Some(submission) => axum::Json(render(
+            &submission,
+            options.fields.as_deref(),
+            options.base64_encoded,
+        ))
+        .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("submission {token} not found"),
+        ),
     }
 }
 
@@ -738,9 +815,15 @@ async fn delete(
                 options.base64_encoded,
             ))
             .into_response(),
-            None => error(StatusCode::NOT_FOUND, format!("submission {token} not found")),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("submission {token} not found"),
+            ),
         },
-        None => error(StatusCode::NOT_FOUND, format!("submission {token} not found")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("submission {token} not found"),
+        ),
     }
 }
 
@@ -826,9 +909,12 @@ async fn get_batch(
     let submissions: Vec<serde_json::Value> = tokens
         .iter()
         .map(|token| {
-            state.submissions.get(token).map_or(serde_json::Value::Null, |s| {
-                render(&s, options.fields.as_deref(), options.base64_encoded)
-            })
+            state
+                .submissions
+                .get(token)
+                .map_or(serde_json::Value::Null, |s| {
+                    render(&s, options.fields.as_deref(), options.base64_encoded)
+                })
         })
         .collect();
     axum::Json(serde_json::json!({ "submissions": submissions })).into_response()
@@ -870,7 +956,10 @@ mod tests {
         assert_eq!(timestamp(time), "2026-11-30T09:00:00.123Z");
         let leap = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_709_164_800);
         assert_eq!(timestamp(leap), "2024-02-29T00:00:00.000Z");
-        assert_eq!(timestamp(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            timestamp(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
         assert!(same_output("3\n", "3"));
         assert!(same_output("a  \nb\n\n", "a\nb"));
         assert!(!same_output(" 3", "3"));
@@ -904,7 +993,12 @@ mod tests {
         assert_eq!(good.source, "print(1)");
         assert_eq!(good.token.len(), 36);
         let shown = render(&good, Some("*"), false);
-        let keys: Vec<&str> = shown.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = shown
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         for field in ALL_FIELDS {
             assert!(keys.contains(field), "{field}");
         }

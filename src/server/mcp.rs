@@ -185,7 +185,8 @@ impl DvmTools {
     )]
     async fn run_code(&self, Parameters(args): Parameters<RunCodeArgs>) -> ToolResult {
         let runtime = args.runtime.unwrap_or_else(|| "python".into());
-        let limits = match self.limits(args.timeout_ms, &super::default_limits(&self.state.config)) {
+        let limits = match self.limits(args.timeout_ms, &super::default_limits(&self.state.config))
+        {
             Ok(limits) => limits,
             Err(e) => return failure(e),
         };
@@ -375,7 +376,8 @@ impl DvmTools {
         match self.state.execute(job).await {
             Ok((_, outcome)) => {
                 let mut value = summary(&outcome);
-                value["session_open"] = sandbox.session.as_ref().is_some_and(|s| s.is_open()).into();
+                value["session_open"] =
+                    sandbox.session.as_ref().is_some_and(|s| s.is_open()).into();
                 text(value)
             }
             Err(error) => failure(error.message),

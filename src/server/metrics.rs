@@ -101,7 +101,10 @@ impl Metrics {
     pub fn render(&self, sessions: usize, sandboxes: usize, queued: usize) -> String {
         let recorded = self.recorded.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP dvm_runs_total Runs finished, by runtime, status and limit.");
+        let _ = writeln!(
+            out,
+            "# HELP dvm_runs_total Runs finished, by runtime, status and limit."
+        );
         let _ = writeln!(out, "# TYPE dvm_runs_total counter");
         for ((runtime, status, limit), count) in &recorded.runs {
             let _ = writeln!(
@@ -109,7 +112,10 @@ impl Metrics {
                 "dvm_runs_total{{runtime=\"{runtime}\",status=\"{status}\",limit=\"{limit}\"}} {count}"
             );
         }
-        let _ = writeln!(out, "# HELP dvm_run_duration_seconds Wall-clock time of runs.");
+        let _ = writeln!(
+            out,
+            "# HELP dvm_run_duration_seconds Wall-clock time of runs."
+        );
         let _ = writeln!(out, "# TYPE dvm_run_duration_seconds histogram");
         for (runtime, histogram) in &recorded.durations {
             for (bound, count) in BUCKETS.iter().zip(&histogram.counts) {
@@ -135,23 +141,52 @@ impl Metrics {
             );
         }
         for (name, help, value) in [
-            ("dvm_cache_hits_total", "Result-cache hits.", recorded.cache_hits),
-            ("dvm_cache_misses_total", "Result-cache misses (eligible runs computed).", recorded.cache_misses),
+            (
+                "dvm_cache_hits_total",
+                "Result-cache hits.",
+                recorded.cache_hits,
+            ),
+            (
+                "dvm_cache_misses_total",
+                "Result-cache misses (eligible runs computed).",
+                recorded.cache_misses,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         }
-        let _ = writeln!(out, "# HELP dvm_http_responses_total HTTP responses by status code.");
+        let _ = writeln!(
+            out,
+            "# HELP dvm_http_responses_total HTTP responses by status code."
+        );
         let _ = writeln!(out, "# TYPE dvm_http_responses_total counter");
         for (code, count) in &recorded.http {
             let _ = writeln!(out, "dvm_http_responses_total{{code=\"{code}\"}} {count}");
         }
         for (name, help, value) in [
-            ("dvm_runs_in_flight", "Runs executing now.", self.in_flight.load(Ordering::Acquire)),
-            ("dvm_runs_queued", "Runs waiting for a worker.", queued as u64),
+            (
+                "dvm_runs_in_flight",
+                "Runs executing now.",
+                self.in_flight.load(Ordering::Acquire),
+            ),
+            (
+                "dvm_runs_queued",
+                "Runs waiting for a worker.",
+                queued as u64,
+            ),
             ("dvm_sessions_live", "Open sessions.", sessions as u64),
-            ("dvm_sandboxes_live", "Open sandboxes (not sessions).", sandboxes as u64),
+            (
+                "dvm_sandboxes_live",
+                "Open sandboxes (not sessions).",
+                sandboxes as u64,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         out
     }

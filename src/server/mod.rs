@@ -144,11 +144,17 @@ impl IntoResponse for ApiError {
 /// message with placeholders: a client learns what went wrong, not the host's layout.
 fn scrub_paths(message: &str) -> String {
     let mut places: Vec<(String, &str)> = vec![
-        (crate::engine::default_home().display().to_string(), "<dvm-home>"),
+        (
+            crate::engine::default_home().display().to_string(),
+            "<dvm-home>",
+        ),
         (std::env::temp_dir().display().to_string(), "<tmp>"),
     ];
     if let Some(scratch) = std::env::var_os("DVM_SCRATCH") {
-        places.push((std::path::PathBuf::from(scratch).display().to_string(), "<scratch>"));
+        places.push((
+            std::path::PathBuf::from(scratch).display().to_string(),
+            "<scratch>",
+        ));
     }
     if let Some(home) = dirs::home_dir() {
         places.push((home.display().to_string(), "<home>"));
@@ -329,7 +335,10 @@ pub struct Sandbox {
 
 impl Sandbox {
     fn touch(&self) {
-        *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        *self
+            .last_used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
     }
 
     fn idle(&self) -> Duration {
@@ -460,7 +469,10 @@ impl AppState {
         let timeout = job.input.limits.deadline + self.config.request_slack;
         let sandbox = job.sandbox.clone();
         if let Some(sandbox) = &sandbox {
-            *sandbox.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(cancel.clone());
+            *sandbox
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(cancel.clone());
         }
         // The run goes on in a task of its own that holds the worker, the sandbox and the
         // run's registration until the sandbox is done, whatever happens to this request.
@@ -479,7 +491,9 @@ impl AppState {
         let mut abandoned = CancelOnDrop(Some(cancel.clone()));
         let result = match tokio::time::timeout(timeout, task).await {
             Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(ApiError::from(Error::Internal(format!("the run failed: {e}")))),
+            Ok(Err(e)) => Err(ApiError::from(Error::Internal(format!(
+                "the run failed: {e}"
+            )))),
             Err(_) => {
                 cancel.cancel();
                 Err(ApiError::new(
@@ -567,7 +581,11 @@ impl AppState {
         env: Vec<(String, String)>,
         limits: Limits,
     ) -> Result<Arc<Sandbox>, ApiError> {
-        if self.sandboxes.lock().unwrap_or_else(PoisonError::into_inner).len()
+        if self
+            .sandboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
             >= self.config.max_sandboxes
         {
             return Err(ApiError::new(
@@ -668,7 +686,10 @@ impl AppState {
     /// ended themselves (exit(), a limit).
     pub async fn reap(&self) {
         let expired: Vec<Arc<Sandbox>> = {
-            let mut sandboxes = self.sandboxes.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut sandboxes = self
+                .sandboxes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let ids: Vec<String> = sandboxes
                 .values()
                 .filter(|s| {
@@ -732,7 +753,10 @@ impl Drop for Registration {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.run_id);
         if let Some(sandbox) = &self.sandbox {
-            *sandbox.running.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            *sandbox
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = None;
             sandbox.touch();
         }
     }
@@ -773,7 +797,9 @@ pub(super) async fn install_more(
     current: Option<&crate::deps::PackageSet>,
     more: Vec<String>,
 ) -> Result<crate::deps::PackageSet, Error> {
-    let mut requirements = current.map(crate::deps::PackageSet::pinned).unwrap_or_default();
+    let mut requirements = current
+        .map(crate::deps::PackageSet::pinned)
+        .unwrap_or_default();
     requirements.extend(more);
     tokio::task::spawn_blocking(move || {
         runtime.install_packages(&crate::PackageRequest {

@@ -21,7 +21,8 @@ fn op(summary: &str, request: Option<&str>, response: &str) -> Value {
 }
 
 fn with_id(mut operation: Value, name: &str) -> Value {
-    operation["parameters"] = json!([{ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }]);
+    operation["parameters"] =
+        json!([{ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }]);
     operation
 }
 
@@ -103,31 +104,49 @@ pub fn document() -> Value {
     });
     let sandbox_paths = |base: &str| -> Vec<(String, Value)> {
         vec![
-            (format!("/{base}/{{id}}"), json!({
-                "get": with_id(op("Describe a sandbox or session", None, "The description"), "id"),
-                "delete": with_id(op("Close it, cancelling its run", None, "Closed (204)"), "id"),
-            })),
-            (format!("/{base}/{{id}}/execute"), json!({
-                "post": with_id(op("Execute code in it (a session keeps its interpreter state)", Some("Execute"), "The outcome, or an event stream"), "id"),
-            })),
-            (format!("/{base}/{{id}}/cancel"), json!({
-                "post": with_id(op("Cancel its running execution", None, "Cancelled (202)"), "id"),
-            })),
-            (format!("/{base}/{{id}}/packages"), json!({
-                "post": with_id(op("Install packages for its later executions (sandboxes only)", Some("Install"), "What was installed"), "id"),
-            })),
-            (format!("/{base}/{{id}}/files"), json!({
-                "get": with_id(op("List its files", None, "Entries with path, kind and size"), "id"),
-            })),
-            (format!("/{base}/{{id}}/files/{{path}}"), json!({
-                "get": op("Download a file (raw bytes)", None, "The bytes"),
-                "put": op("Upload a file (raw bytes as the body)", None, "Written (201)"),
-                "delete": op("Remove a file", None, "Removed (204)"),
-                "parameters": [
-                    { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
-                    { "name": "path", "in": "path", "required": true, "schema": { "type": "string" } },
-                ],
-            })),
+            (
+                format!("/{base}/{{id}}"),
+                json!({
+                    "get": with_id(op("Describe a sandbox or session", None, "The description"), "id"),
+                    "delete": with_id(op("Close it, cancelling its run", None, "Closed (204)"), "id"),
+                }),
+            ),
+            (
+                format!("/{base}/{{id}}/execute"),
+                json!({
+                    "post": with_id(op("Execute code in it (a session keeps its interpreter state)", Some("Execute"), "The outcome, or an event stream"), "id"),
+                }),
+            ),
+            (
+                format!("/{base}/{{id}}/cancel"),
+                json!({
+                    "post": with_id(op("Cancel its running execution", None, "Cancelled (202)"), "id"),
+                }),
+            ),
+            (
+                format!("/{base}/{{id}}/packages"),
+                json!({
+                    "post": with_id(op("Install packages for its later executions (sandboxes only)", Some("Install"), "What was installed"), "id"),
+                }),
+            ),
+            (
+                format!("/{base}/{{id}}/files"),
+                json!({
+                    "get": with_id(op("List its files", None, "Entries with path, kind and size"), "id"),
+                }),
+            ),
+            (
+                format!("/{base}/{{id}}/files/{{path}}"),
+                json!({
+                    "get": op("Download a file (raw bytes)", None, "The bytes"),
+                    "put": op("Upload a file (raw bytes as the body)", None, "Written (201)"),
+                    "delete": op("Remove a file", None, "Removed (204)"),
+                    "parameters": [
+                        { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
+                        { "name": "path", "in": "path", "required": true, "schema": { "type": "string" } },
+                    ],
+                }),
+            ),
         ]
     };
     let mut paths = serde_json::Map::new();

@@ -253,11 +253,19 @@ fn unit_tests_from_the_provider_run_apart_and_drive_the_repair() {
         .find(|t| t["outcome"] == "failed")
         .unwrap();
     assert_eq!(failure["nodeid"], "test_main.py::test_empty_is_zero");
-    assert!(failure["traceback"].as_str().unwrap().contains("ZeroDivisionError"));
+    assert!(
+        failure["traceback"]
+            .as_str()
+            .unwrap()
+            .contains("ZeroDivisionError")
+    );
     assert_eq!(attempts[1]["passed"], true);
     assert_eq!(attempts[1]["unit_tests"]["summary"]["passed"], 2);
     for field in ["generate_ms", "install_ms", "execute_ms", "unit_tests_ms"] {
-        assert!(attempts[1]["timings"][field].as_f64().unwrap() >= 0.0, "{field}");
+        assert!(
+            attempts[1]["timings"][field].as_f64().unwrap() >= 0.0,
+            "{field}"
+        );
     }
 
     // Unit tests are pytest's: a JavaScript runtime is refused with the reason.

@@ -237,7 +237,12 @@ fn the_config_file_names_the_model_and_its_endpoint() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    assert!(json(&output)["provider"].as_str().unwrap().contains("configured-model"));
+    assert!(
+        json(&output)["provider"]
+            .as_str()
+            .unwrap()
+            .contains("configured-model")
+    );
     let requests = seen.lock().unwrap();
     let first: serde_json::Value = serde_json::from_str(&requests[0]).unwrap();
     assert_eq!(first["model"], "configured-model");

@@ -15,7 +15,11 @@ use crate::support::*;
 
 /// The `nats-server` binary: on PATH, or where Debian's package puts it.
 fn nats_server_binary() -> String {
-    for candidate in ["nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server"] {
+    for candidate in [
+        "nats-server",
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+    ] {
         if Command::new(candidate).arg("--version").output().is_ok() {
             return candidate.to_string();
         }
@@ -127,7 +131,13 @@ impl Worker {
     fn wait_running(&self, id: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if self.log.lock().unwrap().iter().any(|l| l.contains(&format!("running {id}"))) {
+            if self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(&format!("running {id}")))
+            {
                 return;
             }
             assert!(Instant::now() < deadline, "{} never ran {id}", self.name);
@@ -142,7 +152,9 @@ impl Worker {
 
     /// SIGTERM; returns the exit status.
     fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -169,7 +181,11 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn request(runtime: &str, code: &str, deadline: Duration) -> RunRequest {
-    let name = if runtime == "javascript" { "main.mjs" } else { "main.py" };
+    let name = if runtime == "javascript" {
+        "main.mjs"
+    } else {
+        "main.py"
+    };
     RunRequest::new(
         runtime,
         name,
@@ -191,7 +207,9 @@ fn five_hundred_mixed_runs_on_three_workers_are_each_answered_once() {
         .map(|n| Worker::start(&nats, &format!("w{n}"), &["--concurrency", "2"]))
         .collect();
     let rt = runtime();
-    let queue = rt.block_on(Queue::connect(&NatsConfig::new(&nats.url()))).unwrap();
+    let queue = rt
+        .block_on(Queue::connect(&NatsConfig::new(&nats.url())))
+        .unwrap();
     let kinds: Vec<(&str, &str, &str)> = vec![
         ("python", "print(sum(range(100)))", "ok"),
         ("javascript", "console.log([1, 2].length)", "ok"),
@@ -202,7 +220,10 @@ fn five_hundred_mixed_runs_on_three_workers_are_each_answered_once() {
     let requests: Vec<(usize, RunRequest)> = (0..500)
         .map(|i| {
             let (runtime, code, _) = kinds[i % kinds.len()];
-            (i % kinds.len(), request(runtime, code, Duration::from_millis(300)))
+            (
+                i % kinds.len(),
+                request(runtime, code, Duration::from_millis(300)),
+            )
         })
         .collect();
     let started = Instant::now();
@@ -228,10 +249,14 @@ fn five_hundred_mixed_runs_on_three_workers_are_each_answered_once() {
             describe(&outcome)
         );
     }
-    eprintln!("nats: 500 runs on 3 workers in {:.1} s; by worker {by_worker:?}", elapsed.as_secs_f64());
+    eprintln!(
+        "nats: 500 runs on 3 workers in {:.1} s; by worker {by_worker:?}",
+        elapsed.as_secs_f64()
+    );
     assert!(by_worker.len() >= 2, "the work was shared: {by_worker:?}");
     // One stored answer per request, no more: the bucket holds exactly the 500 outcomes.
-    let ids: std::collections::BTreeSet<String> = requests.iter().map(|(_, r)| r.id.clone()).collect();
+    let ids: std::collections::BTreeSet<String> =
+        requests.iter().map(|(_, r)| r.id.clone()).collect();
     let stored = rt.block_on(async {
         let client = async_nats::connect(nats.url()).await.unwrap();
         let js = async_nats::jetstream::new(client);
@@ -253,13 +278,21 @@ fn a_worker_killed_mid_run_has_its_run_finished_by_another() {
     let nats = Nats::start();
     let first = Worker::start(&nats, "doomed", &["--ack-wait", "2s"]);
     let rt = runtime();
-    let queue = rt.block_on(Queue::connect(&NatsConfig::new(&nats.url()))).unwrap();
-    let slow = request("python", "import time\ntime.sleep(3)\nprint('done')", Duration::from_secs(30));
+    let queue = rt
+        .block_on(Queue::connect(&NatsConfig::new(&nats.url())))
+        .unwrap();
+    let slow = request(
+        "python",
+        "import time\ntime.sleep(3)\nprint('done')",
+        Duration::from_secs(30),
+    );
     rt.block_on(queue.submit(&slow)).unwrap();
     first.wait_running(&slow.id);
     first.kill();
     let second = Worker::start(&nats, "rescuer", &["--ack-wait", "2s"]);
-    let outcome = rt.block_on(queue.outcome(&slow.id, Duration::from_secs(120))).unwrap();
+    let outcome = rt
+        .block_on(queue.outcome(&slow.id, Duration::from_secs(120)))
+        .unwrap();
     assert_eq!(outcome.worker, "rescuer");
     assert!(outcome.delivery >= 2, "delivery {}", outcome.delivery);
     assert_eq!(outcome.into_outcome().unwrap().stdout, b"done\n");
@@ -270,9 +303,14 @@ fn a_worker_killed_mid_run_has_its_run_finished_by_another() {
 fn a_result_computed_on_one_worker_is_a_hit_on_another() {
     let nats = Nats::start();
     let rt = runtime();
-    let queue = rt.block_on(Queue::connect(&NatsConfig::new(&nats.url()))).unwrap();
+    let queue = rt
+        .block_on(Queue::connect(&NatsConfig::new(&nats.url())))
+        .unwrap();
     // A program no other test runs, so the hit can only come from worker A's result.
-    let code = format!("import random\nprint({}, random.random())", std::process::id());
+    let code = format!(
+        "import random\nprint({}, random.random())",
+        std::process::id()
+    );
     let deterministic = |code: &str| {
         let mut request = request("python", code, Duration::from_secs(10));
         request.seed = Some(7);
@@ -303,7 +341,13 @@ fn a_nats_restart_mid_stream_loses_nothing_acknowledged() {
     let queue = rt.block_on(Queue::connect(&config)).unwrap();
     let worker = Worker::start(&nats, "steady", &["--concurrency", "2"]);
     let requests: Vec<RunRequest> = (0..60)
-        .map(|i| request("python", &format!("import time\ntime.sleep(0.05)\nprint({i})"), Duration::from_secs(10)))
+        .map(|i| {
+            request(
+                "python",
+                &format!("import time\ntime.sleep(0.05)\nprint({i})"),
+                Duration::from_secs(10),
+            )
+        })
         .collect();
     // Every submit below returned: the server has stored each request.
     rt.block_on(async {
@@ -313,12 +357,17 @@ fn a_nats_restart_mid_stream_loses_nothing_acknowledged() {
     });
     nats.restart();
     let outcomes = rt.block_on(async {
-        let waits = requests.iter().map(|r| queue.outcome(&r.id, Duration::from_secs(300)));
+        let waits = requests
+            .iter()
+            .map(|r| queue.outcome(&r.id, Duration::from_secs(300)));
         futures_util::future::join_all(waits).await
     });
     for (i, outcome) in outcomes.into_iter().enumerate() {
         let outcome = outcome.unwrap_or_else(|e| panic!("request {i}: {e}"));
-        assert_eq!(outcome.into_outcome().unwrap().stdout, format!("{i}\n").as_bytes());
+        assert_eq!(
+            outcome.into_outcome().unwrap().stdout,
+            format!("{i}\n").as_bytes()
+        );
     }
     drop(worker);
 }
@@ -334,7 +383,10 @@ fn a_full_queue_is_refused_with_a_clear_error() {
     let queue = rt.block_on(Queue::connect(&config)).unwrap();
     rt.block_on(async {
         for _ in 0..5 {
-            queue.submit(&request("python", "print(1)", Duration::from_secs(1))).await.unwrap();
+            queue
+                .submit(&request("python", "print(1)", Duration::from_secs(1)))
+                .await
+                .unwrap();
         }
         let refused = queue
             .submit(&request("python", "print(1)", Duration::from_secs(1)))
@@ -383,13 +435,21 @@ fn sigterm_drains_a_worker_after_its_runs_finish() {
     let nats = Nats::start();
     let worker = Worker::start(&nats, "draining", &[]);
     let rt = runtime();
-    let queue = rt.block_on(Queue::connect(&NatsConfig::new(&nats.url()))).unwrap();
-    let slow = request("python", "import time\ntime.sleep(1.5)\nprint('finished')", Duration::from_secs(30));
+    let queue = rt
+        .block_on(Queue::connect(&NatsConfig::new(&nats.url())))
+        .unwrap();
+    let slow = request(
+        "python",
+        "import time\ntime.sleep(1.5)\nprint('finished')",
+        Duration::from_secs(30),
+    );
     rt.block_on(queue.submit(&slow)).unwrap();
     worker.wait_running(&slow.id);
     let status = worker.terminate();
     assert!(status.success(), "{status:?}");
-    let outcome = rt.block_on(queue.outcome(&slow.id, Duration::from_secs(10))).unwrap();
+    let outcome = rt
+        .block_on(queue.outcome(&slow.id, Duration::from_secs(10)))
+        .unwrap();
     assert_eq!(outcome.into_outcome().unwrap().stdout, b"finished\n");
 }
 
@@ -403,16 +463,24 @@ fn throughput_with_one_two_and_three_workers() {
             .map(|n| Worker::start(&nats, &format!("t{n}"), &[]))
             .collect();
         let rt = runtime();
-        let queue = rt.block_on(Queue::connect(&NatsConfig::new(&nats.url()))).unwrap();
+        let queue = rt
+            .block_on(Queue::connect(&NatsConfig::new(&nats.url())))
+            .unwrap();
         let requests: Vec<RunRequest> = (0..400)
             .map(|i| match i % 2 {
-                0 => request("python", "print(sum(range(10000)))", Duration::from_secs(10)),
+                0 => request(
+                    "python",
+                    "print(sum(range(10000)))",
+                    Duration::from_secs(10),
+                ),
                 _ => request("javascript", "console.log(1)", Duration::from_secs(10)),
             })
             .collect();
         let started = Instant::now();
         let outcomes = rt.block_on(async {
-            let runs = requests.iter().map(|r| queue.run(r, Duration::from_secs(300)));
+            let runs = requests
+                .iter()
+                .map(|r| queue.run(r, Duration::from_secs(300)));
             futures_util::future::join_all(runs).await
         });
         let elapsed = started.elapsed();

@@ -50,18 +50,37 @@ fn a_project_suite_reports_every_test_with_tracebacks_and_junit() {
             .any(|p| p.as_str().unwrap().starts_with("pytest "))
     );
 
-    let wrong = outcome_of(&report, "tests/test_ops.py::test_add_strings_is_wrong_on_purpose");
+    let wrong = outcome_of(
+        &report,
+        "tests/test_ops.py::test_add_strings_is_wrong_on_purpose",
+    );
     assert_eq!(wrong["outcome"], "failed");
-    assert!(wrong["traceback"].as_str().unwrap().contains("assert 'ab' == 'ba'"));
+    assert!(
+        wrong["traceback"]
+            .as_str()
+            .unwrap()
+            .contains("assert 'ab' == 'ba'")
+    );
     let empty = outcome_of(&report, "tests/test_ops.py::test_mean[values2-0]");
     assert_eq!(empty["outcome"], "failed");
-    assert!(empty["message"].as_str().unwrap().contains("ZeroDivisionError"));
+    assert!(
+        empty["message"]
+            .as_str()
+            .unwrap()
+            .contains("ZeroDivisionError")
+    );
     assert!(empty["traceback"].as_str().unwrap().contains("calc/ops.py"));
     let fixture_error = outcome_of(&report, "tests/test_ops.py::test_with_broken_fixture");
     assert_eq!(fixture_error["outcome"], "error");
     assert_eq!(fixture_error["phase"], "setup");
-    assert_eq!(outcome_of(&report, "tests/test_ops.py::test_later")["outcome"], "skipped");
-    assert_eq!(outcome_of(&report, "tests/test_ops.py::test_float_sum")["outcome"], "xfailed");
+    assert_eq!(
+        outcome_of(&report, "tests/test_ops.py::test_later")["outcome"],
+        "skipped"
+    );
+    assert_eq!(
+        outcome_of(&report, "tests/test_ops.py::test_float_sum")["outcome"],
+        "xfailed"
+    );
     let printed = outcome_of(&report, "tests/test_ops.py::test_div_prints_and_passes");
     assert_eq!(printed["outcome"], "passed");
     assert_eq!(printed["stdout"], "dividing 6 by 3\n");
@@ -72,27 +91,47 @@ fn a_project_suite_reports_every_test_with_tracebacks_and_junit() {
 
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.starts_with("<?xml"), "{xml}");
-    assert!(xml.contains("tests=\"11\" failures=\"2\" errors=\"1\" skipped=\"2\""), "{xml}");
+    assert!(
+        xml.contains("tests=\"11\" failures=\"2\" errors=\"1\" skipped=\"2\""),
+        "{xml}"
+    );
     assert_eq!(xml.matches("<testcase ").count(), 11, "{xml}");
-    assert!(xml.contains(
-        "<testcase classname=\"tests.test_style.DivTest\" name=\"test_whole\""
-    ));
+    assert!(xml.contains("<testcase classname=\"tests.test_style.DivTest\" name=\"test_whole\""));
     assert!(xml.contains("<failure message=\"ZeroDivisionError: division by zero\">"));
     assert!(xml.contains("<error message=\"RuntimeError: the fixture could not start\">"));
     assert!(xml.contains("<system-out>dividing 6 by 3\n</system-out>"));
-    assert_eq!(xml.matches("<testcase").count(), xml.matches("</testcase>").count() + 5);
+    assert_eq!(
+        xml.matches("<testcase").count(),
+        xml.matches("</testcase>").count() + 5
+    );
 
     let text = dvm(&["review", &calc()]);
     assert_eq!(text.status.code(), Some(1), "{}", show(&text));
     let stdout = String::from_utf8_lossy(&text.stdout);
-    assert!(stdout.contains("FAILED tests/test_ops.py::test_mean[values2-0]"), "{stdout}");
-    assert!(stdout.contains("ERROR tests/test_ops.py::test_with_broken_fixture"), "{stdout}");
-    assert!(stdout.contains("11 tests, 6 passed, 2 failed, 1 errors, 2 skipped"), "{stdout}");
+    assert!(
+        stdout.contains("FAILED tests/test_ops.py::test_mean[values2-0]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ERROR tests/test_ops.py::test_with_broken_fixture"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("11 tests, 6 passed, 2 failed, 1 errors, 2 skipped"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn pytest_arguments_select_tests_and_a_green_suite_exits_zero() {
-    let output = dvm(&["review", &calc(), "--json", "--", "-k", "test_add or DivTest"]);
+    let output = dvm(&[
+        "review",
+        &calc(),
+        "--json",
+        "--",
+        "-k",
+        "test_add or DivTest",
+    ]);
     let report = json(&output);
     assert_eq!(output.status.code(), Some(1), "{}", show(&output));
     assert_eq!(report["summary"]["total"], 4);
@@ -109,7 +148,11 @@ fn collection_errors_deadlines_and_bad_projects_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("p");
     std::fs::create_dir_all(project.join(".git")).unwrap();
-    std::fs::write(project.join(".git/test_hidden.py"), "def test_x(): assert 0\n").unwrap();
+    std::fs::write(
+        project.join(".git/test_hidden.py"),
+        "def test_x(): assert 0\n",
+    )
+    .unwrap();
     std::fs::write(project.join("test_ok.py"), "def test_ok():\n    assert 1\n").unwrap();
     std::fs::write(project.join("test_broken.py"), "def test_(:\n").unwrap();
     let path = project.to_str().unwrap();
@@ -120,8 +163,16 @@ fn collection_errors_deadlines_and_bad_projects_are_reported() {
     let broken = outcome_of(&report, "test_broken.py");
     assert_eq!(broken["outcome"], "error");
     assert_eq!(broken["phase"], "collect");
-    assert!(broken["traceback"].as_str().unwrap().contains("SyntaxError"));
-    assert!(!report.to_string().contains("test_hidden"), ".git is not uploaded");
+    assert!(
+        broken["traceback"]
+            .as_str()
+            .unwrap()
+            .contains("SyntaxError")
+    );
+    assert!(
+        !report.to_string().contains("test_hidden"),
+        ".git is not uploaded"
+    );
 
     std::fs::remove_file(project.join("test_broken.py")).unwrap();
     std::fs::write(
@@ -129,7 +180,16 @@ fn collection_errors_deadlines_and_bad_projects_are_reported() {
         "def test_forever():\n    while True:\n        pass\n",
     )
     .unwrap();
-    let output = dvm(&["review", path, "--timeout", "3s", "--json", "--", "test_ok.py", "test_slow.py"]);
+    let output = dvm(&[
+        "review",
+        path,
+        "--timeout",
+        "3s",
+        "--json",
+        "--",
+        "test_ok.py",
+        "test_slow.py",
+    ]);
     assert_eq!(output.status.code(), Some(124), "{}", show(&output));
     let report = json(&output);
     assert_eq!(report["limit"], "deadline");

@@ -40,7 +40,11 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if !sent && let Some(rest) = line.strip_prefix("dvm: listening on ") {
-                    let base = rest.split_whitespace().next().unwrap_or_default().to_string();
+                    let base = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
                     let _ = address.send(base);
                     sent = true;
                 }
@@ -145,8 +149,17 @@ mod in_process {
         (status, headers, bytes.to_vec())
     }
 
-    async fn json_call(state: &Arc<AppState>, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
-        let text = if body.is_null() { String::new() } else { body.to_string() };
+    async fn json_call(
+        state: &Arc<AppState>,
+        method: &str,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let text = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
         let (status, _, bytes) = send(
             state,
             method,
@@ -155,9 +168,8 @@ mod in_process {
             text,
         )
         .await;
-        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            Value::String(String::from_utf8_lossy(&bytes).into_owned())
-        });
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         (status, value)
     }
 
@@ -214,36 +226,86 @@ mod in_process {
     fn bad_requests_get_json_errors_without_host_paths() {
         let state = state(|c| c.max_body_bytes = 4096);
         runtime().block_on(async {
-            let (status, _, body) = send(&state, "POST", "/execute", &[("content-type", "application/json")], "{not json").await;
+            let (status, _, body) = send(
+                &state,
+                "POST",
+                "/execute",
+                &[("content-type", "application/json")],
+                "{not json",
+            )
+            .await;
             assert_eq!(status, StatusCode::BAD_REQUEST);
             let error: Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(error["error"]["kind"], "bad_request");
 
-            let (status, body) = json_call(&state, "POST", "/execute", json!({"code": "1", "colour": "red"})).await;
+            let (status, body) = json_call(
+                &state,
+                "POST",
+                "/execute",
+                json!({"code": "1", "colour": "red"}),
+            )
+            .await;
             assert!(status.is_client_error(), "{status} {body}");
-            assert!(body["error"]["message"].as_str().unwrap().contains("colour"));
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("colour")
+            );
 
             let big = json!({"code": "x".repeat(10_000)}).to_string();
-            let (status, _, body) = send(&state, "POST", "/execute", &[("content-type", "application/json")], big).await;
+            let (status, _, body) = send(
+                &state,
+                "POST",
+                "/execute",
+                &[("content-type", "application/json")],
+                big,
+            )
+            .await;
             assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-            let error: Value = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&body)));
+            let error: Value = serde_json::from_slice(&body)
+                .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&body)));
             assert_eq!(error["error"]["kind"], "too_large");
 
-            let (status, body) = json_call(&state, "POST", "/execute", json!({"code": "1", "runtime": "cobol"})).await;
+            let (status, body) = json_call(
+                &state,
+                "POST",
+                "/execute",
+                json!({"code": "1", "runtime": "cobol"}),
+            )
+            .await;
             assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-            let (status, body) = json_call(&state, "POST", "/execute", json!({"code": "1", "timeout_ms": 10_000_000})).await;
+            let (status, body) = json_call(
+                &state,
+                "POST",
+                "/execute",
+                json!({"code": "1", "timeout_ms": 10_000_000}),
+            )
+            .await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
             // A missing file in a sandbox: the message names the file, not the host's layout.
             let (_, sandbox) = json_call(&state, "POST", "/sandboxes", Value::Null).await;
             let id = sandbox["id"].as_str().unwrap();
-            let (status, body) = json_call(&state, "GET", &format!("/sandboxes/{id}/files/missing.txt"), Value::Null).await;
+            let (status, body) = json_call(
+                &state,
+                "GET",
+                &format!("/sandboxes/{id}/files/missing.txt"),
+                Value::Null,
+            )
+            .await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
             let message = body["error"]["message"].as_str().unwrap();
             assert!(message.contains("missing.txt"), "{message}");
             let tmp = std::env::temp_dir().display().to_string();
             assert!(!message.contains(&tmp), "{message}");
-            let (status, body) = json_call(&state, "GET", &format!("/sandboxes/{id}/files/..%2F..%2Fetc%2Fpasswd"), Value::Null).await;
+            let (status, body) = json_call(
+                &state,
+                "GET",
+                &format!("/sandboxes/{id}/files/..%2F..%2Fetc%2Fpasswd"),
+                Value::Null,
+            )
+            .await;
             assert!(status.is_client_error(), "{status} {body}");
             let (status, _) = json_call(&state, "GET", "/sandboxes/nope", Value::Null).await;
             assert_eq!(status, StatusCode::NOT_FOUND);
@@ -256,11 +318,32 @@ mod in_process {
         runtime().block_on(async {
             let (status, _, _) = send(&state, "GET", "/runtimes", &[], "").await;
             assert_eq!(status, StatusCode::UNAUTHORIZED);
-            let (status, _, _) = send(&state, "GET", "/runtimes", &[("authorization", "Bearer wrong")], "").await;
+            let (status, _, _) = send(
+                &state,
+                "GET",
+                "/runtimes",
+                &[("authorization", "Bearer wrong")],
+                "",
+            )
+            .await;
             assert_eq!(status, StatusCode::UNAUTHORIZED);
-            let (status, _, _) = send(&state, "GET", "/runtimes", &[("authorization", "Bearer s3cret")], "").await;
+            let (status, _, _) = send(
+                &state,
+                "GET",
+                "/runtimes",
+                &[("authorization", "Bearer s3cret")],
+                "",
+            )
+            .await;
             assert_eq!(status, StatusCode::OK);
-            let (status, _, _) = send(&state, "GET", "/languages", &[("x-auth-token", "s3cret")], "").await;
+            let (status, _, _) = send(
+                &state,
+                "GET",
+                "/languages",
+                &[("x-auth-token", "s3cret")],
+                "",
+            )
+            .await;
             assert_eq!(status, StatusCode::OK);
             let (status, _, _) = send(&state, "GET", "/health", &[], "").await;
             assert_eq!(status, StatusCode::OK);
@@ -271,49 +354,125 @@ mod in_process {
     fn sessions_keep_state_files_and_end_on_a_limit() {
         let state = state(|_| {});
         runtime().block_on(async {
-            let (status, session) = json_call(&state, "POST", "/sessions", json!({"requirements": ["humanize"]})).await;
+            let (status, session) = json_call(
+                &state,
+                "POST",
+                "/sessions",
+                json!({"requirements": ["humanize"]}),
+            )
+            .await;
             assert_eq!(status, StatusCode::CREATED, "{session}");
             assert_eq!(session["kind"], "session");
             let id = session["id"].as_str().unwrap().to_string();
             let run = |code: &str| json!({ "code": code });
-            let (_, first) = json_call(&state, "POST", &format!("/sessions/{id}/execute"), run("import humanize\nx = 41")).await;
+            let (_, first) = json_call(
+                &state,
+                "POST",
+                &format!("/sessions/{id}/execute"),
+                run("import humanize\nx = 41"),
+            )
+            .await;
             assert_eq!(first["status"], "ok", "{first}");
-            let (_, second) = json_call(&state, "POST", &format!("/sessions/{id}/execute"), run("humanize.intcomma((x + 1) * 1000)")).await;
+            let (_, second) = json_call(
+                &state,
+                "POST",
+                &format!("/sessions/{id}/execute"),
+                run("humanize.intcomma((x + 1) * 1000)"),
+            )
+            .await;
             assert_eq!(second["stdout"], "'42,000'\n", "{second}");
 
-            let (status, _, _) = send(&state, "PUT", &format!("/sessions/{id}/files/data/in.txt"), &[], "hello").await;
+            let (status, _, _) = send(
+                &state,
+                "PUT",
+                &format!("/sessions/{id}/files/data/in.txt"),
+                &[],
+                "hello",
+            )
+            .await;
             assert_eq!(status, StatusCode::CREATED);
-            let (_, wrote) = json_call(&state, "POST", &format!("/sessions/{id}/execute"),
-                run("open('data/out.txt', 'w').write(open('data/in.txt').read().upper())")).await;
+            let (_, wrote) = json_call(
+                &state,
+                "POST",
+                &format!("/sessions/{id}/execute"),
+                run("open('data/out.txt', 'w').write(open('data/in.txt').read().upper())"),
+            )
+            .await;
             assert_eq!(wrote["files"][0]["path"], "data/out.txt", "{wrote}");
-            let (status, _, bytes) = send(&state, "GET", &format!("/sessions/{id}/files/data/out.txt"), &[], "").await;
+            let (status, _, bytes) = send(
+                &state,
+                "GET",
+                &format!("/sessions/{id}/files/data/out.txt"),
+                &[],
+                "",
+            )
+            .await;
             assert_eq!(status, StatusCode::OK);
             assert_eq!(bytes, b"HELLO");
-            let (_, listing) = json_call(&state, "GET", &format!("/sessions/{id}/files"), Value::Null).await;
+            let (_, listing) =
+                json_call(&state, "GET", &format!("/sessions/{id}/files"), Value::Null).await;
             assert_eq!(listing.as_array().unwrap().len(), 3, "{listing}");
-            let (status, _, _) = send(&state, "DELETE", &format!("/sessions/{id}/files/data/in.txt"), &[], "").await;
+            let (status, _, _) = send(
+                &state,
+                "DELETE",
+                &format!("/sessions/{id}/files/data/in.txt"),
+                &[],
+                "",
+            )
+            .await;
             assert_eq!(status, StatusCode::NO_CONTENT);
-            let (status, _) = json_call(&state, "POST", &format!("/sessions/{id}/packages"), json!({"requirements": ["attrs"]})).await;
+            let (status, _) = json_call(
+                &state,
+                "POST",
+                &format!("/sessions/{id}/packages"),
+                json!({"requirements": ["attrs"]}),
+            )
+            .await;
             assert_eq!(status, StatusCode::CONFLICT);
 
-            let (_, shown) = json_call(&state, "GET", &format!("/sessions/{id}"), Value::Null).await;
+            let (_, shown) =
+                json_call(&state, "GET", &format!("/sessions/{id}"), Value::Null).await;
             assert_eq!(shown["calls"], 3);
             let (_, listed) = json_call(&state, "GET", "/sessions", Value::Null).await;
-            assert!(listed.as_array().unwrap().iter().any(|s| s["id"] == id.as_str()));
+            assert!(
+                listed
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["id"] == id.as_str())
+            );
 
-            let (_, spun) = json_call(&state, "POST", &format!("/sessions/{id}/execute"),
-                json!({"code": "while True: pass", "timeout_ms": 300})).await;
+            let (_, spun) = json_call(
+                &state,
+                "POST",
+                &format!("/sessions/{id}/execute"),
+                json!({"code": "while True: pass", "timeout_ms": 300}),
+            )
+            .await;
             assert_eq!(spun["limit"], "deadline", "{spun}");
-            let (status, gone) = json_call(&state, "POST", &format!("/sessions/{id}/execute"), run("x")).await;
+            let (status, gone) =
+                json_call(&state, "POST", &format!("/sessions/{id}/execute"), run("x")).await;
             assert_eq!(status, StatusCode::GONE, "{gone}");
             assert_eq!(gone["error"]["kind"], "session_closed");
             state.reap().await;
-            let (status, _) = json_call(&state, "GET", &format!("/sessions/{id}"), Value::Null).await;
+            let (status, _) =
+                json_call(&state, "GET", &format!("/sessions/{id}"), Value::Null).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "an ended session is reaped");
 
-            let (status, refused) = json_call(&state, "POST", "/sessions", json!({"runtime": "javascript"})).await;
+            let (status, refused) = json_call(
+                &state,
+                "POST",
+                "/sessions",
+                json!({"runtime": "javascript"}),
+            )
+            .await;
             assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
-            assert!(refused["error"]["message"].as_str().unwrap().contains("sandbox"));
+            assert!(
+                refused["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("sandbox")
+            );
         });
     }
 
@@ -326,15 +485,23 @@ mod in_process {
             json_call(&state, "POST", &path, json!({"code": "n = 0"})).await;
             let mut peaks = Vec::new();
             for i in 0..1000 {
-                let (status, body) = json_call(&state, "POST", &path,
-                    json!({"code": "block = list(range(5000))\nn += 1\ndel block"})).await;
+                let (status, body) = json_call(
+                    &state,
+                    "POST",
+                    &path,
+                    json!({"code": "block = list(range(5000))\nn += 1\ndel block"}),
+                )
+                .await;
                 assert_eq!(status, StatusCode::OK, "call {i}: {body}");
                 assert_eq!(body["status"], "ok", "call {i}: {body}");
                 if i == 99 || i == 999 {
                     peaks.push(body["memory_peak_bytes"].as_u64().unwrap());
                 }
             }
-            assert_eq!(peaks[0], peaks[1], "linear memory grew between call 100 and 1000");
+            assert_eq!(
+                peaks[0], peaks[1],
+                "linear memory grew between call 100 and 1000"
+            );
             let (_, last) = json_call(&state, "POST", &path, json!({"code": "n"})).await;
             assert_eq!(last["stdout"], "1000\n");
         });
@@ -419,8 +586,13 @@ mod in_process {
             let busy = tokio::spawn({
                 let state = state.clone();
                 async move {
-                    json_call(&state, "POST", "/execute",
-                        json!({"code": "import time\ntime.sleep(2)", "run_id": "busy"})).await
+                    json_call(
+                        &state,
+                        "POST",
+                        "/execute",
+                        json!({"code": "import time\ntime.sleep(2)", "run_id": "busy"}),
+                    )
+                    .await
                 }
             });
             // Wait until the first run holds the only worker.
@@ -545,7 +717,12 @@ mod black_box {
 
     fn wait_for_running(server: &Server, count: u64) {
         for _ in 0..400 {
-            let health: Value = client().get(server.url("/health")).send().unwrap().json().unwrap();
+            let health: Value = client()
+                .get(server.url("/health"))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
             if health["running"].as_u64() == Some(count) {
                 return;
             }
@@ -592,7 +769,10 @@ mod black_box {
         let cancelled = running.join().unwrap();
         assert_eq!(cancelled["limit"], "cancelled", "{cancelled}");
         assert!(status.success());
-        assert!(client().get(url).send().is_err(), "nothing listens after shutdown");
+        assert!(
+            client().get(url).send().is_err(),
+            "nothing listens after shutdown"
+        );
     }
 
     #[test]
@@ -623,7 +803,11 @@ mod black_box {
         assert_eq!(response.status().as_u16(), 400);
         let error: Value = response.json().unwrap();
         assert_eq!(error["error"]["kind"], "bad_request");
-        let response = client().post(server.url("/execute")).json(&json!({"code": "1"})).send().unwrap();
+        let response = client()
+            .post(server.url("/execute"))
+            .json(&json!({"code": "1"}))
+            .send()
+            .unwrap();
         assert_eq!(response.status().as_u16(), 401);
         let response = client()
             .post(server.url("/execute"))
@@ -656,11 +840,26 @@ mod black_box {
             .build()
             .unwrap();
         let body = json!({"code": "while True: pass", "timeout_ms": 120_000, "run_id": "mine"});
-        assert!(impatient.post(server.url("/execute")).json(&body).send().is_err());
+        assert!(
+            impatient
+                .post(server.url("/execute"))
+                .json(&body)
+                .send()
+                .is_err()
+        );
         wait_for_running(&server, 0);
-        let (status, again) = post(&server, "/execute", json!({"code": "print(1)", "run_id": "mine"}));
+        let (status, again) = post(
+            &server,
+            "/execute",
+            json!({"code": "print(1)", "run_id": "mine"}),
+        );
         assert_eq!(status, 200, "{again}");
-        let health: Value = client().get(server.url("/health")).send().unwrap().json().unwrap();
+        let health: Value = client()
+            .get(server.url("/health"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         assert_eq!(health["queued"], 0);
     }
 
@@ -686,13 +885,37 @@ mod black_box {
         // (request, expected status, expected limit)
         let kinds: Vec<(Value, &str, Option<&str>)> = vec![
             (json!({"code": "print(sum(range(1000)))"}), "ok", None),
-            (json!({"runtime": "javascript", "code": "console.log([1,2,3].map(x => x * 2).join(','))"}), "ok", None),
-            (json!({"runtime": "python-lite", "code": "print('lite')"}), "ok", None),
+            (
+                json!({"runtime": "javascript", "code": "console.log([1,2,3].map(x => x * 2).join(','))"}),
+                "ok",
+                None,
+            ),
+            (
+                json!({"runtime": "python-lite", "code": "print('lite')"}),
+                "ok",
+                None,
+            ),
             (json!({"code": "raise ValueError('boom')"}), "error", None),
-            (json!({"code": "while True: pass", "timeout_ms": 100}), "limit", Some("deadline")),
-            (json!({"runtime": "javascript", "code": "for (;;) {}", "timeout_ms": 100}), "limit", Some("deadline")),
-            (json!({"code": "x = bytearray(1 << 30)", "limits": {"memory_bytes": 128 << 20}}), "limit", Some("memory")),
-            (json!({"runtime": "javascript", "code": "const a = []; for (;;) a.push(new Array(1e6).fill(1));", "limits": {"memory_bytes": 64 << 20}}), "limit", Some("memory")),
+            (
+                json!({"code": "while True: pass", "timeout_ms": 100}),
+                "limit",
+                Some("deadline"),
+            ),
+            (
+                json!({"runtime": "javascript", "code": "for (;;) {}", "timeout_ms": 100}),
+                "limit",
+                Some("deadline"),
+            ),
+            (
+                json!({"code": "x = bytearray(1 << 30)", "limits": {"memory_bytes": 128 << 20}}),
+                "limit",
+                Some("memory"),
+            ),
+            (
+                json!({"runtime": "javascript", "code": "const a = []; for (;;) a.push(new Array(1e6).fill(1));", "limits": {"memory_bytes": 64 << 20}}),
+                "limit",
+                Some("memory"),
+            ),
         ];
         // Warm every runtime once; then the baseline memory.
         for (body, _, _) in &kinds[..3] {
@@ -721,8 +944,10 @@ mod black_box {
                                 }
                                 let kind = i % kinds.len();
                                 let sent = Instant::now();
-                                let response =
-                                    http.post(server.url("/execute")).json(&kinds[kind].0).send();
+                                let response = http
+                                    .post(server.url("/execute"))
+                                    .json(&kinds[kind].0)
+                                    .send();
                                 let (status, body) = match response {
                                     Ok(r) => (r.status().as_u16(), r.json().unwrap_or(Value::Null)),
                                     Err(e) => (0, Value::String(e.to_string())),
@@ -733,7 +958,10 @@ mod black_box {
                         })
                     })
                     .collect();
-                workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+                workers
+                    .into_iter()
+                    .flat_map(|w| w.join().unwrap())
+                    .collect()
             });
             results.extend(answered);
             rss_after_round.push(rss_bytes(server.pid()));
@@ -750,7 +978,8 @@ mod black_box {
         }
         let mut latencies: Vec<Duration> = results.iter().map(|r| r.3).collect();
         latencies.sort_unstable();
-        let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+        let percentile =
+            |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
         let mut in_sandbox = vec![(0.0, 0usize); kinds.len()];
         for (kind, _, body, _) in &results {
             in_sandbox[*kind].0 += body["duration_ms"].as_f64().unwrap_or(0.0);
@@ -772,7 +1001,12 @@ mod black_box {
                 .map(|(total, n)| (total / *n as f64).round())
                 .collect::<Vec<_>>(),
         );
-        let metrics = client().get(server.url("/metrics")).send().unwrap().text().unwrap();
+        let metrics = client()
+            .get(server.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
         assert!(metrics.contains("dvm_runs_in_flight 0"), "{metrics}");
         // What stays resident is bounded by the runs that can be live at once (the workers,
         // each within its memory cap: 128 MiB here) plus the server itself; the number of
@@ -780,7 +1014,12 @@ mod black_box {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get() * 4) as u64;
         let bound = rss_before + workers * (128 << 20) + (512 << 20);
         for rss in &rss_after_round {
-            assert!(rss < &bound, "the server holds {} MiB, over {} MiB", rss >> 20, bound >> 20);
+            assert!(
+                rss < &bound,
+                "the server holds {} MiB, over {} MiB",
+                rss >> 20,
+                bound >> 20
+            );
         }
     }
 }

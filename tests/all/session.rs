@@ -12,7 +12,9 @@ fn call(session: &dvm::Session, code: &str) -> dvm::Outcome {
 
 #[test]
 fn state_carries_over_and_final_expressions_are_echoed() {
-    let session = runtime("python").session(SessionOptions::default()).unwrap();
+    let session = runtime("python")
+        .session(SessionOptions::default())
+        .unwrap();
     let first = call(&session, "import math\nx = 20");
     assert_eq!(first.status, Status::Ok, "{}", describe(&first));
     assert_eq!(stdout(&first), "");
@@ -25,7 +27,11 @@ fn state_carries_over_and_final_expressions_are_echoed() {
     // An exception is reported and the session goes on.
     let failed = call(&session, "1 / 0");
     assert_eq!(failed.status, Status::Error);
-    assert!(stderr(&failed).contains("ZeroDivisionError"), "{}", describe(&failed));
+    assert!(
+        stderr(&failed).contains("ZeroDivisionError"),
+        "{}",
+        describe(&failed)
+    );
     assert!(session.is_open());
     assert_eq!(stdout(&call(&session, "x")), "20\n");
 
@@ -44,7 +50,9 @@ fn state_carries_over_and_final_expressions_are_echoed() {
 
 #[test]
 fn each_call_has_its_own_limits_and_a_stopped_call_ends_the_session() {
-    let session = runtime("python").session(SessionOptions::default()).unwrap();
+    let session = runtime("python")
+        .session(SessionOptions::default())
+        .unwrap();
     call(&session, "n = 0");
     // A short deadline on one call; the next call has the default again.
     let slow = session
@@ -79,16 +87,17 @@ fn each_call_has_its_own_limits_and_a_stopped_call_ends_the_session() {
         Err(dvm::Error::SessionClosed(_))
     ));
 
-    let session = runtime("python").session(SessionOptions::default()).unwrap();
+    let session = runtime("python")
+        .session(SessionOptions::default())
+        .unwrap();
     let fuel = session
-        .run(
-            "sum(range(10**9))",
-            &limits(|l| l.fuel = Some(50_000_000)),
-        )
+        .run("sum(range(10**9))", &limits(|l| l.fuel = Some(50_000_000)))
         .unwrap();
     expect_limit(&fuel, dvm::LimitKind::Fuel, "fuel");
 
-    let session = runtime("python").session(SessionOptions::default()).unwrap();
+    let session = runtime("python")
+        .session(SessionOptions::default())
+        .unwrap();
     let exited = call(&session, "exit(3)");
     assert_eq!(exited.exit_code, Some(3), "{}", describe(&exited));
     assert!(!session.is_open(), "exit() ends the session");
@@ -116,7 +125,12 @@ fn files_and_packages_live_in_the_session() {
         &session,
         "import humanize, os\nv = int(open('in.txt').read()) + 1\nopen('out.txt', 'w').write(str(v))\nhumanize.intcomma(v * 1000), os.environ['GREETING']",
     );
-    assert_eq!(stdout(&wrote), "('42,000', 'hej')\n", "{}", describe(&wrote));
+    assert_eq!(
+        stdout(&wrote),
+        "('42,000', 'hej')\n",
+        "{}",
+        describe(&wrote)
+    );
     assert_eq!(wrote.files.len(), 1);
     assert_eq!(wrote.files[0].path, "out.txt");
     assert_eq!(session.workspace().read("out.txt", 100).unwrap(), b"42");
@@ -133,7 +147,9 @@ fn files_and_packages_live_in_the_session() {
 
 #[test]
 fn a_session_survives_a_thousand_calls_without_growing() {
-    let session = runtime("python").session(SessionOptions::default()).unwrap();
+    let session = runtime("python")
+        .session(SessionOptions::default())
+        .unwrap();
     call(&session, "total = 0");
     let mut peak_at_100 = 0;
     for i in 0..1000 {
@@ -149,7 +165,12 @@ fn a_session_survives_a_thousand_calls_without_growing() {
                 },
             )
             .unwrap();
-        assert_eq!(outcome.status, Status::Ok, "call {i}: {}", describe(&outcome));
+        assert_eq!(
+            outcome.status,
+            Status::Ok,
+            "call {i}: {}",
+            describe(&outcome)
+        );
         if i == 99 {
             peak_at_100 = outcome.memory_peak_bytes;
         }
