@@ -582,12 +582,7 @@ fn run_attempt(
             ..crate::PackageRequest::default()
         })?;
         attempt.packages_from_store = packages.installed.iter().all(|p| p.from_store);
-        attempt.packages = packages
-            .installed
-            .iter()
-            .map(|p| format!("{} {}", p.name, p.version))
-            .chain(packages.built_in.iter().map(|b| format!("{b} (built in)")))
-            .collect();
+        attempt.packages = packages.summary();
         input.packages = Some(packages);
     }
     attempt.timings.install_ms = installing.elapsed().as_secs_f64() * 1000.0;

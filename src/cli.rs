@@ -274,37 +274,21 @@ impl LimitArgs {
 
     /// `base`, then the profile's limits, then the flags given.
     fn limits_over(&self, base: Limits, profile: Option<&crate::Profile>) -> Result<Limits, Error> {
-        let mut limits = match profile {
+        let base = match profile {
             Some(profile) => profile.limits(base)?,
             None => base,
         };
-        if let Some(timeout) = self.timeout {
-            limits.deadline = timeout;
+        crate::limits::LimitOverrides {
+            deadline: self.timeout,
+            fuel: self.fuel,
+            memory_bytes: self.memory,
+            output_bytes: self.max_output,
+            disk_bytes: self.disk,
+            files: self.files,
+            open_files: self.open_files,
+            output_overflow: self.output_overflow,
         }
-        if let Some(fuel) = self.fuel {
-            limits.fuel = Some(fuel);
-        }
-        if let Some(memory) = self.memory {
-            limits.memory_bytes = memory;
-        }
-        if let Some(output) = self.max_output {
-            limits.stdout_bytes = output;
-            limits.stderr_bytes = output;
-        }
-        if let Some(disk) = self.disk {
-            limits.disk_bytes = disk;
-        }
-        if let Some(files) = self.files {
-            limits.files = files;
-        }
-        if let Some(open_files) = self.open_files {
-            limits.open_files = open_files;
-        }
-        if let Some(overflow) = self.output_overflow {
-            limits.output_overflow = overflow;
-        }
-        limits.validate()?;
-        Ok(limits)
+        .apply(base)
     }
 }
 

@@ -134,6 +134,55 @@ impl Limits {
     }
 }
 
+/// Limits to change over a base, each one left out keeping the base's: how command-line
+/// flags, profiles and API requests state limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitOverrides {
+    pub deadline: Option<Duration>,
+    pub fuel: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    /// The cap on each of stdout and stderr.
+    pub output_bytes: Option<u64>,
+    pub disk_bytes: Option<u64>,
+    pub files: Option<u64>,
+    pub open_files: Option<u64>,
+    pub output_overflow: Option<OutputOverflow>,
+}
+
+impl LimitOverrides {
+    /// `base` with these applied, validated.
+    pub fn apply(&self, base: Limits) -> Result<Limits, Error> {
+        let mut limits = base;
+        if let Some(deadline) = self.deadline {
+            limits.deadline = deadline;
+        }
+        if let Some(fuel) = self.fuel {
+            limits.fuel = Some(fuel);
+        }
+        if let Some(memory) = self.memory_bytes {
+            limits.memory_bytes = memory;
+        }
+        if let Some(output) = self.output_bytes {
+            limits.stdout_bytes = output;
+            limits.stderr_bytes = output;
+        }
+        if let Some(disk) = self.disk_bytes {
+            limits.disk_bytes = disk;
+        }
+        if let Some(files) = self.files {
+            limits.files = files;
+        }
+        if let Some(open_files) = self.open_files {
+            limits.open_files = open_files;
+        }
+        if let Some(overflow) = self.output_overflow {
+            limits.output_overflow = overflow;
+        }
+        limits.validate()?;
+        Ok(limits)
+    }
+}
+
 /// Which limit stopped a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -36,7 +36,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::limits::{Limits, OutputOverflow};
+use crate::limits::{LimitOverrides, Limits, OutputOverflow};
 
 /// Profiles shipped with dvm: (name, TOML text).
 const BUILT_IN: &[(&str, &str)] = &[
@@ -194,36 +194,41 @@ impl Profile {
     /// `base` with the profile's limits applied.
     pub fn limits(&self, base: Limits) -> Result<Limits, Error> {
         let settings = &self.limits;
-        let mut limits = base;
-        if let Some(timeout) = &settings.timeout {
-            limits.deadline = parse_duration(timeout)
-                .map_err(|e| Error::InvalidInput(format!("the profile's timeout: {e}")))?;
+        let within =
+            |what: &str, e: String| Error::InvalidInput(format!("the profile's {what}: {e}"));
+        LimitOverrides {
+            deadline: settings
+                .timeout
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|e| within("timeout", e))?,
+            fuel: settings.fuel,
+            memory_bytes: settings
+                .memory
+                .as_ref()
+                .map(|m| m.bytes("memory"))
+                .transpose()?,
+            output_bytes: settings
+                .max_output
+                .as_ref()
+                .map(|m| m.bytes("max_output"))
+                .transpose()?,
+            disk_bytes: settings
+                .disk
+                .as_ref()
+                .map(|d| d.bytes("disk"))
+                .transpose()?,
+            files: settings.files,
+            open_files: settings.open_files,
+            output_overflow: settings
+                .output_overflow
+                .as_deref()
+                .map(parse_overflow)
+                .transpose()
+                .map_err(|e| within("output_overflow", e))?,
         }
-        if let Some(fuel) = settings.fuel {
-            limits.fuel = Some(fuel);
-        }
-        if let Some(memory) = &settings.memory {
-            limits.memory_bytes = memory.bytes("memory")?;
-        }
-        if let Some(output) = &settings.max_output {
-            limits.stdout_bytes = output.bytes("max_output")?;
-            limits.stderr_bytes = limits.stdout_bytes;
-        }
-        if let Some(disk) = &settings.disk {
-            limits.disk_bytes = disk.bytes("disk")?;
-        }
-        if let Some(files) = settings.files {
-            limits.files = files;
-        }
-        if let Some(open_files) = settings.open_files {
-            limits.open_files = open_files;
-        }
-        if let Some(overflow) = &settings.output_overflow {
-            limits.output_overflow = parse_overflow(overflow)
-                .map_err(|e| Error::InvalidInput(format!("the profile's output_overflow: {e}")))?;
-        }
-        limits.validate()?;
-        Ok(limits)
+        .apply(base)
     }
 }
 

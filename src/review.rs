@@ -402,12 +402,7 @@ pub fn review(dvm: &Dvm, request: &ReviewRequest) -> Result<ReviewReport, Error>
         locked: None,
     })?;
     let install_ms = installing.elapsed().as_secs_f64() * 1000.0;
-    let installed = packages
-        .installed
-        .iter()
-        .map(|p| format!("{} {}", p.name, p.version))
-        .chain(packages.built_in.iter().map(|b| format!("{b} (built in)")))
-        .collect();
+    let installed = packages.summary();
     let mut input = request.input.clone();
     input.packages = Some(packages);
     let suite = run_pytest(&runtime, workspace, &input, &request.pytest_args)?;

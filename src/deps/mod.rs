@@ -138,6 +138,22 @@ impl PackageSet {
             .collect()
     }
 
+    /// The installed packages as `name version`.
+    pub fn installed_names(&self) -> Vec<String> {
+        self.installed
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect()
+    }
+
+    /// The installed packages as `name version`, then the built-in ones as
+    /// `name (built in)`.
+    pub fn summary(&self) -> Vec<String> {
+        let mut all = self.installed_names();
+        all.extend(self.built_in.iter().map(|b| format!("{b} (built in)")));
+        all
+    }
+
     /// The mount of this set, if it has packages.
     pub(crate) fn site(&self) -> Option<&Path> {
         self.site.as_deref()

@@ -254,8 +254,7 @@ impl DvmTools {
         match installed {
             Ok(set) => {
                 let body = serde_json::json!({
-                    "installed": set.installed.iter()
-                        .map(|p| format!("{} {}", p.name, p.version)).collect::<Vec<_>>(),
+                    "installed": set.installed_names(),
                     "built_in": set.built_in,
                 });
                 self.packages

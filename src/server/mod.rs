@@ -216,10 +216,17 @@ pub struct LimitsRequest {
 impl LimitsRequest {
     /// The limits of a run: `base` with these applied, the deadline within the server's.
     pub fn apply(&self, base: &Limits, max_timeout: Duration) -> Result<Limits, ApiError> {
-        let mut limits = base.clone();
-        if let Some(ms) = self.timeout_ms {
-            limits.deadline = Duration::from_millis(ms);
+        let limits = crate::limits::LimitOverrides {
+            deadline: self.timeout_ms.map(Duration::from_millis),
+            fuel: self.fuel,
+            memory_bytes: self.memory_bytes,
+            output_bytes: self.max_output_bytes,
+            disk_bytes: self.disk_bytes,
+            files: self.files,
+            ..Default::default()
         }
+        .apply(base.clone())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
         if limits.deadline > max_timeout {
             return Err(ApiError::bad_request(format!(
                 "a timeout of {} ms is over this server's maximum of {} ms",
@@ -227,25 +234,6 @@ impl LimitsRequest {
                 max_timeout.as_millis()
             )));
         }
-        if let Some(memory) = self.memory_bytes {
-            limits.memory_bytes = memory;
-        }
-        if let Some(fuel) = self.fuel {
-            limits.fuel = Some(fuel);
-        }
-        if let Some(output) = self.max_output_bytes {
-            limits.stdout_bytes = output;
-            limits.stderr_bytes = output;
-        }
-        if let Some(disk) = self.disk_bytes {
-            limits.disk_bytes = disk;
-        }
-        if let Some(files) = self.files {
-            limits.files = files;
-        }
-        limits
-            .validate()
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         Ok(limits)
     }
 }
@@ -354,12 +342,7 @@ impl Sandbox {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .map(|set| {
-                set.installed
-                    .iter()
-                    .map(|p| format!("{} {}", p.name, p.version))
-                    .collect::<Vec<_>>()
-            })
+            .map(crate::deps::PackageSet::installed_names)
             .unwrap_or_default();
         serde_json::json!({
             "id": self.id,
