@@ -109,7 +109,9 @@ fn no_progress() -> Progress {
 }
 
 impl Dvm {
-    /// Sets up the engine. Creates nothing on disk until a module is compiled.
+    /// Sets up the engine. Makes the home directory (owner-only) if it is missing and refuses
+    /// one that another user, or anyone but its owner, can write
+    /// ([`Error::HomeNotPrivate`]); nothing else is written until a module is compiled.
     pub fn new(config: Config) -> Result<Dvm, Error> {
         let results = crate::results::ResultCache::local(&config.home, config.result_cache_bytes);
         Dvm::with_results(config, results)
@@ -121,6 +123,7 @@ impl Dvm {
         config: Config,
         results: crate::results::ResultCache,
     ) -> Result<Dvm, Error> {
+        crate::home::ensure_private(&config.home)?;
         let engine = engine::engine(&config)?;
         let mut linkers = HashMap::new();
         for abi in [Abi::Command, Abi::PythonReactor] {

@@ -113,6 +113,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// `$DVM_HOME` could be changed by someone else: dvm would load native code from it.
+    #[error(
+        "dvm home {path} {problem}; dvm loads compiled native code from it, so it must be owned \
+         by you and writable by no one else: run `chmod go-w {path}` (and `chown` it to \
+         yourself), or set DVM_HOME to a private directory"
+    )]
+    HomeNotPrivate { path: PathBuf, problem: String },
+
     #[error(
         "`{name}` is not a valid artifact name; use 1 to 128 ASCII letters, digits, `.`, `_` \
          or `-`, starting with a letter or digit"
@@ -207,6 +215,7 @@ impl Error {
             Error::Packages(_) => "packages",
             Error::Llm(_) => "llm",
             Error::Home { .. } => "home",
+            Error::HomeNotPrivate { .. } => "home_not_private",
             Error::InvalidArtifactName { .. } => "invalid_artifact_name",
             Error::InvalidArtifactSpec { .. } => "invalid_artifact_spec",
             Error::UnknownArtifact { .. } => "unknown_artifact",
@@ -235,6 +244,7 @@ impl Error {
                 | Error::QueueFull(_)
                 | Error::Remote(_)
                 | Error::Home { .. }
+                | Error::HomeNotPrivate { .. }
                 | Error::Internal(_)
                 | Error::Install { .. }
                 | Error::Damaged { .. }

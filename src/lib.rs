@@ -19,6 +19,7 @@ pub mod engine;
 mod error;
 pub(crate) mod fs;
 mod guest;
+pub mod home;
 pub mod limits;
 pub mod llm;
 pub mod nats;

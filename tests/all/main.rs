@@ -22,6 +22,7 @@ mod results;
 mod review;
 mod sdk;
 mod server;
+mod sec_home;
 mod session;
 mod support;
 mod validate;
