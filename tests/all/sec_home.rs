@@ -42,21 +42,6 @@ fn home_writable_by_others_is_refused_and_left_alone() {
 }
 
 #[test]
-fn home_that_is_a_file_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("file");
-    std::fs::write(&home, b"not a directory").unwrap();
-    let error = dvm::Dvm::new(dvm::Config {
-        home,
-        pool: None,
-        ..dvm::Config::default()
-    })
-    .err()
-    .expect("a file is not a home");
-    assert_eq!(error.kind(), "home_not_private");
-}
-
-#[test]
 fn missing_home_is_made_owner_only() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("a").join("home");
