@@ -263,7 +263,24 @@ impl PythonRequirement {
                 "it is a pip option; dvm passes pip no options from requirements".into(),
             ));
         }
-        let requirement = Requirement::<NoUrl>::from_str(trimmed).map_err(|e| match e.message {
+        // The leading name is checked before the PEP 508 parser sees it: pep508_rs panics on
+        // some invalid names (`A../`) instead of returning an error.
+        let name_end = trimmed
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            .unwrap_or(trimmed.len());
+        if let Err(why) = PyName::parse(&trimmed[..name_end]) {
+            let location = trimmed.contains("://")
+                || trimmed.starts_with(['.', '/', '~'])
+                || trimmed.contains(['/', '\\']);
+            return Err(refuse(if location {
+                "it is a URL, a path or a file, not a registry requirement".into()
+            } else {
+                format!("it is not a PEP 508 requirement ({why})")
+            }));
+        }
+        let parsed = std::panic::catch_unwind(|| Requirement::<NoUrl>::from_str(trimmed))
+            .map_err(|_| refuse("it is not a PEP 508 requirement".into()))?;
+        let requirement = parsed.map_err(|e| match e.message {
             Pep508ErrorSource::UrlError(_) => refuse(
                 "it names a direct URL or path (`name @ …`), which could run a build on the \
                  host"
@@ -328,7 +345,13 @@ impl NpmName {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._~".contains(&b))
         };
+        // npm reads `x.tgz@1` as a tarball path, whatever follows.
+        let lower = text.to_ascii_lowercase();
+        let tarball = [".tgz", ".tar", ".tar.gz"]
+            .iter()
+            .any(|ext| lower.ends_with(ext));
         let valid = text.len() <= 214
+            && !tarball
             && match text.strip_prefix('@') {
                 Some(scoped) => scoped
                     .split_once('/')
@@ -443,7 +466,11 @@ impl NpmSpec {
         };
         // A name that is itself a location: a path, a tarball, a URL, `user/repo`.
         let location = |s: &str| {
-            s.contains(':')
+            let lower = s.to_ascii_lowercase();
+            [".tgz", ".tar", ".tar.gz"]
+                .iter()
+                .any(|ext| lower.ends_with(ext))
+                || s.contains(':')
                 || s.starts_with(['.', '/', '~'])
                 || (s.contains('/') && !s.starts_with('@'))
                 || s.contains('\\')
@@ -456,6 +483,9 @@ impl NpmSpec {
             ));
         }
         let name = NpmName::parse(name).map_err(|why| refused(text, why, NPM_INSTEAD))?;
+        if range.is_some_and(|range| range.trim().is_empty()) {
+            return Err(refused(text, "nothing follows its `@`", NPM_INSTEAD));
+        }
         NpmSpec::from_parts(name, range.unwrap_or("latest")).map_err(|e| match e {
             Error::UnsupportedRequirement {
                 reason, instead, ..

@@ -125,7 +125,7 @@ fn every_python_surface_refuses_urls_and_paths_before_pip() {
     let store = PackageStore::new(&home);
     for requirement in [
         format!("evil @ file://{}", project.display()),
-        format!("x @ file:///etc/shadow"),
+        "x @ file:///etc/shadow".to_string(),
         format!("evil @ {}", listener.url("x.whl")),
         format!("-e {}", project.display()),
         format!("--index-url={}", listener.url("simple")),
