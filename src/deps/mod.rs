@@ -111,10 +111,9 @@ impl Lock {
     /// versions and tarball names; every sha256 is 64 lowercase hex digits (by its type).
     pub fn validate(&self) -> Result<(), String> {
         let javascript = self.python.is_empty();
-        if !javascript
-            && !(self.python.len() <= 16
-                && self.python.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
-        {
+        let python_version =
+            self.python.len() <= 16 && self.python.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        if !javascript && !python_version {
             return Err(format!("`{}` is not a Python version", self.python));
         }
         if self.packages.len() > MAX_LOCKED_PACKAGES {

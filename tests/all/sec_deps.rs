@@ -288,7 +288,10 @@ fn npm_specs_that_reach_host_paths_or_urls_are_refused() {
         let error = store.install("javascript", &request).expect_err(&spec);
         assert_eq!(error.kind(), "unsupported_requirement", "{spec}: {error}");
         let message = error.to_string();
-        assert!(message.contains(&format!("`{spec}` is refused")), "{message}");
+        assert!(
+            message.contains(&format!("`{spec}` is refused")),
+            "{message}"
+        );
     }
     assert!(!listener.contacted(), "an npm URL spec was fetched");
     assert!(!honeypot.join("MARKER").exists());
