@@ -496,3 +496,58 @@ fn gc_never_changes_the_mode_of_a_file_it_did_not_create() {
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert_eq!(mode(&secret), 0o444);
 }
+
+#[test]
+fn api_requirements_are_refused_before_pip() {
+    use tower::ServiceExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("MARKER");
+    let project = honeypot_project(dir.path(), &marker);
+    let listener = Listener::new();
+    let state = dvm::server::AppState::new(dvm::server::ServerConfig::default(), shared().clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (path, body) in [
+        (
+            "/execute",
+            serde_json::json!({"code": "print(1)", "runtime": "python-lite",
+                               "requirements": [format!("evil @ file://{}", project.display())]}),
+        ),
+        (
+            "/sandboxes",
+            serde_json::json!({"runtime": "python-lite",
+                               "requirements": [format!("evil @ {}", listener.url("x.whl"))]}),
+        ),
+        (
+            "/execute",
+            serde_json::json!({"code": "1", "runtime": "javascript",
+                               "requirements": [format!("pkg@file:{}", project.display())]}),
+        ),
+    ] {
+        let request = axum::http::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        let (status, value) = runtime.block_on(async {
+            let response = dvm::server::router(state.clone())
+                .oneshot(request)
+                .await
+                .unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            (status, value)
+        });
+        assert_eq!(status.as_u16(), 422, "{path} {body}: {value}");
+        assert_eq!(value["error"]["kind"], "unsupported_requirement", "{value}");
+        assert!(!marker.exists());
+    }
+    assert!(!listener.contacted());
+}
