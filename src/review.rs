@@ -575,6 +575,11 @@ mod tests {
         std::fs::write(outside.path().join("secret.txt"), "leaked-name\n").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let project = dir.path();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(project.join("fifo"))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
         for (text, label) in [
             ("-r ../outside.txt\n", "dotdot"),
             (
@@ -585,6 +590,7 @@ mod tests {
             ("--index-url https://example.invalid/simple\nsix\n", "index"),
             ("evil @ file:///tmp/evil\n", "url"),
             ("-e ../other\n", "editable outside"),
+            ("-r fifo\n", "fifo"),
         ] {
             std::fs::write(project.join("requirements.txt"), text).unwrap();
             let _ = std::fs::remove_file(project.join("linked.txt"));

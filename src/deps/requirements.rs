@@ -100,6 +100,12 @@ pub fn read_directory_requirements(
         },
     )?;
     let mut read = |relative: &Path| -> Result<Option<String>, Error> {
+        // Only regular files are opened: opening a FIFO would block, a device could be
+        // endless. (The check follows links, within the project only.)
+        match dir.metadata(relative) {
+            Ok(meta) if !meta.is_file() => return Ok(None),
+            _ => {}
+        }
         let file = match dir.open(relative) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
