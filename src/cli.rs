@@ -1242,14 +1242,21 @@ fn install_deps(
         request
             .requirements
             .extend(crate::deps::parse_inline_metadata(&text)?);
-        if let Some(workspace) = &config.input.workspace
-            && let Ok(listed) = workspace.read("requirements.txt", 1 << 20)
-        {
-            request
-                .requirements
-                .extend(crate::deps::parse_requirements_txt(
-                    &String::from_utf8_lossy(&listed),
-                )?);
+        if let Some(workspace) = &config.input.workspace {
+            // `-r`/`-c` includes are read from the upload only (the workspace resolves no
+            // path outside it).
+            let mut read = |path: &std::path::Path| -> Result<Option<String>, Error> {
+                let guest = path.to_string_lossy().replace('\\', "/");
+                Ok(workspace
+                    .read(&guest, crate::deps::requirements::MAX_FILE_BYTES)
+                    .ok()
+                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+            };
+            request.requirements.extend(crate::deps::read_requirements(
+                "requirements.txt",
+                &mut read,
+                crate::deps::LocalPaths::Refuse,
+            )?);
         }
         if deps.auto {
             let local = local_modules(config.input.workspace.as_ref(), name)?;
@@ -2018,13 +2025,9 @@ fn deps_install(
         locked: None,
     };
     if let Some(path) = &args.requirements {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadInput {
-            path: path.clone(),
-            source,
-        })?;
         request
             .requirements
-            .extend(crate::deps::parse_requirements_txt(&text)?);
+            .extend(crate::deps::read_requirements_path(path)?);
     }
     match (lock, locked) {
         (Some(path), true) => request.locked = Some(crate::deps::Lock::read(path)?),

@@ -102,6 +102,19 @@ pub enum Error {
     #[error("packages: {0}")]
     Packages(String),
 
+    /// A requirement dvm will not hand to pip or npm: a direct URL, a path, a VCS, alias or
+    /// workspace spec, a pip option in an uploaded file, or a malformed name or version.
+    #[error("`{requirement}`{origin} is refused: {reason}; {instead}")]
+    UnsupportedRequirement {
+        /// The requirement as written (control characters escaped, cut at 200 characters).
+        requirement: String,
+        /// Where it was read, e.g. ` (requirements.txt)`; empty when given directly.
+        origin: String,
+        reason: String,
+        /// What to write instead.
+        instead: String,
+    },
+
     /// The model endpoint failed or answered something unusable.
     #[error("model: {0}")]
     Llm(String),
@@ -213,6 +226,7 @@ impl Error {
             Error::Damaged { .. } => "damaged",
             Error::Capacity(_) => "capacity",
             Error::Packages(_) => "packages",
+            Error::UnsupportedRequirement { .. } => "unsupported_requirement",
             Error::Llm(_) => "llm",
             Error::Home { .. } => "home",
             Error::HomeNotPrivate { .. } => "home_not_private",

@@ -464,7 +464,12 @@ pub fn project_requirements(project: &Path) -> Result<Vec<String>, Error> {
         "requirements_dev.txt",
         "requirements_test.txt",
     ] {
-        read_requirements_file(project, &project.join(name), &mut found, 0)?;
+        // Includes resolve inside the project only; `-e .` and paths inside it are left out.
+        found.extend(crate::deps::read_directory_requirements(
+            project,
+            name,
+            crate::deps::LocalPaths::SkipInsideRoot,
+        )?);
     }
     let pyproject = project.join("pyproject.toml");
     if pyproject.is_file() {
@@ -507,75 +512,15 @@ pub fn project_requirements(project: &Path) -> Result<Vec<String>, Error> {
         declared.retain(|r| {
             own_name.is_empty() || !requirement_name(r).eq_ignore_ascii_case(&own_name)
         });
-        found.extend(declared);
+        for requirement in declared {
+            let validated = crate::deps::PythonRequirement::parse(&requirement)
+                .map_err(|e| crate::deps::spec::from_origin(e, "pyproject.toml"))?;
+            found.push(validated.to_string());
+        }
     }
     let mut seen = std::collections::BTreeSet::new();
     found.retain(|r| seen.insert(r.clone()));
     Ok(found)
-}
-
-fn read_requirements_file(
-    project: &Path,
-    path: &Path,
-    found: &mut Vec<String>,
-    depth: usize,
-) -> Result<(), Error> {
-    if depth > 4 || !path.is_file() {
-        return Ok(());
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadInput {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut plain = String::new();
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if let Some(included) = trimmed
-            .strip_prefix("-r")
-            .or_else(|| trimmed.strip_prefix("--requirement"))
-            .map(|rest| rest.trim_start_matches('=').trim())
-            .filter(|rest| !rest.is_empty())
-        {
-            // Relative to the file that includes it, as pip reads it.
-            let base = path.parent().unwrap_or(project);
-            read_requirements_file(project, &base.join(included), found, depth + 1)?;
-        } else if [
-            "-e",
-            "--editable",
-            "-c",
-            "--constraint",
-            "-i",
-            "--index-url",
-            "--extra-index-url",
-            "-f",
-            "--find-links",
-            "--pre",
-            "--no-binary",
-            "--only-binary",
-            "--prefer-binary",
-            "--trusted-host",
-        ]
-        .iter()
-        .any(|option| {
-            trimmed == *option
-                || trimmed.starts_with(&format!("{option} "))
-                || trimmed.starts_with(&format!("{option}="))
-        }) || trimmed.starts_with('.')
-            || trimmed.starts_with('/')
-        {
-            // The project itself, local paths and pip's own options: the project is uploaded
-            // as it is, and dvm resolves from its package index (or --find-links).
-            continue;
-        } else {
-            plain.push_str(line);
-            plain.push('\n');
-        }
-    }
-    found.extend(
-        crate::deps::parse_requirements_txt(&plain)
-            .map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?,
-    );
-    Ok(())
 }
 
 #[cfg(test)]
@@ -611,6 +556,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("requirements/base.txt"), "six\n").unwrap();
+        std::fs::write(dir.path().join("constraints.txt"), "six<2\n").unwrap();
         std::fs::write(
             dir.path().join("pyproject.toml"),
             "[project]\nname = \"calc\"\ndependencies = [\"humanize\"]\n\
@@ -619,7 +565,51 @@ mod tests {
         .unwrap();
         assert_eq!(
             project_requirements(dir.path()).unwrap(),
-            ["six", "tabulate", "attrs>=22", "humanize", "pytest>=8"]
+            ["attrs>=22", "six", "tabulate", "humanize", "pytest>=8"]
         );
+    }
+
+    #[test]
+    fn project_requirements_stay_inside_the_project() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.txt"), "leaked-name\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(project.join("fifo"))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
+        for (text, label) in [
+            ("-r ../outside.txt\n", "dotdot"),
+            (
+                &format!("-r {}\n", outside.path().join("secret.txt").display()) as &str,
+                "absolute",
+            ),
+            ("-r linked.txt\n", "symlink"),
+            ("--index-url https://example.invalid/simple\nsix\n", "index"),
+            ("evil @ file:///tmp/evil\n", "url"),
+            ("-e ../other\n", "editable outside"),
+            ("-r fifo\n", "fifo"),
+        ] {
+            std::fs::write(project.join("requirements.txt"), text).unwrap();
+            let _ = std::fs::remove_file(project.join("linked.txt"));
+            std::os::unix::fs::symlink(
+                outside.path().join("secret.txt"),
+                project.join("linked.txt"),
+            )
+            .unwrap();
+            let error = project_requirements(project).expect_err(label);
+            assert_eq!(error.kind(), "unsupported_requirement", "{label}: {error}");
+        }
+        std::fs::write(project.join("requirements.txt"), "six\n").unwrap();
+        std::fs::write(
+            project.join("pyproject.toml"),
+            "[project]\nname = \"p\"\ndependencies = [\"evil @ file:///tmp/evil\"]\n",
+        )
+        .unwrap();
+        let error = project_requirements(project).unwrap_err();
+        assert_eq!(error.kind(), "unsupported_requirement", "{error}");
+        assert!(error.to_string().contains("pyproject.toml"), "{error}");
     }
 }

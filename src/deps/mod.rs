@@ -19,13 +19,20 @@ use std::process::{Command, Stdio};
 use std::str::FromStr;
 
 use pep508_rs::pep440_rs::Version;
-use pep508_rs::{MarkerEnvironment, MarkerEnvironmentBuilder, Requirement, VersionOrUrl};
+use pep508_rs::{MarkerEnvironment, MarkerEnvironmentBuilder, VersionOrUrl};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::guest::install::{extract_zip, python, tail};
 
 pub mod npm;
+pub mod requirements;
+pub mod spec;
+
+pub use requirements::{
+    LocalPaths, read_directory_requirements, read_requirements, read_requirements_path,
+};
+pub use spec::{NpmName, NpmSpec, PyName, PythonRequirement, Sha256, WheelFilename};
 
 /// Where a package set is mounted in the guest.
 pub const GUEST_SITE: &str = "/packages/python";
@@ -47,8 +54,10 @@ pub struct PackageRequest {
     pub locked: Option<Lock>,
 }
 
-/// Exactly which wheels a set is made of.
+/// Exactly which wheels a set is made of. Every lock read is validated field by field
+/// ([`Lock::validate`]) before any of it is used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "LockFile")]
 pub struct Lock {
     pub schema: u32,
     pub runtime: String,
@@ -60,14 +69,85 @@ pub struct Lock {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct LockedPackage {
+    /// The PEP 503-normalised name (Python) or the npm name.
     pub name: String,
     pub version: String,
-    /// The wheel's file name.
+    /// The wheel's file name, or the `npm pack` tarball's.
     pub file: String,
-    pub sha256: String,
+    pub sha256: Sha256,
+}
+
+/// A lock as stored, before its fields are checked.
+#[derive(Deserialize)]
+struct LockFile {
+    schema: u32,
+    runtime: String,
+    #[serde(default)]
+    python: String,
+    packages: Vec<LockedPackage>,
+}
+
+/// Most packages one lock may hold.
+const MAX_LOCKED_PACKAGES: usize = 10_000;
+
+impl TryFrom<LockFile> for Lock {
+    type Error = String;
+
+    fn try_from(file: LockFile) -> Result<Lock, String> {
+        let lock = Lock {
+            schema: file.schema,
+            runtime: file.runtime,
+            python: file.python,
+            packages: file.packages,
+        };
+        lock.validate()?;
+        Ok(lock)
+    }
 }
 
 impl Lock {
+    /// Checks every field: Python locks hold PEP 503 names, PEP 440 versions and wheel file
+    /// names that agree with them; JavaScript locks (empty `python`) npm names, semver
+    /// versions and tarball names; every sha256 is 64 lowercase hex digits (by its type).
+    pub fn validate(&self) -> Result<(), String> {
+        let javascript = self.python.is_empty();
+        let python_version =
+            self.python.len() <= 16 && self.python.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        if !javascript && !python_version {
+            return Err(format!("`{}` is not a Python version", self.python));
+        }
+        if self.packages.len() > MAX_LOCKED_PACKAGES {
+            return Err(format!("it holds more than {MAX_LOCKED_PACKAGES} packages"));
+        }
+        for (index, package) in self.packages.iter().enumerate() {
+            let checked = if javascript {
+                spec::NpmName::parse(&package.name)
+                    .and_then(|_| spec::check_npm_version(&package.version))
+                    .and_then(|()| spec::check_tarball_name(&package.file))
+            } else {
+                spec::PyName::parse(&package.name).and_then(|name| {
+                    if name.as_str() != package.name {
+                        return Err(format!(
+                            "`{}` is not PEP 503-normalised (`{name}`)",
+                            package.name
+                        ));
+                    }
+                    spec::check_py_version(&package.version)?;
+                    let wheel = WheelFilename::parse(&package.file)?;
+                    if wheel.name() != &name || wheel.version() != package.version {
+                        return Err(format!(
+                            "the wheel {} is not {} {}",
+                            package.file, package.name, package.version
+                        ));
+                    }
+                    Ok(())
+                })
+            };
+            checked.map_err(|why| format!("package {}: {why}", index + 1))?;
+        }
+        Ok(())
+    }
+
     /// Reads a lock file written by `--lock`.
     pub fn read(path: &Path) -> Result<Lock, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::ReadInput {
@@ -76,7 +156,8 @@ impl Lock {
         })?;
         let lock: Lock = serde_json::from_str(&text).map_err(|e| {
             Error::InvalidInput(format!(
-                "{} is not a dvm lock file ({e}); write one with --lock",
+                "{} is not a valid dvm lock file ({e}); nothing was installed. Write the lock \
+                 again with --lock",
                 path.display()
             ))
         })?;
@@ -104,7 +185,7 @@ impl Lock {
 pub struct InstalledPackage {
     pub name: String,
     pub version: String,
-    pub sha256: String,
+    pub sha256: Sha256,
     /// Already unpacked in the store before this install.
     pub from_store: bool,
 }
@@ -202,44 +283,11 @@ pub(crate) fn normalize(name: &str) -> String {
     out
 }
 
-fn parse_requirement(text: &str) -> Result<Requirement, Error> {
-    Requirement::from_str(text.trim()).map_err(|e| {
-        Error::InvalidInput(format!(
-            "`{}` is not a PEP 508 requirement ({e}); write e.g. `tabulate>=0.9`",
-            text.trim()
-        ))
-    })
-}
-
-/// Requirements of a `requirements.txt`: one per line, `#` comments and `--hash` options
-/// dropped. Other pip options (`-r`, `-e`, `--index-url`…) are refused by name.
+/// Requirements of one `requirements.txt` read on its own: one per line, each validated as a
+/// [`PythonRequirement`], `#` comments and `--hash` options dropped; includes and pip options
+/// are refused. [`read_requirements`] also follows `-r`/`-c` inside an upload.
 pub fn parse_requirements_txt(text: &str) -> Result<Vec<String>, Error> {
-    let mut requirements = Vec::new();
-    for line in text.lines() {
-        let line = match line
-            .find(" #")
-            .or_else(|| line.starts_with('#').then_some(0))
-        {
-            Some(at) => &line[..at],
-            None => line,
-        };
-        let kept: Vec<&str> = line
-            .split_whitespace()
-            .filter(|part| !part.starts_with("--hash"))
-            .collect();
-        let line = kept.join(" ");
-        if line.is_empty() {
-            continue;
-        }
-        if line.starts_with('-') {
-            return Err(Error::InvalidInput(format!(
-                "requirements.txt: `{line}` is a pip option dvm does not take; list plain \
-                 requirements (use --find-links for a local wheel directory)"
-            )));
-        }
-        requirements.push(line);
-    }
-    Ok(requirements)
+    requirements::parse_requirements_text(text, LocalPaths::Refuse)
 }
 
 /// The `dependencies` of a PEP 723 `# /// script` block, if the source has one.
@@ -284,7 +332,15 @@ pub fn parse_inline_metadata(source: &str) -> Result<Vec<String>, Error> {
             "the script's `# /// script` block is not valid TOML: {e}"
         ))
     })?;
-    Ok(metadata.dependencies)
+    metadata
+        .dependencies
+        .iter()
+        .map(|text| {
+            PythonRequirement::parse(text)
+                .map(|requirement| requirement.to_string())
+                .map_err(|e| spec::from_origin(e, "the script's `# /// script` block"))
+        })
+        .collect()
 }
 
 /// Distributions whose import name differs from their name.
@@ -393,21 +449,25 @@ pub struct DetectedImport {
     pub optional: bool,
 }
 
-/// Parses the output of [`DETECT_IMPORTS`].
+/// Parses the output of [`DETECT_IMPORTS`]. A module whose distribution cannot be a
+/// registry name (the guest reads untrusted source; `import 模块` is valid Python) is left
+/// out: no package can provide it, and the run reports the failed import itself.
 pub(crate) fn parse_detected(stdout: &str) -> Vec<DetectedImport> {
     stdout
         .lines()
         .filter(|line| !line.is_empty())
-        .map(|line| {
+        .filter_map(|line| {
             let (module, optional) = match line.strip_suffix('?') {
                 Some(module) => (module, true),
                 None => (line, false),
             };
-            DetectedImport {
+            let distribution = distribution_for(module);
+            PyName::parse(&distribution).ok()?;
+            Some(DetectedImport {
                 module: module.to_string(),
-                distribution: distribution_for(module),
+                distribution,
                 optional,
-            }
+            })
         })
         .collect()
 }
@@ -417,19 +477,10 @@ pub struct PackageStore {
     dir: PathBuf,
 }
 
-/// `(name, version)` from a wheel file name `name-version(-build)?-py-abi-platform.whl`.
-fn wheel_name_version(file: &str) -> Option<(String, String)> {
-    let stem = file.strip_suffix(".whl")?;
-    let parts: Vec<&str> = stem.split('-').collect();
-    if parts.len() < 5 {
-        return None;
-    }
-    Some((parts[0].replace('_', "-"), parts[1].to_string()))
-}
-
-fn sha256_hex(path: &Path) -> Result<String, Error> {
-    crate::store::sha256_file(path)
-        .map_err(|e| Error::Internal(format!("cannot hash {}: {e}", path.display())))
+fn sha256_hex(path: &Path) -> Result<Sha256, Error> {
+    let hex = crate::store::sha256_file(path)
+        .map_err(|e| Error::Internal(format!("cannot hash {}: {e}", path.display())))?;
+    Sha256::parse(&hex).map_err(Error::Internal)
 }
 
 fn install_error(what: impl std::fmt::Display, message: impl std::fmt::Display) -> Error {
@@ -455,8 +506,10 @@ impl PackageStore {
         self.dir.join("trees")
     }
 
-    pub(crate) fn tree(&self, sha256: &str) -> PathBuf {
-        self.trees().join(sha256)
+    /// Where the unpacked package with this digest lives: the only store path made from a
+    /// package, and only from a validated digest.
+    pub(crate) fn tree(&self, sha256: &Sha256) -> PathBuf {
+        self.trees().join(sha256.as_str())
     }
 
     /// The store's own directory.
@@ -498,21 +551,22 @@ impl PackageStore {
         let short = short_version(python_version);
         let mut wanted = BTreeSet::new();
         let mut satisfied = Vec::new();
-        for text in &request.requirements {
-            let requirement = parse_requirement(text)?;
+        // Every requirement, from whichever surface, is parsed here before pip sees it.
+        let parsed: Vec<PythonRequirement> = request
+            .requirements
+            .iter()
+            .map(|text| PythonRequirement::parse(text))
+            .collect::<Result<_, _>>()?;
+        for (text, validated) in request.requirements.iter().zip(&parsed) {
+            let requirement = validated.requirement();
             if !requirement.marker.evaluate(&env, &[]) {
                 continue;
             }
-            let name = normalize(requirement.name.as_ref());
+            let name = validated.name().as_str().to_string();
             if let Some(version) = built_in.get(&name) {
                 let specifiers = match &requirement.version_or_url {
                     Some(VersionOrUrl::VersionSpecifier(specifiers)) => Some(specifiers),
-                    Some(VersionOrUrl::Url(_)) => {
-                        return Err(Error::InvalidInput(format!(
-                            "`{text}`: URL requirements are not supported; name a version"
-                        )));
-                    }
-                    None => None,
+                    Some(VersionOrUrl::Url(_)) | None => None,
                 };
                 let fits = match (specifiers, Version::from_str(version)) {
                     (None, _) => true,
@@ -529,14 +583,19 @@ impl PackageStore {
                 continue;
             }
             // pip would evaluate the marker against the host; it held for the guest.
-            let mut requirement = requirement;
-            requirement.marker = pep508_rs::MarkerTree::TRUE;
-            wanted.insert(requirement.to_string());
+            wanted.insert(validated.for_pip());
         }
         let _lock = self.lock()?;
         let mut fresh = BTreeSet::new();
         let (lock, resolved_from_store) = match &request.locked {
             Some(lock) => {
+                // A lock built in code rather than read is checked all the same.
+                lock.validate().map_err(|why| {
+                    Error::InvalidInput(format!(
+                        "the lock is not valid ({why}); nothing was installed. Write it again \
+                         with --lock"
+                    ))
+                })?;
                 if lock.runtime != runtime || lock.python != short {
                     return Err(Error::InvalidInput(format!(
                         "the lock is for {} (Python {}), not {runtime} (Python {short}); \
@@ -610,7 +669,7 @@ impl PackageStore {
         short: &str,
         wanted: &BTreeSet<String>,
         find_links: Option<&Path>,
-        fresh: &mut BTreeSet<String>,
+        fresh: &mut BTreeSet<Sha256>,
     ) -> Result<(Lock, bool), Error> {
         let key = {
             let mut hasher = blake3::Hasher::new();
@@ -650,27 +709,18 @@ impl PackageStore {
         for entry in std::fs::read_dir(&wheels)
             .map_err(|e| Error::Internal(format!("cannot list pip's downloads: {e}")))?
         {
-            let path = entry
-                .map_err(|e| Error::Internal(format!("cannot list pip's downloads: {e}")))?
-                .path();
-            let file = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let Some((name, version)) = wheel_name_version(&file) else {
-                return Err(install_error(
-                    &file,
-                    "pip produced something that is not a wheel",
-                ));
-            };
+            let entry =
+                entry.map_err(|e| Error::Internal(format!("cannot list pip's downloads: {e}")))?;
+            let wheel = downloaded_wheel(&entry)?;
+            let path = wheels.join(wheel.as_str());
             let sha256 = sha256_hex(&path)?;
-            if self.unpack(&path, &file, &sha256)? {
+            if self.unpack(&path, &wheel, &sha256)? {
                 fresh.insert(sha256.clone());
             }
             packages.push(LockedPackage {
-                name: normalize(&name),
-                version,
-                file,
+                name: wheel.name().to_string(),
+                version: wheel.version().to_string(),
+                file: wheel.as_str().to_string(),
                 sha256,
             });
         }
@@ -709,8 +759,11 @@ impl PackageStore {
             true,
         )?;
         for package in packages {
-            let path = wheels.join(&package.file);
-            if !path.is_file() {
+            let wheel = WheelFilename::parse(&package.file)
+                .map_err(|why| Error::InvalidInput(format!("the lock: {why}")))?;
+            let path = wheels.join(wheel.as_str());
+            let is_file = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
+            if !is_file {
                 return Err(install_error(
                     &package.file,
                     "pip did not download this locked wheel; the index no longer has it",
@@ -720,18 +773,19 @@ impl PackageStore {
             if actual != package.sha256 {
                 return Err(Error::PackageHash {
                     package: format!("{} {}", package.name, package.version),
-                    expected: package.sha256.clone(),
-                    actual,
+                    expected: package.sha256.to_string(),
+                    actual: actual.to_string(),
                 });
             }
-            self.unpack(&path, &package.file, &package.sha256)?;
+            self.unpack(&path, &wheel, &package.sha256)?;
         }
         Ok(())
     }
 
     /// Unpacks a wheel into the store under its sha256, checking every member; false when
     /// it was there already.
-    fn unpack(&self, wheel: &Path, file: &str, sha256: &str) -> Result<bool, Error> {
+    fn unpack(&self, wheel: &Path, file: &WheelFilename, sha256: &Sha256) -> Result<bool, Error> {
+        let file = file.as_str();
         let target = self.tree(sha256);
         if target.is_dir() {
             return Ok(false);
@@ -793,21 +847,39 @@ impl PackageStore {
 
     /// Every unpacked wheel in the store: (sha256, size in bytes).
     pub fn list(&self) -> Vec<StoredWheel> {
+        self.stored().into_iter().map(|(_, wheel)| wheel).collect()
+    }
+
+    /// The store's trees: real directories (never links) named by a sha256; anything else
+    /// in `trees/` was not made by the store and is left alone.
+    fn stored(&self) -> Vec<(Sha256, StoredWheel)> {
         let mut wheels = Vec::new();
         let Ok(entries) = std::fs::read_dir(self.trees()) else {
             return wheels;
         };
         for entry in entries.flatten() {
-            let sha256 = entry.file_name().to_string_lossy().into_owned();
-            let (name, version) = dist_info(&entry.path()).unwrap_or_default();
-            wheels.push(StoredWheel {
+            let Some(sha256) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| Sha256::parse(name).ok())
+            else {
+                continue;
+            };
+            // DirEntry::file_type does not follow a symlink.
+            if !entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                continue;
+            }
+            let tree = self.tree(&sha256);
+            let (name, version) = dist_info(&tree).unwrap_or_default();
+            let wheel = StoredWheel {
                 name,
                 version,
-                sha256,
-                bytes: tree_bytes(&entry.path()),
-            });
+                sha256: sha256.to_string(),
+                bytes: tree_bytes(&tree),
+            };
+            wheels.push((sha256, wheel));
         }
-        wheels.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+        wheels.sort_by(|(_, a), (_, b)| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
         wheels
     }
 
@@ -834,13 +906,12 @@ impl PackageStore {
                 }
             }
         }
-        let removed: Vec<StoredWheel> = self
-            .list()
-            .into_iter()
-            .filter(|wheel| !keep.contains(&wheel.sha256))
-            .collect();
-        for wheel in &removed {
-            remove_tree(&self.tree(&wheel.sha256));
+        let mut removed = Vec::new();
+        for (sha256, wheel) in self.stored() {
+            if !keep.contains(&sha256) {
+                remove_tree(&self.tree(&sha256));
+                removed.push(wheel);
+            }
         }
         for entry in std::fs::read_dir(self.dir.join("sets"))
             .into_iter()
@@ -864,7 +935,7 @@ impl PackageStore {
 pub(crate) fn set_key(lock: &Lock) -> String {
     let mut hasher = blake3::Hasher::new();
     for package in &lock.packages {
-        hasher.update(package.sha256.as_bytes());
+        hasher.update(package.sha256.as_str().as_bytes());
         hasher.update(b"\n");
     }
     hasher.finalize().to_hex().to_string()
@@ -910,51 +981,105 @@ fn tree_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Removes a store tree whose files are read-only.
+/// Removes a store tree, or a link or file where one was expected. Nothing is chmod-ed:
+/// unlinking needs write permission on the directories only (the store never makes those
+/// read-only), and a file in a merged set may share its inode with a file elsewhere.
+/// `remove_dir_all` does not follow symlinks.
 pub(crate) fn remove_tree(dir: &Path) {
-    if !dir.exists() {
-        return;
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(dir);
+        }
+        Err(_) => {}
     }
-    let _ = make_writable(dir);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
-fn set_mode(dir: &Path, read_only: bool) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            set_mode(&entry.path(), read_only)?;
-        } else if kind.is_file() {
-            let mut permissions = entry.metadata()?.permissions();
-            permissions.set_readonly(read_only);
-            std::fs::set_permissions(entry.path(), permissions)?;
+/// Takes the write bits off every regular file under `dir`, a directory the store has just
+/// unpacked into. Only removes bits, never follows a symlink (each file is opened and checked
+/// to be the very entry listed), and leaves alone any file with another owner than `dir` or
+/// with more than one link, which the store did not create there.
+pub(crate) fn make_read_only(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let owner = std::fs::symlink_metadata(dir)?.uid();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let path = entry.path();
+            if kind.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            let listed = std::fs::symlink_metadata(&path)?;
+            let Ok(file) = std::fs::File::open(&path) else {
+                continue;
+            };
+            let opened = file.metadata()?;
+            let same = listed.file_type().is_file()
+                && opened.dev() == listed.dev()
+                && opened.ino() == listed.ino();
+            if !same || opened.uid() != owner || opened.nlink() != 1 {
+                continue;
+            }
+            let mode = opened.permissions().mode() & 0o7777 & !0o222;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         }
     }
     Ok(())
 }
 
-pub(crate) fn make_read_only(dir: &Path) -> std::io::Result<()> {
-    set_mode(dir, true)
-}
-
-fn make_writable(dir: &Path) -> std::io::Result<()> {
-    set_mode(dir, false)
-}
-
-/// Hard-links every file of `from` into `to` (copying where links are not possible).
+/// Hard-links every regular file of `from` into `to` (copying where links are not possible);
+/// links and special files are skipped (the store's trees hold none).
 pub(crate) fn link_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    if !std::fs::symlink_metadata(from)?.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory of the store",
+            from.display()
+        )));
+    }
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
             link_tree(&entry.path(), &target)?;
-        } else if !target.exists() && std::fs::hard_link(entry.path(), &target).is_err() {
+        } else if kind.is_file()
+            && std::fs::symlink_metadata(&target).is_err()
+            && std::fs::hard_link(entry.path(), &target).is_err()
+        {
             std::fs::copy(entry.path(), &target)?;
         }
     }
     Ok(())
+}
+
+/// A file pip left in its download directory, accepted only as a regular file with a valid
+/// wheel file name.
+fn downloaded_wheel(entry: &std::fs::DirEntry) -> Result<WheelFilename, Error> {
+    let name = entry.file_name();
+    let shown = name.to_string_lossy().into_owned();
+    let not_a_wheel = |why: String| {
+        install_error(
+            &shown,
+            format!("pip left something that is not a wheel ({why}); nothing was installed"),
+        )
+    };
+    let kind = entry.file_type().map_err(|e| not_a_wheel(e.to_string()))?;
+    if !kind.is_file() {
+        return Err(not_a_wheel("not a regular file".into()));
+    }
+    let name = name
+        .to_str()
+        .ok_or_else(|| not_a_wheel("the name is not UTF-8".into()))?;
+    WheelFilename::parse(name).map_err(not_a_wheel)
 }
 
 /// Checks an unpacked wheel against its `*.dist-info/RECORD`: every file listed with a
@@ -1027,7 +1152,88 @@ fn check_record(tree: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// `pip download` for the guest's Python: pure wheels only, into `dest`.
+/// Host environment variables a package tool may see: where programs are, how to reach the
+/// network (proxies, CA bundles) and the locale. Nothing else of the host's or the user's
+/// environment (no `PIP_*`, `npm_config_*`, `NODE_OPTIONS`, `PYTHONPATH`…) reaches pip or npm.
+const KEPT_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+];
+
+/// A package tool's command with a controlled environment: cleared but for [`KEPT_ENV`],
+/// a fresh `HOME`, config and cache under `scratch` (a new temp directory), and a fresh,
+/// empty working directory, so nothing in the caller's directory or home is read as
+/// configuration or code.
+pub(crate) fn controlled_command(
+    program: &std::ffi::OsStr,
+    scratch: &Path,
+) -> Result<Command, Error> {
+    let home = scratch.join("home");
+    let work = scratch.join("work");
+    for dir in [&home, &work] {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Internal(format!("cannot make {}: {e}", dir.display())))?;
+    }
+    let mut command = Command::new(program);
+    command.env_clear();
+    for name in KEPT_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("TMPDIR", scratch)
+        .current_dir(&work)
+        .stdin(Stdio::null());
+    Ok(command)
+}
+
+/// The real interpreter behind `python3`/`$DVM_PYTHON` (version managers put shims on PATH
+/// that need the user's HOME) and its user base (where a `pip install --user` pip lives).
+fn resolve_python(python: &str, scratch: &Path) -> (std::ffi::OsString, Option<String>) {
+    let asked = Command::new(python)
+        .args([
+            "-c",
+            "import sys, site\nprint(sys.executable)\nprint(site.getuserbase())",
+        ])
+        .current_dir(scratch)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    if let Ok(output) = asked
+        && output.status.success()
+    {
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut lines = text.lines();
+        if let Some(executable) = lines.next().filter(|line| Path::new(line).is_absolute()) {
+            let user_base = lines.next().map(str::to_string);
+            return (executable.into(), user_base);
+        }
+    }
+    (python.into(), None)
+}
+
+/// `pip download` for the guest's Python: pure wheels only, into `dest`. pip runs with a
+/// controlled environment ([`controlled_command`]), `--isolated`, no configuration file
+/// (`PIP_CONFIG_FILE` is the null device, which makes pip skip every config file) and no
+/// cache; `--only-binary=:all:` means no build backend can ever run. The requirements
+/// are [`PythonRequirement`]s rendered by dvm.
 fn pip_download<'a>(
     short: &str,
     requirements: impl Iterator<Item = &'a str>,
@@ -1035,11 +1241,42 @@ fn pip_download<'a>(
     dest: &Path,
     no_deps: bool,
 ) -> Result<(), Error> {
+    pip_download_with(&python(), short, requirements, find_links, dest, no_deps)
+}
+
+fn pip_download_with<'a>(
+    python: &str,
+    short: &str,
+    requirements: impl Iterator<Item = &'a str>,
+    find_links: Option<&Path>,
+    dest: &Path,
+    no_deps: bool,
+) -> Result<(), Error> {
     let requirements: Vec<&str> = requirements.collect();
-    let python = python();
-    let mut command = Command::new(&python);
+    for requirement in &requirements {
+        PythonRequirement::parse(requirement)?;
+    }
+    // pip runs in a directory of its own: every path it is given is absolute.
+    let absolute = |path: &Path| {
+        std::path::absolute(path)
+            .map_err(|e| Error::Internal(format!("cannot resolve {}: {e}", path.display())))
+    };
+    let dest = absolute(dest)?;
+    let find_links = find_links.map(absolute).transpose()?;
+    // A fresh scratch directory beside `dest` (in the store's own temp directory).
+    let scratch = dest.with_file_name(".pip");
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| Error::Internal(format!("cannot make a directory for pip: {e}")))?;
+    let (interpreter, user_base) = resolve_python(python, &scratch);
+    let mut command = controlled_command(&interpreter, &scratch)?;
+    if let Some(user_base) = user_base {
+        command.env("PYTHONUSERBASE", user_base);
+    }
     command
-        .args(["-m", "pip", "download", "--only-binary=:all:"])
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .args(["-m", "pip", "--isolated", "download", "--only-binary=:all:"])
+        .arg("--no-cache-dir")
         .args(["--python-version", short, "--implementation", "cp"])
         .args(["--abi", "none", "--platform", "any"])
         .args([
@@ -1048,8 +1285,7 @@ fn pip_download<'a>(
             "--quiet",
             "--dest",
         ])
-        .arg(dest)
-        .stdin(Stdio::null());
+        .arg(&dest);
     if no_deps {
         command.arg("--no-deps");
     }
@@ -1107,6 +1343,8 @@ mod tests {
         );
         assert!(parse_requirements_txt("-r other.txt").is_err());
         assert!(parse_requirements_txt("--index-url x").is_err());
+        let error = parse_requirements_txt("evil @ file:///tmp/x").unwrap_err();
+        assert_eq!(error.kind(), "unsupported_requirement");
     }
 
     #[test]
@@ -1119,10 +1357,16 @@ mod tests {
         assert!(parse_inline_metadata("print(1)").unwrap().is_empty());
         assert!(parse_inline_metadata("# /// script\n# dependencies = [\n").is_err());
         assert!(parse_inline_metadata("# /// script\nx = 1\n# ///\n").is_err());
+        let evil = "# /// script\n# dependencies = [\"evil @ file:///tmp/x\"]\n# ///\n";
+        let error = parse_inline_metadata(evil).unwrap_err();
+        assert_eq!(error.kind(), "unsupported_requirement");
+        assert!(error.to_string().contains("# /// script"), "{error}");
     }
 
     #[test]
     fn markers_are_evaluated_for_the_guest() {
+        let parse_requirement =
+            |text: &str| PythonRequirement::parse(text).map(|r| r.requirement().clone());
         let env = marker_environment("3.15.0").unwrap();
         let yes = parse_requirement("a; python_version >= \"3.12\" and sys_platform == \"wasi\"")
             .unwrap();
@@ -1149,9 +1393,10 @@ mod tests {
         assert_eq!(distribution_for("yaml"), "PyYAML");
         assert_eq!(distribution_for("sklearn"), "scikit-learn");
         assert_eq!(distribution_for("humanize"), "humanize");
-        let detected = parse_detected("bs4\nujson?\n");
+        let detected = parse_detected("bs4\nujson?\n模块\n");
         assert_eq!(detected[0].distribution, "beautifulsoup4");
         assert!(detected[1].optional && !detected[0].optional);
+        assert_eq!(detected.len(), 2, "a name no registry can hold is left out");
     }
 
     #[test]
@@ -1168,21 +1413,160 @@ mod tests {
         let wheel = home.path().join("m-1.0-py3-none-any.whl");
         std::fs::write(&wheel, bytes).unwrap();
         let error = store
-            .unpack(&wheel, "m-1.0-py3-none-any.whl", "ab")
+            .unpack(
+                &wheel,
+                &WheelFilename::parse("m-1.0-py3-none-any.whl").unwrap(),
+                &Sha256::parse(&"ab".repeat(32)).unwrap(),
+            )
             .unwrap_err()
             .to_string();
         assert!(error.contains("refused"), "{error}");
-        assert!(!store.tree("ab").exists());
+        assert!(
+            !store
+                .tree(&Sha256::parse(&"ab".repeat(32)).unwrap())
+                .exists()
+        );
         let temp = std::fs::read_dir(store.dir.join("tmp")).unwrap().count();
         assert_eq!(temp, 0, "temp directories are removed");
     }
 
+    /// Writes an executable shell script that records its environment, working directory
+    /// and arguments into `out`, answering the interpreter question as a Python would.
+    pub(crate) fn recording_tool(dir: &Path, out: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let script = dir.join("tool");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then echo \"$0\"; echo /nonexistent-user-base; exit 0; fi\n\
+                 env > {out}/env\npwd > {out}/pwd\nls -A > {out}/ls\nfor a in \"$@\"; do echo \"$a\"; done > {out}/args\nexit 3\n",
+                out = out.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script
+    }
+
     #[test]
-    fn wheel_file_names_give_name_and_version() {
-        assert_eq!(
-            wheel_name_version("typing_extensions-4.12.2-py3-none-any.whl"),
-            Some(("typing-extensions".into(), "4.12.2".into()))
+    fn pip_runs_with_a_controlled_environment_in_a_fresh_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let tool = recording_tool(dir.path(), &out);
+        let dest = dir.path().join("t").join("wheels");
+        let error = pip_download_with(
+            tool.to_str().unwrap(),
+            "3.12",
+            ["tabulate>=0.9"].into_iter(),
+            None,
+            &dest,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(error.kind(), "packages");
+        let env = std::fs::read_to_string(out.join("env")).unwrap();
+        let allowed = [
+            "HOME",
+            "XDG_CONFIG_HOME",
+            "XDG_CACHE_HOME",
+            "TMPDIR",
+            "PIP_CONFIG_FILE",
+            "PYTHONDONTWRITEBYTECODE",
+            "PYTHONUSERBASE",
+            "PWD",
+            "SHLVL",
+            "_",
+        ];
+        for line in env.lines() {
+            let name = line.split('=').next().unwrap();
+            assert!(
+                allowed.contains(&name) || KEPT_ENV.contains(&name),
+                "pip saw {name} from the host environment"
+            );
+        }
+        assert!(env.contains("PIP_CONFIG_FILE=/dev/null\n"), "{env}");
+        let home = std::env::var("HOME").unwrap_or_default();
+        assert!(
+            !env.contains(&format!("HOME={home}\n")) || home.is_empty(),
+            "{env}"
         );
-        assert_eq!(wheel_name_version("x.tar.gz"), None);
+        let pwd = std::fs::read_to_string(out.join("pwd")).unwrap();
+        assert!(pwd.trim().ends_with("/work"), "{pwd}");
+        assert!(std::fs::read_to_string(out.join("ls")).unwrap().is_empty());
+        let args: Vec<String> = std::fs::read_to_string(out.join("args"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        for flag in ["--isolated", "--only-binary=:all:", "--no-cache-dir", "--"] {
+            assert!(args.iter().any(|a| a == flag), "{flag} in {args:?}");
+        }
+        assert_eq!(args.last().unwrap(), "tabulate>=0.9");
+        // A requirement that is not validated never reaches the tool.
+        std::fs::remove_file(out.join("args")).unwrap();
+        let refused = pip_download_with(
+            tool.to_str().unwrap(),
+            "3.12",
+            ["evil @ file:///tmp/x"].into_iter(),
+            None,
+            &dest,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(refused.kind(), "unsupported_requirement");
+        assert!(!out.join("args").exists());
+    }
+
+    fn lock_json(python: &str, name: &str, file: &str, sha256: &str) -> String {
+        serde_json::json!({
+            "schema": LOCK_SCHEMA, "runtime": "r", "python": python,
+            "packages": [{"name": name, "version": "1.0.0", "file": file, "sha256": sha256}],
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn locks_with_hostile_fields_are_refused_when_read() {
+        let sha = "0".repeat(64);
+        let good = lock_json("3.12", "m", "m-1.0.0-py3-none-any.whl", &sha);
+        assert!(serde_json::from_str::<Lock>(&good).is_ok());
+        let npm = lock_json("", "@s/p", "s-p-1.0.0.tgz", &sha);
+        assert!(serde_json::from_str::<Lock>(&npm).is_ok());
+        for bad in [
+            lock_json("3.12", "m", "m-1.0.0-py3-none-any.whl", "../../dir"),
+            lock_json("3.12", "../m", "m-1.0.0-py3-none-any.whl", &sha),
+            lock_json("3.12", "m", "../m-1.0.0-py3-none-any.whl", &sha),
+            lock_json("3.12", "m", "other-1.0.0-py3-none-any.whl", &sha),
+            lock_json("3.12", "M", "m-1.0.0-py3-none-any.whl", &sha),
+            lock_json("../3", "m", "m-1.0.0-py3-none-any.whl", &sha),
+            lock_json("", "../../x", "x-1.0.0.tgz", &sha),
+            lock_json("", "x", "../x-1.0.0.tgz", &sha),
+            lock_json("", "x", "x-1.0.0.tgz", &"A".repeat(64)),
+        ] {
+            assert!(serde_json::from_str::<Lock>(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn read_only_never_adds_bits_nor_touches_shared_or_linked_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("sub")).unwrap();
+        std::fs::write(tree.join("sub/own.py"), "x").unwrap();
+        let outside = dir.path().join("outside.txt");
+        std::fs::write(&outside, "x").unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::hard_link(&outside, tree.join("hard.txt")).unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("soft.txt")).unwrap();
+        make_read_only(&tree).unwrap();
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&tree.join("sub/own.py")) & 0o222, 0);
+        assert_eq!(mode(&outside), 0o640, "a shared inode keeps its mode");
+        remove_tree(&tree);
+        assert!(!tree.exists());
+        assert_eq!(mode(&outside), 0o640);
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "x");
     }
 }

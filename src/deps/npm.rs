@@ -7,15 +7,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use serde::Deserialize;
 
+use super::spec::{NpmName, NpmSpec, Sha256, check_npm_version, check_tarball_name, member_path};
 use super::{
     InstalledPackage, LOCK_SCHEMA, Lock, LockedPackage, PackageRequest, PackageSet, PackageStore,
-    link_tree, make_read_only, remove_tree, set_key,
+    controlled_command, link_tree, make_read_only, remove_tree, set_key,
 };
 use crate::error::Error;
 
@@ -38,34 +38,6 @@ fn npm_error(message: impl std::fmt::Display) -> Error {
     Error::Packages(message.to_string())
 }
 
-/// `name@range` split into name and range (`latest` when none); scoped names keep their `@`.
-fn split_spec(spec: &str) -> Result<(String, String), Error> {
-    let spec = spec.trim();
-    let at = spec
-        .char_indices()
-        .skip(1)
-        .find(|&(_, c)| c == '@')
-        .map(|(i, _)| i);
-    let (name, range) = match at {
-        Some(i) => (&spec[..i], &spec[i + 1..]),
-        None => (spec, "latest"),
-    };
-    let valid = !name.is_empty()
-        && name.len() <= 214
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._~@/".contains(c))
-        && name.matches('/').count() <= usize::from(name.starts_with('@'))
-        && !name.contains("..");
-    if !valid || range.is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "`{spec}` is not an npm package name with an optional @version, e.g. \
-             `lodash-es@4`"
-        )));
-    }
-    Ok((name.to_string(), range.to_string()))
-}
-
 /// What `npm pack --json` reports for one package.
 #[derive(Deserialize)]
 struct Packed {
@@ -73,6 +45,28 @@ struct Packed {
     version: String,
     filename: String,
     integrity: String,
+}
+
+impl Packed {
+    /// Checks what npm (or a local tarball) reports before any of it names a file: the
+    /// package asked for, a semver version, a plain tarball file name.
+    fn check(&self, spec: &NpmSpec) -> Result<(), Error> {
+        let checked = NpmName::parse(&self.name)
+            .and_then(|name| {
+                if &name == spec.name() {
+                    Ok(())
+                } else {
+                    Err(format!("it is {name}, not {}", spec.name()))
+                }
+            })
+            .and_then(|()| check_npm_version(&self.version))
+            .and_then(|()| check_tarball_name(&self.filename));
+        checked.map_err(|why| {
+            npm_error(format!(
+                "`npm pack {spec}` gave a package dvm refuses: {why}"
+            ))
+        })
+    }
 }
 
 /// `package.json`, as far as dvm reads it.
@@ -88,15 +82,20 @@ struct Manifest {
     main: Option<String>,
 }
 
-/// The requirements of an uploaded `package.json`: its `dependencies` as `name@range`.
+/// The requirements of an uploaded `package.json`: its `dependencies` as `name@range`, each
+/// validated as an [`NpmSpec`] (no `file:`, `link:`, git, URL, alias or workspace specs).
 pub fn parse_package_json(text: &str) -> Result<Vec<String>, Error> {
     let manifest: Manifest = serde_json::from_str(text)
         .map_err(|e| Error::InvalidInput(format!("package.json is not valid JSON: {e}")))?;
-    Ok(manifest
+    manifest
         .dependencies
         .into_iter()
-        .map(|(name, range)| format!("{name}@{range}"))
-        .collect())
+        .map(|(name, range)| {
+            NpmSpec::parse(&format!("{name}@{range}"))
+                .map(|spec| spec.to_string())
+                .map_err(|e| super::spec::from_origin(e, "package.json dependencies"))
+        })
+        .collect()
 }
 
 /// The ES-module entry of a package, relative to its directory.
@@ -133,7 +132,7 @@ impl NpmStore {
         }
     }
 
-    fn tree(&self, sha256: &str) -> PathBuf {
+    fn tree(&self, sha256: &Sha256) -> PathBuf {
         self.store.tree(sha256)
     }
 
@@ -147,7 +146,13 @@ impl NpmStore {
         let mut fresh = BTreeSet::new();
         let (lock, resolved_from_store) = match &request.locked {
             Some(lock) => {
-                if lock.runtime != runtime {
+                lock.validate().map_err(|why| {
+                    Error::InvalidInput(format!(
+                        "the lock is not valid ({why}); nothing was installed. Write it again \
+                         with --lock"
+                    ))
+                })?;
+                if lock.runtime != runtime || !lock.python.is_empty() {
                     return Err(Error::InvalidInput(format!(
                         "the lock is for {}, not {runtime}; lock again for this runtime",
                         lock.runtime
@@ -155,14 +160,15 @@ impl NpmStore {
                 }
                 for package in &lock.packages {
                     if !self.tree(&package.sha256).is_dir() {
-                        let spec = format!("{}@{}", package.name, package.version);
+                        let name = NpmName::parse(&package.name).map_err(Error::InvalidInput)?;
+                        let spec = NpmSpec::from_parts(name, &package.version)?;
                         let (_, sha256, _) =
                             self.fetch(&spec, request.find_links.as_deref(), &mut fresh)?;
                         if sha256 != package.sha256 {
                             return Err(Error::PackageHash {
-                                package: spec,
-                                expected: package.sha256.clone(),
-                                actual: sha256,
+                                package: spec.to_string(),
+                                expected: package.sha256.to_string(),
+                                actual: sha256.to_string(),
                             });
                         }
                     }
@@ -207,11 +213,12 @@ impl NpmStore {
         runtime: &str,
         requirements: &[String],
         find_links: Option<&Path>,
-        fresh: &mut BTreeSet<String>,
+        fresh: &mut BTreeSet<Sha256>,
     ) -> Result<(Lock, bool), Error> {
-        let mut wanted: Vec<(String, String)> = requirements
+        // Every spec, from whichever surface, is parsed here before npm sees it.
+        let mut wanted: Vec<NpmSpec> = requirements
             .iter()
-            .map(|spec| split_spec(spec))
+            .map(|spec| NpmSpec::parse(spec))
             .collect::<Result<_, _>>()?;
         wanted.sort();
         wanted.dedup();
@@ -221,8 +228,8 @@ impl NpmStore {
             if let Some(dir) = find_links {
                 hasher.update(format!("\nfind-links {}", dir.display()).as_bytes());
             }
-            for (name, range) in &wanted {
-                hasher.update(format!("\n{name}@{range}").as_bytes());
+            for spec in &wanted {
+                hasher.update(format!("\n{spec}").as_bytes());
             }
             hasher.finalize().to_hex().to_string()
         };
@@ -233,10 +240,10 @@ impl NpmStore {
         {
             return Ok((lock, true));
         }
-        let mut queue: VecDeque<(String, String)> = wanted.into_iter().collect();
-        let mut resolved: BTreeMap<String, LockedPackage> = BTreeMap::new();
-        while let Some((name, range)) = queue.pop_front() {
-            if resolved.contains_key(&name) {
+        let mut queue: VecDeque<NpmSpec> = wanted.into_iter().collect();
+        let mut resolved: BTreeMap<NpmName, LockedPackage> = BTreeMap::new();
+        while let Some(spec) = queue.pop_front() {
+            if resolved.contains_key(spec.name()) {
                 continue;
             }
             if resolved.len() >= MAX_PACKAGES {
@@ -244,13 +251,22 @@ impl NpmStore {
                     "the request pulls in more than {MAX_PACKAGES} packages"
                 )));
             }
-            let (packed, sha256, manifest) =
-                self.fetch(&format!("{name}@{range}"), find_links, fresh)?;
+            let (packed, sha256, manifest) = self.fetch(&spec, find_links, fresh)?;
             for (dependency, range) in manifest.dependencies {
-                queue.push_back((dependency, range));
+                // A published package's dependencies are as untrusted as an upload's.
+                let dependency = NpmName::parse(&dependency)
+                    .map_err(|why| super::spec::refused(&dependency, why, super::spec::NPM_INSTEAD))
+                    .and_then(|name| NpmSpec::from_parts(name, &range))
+                    .map_err(|e| {
+                        super::spec::from_origin(
+                            e,
+                            &format!("a dependency of {} {}", packed.name, packed.version),
+                        )
+                    })?;
+                queue.push_back(dependency);
             }
             resolved.insert(
-                name,
+                spec.name().clone(),
                 LockedPackage {
                     name: packed.name,
                     version: packed.version,
@@ -275,59 +291,41 @@ impl NpmStore {
     /// installs it; returns what npm reported, the tarball's sha256 and its manifest.
     fn fetch(
         &self,
-        spec: &str,
+        spec: &NpmSpec,
         find_links: Option<&Path>,
-        fresh: &mut BTreeSet<String>,
-    ) -> Result<(Packed, String, Manifest), Error> {
+        fresh: &mut BTreeSet<Sha256>,
+    ) -> Result<(Packed, Sha256, Manifest), Error> {
         if let Some(dir) = find_links {
-            let (name, range) = split_spec(spec)?;
-            let (packed, path) = pick_local(dir, &name, &range)?;
+            let (packed, path) = pick_local(dir, spec.name().as_str(), spec.range())?;
+            packed.check(spec)?;
             let bytes = std::fs::read(&path)
                 .map_err(|e| npm_error(format!("cannot read {}: {e}", path.display())))?;
-            use sha2::Digest;
-            let sha256 = crate::store::hex(&sha2::Sha256::digest(&bytes));
+            let sha256 = digest(&bytes)?;
             let manifest = self.unpack(&bytes, &packed.filename, &sha256, fresh)?;
             return Ok((packed, sha256, manifest));
         }
         let temp = self.store.temp_dir()?;
-        let output = Command::new("npm")
-            .args([
-                "pack",
-                "--json",
-                "--silent",
-                "--ignore-scripts",
-                "--pack-destination",
-            ])
-            .arg(temp.path())
-            .arg(spec)
-            .current_dir(temp.path())
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| {
-                npm_error(format!(
-                    "cannot start `npm` ({e}); dvm fetches JavaScript packages with `npm pack`. \
-                     Install Node.js with npm"
-                ))
-            })?;
-        if !output.status.success() {
-            return Err(npm_error(format!(
-                "`npm pack {spec}` failed ({}):\n{}",
-                output.status,
-                crate::guest::install::tail(&output.stderr, 10)
-            )));
-        }
+        let packs = temp.path().join("packs");
+        let output = npm_pack(std::ffi::OsStr::new("npm"), temp.path(), &packs, spec)?;
         let mut packed: Vec<Packed> = serde_json::from_slice(&output.stdout)
             .map_err(|e| npm_error(format!("`npm pack {spec}` printed no package list ({e})")))?;
         let packed = packed
             .pop()
             .ok_or_else(|| npm_error(format!("`npm pack {spec}` packed nothing")))?;
-        let tarball = temp.path().join(&packed.filename);
+        packed.check(spec)?;
+        let tarball = packs.join(&packed.filename);
+        let is_file = std::fs::symlink_metadata(&tarball).is_ok_and(|m| m.file_type().is_file());
+        if !is_file {
+            return Err(npm_error(format!(
+                "`npm pack {spec}` left no tarball {}",
+                packed.filename
+            )));
+        }
         let bytes = std::fs::read(&tarball)
             .map_err(|e| npm_error(format!("cannot read {}: {e}", packed.filename)))?;
         check_integrity(&bytes, &packed.integrity)
             .map_err(|why| npm_error(format!("{}: {why}", packed.filename)))?;
-        use sha2::Digest;
-        let sha256 = crate::store::hex(&sha2::Sha256::digest(&bytes));
+        let sha256 = digest(&bytes)?;
         let manifest = self.unpack(&bytes, &packed.filename, &sha256, fresh)?;
         Ok((packed, sha256, manifest))
     }
@@ -338,8 +336,8 @@ impl NpmStore {
         &self,
         tarball: &[u8],
         file: &str,
-        sha256: &str,
-        fresh: &mut BTreeSet<String>,
+        sha256: &Sha256,
+        fresh: &mut BTreeSet<Sha256>,
     ) -> Result<Manifest, Error> {
         let target = self.tree(sha256);
         let read_manifest = |dir: &Path| -> Manifest {
@@ -363,7 +361,7 @@ impl NpmStore {
             .map_err(|e| npm_error(format!("{file}: {e}")))?;
         match std::fs::rename(&unpacked, &target) {
             Ok(()) => {
-                fresh.insert(sha256.to_string());
+                fresh.insert(sha256.clone());
             }
             Err(_) if target.is_dir() => {}
             Err(e) => return Err(npm_error(format!("{file}: cannot store it: {e}"))),
@@ -386,8 +384,14 @@ impl NpmStore {
         let temp = self.store.temp_dir()?;
         let modules = temp.path().join("node_modules");
         for package in &lock.packages {
-            link_tree(&self.tree(&package.sha256), &modules.join(&package.name))
-                .map_err(|e| npm_error(format!("cannot lay out {}: {e}", package.name)))?;
+            // The lock was validated; the name is parsed again so that the path is made from
+            // the type, never from the string.
+            let name = NpmName::parse(&package.name).map_err(Error::InvalidInput)?;
+            link_tree(
+                &self.tree(&package.sha256),
+                &modules.join(name.relative_path()),
+            )
+            .map_err(|e| npm_error(format!("cannot lay out {name}: {e}")))?;
         }
         std::fs::create_dir_all(self.path("sets"))
             .map_err(|e| Error::Internal(format!("cannot create the set directory: {e}")))?;
@@ -402,6 +406,64 @@ impl NpmStore {
             }
         }
     }
+}
+
+/// Runs `npm pack SPEC` into `packs` with a controlled environment
+/// ([`controlled_command`](super::controlled_command)): empty user and global configuration,
+/// a cache and working directory of its own under `scratch`, `--ignore-scripts`, and `--`
+/// before the spec, which is a validated [`NpmSpec`].
+fn npm_pack(
+    program: &std::ffi::OsStr,
+    scratch: &Path,
+    packs: &Path,
+    spec: &NpmSpec,
+) -> Result<std::process::Output, Error> {
+    // npm refuses one file as both its user and its global configuration.
+    let npmrc = scratch.join("npmrc");
+    let global_npmrc = scratch.join("npmrc-global");
+    let created = std::fs::create_dir_all(packs)
+        .and_then(|()| std::fs::write(&npmrc, b""))
+        .and_then(|()| std::fs::write(&global_npmrc, b""))
+        .and_then(|()| std::fs::create_dir_all(scratch.join("work")))
+        // The working directory is a project of its own, so npm does not look above it for
+        // a package.json or .npmrc.
+        .and_then(|()| std::fs::write(scratch.join("work/package.json"), b"{}"));
+    created.map_err(|e| Error::Internal(format!("cannot prepare npm's directory: {e}")))?;
+    let mut command = controlled_command(program, scratch)?;
+    let output = command
+        .env("npm_config_userconfig", &npmrc)
+        .env("npm_config_globalconfig", &global_npmrc)
+        .env("npm_config_cache", scratch.join("cache"))
+        .env("npm_config_update_notifier", "false")
+        .env("npm_config_fund", "false")
+        .env("npm_config_audit", "false")
+        .args([
+            "pack",
+            "--json",
+            "--silent",
+            "--ignore-scripts",
+            "--userconfig",
+        ])
+        .arg(&npmrc)
+        .arg("--pack-destination")
+        .arg(packs)
+        .arg("--")
+        .arg(spec.to_string())
+        .output()
+        .map_err(|e| {
+            npm_error(format!(
+                "cannot start `npm` ({e}); dvm fetches JavaScript packages with `npm pack`. \
+                 Install Node.js with npm"
+            ))
+        })?;
+    if !output.status.success() {
+        return Err(npm_error(format!(
+            "`npm pack {spec}` failed ({}):\n{}",
+            output.status,
+            crate::guest::install::tail(&output.stderr, 10)
+        )));
+    }
+    Ok(output)
 }
 
 /// Whether `version` satisfies an npm `range` (`^4.17`, `~1.2`, `1.x`, `>=1 <2`, `latest`);
@@ -495,6 +557,12 @@ fn tarball_identity(path: &Path) -> Option<(String, String)> {
     None
 }
 
+/// The sha256 of a tarball's bytes.
+fn digest(bytes: &[u8]) -> Result<Sha256, Error> {
+    use sha2::Digest;
+    Sha256::parse(&crate::store::hex(&sha2::Sha256::digest(bytes))).map_err(Error::Internal)
+}
+
 /// Checks `bytes` against an npm integrity string (`sha512-<base64>`).
 fn check_integrity(bytes: &[u8], integrity: &str) -> Result<(), String> {
     use sha2::Digest;
@@ -522,24 +590,21 @@ pub(crate) fn extract_tarball(tarball: &[u8], dest: &Path) -> Result<(), String>
     let mut files = 0usize;
     for member in archive.entries().map_err(|e| format!("bad tarball: {e}"))? {
         let mut member = member.map_err(|e| format!("bad tarball: {e}"))?;
-        let raw = member
-            .path()
-            .map_err(|e| format!("bad member name: {e}"))?
-            .into_owned();
-        let mut parts = raw.components();
+        let bytes = member.path_bytes().into_owned();
+        let name = std::str::from_utf8(&bytes).map_err(|_| {
+            format!(
+                "member {} has a name that is not UTF-8",
+                String::from_utf8_lossy(&bytes)
+            )
+        })?;
+        let raw = PathBuf::from(name);
+        let checked =
+            member_path(name).map_err(|why| why.replace("its directory", "the package"))?;
         // npm puts everything under one top directory (`package/`, sometimes another name).
-        match parts.next() {
-            Some(Component::Normal(_)) => {}
-            _ => return Err(format!("member {} escapes the package", raw.display())),
-        }
-        let mut relative = PathBuf::new();
-        for part in parts {
-            match part {
-                Component::Normal(name) => relative.push(name),
-                Component::CurDir => {}
-                _ => return Err(format!("member {} escapes the package", raw.display())),
-            }
-        }
+        let Some(checked) = checked else {
+            return Err(format!("member {} escapes the package", raw.display()));
+        };
+        let relative: PathBuf = checked.components().skip(1).collect();
         let kind = member.header().entry_type();
         if kind.is_dir() {
             std::fs::create_dir_all(dest.join(&relative)).map_err(|e| e.to_string())?;
@@ -581,21 +646,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn specs_split_into_name_and_range() {
+    fn npm_runs_with_a_controlled_environment_and_validated_specs() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let tool = crate::deps::tests::recording_tool(dir.path(), &out);
+        let spec = NpmSpec::parse("lodash-es@^4.17").unwrap();
+        let scratch = dir.path().join("scratch");
+        let error =
+            npm_pack(tool.as_os_str(), &scratch, &scratch.join("packs"), &spec).unwrap_err();
+        assert_eq!(error.kind(), "packages");
+        let env = std::fs::read_to_string(out.join("env")).unwrap();
+        for line in env.lines() {
+            let name = line.split('=').next().unwrap();
+            let ours = name.starts_with("npm_config_")
+                || [
+                    "HOME",
+                    "XDG_CONFIG_HOME",
+                    "XDG_CACHE_HOME",
+                    "TMPDIR",
+                    "PWD",
+                    "SHLVL",
+                    "_",
+                ]
+                .contains(&name);
+            assert!(
+                ours || crate::deps::KEPT_ENV.contains(&name),
+                "npm saw {name} from the host environment"
+            );
+        }
+        assert!(env.contains(&format!(
+            "npm_config_userconfig={}\n",
+            scratch.join("npmrc").display()
+        )));
+        assert_eq!(std::fs::read(scratch.join("npmrc")).unwrap(), b"");
+        let pwd = std::fs::read_to_string(out.join("pwd")).unwrap();
+        assert_eq!(pwd.trim(), scratch.join("work").to_str().unwrap());
+        let args: Vec<String> = std::fs::read_to_string(out.join("args"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert!(args.iter().any(|a| a == "--ignore-scripts"), "{args:?}");
+        assert_eq!(&args[args.len() - 2..], ["--", "lodash-es@^4.17"]);
+    }
+
+    #[test]
+    fn package_json_dependencies_are_validated() {
         assert_eq!(
-            split_spec("lodash-es").unwrap(),
-            ("lodash-es".into(), "latest".into())
+            parse_package_json(r#"{"dependencies": {"lodash-es": "^4.17"}}"#).unwrap(),
+            ["lodash-es@^4.17"]
         );
-        assert_eq!(
-            split_spec("lodash-es@^4.17").unwrap(),
-            ("lodash-es".into(), "^4.17".into())
-        );
-        assert_eq!(
-            split_spec("@scope/pkg@1").unwrap(),
-            ("@scope/pkg".into(), "1".into())
-        );
-        for bad in ["", "../x", "a/b/c", "UPPER", "x@", "a b"] {
-            assert!(split_spec(bad).is_err(), "{bad}");
+        for bad in [
+            r#"{"dependencies": {"evil": "file:../../x"}}"#,
+            r#"{"dependencies": {"evil": "http://127.0.0.1:1/x.tgz"}}"#,
+            r#"{"dependencies": {"evil": "user/repo"}}"#,
+            r#"{"dependencies": {"evil": "npm:other@1"}}"#,
+            r#"{"dependencies": {"../../x": "1"}}"#,
+        ] {
+            let error = parse_package_json(bad).unwrap_err();
+            assert_eq!(error.kind(), "unsupported_requirement", "{bad}");
+            assert!(error.to_string().contains("package.json"), "{error}");
         }
     }
 
@@ -700,6 +811,52 @@ mod tests {
         let bomb = gz.finish().unwrap();
         let error = extract_tarball(&bomb, &dir.path().join("bomb")).unwrap_err();
         assert!(error.contains("more than"), "{error}");
+    }
+
+    /// Every path under `root`, links not followed.
+    fn everything_under(root: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut pending = vec![root.to_path_buf()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.file_type().unwrap().is_dir() {
+                    pending.push(entry.path());
+                }
+                found.push(entry.path());
+            }
+        }
+        found
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn tarball_members_never_land_outside_the_destination(
+            names in proptest::collection::vec("(package/|\\.\\./|/|\\./|[a-z]{1,3}/|\\.\\.){0,5}[a-z.]{0,4}", 1..6),
+            links in proptest::collection::vec(proptest::bool::ANY, 6),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("a").join("b").join("dest");
+            let kinds: Vec<tar::EntryType> = links
+                .iter()
+                .map(|link| if *link { tar::EntryType::Symlink } else { tar::EntryType::Regular })
+                .collect();
+            let members: Vec<(&str, &[u8], tar::EntryType)> = names
+                .iter()
+                .zip(&kinds)
+                .filter(|(name, _)| name.len() < 100)
+                .map(|(name, kind)| (name.as_str(), b"x".as_slice(), *kind))
+                .collect();
+            let _ = extract_tarball(&tarball(&members), &dest);
+            for path in everything_under(dir.path()) {
+                proptest::prop_assert!(
+                    path.starts_with(&dest) || dest.starts_with(&path),
+                    "{path:?} is outside {dest:?}"
+                );
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                proptest::prop_assert!(!meta.file_type().is_symlink(), "{path:?} is a link");
+            }
+        }
     }
 
     #[test]

@@ -498,29 +498,34 @@ fn build_with_recipe(spec: &RuntimeSpec, recipe: &str, dir: &Path) -> Result<Pat
     Ok(file)
 }
 
-/// Unpacks a zip into `dest`, refusing members whose names escape it, links, and more than
-/// `max_total` bytes in all.
+/// Most members one zip may have (each becomes a file or directory).
+const MAX_ZIP_MEMBERS: usize = 100_000;
+
+/// Unpacks a zip into `dest`, refusing members whose names escape it, links, more than
+/// [`MAX_ZIP_MEMBERS`] members and more than `max_total` bytes in all.
 pub(crate) fn extract_zip(
     reader: impl Read + std::io::Seek,
     dest: &Path,
     max_total: u64,
 ) -> Result<(), String> {
     let mut archive = zip::ZipArchive::new(reader).map_err(|e| format!("bad zip: {e}"))?;
+    if archive.len() > MAX_ZIP_MEMBERS {
+        return Err(format!("the zip has more than {MAX_ZIP_MEMBERS} members"));
+    }
     let mut total = 0u64;
     for index in 0..archive.len() {
         let mut entry = archive
             .by_index(index)
             .map_err(|e| format!("bad zip entry: {e}"))?;
-        // `enclosed_name` would quietly make an absolute name relative; refuse it instead.
+        // One validator for every archive member name (`enclosed_name` would quietly make an
+        // absolute name relative; refuse it instead).
         let name = entry
             .name()
             .map(|name| name.into_owned())
             .map_err(|e| format!("bad zip member name: {e}"))?;
-        let absolute = name.starts_with(['/', '\\']) || name.contains(':');
-        let relative = entry
-            .enclosed_name()
-            .filter(|_| !absolute)
-            .ok_or_else(|| format!("zip member {name:?} escapes its directory"))?;
+        let relative = crate::deps::spec::member_path(&name)
+            .map_err(|_| format!("zip member {name:?} escapes its directory"))?
+            .unwrap_or_default();
         if entry.is_symlink() {
             return Err(format!("zip member {name:?} is a link"));
         }

@@ -260,7 +260,7 @@ mod cli {
         // A lock whose hash does not match what the index serves is refused. The store
         // has the wheel under its real hash, so the wrong one must be fetched and checked.
         let mut tampered = written.clone();
-        tampered.packages[0].sha256 = "0".repeat(64);
+        tampered.packages[0].sha256 = dvm::deps::Sha256::parse(&"0".repeat(64)).unwrap();
         tampered.write(&lock).unwrap();
         let refused = dvm(&[
             "run",

@@ -21,6 +21,7 @@ mod python;
 mod results;
 mod review;
 mod sdk;
+mod sec_deps;
 mod sec_home;
 mod server;
 mod session;
