@@ -1173,6 +1173,44 @@ const KEPT_ENV: &[&str] = &[
     "NODE_EXTRA_CA_CERTS",
 ];
 
+/// The operator's package index for pip, from the environment dvm itself was started with
+/// (trusted: never from a script, upload or request), as explicit flags: `--isolated` makes
+/// pip ignore its own `PIP_*` variables and config files, and a mirror the operator relies on
+/// must keep working. `PIP_INDEX_URL`, `PIP_EXTRA_INDEX_URL` (space-separated),
+/// `PIP_TRUSTED_HOST` (space-separated), `PIP_CERT` and `PIP_CLIENT_CERT`.
+fn operator_pip_index() -> Vec<std::ffi::OsString> {
+    operator_pip_index_from(|name| std::env::var_os(name))
+}
+
+fn operator_pip_index_from(
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut args = Vec::new();
+    let present = |name: &str| var(name).filter(|value| !value.is_empty());
+    if let Some(url) = present("PIP_INDEX_URL") {
+        args.push("--index-url".into());
+        args.push(url);
+    }
+    for (variable, flag) in [
+        ("PIP_EXTRA_INDEX_URL", "--extra-index-url"),
+        ("PIP_TRUSTED_HOST", "--trusted-host"),
+    ] {
+        if let Some(values) = present(variable) {
+            for value in values.to_string_lossy().split_whitespace() {
+                args.push(flag.into());
+                args.push(value.into());
+            }
+        }
+    }
+    for (variable, flag) in [("PIP_CERT", "--cert"), ("PIP_CLIENT_CERT", "--client-cert")] {
+        if let Some(path) = present(variable) {
+            args.push(flag.into());
+            args.push(path);
+        }
+    }
+    args
+}
+
 /// A package tool's command with a controlled environment: cleared but for [`KEPT_ENV`],
 /// a fresh `HOME`, config and cache under `scratch` (a new temp directory), and a fresh,
 /// empty working directory, so nothing in the caller's directory or home is read as
@@ -1291,6 +1329,8 @@ fn pip_download_with<'a>(
     }
     if let Some(dir) = find_links {
         command.args(["--no-index", "--find-links"]).arg(dir);
+    } else {
+        command.args(operator_pip_index());
     }
     command.arg("--").args(&requirements);
     let output = command.output().map_err(|e| {
@@ -1326,6 +1366,37 @@ fn pip_download_with<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_operators_pip_index_becomes_explicit_flags() {
+        let env = |name: &str| -> Option<std::ffi::OsString> {
+            match name {
+                "PIP_INDEX_URL" => Some("https://mirror.invalid/simple".into()),
+                "PIP_EXTRA_INDEX_URL" => Some("https://a.invalid/s  https://b.invalid/s".into()),
+                "PIP_CERT" => Some("/etc/ssl/ca.pem".into()),
+                "PIP_TRUSTED_HOST" => Some(String::new().into()),
+                _ => None,
+            }
+        };
+        let args: Vec<String> = operator_pip_index_from(env)
+            .into_iter()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--index-url",
+                "https://mirror.invalid/simple",
+                "--extra-index-url",
+                "https://a.invalid/s",
+                "--extra-index-url",
+                "https://b.invalid/s",
+                "--cert",
+                "/etc/ssl/ca.pem"
+            ]
+        );
+        assert!(operator_pip_index_from(|_| None).is_empty());
+    }
 
     #[test]
     fn names_normalize_as_pep_503_says() {

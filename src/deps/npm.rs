@@ -408,6 +408,18 @@ impl NpmStore {
     }
 }
 
+/// The operator's npm registry (`NPM_CONFIG_REGISTRY` or `npm_config_registry` in the
+/// environment dvm was started with; trusted, never from a package.json or a request) as an
+/// explicit `--registry`, since npm's own configuration files are not read.
+fn operator_npm_registry() -> Vec<std::ffi::OsString> {
+    ["NPM_CONFIG_REGISTRY", "npm_config_registry"]
+        .iter()
+        .filter_map(|name| std::env::var_os(name).filter(|value| !value.is_empty()))
+        .take(1)
+        .flat_map(|registry| ["--registry".into(), registry])
+        .collect()
+}
+
 /// Runs `npm pack SPEC` into `packs` with a controlled environment
 /// ([`controlled_command`](super::controlled_command)): empty user and global configuration,
 /// a cache and working directory of its own under `scratch`, `--ignore-scripts`, and `--`
@@ -445,6 +457,7 @@ fn npm_pack(
             "--userconfig",
         ])
         .arg(&npmrc)
+        .args(operator_npm_registry())
         .arg("--pack-destination")
         .arg(packs)
         .arg("--")
