@@ -154,14 +154,23 @@ impl DvmTools {
         })
     }
 
-    fn workspace_for(&self, session_id: Option<&str>) -> Result<Workspace, String> {
+    /// The workspace (this connection's, or a session's), the limits whose disk and files
+    /// caps are its quota, and the session's one-execution-at-a-time lock.
+    fn workspace_for(
+        &self,
+        session_id: Option<&str>,
+    ) -> Result<(Workspace, Limits, Arc<tokio::sync::Mutex<()>>), String> {
         match session_id {
             Some(id) => self
                 .state
                 .sandbox(id)
-                .map(|s| s.workspace.clone())
+                .map(|s| (s.workspace.clone(), s.limits.clone(), s.busy.clone()))
                 .map_err(|e| e.message),
-            None => Ok(self.workspace.clone()),
+            None => Ok((
+                self.workspace.clone(),
+                super::default_limits(&self.state.config),
+                self.running.clone(),
+            )),
         }
     }
 
@@ -170,7 +179,7 @@ impl DvmTools {
             timeout_ms,
             ..LimitsRequest::default()
         }
-        .apply(base, self.state.config.max_timeout)
+        .apply(base, &self.state.config)
         .map_err(|e| e.message)
     }
 }
@@ -198,15 +207,30 @@ impl DvmTools {
             .cloned();
         let _running = self.running.lock().await;
         // The code goes in as a script file that is removed afterwards; a name the workspace
-        // does not have yet, so the model's own files are never overwritten.
+        // does not have yet, so the model's own files are never overwritten. The run may
+        // write what the connection's workspace quota leaves.
         let extension = if runtime == "javascript" { "mjs" } else { "py" };
-        let name = (1..=1000)
-            .map(|n| match n {
-                1 => format!("main.{extension}"),
-                n => format!("main_{n}.{extension}"),
+        let prepared = {
+            let workspace = self.workspace.clone();
+            let quota = super::default_limits(&self.state.config);
+            let mut limits = limits;
+            super::blocking(move || {
+                super::fit_to_workspace(&workspace, &quota, &mut limits)?;
+                let name = (1..=1000)
+                    .map(|n| match n {
+                        1 => format!("main.{extension}"),
+                        n => format!("main_{n}.{extension}"),
+                    })
+                    .find(|name| !workspace.exists(name).unwrap_or(true))
+                    .unwrap_or_else(|| format!("main_{}.{extension}", super::new_id()));
+                Ok::<_, crate::Error>((name, limits))
             })
-            .find(|name| !self.workspace.exists(name).unwrap_or(true))
-            .unwrap_or_else(|| format!("main_{}.{extension}", super::new_id()));
+            .await
+        };
+        let (name, limits) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => return failure(error.message),
+        };
         let job = Job {
             runtime: runtime.clone(),
             code: args.code,
@@ -226,7 +250,8 @@ impl DvmTools {
             on_start: None,
         };
         let ran = self.state.execute(job).await;
-        let _ = self.workspace.remove(&name);
+        let workspace = self.workspace.clone();
+        let _ = tokio::task::spawn_blocking(move || workspace.remove(&name)).await;
         match ran {
             Ok((_, outcome)) => text(summary(&outcome)),
             Err(error) => failure(error.message),
@@ -272,13 +297,21 @@ impl DvmTools {
         session's with session_id). Paths are relative; directories are created."
     )]
     async fn write_file(&self, Parameters(args): Parameters<WriteFileArgs>) -> ToolResult {
-        let workspace = match self.workspace_for(args.session_id.as_deref()) {
-            Ok(workspace) => workspace,
+        let (workspace, quota, busy) = match self.workspace_for(args.session_id.as_deref()) {
+            Ok(found) => found,
             Err(e) => return failure(e),
         };
-        match workspace.write(&args.path, args.content.as_bytes()) {
-            Ok(()) => text(serde_json::json!({ "path": args.path, "size": args.content.len() })),
-            Err(error) => failure(error.to_string()),
+        // Not beside a run in the same workspace: its quota counts what both write.
+        let _hold = busy.lock_owned().await;
+        let size = args.content.len();
+        let path = args.path.clone();
+        let written = super::blocking(move || {
+            super::write_within(&workspace, &quota, &[(path, args.content.into_bytes())])
+        })
+        .await;
+        match written {
+            Ok(()) => text(serde_json::json!({ "path": args.path, "size": size })),
+            Err(error) => failure(error.message),
         }
     }
 
@@ -287,15 +320,16 @@ impl DvmTools {
         with session_id) as text, e.g. output a program wrote. Up to 4 MiB."
     )]
     async fn read_file(&self, Parameters(args): Parameters<PathArgs>) -> ToolResult {
-        let workspace = match self.workspace_for(args.session_id.as_deref()) {
-            Ok(workspace) => workspace,
+        let (workspace, ..) = match self.workspace_for(args.session_id.as_deref()) {
+            Ok(found) => found,
             Err(e) => return failure(e),
         };
-        match workspace.read(&args.path, MAX_READ_BYTES) {
+        let read = super::blocking(move || workspace.read(&args.path, MAX_READ_BYTES)).await;
+        match read {
             Ok(bytes) => Ok(CallToolResult::success(vec![ContentBlock::text(
                 String::from_utf8_lossy(&bytes).into_owned(),
             )])),
-            Err(error) => failure(error.to_string()),
+            Err(error) => failure(error.message),
         }
     }
 
@@ -304,13 +338,13 @@ impl DvmTools {
         with session_id) with their sizes."
     )]
     async fn list_files(&self, Parameters(args): Parameters<ListArgs>) -> ToolResult {
-        let workspace = match self.workspace_for(args.session_id.as_deref()) {
-            Ok(workspace) => workspace,
+        let (workspace, ..) = match self.workspace_for(args.session_id.as_deref()) {
+            Ok(found) => found,
             Err(e) => return failure(e),
         };
-        match workspace.list() {
+        match super::blocking(move || workspace.list()).await {
             Ok(entries) => text(serde_json::to_value(entries).unwrap_or_default()),
-            Err(error) => failure(error.to_string()),
+            Err(error) => failure(error.message),
         }
     }
 
@@ -357,6 +391,19 @@ impl DvmTools {
             Err(e) => return failure(e),
         };
         let hold = sandbox.busy.clone().lock_owned().await;
+        let fitted = {
+            let sandbox = sandbox.clone();
+            let mut limits = limits;
+            super::blocking(move || {
+                super::fit_to_workspace(&sandbox.workspace, &sandbox.limits, &mut limits)
+                    .map(|()| limits)
+            })
+            .await
+        };
+        let limits = match fitted {
+            Ok(limits) => limits,
+            Err(error) => return failure(error.message),
+        };
         let job = Job {
             runtime: sandbox.runtime.clone(),
             code: args.code,
