@@ -884,12 +884,12 @@ fn maxima(state: &AppState) -> Limits {
     }
 }
 
-/// 415 unless the body is declared JSON (as Judge0 clients send it).
-fn json_body(headers: &axum::http::HeaderMap) -> Result<(), Response> {
+/// A 415 answer unless the body is declared JSON (as Judge0 clients send it).
+fn refuse_non_json(headers: &axum::http::HeaderMap) -> Option<Response> {
     if super::access::is_json(headers) {
-        return Ok(());
+        return None;
     }
-    Err(error(
+    Some(error(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "send the submission as JSON with `Content-Type: application/json`",
     ))
@@ -901,7 +901,7 @@ async fn create(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(refused) = json_body(&headers) {
+    if let Some(refused) = refuse_non_json(&headers) {
         return refused;
     }
     if let Err(message) = check_fields(options.fields.as_deref()) {
@@ -1006,7 +1006,7 @@ async fn create_batch(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(refused) = json_body(&headers) {
+    if let Some(refused) = refuse_non_json(&headers) {
         return refused;
     }
     let batch: Batch = match serde_json::from_slice(&body) {
