@@ -1153,7 +1153,10 @@ mod tests {
             &Limits::default(),
         )
         .unwrap();
-        assert!(submission.request.source_code.is_none(), "kept once, decoded");
+        assert!(
+            submission.request.source_code.is_none(),
+            "kept once, decoded"
+        );
         submission
     }
 

@@ -110,6 +110,8 @@ pub struct NoArgs {}
 #[derive(Clone)]
 pub struct DvmTools {
     state: Arc<AppState>,
+    /// The connection's place among the server's sessions and sandboxes.
+    _place: Arc<super::Reservation>,
     workspace: Workspace,
     /// Packages installed for this connection, by runtime.
     packages: Arc<Mutex<BTreeMap<String, crate::deps::PackageSet>>>,
@@ -145,8 +147,13 @@ fn summary(outcome: &crate::Outcome) -> serde_json::Value {
 
 impl DvmTools {
     pub fn new(state: Arc<AppState>) -> Result<DvmTools, crate::Error> {
+        // A connection's workspace is a sandbox of sorts: it counts toward --max-sessions.
+        let place = state
+            .admit(None)
+            .map_err(|refused| crate::Error::QueueFull(refused.message))?;
         Ok(DvmTools {
             state,
+            _place: Arc::new(place),
             workspace: Workspace::new()?,
             packages: Arc::default(),
             running: Arc::default(),

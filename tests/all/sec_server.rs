@@ -311,6 +311,37 @@ fn concurrent_creations_stop_exactly_at_the_cap() {
     });
 }
 
+/// An MCP connection (its own workspace) takes a place like a sandbox: past the cap, a new
+/// connection is refused and makes nothing.
+#[test]
+fn mcp_connections_count_toward_the_cap() {
+    let state = state(|c| c.max_sandboxes = 1);
+    runtime().block_on(async {
+        let initialize = json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}},
+        })
+        .to_string();
+        let headers = [
+            JSON,
+            LOCAL,
+            ("accept", "application/json, text/event-stream"),
+        ];
+        let (status, body) = send(&state, "POST", "/mcp", &headers, initialize.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(state.admitted().0, 1, "the connection holds a place");
+        let (status, body) = post(&state, "/sandboxes", json!({})).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        let (status, body) = send(&state, "POST", "/mcp", &headers, initialize).await;
+        assert!(
+            !status.is_success(),
+            "a second connection past the cap: {status} {body}"
+        );
+        assert_eq!(state.admitted().0, 1);
+    });
+}
+
 /// Sessions reserve their memory cap: past the budget they are refused, and a session's
 /// calls cannot take more than it reserved.
 #[test]
