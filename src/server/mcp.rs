@@ -118,6 +118,9 @@ pub struct DvmTools {
     /// One run_code at a time per connection: they share its workspace.
     running: Arc<tokio::sync::Mutex<()>>,
     tool_router: ToolRouter<DvmTools>,
+    /// Declared after `workspace`: holds its last handle, so the directory is removed off
+    /// the async threads when the connection ends.
+    _removal: Arc<super::DropOffThread<Workspace>>,
 }
 
 type ToolResult = Result<CallToolResult, rmcp::ErrorData>;
@@ -151,10 +154,12 @@ impl DvmTools {
         let place = state
             .admit(None)
             .map_err(|refused| crate::Error::QueueFull(refused.message))?;
+        let workspace = Workspace::new()?;
         Ok(DvmTools {
             state,
             _place: Arc::new(place),
-            workspace: Workspace::new()?,
+            _removal: Arc::new(super::DropOffThread::new(workspace.clone())),
+            workspace,
             packages: Arc::default(),
             running: Arc::default(),
             tool_router: Self::tool_router(),

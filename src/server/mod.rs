@@ -611,6 +611,9 @@ pub struct Sandbox {
     pub running: Mutex<Option<CancelHandle>>,
     /// Its place among the live sessions and sandboxes, given back when it is dropped.
     _reservation: Reservation,
+    /// Declared last: holds the workspace's last handle, so its directory is removed off
+    /// the async threads.
+    _removal: DropOffThread<Workspace>,
 }
 
 /// What live sessions and sandboxes hold, counted where they are admitted.
@@ -1051,6 +1054,7 @@ impl AppState {
         .map_err(|e| ApiError::from(Error::Internal(format!("sandbox creation: {e}"))))??;
         let (workspace, session, packages, reservation) = built;
         let now = Instant::now();
+        let removal = DropOffThread::new(workspace.clone());
         let sandbox = Arc::new(Sandbox {
             id: id.clone(),
             runtime: runtime_id.to_string(),
@@ -1064,6 +1068,7 @@ impl AppState {
             busy: Arc::default(),
             running: Mutex::new(None),
             _reservation: reservation,
+            _removal: removal,
         });
         self.sandboxes
             .lock()
@@ -1175,6 +1180,25 @@ impl Drop for Registration {
             // When it was closed meanwhile, this is the last hold: its session and workspace
             // are freed off the async threads.
             drop_blocking(sandbox);
+        }
+    }
+}
+
+/// Holds a value and drops it on a blocking thread (a workspace's removal walks and deletes
+/// a directory tree). Keep one beside other handles to the same workspace, declared after
+/// them: it then holds the last one.
+pub(crate) struct DropOffThread<T: Send + 'static>(Option<T>);
+
+impl<T: Send + 'static> DropOffThread<T> {
+    pub(crate) fn new(value: T) -> Self {
+        DropOffThread(Some(value))
+    }
+}
+
+impl<T: Send + 'static> Drop for DropOffThread<T> {
+    fn drop(&mut self) {
+        if let Some(value) = self.0.take() {
+            drop_blocking(value);
         }
     }
 }
