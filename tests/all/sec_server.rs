@@ -687,3 +687,30 @@ fn sessions_leave_the_pool_to_one_shot_runs() {
         assert_eq!(body["stdout"], "7\n", "{body}");
     }
 }
+
+/// Allow-list entries that do not parse stop `dvm serve` before it listens, naming the flag.
+#[test]
+fn malformed_allow_lists_stop_the_server() {
+    for (flag, value) in [
+        ("--allow-origin", "localhost:3000"),
+        ("--allow-origin", "http://x:1:*"),
+        ("--allow-host", "evil.example/path"),
+        ("--allow-host", "user@host"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dvm"))
+            .args(["serve", "--no-warm", "--addr", "127.0.0.1:0", flag, value])
+            .env("DVM_HOME", shared_home())
+            .env_remove("DVM_TOKEN")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "{flag} {value}: {}",
+            show(&output)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(!stderr.contains("listening"), "{stderr}");
+    }
+}
