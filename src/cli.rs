@@ -357,13 +357,50 @@ struct ServeArgs {
     /// How long in-flight runs may finish after Ctrl-C or SIGTERM before they are cancelled.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     shutdown_grace: Duration,
-    /// A browser Origin the MCP endpoint accepts (repeatable), e.g. http://localhost:3000.
+    /// A browser Origin every route accepts (repeatable), e.g. http://localhost:3000, or
+    /// http://localhost:* for any port; requests from other origins get 403.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allow_origins: Vec<String>,
-    /// A Host name the MCP endpoint answers besides localhost, 127.0.0.1 and ::1 (repeatable;
-    /// the DNS-rebinding check), e.g. dvm.internal.
+    /// A Host name (with an optional port) every route answers besides localhost,
+    /// 127.0.0.1 and ::1 on the bound port (repeatable; the DNS-rebinding check), e.g.
+    /// dvm.internal; requests for other hosts get 403.
     #[arg(long = "allow-host", value_name = "NAME")]
     allow_hosts: Vec<String>,
+    /// Largest memory cap a request may ask for [default: 512MiB, the default cap].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    max_memory: Option<u64>,
+    /// Largest disk quota a request may ask for; also a sandbox's or session's workspace
+    /// quota across executions [default: 1GiB, the default quota].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    max_disk: Option<u64>,
+    /// Largest cap on each of stdout and stderr a request may ask for [default: 1MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    max_output: Option<u64>,
+    /// Largest fuel budget a request may ask for; runs get it by default [default: no
+    /// maximum, no budget].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_fuel: Option<u64>,
+    /// Largest files cap (files created) a request may ask for [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_files: Option<u64>,
+    /// Largest open-files cap a request may ask for [default: 256].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_open_files: Option<u64>,
+    /// Live sessions' memory caps add up to at most this; a session reserves its cap when
+    /// it is made [default: half the machine's memory].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    session_memory: Option<u64>,
+    /// Sandbox slots in the instance pool; sessions may hold all but those kept for the
+    /// workers and prestarted sandboxes [default: enough for --max-sessions sessions].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(16..=100_000))]
+    pool_slots: Option<u64>,
+    /// Bytes of finished Judge0 submissions (source, input, output) kept for polling; the
+    /// oldest go first past it.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_bytes)]
+    judge0_max_bytes: u64,
+    /// How long a finished Judge0 submission is kept for polling.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    judge0_ttl: Duration,
     /// Do not install and compile the python and javascript runtimes before listening.
     #[arg(long)]
     no_warm: bool,
@@ -1545,11 +1582,56 @@ fn serve(args: ServeArgs) -> ExitCode {
     let result = (|| -> Result<(), Error> {
         let defaults = crate::server::ServerConfig::default();
         let workers = args.workers.map_or(defaults.workers, |n| n as usize);
-        // Every open session holds a sandbox slot, and every worker runs in one.
-        let slots = u32::try_from(args.max_sessions as usize + workers + 16).unwrap_or(u32::MAX);
+        // Sessions never take the slots the workers and prestarted sandboxes need.
+        let reserved_runs = workers + args.prestart as usize + 16;
+        // Every open session holds a sandbox slot (a few where its guest defines several
+        // tables), and every worker runs in one.
+        let slots = match args.pool_slots {
+            Some(slots) => u32::try_from(slots).unwrap_or(u32::MAX),
+            None => u32::try_from(
+                (args.max_sessions as usize)
+                    .saturating_add(reserved_runs)
+                    .saturating_mul(crate::server::SLOTS_PER_INSTANCE),
+            )
+            .unwrap_or(u32::MAX)
+            .max(crate::PoolConfig::default().slots),
+        };
+        let max_limits = {
+            let base = crate::server::MaxLimits::default();
+            crate::server::MaxLimits {
+                memory_bytes: args.max_memory.unwrap_or(base.memory_bytes),
+                disk_bytes: args.max_disk.unwrap_or(base.disk_bytes),
+                output_bytes: args.max_output.unwrap_or(base.output_bytes),
+                fuel: args.max_fuel.or(base.fuel),
+                files: args.max_files.unwrap_or(base.files),
+                open_files: args.max_open_files.unwrap_or(base.open_files),
+            }
+        };
+        let config = crate::server::ServerConfig {
+            addr: args.addr,
+            token: args.token.filter(|t| !t.is_empty()),
+            max_body_bytes: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+            workers,
+            queue: args.queue as usize,
+            max_timeout: args.max_timeout,
+            idle_timeout: args.idle_timeout,
+            max_lifetime: args.max_lifetime,
+            max_sandboxes: args.max_sessions as usize,
+            shutdown_grace: args.shutdown_grace,
+            allowed_origins: args.allow_origins,
+            allowed_hosts: args.allow_hosts,
+            max_limits,
+            session_memory_bytes: args.session_memory.unwrap_or(defaults.session_memory_bytes),
+            pool_slots: slots as usize,
+            reserved_runs,
+            judge0_max_bytes: args.judge0_max_bytes,
+            judge0_ttl: args.judge0_ttl,
+            ..defaults
+        };
+        config.validate()?;
         let dvm_config = Config {
             pool: Some(crate::PoolConfig {
-                slots: slots.max(crate::PoolConfig::default().slots),
+                slots,
                 ..crate::PoolConfig::default()
             }),
             ..Config::default()
@@ -1577,21 +1659,6 @@ fn serve(args: ServeArgs) -> ExitCode {
                     .prestart(args.prestart as usize)?;
             }
         }
-        let config = crate::server::ServerConfig {
-            addr: args.addr,
-            token: args.token.filter(|t| !t.is_empty()),
-            max_body_bytes: usize::try_from(args.max_body).unwrap_or(usize::MAX),
-            workers,
-            queue: args.queue as usize,
-            max_timeout: args.max_timeout,
-            idle_timeout: args.idle_timeout,
-            max_lifetime: args.max_lifetime,
-            max_sandboxes: args.max_sessions as usize,
-            shutdown_grace: args.shutdown_grace,
-            allowed_origins: args.allow_origins,
-            allowed_hosts: args.allow_hosts,
-            ..defaults
-        };
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::bind(config.addr)
                 .await

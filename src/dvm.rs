@@ -702,6 +702,14 @@ impl Runtime {
         self.spec.artifact(Role::Module).map_or(0, |a| a.size)
     }
 
+    /// Pool slots one instance of this runtime takes of the scarcest kind: the pool has as
+    /// many tables and memories as instances; each defined one takes a slot, and a store's
+    /// GC heap (made when the guest first throws a wasm exception) takes a memory slot too.
+    pub(crate) fn pool_units(&self) -> usize {
+        let needs = self.program.pre.module().resources_required();
+        needs.num_tables.max(needs.num_memories + 1).max(1) as usize
+    }
+
     pub fn id(&self) -> &str {
         &self.spec.id
     }

@@ -53,8 +53,13 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         )
 }
 
-/// Checks the bearer token (every route but `/health`) and counts requests.
+/// Checks Host and Origin (every route), then the bearer token (every route but
+/// `/health`), and counts requests.
 pub(super) async fn guard(State(state): Shared, request: Request, next: Next) -> Response {
+    if let Err(refused) = state.check_access(request.uri(), request.headers()) {
+        state.metrics.http(refused.status.as_u16());
+        return refused.into_response();
+    }
     if let Some(token) = &state.config.token
         && request.uri().path() != "/health"
     {
@@ -116,9 +121,37 @@ async fn metrics(State(state): Shared) -> impl IntoResponse {
         let sessions = all.values().filter(|s| s.session.is_some()).count();
         (sessions, all.len() - sessions)
     };
-    let text = state
+    let mut text = state
         .metrics
         .render(sessions, sandboxes, state.limiter.waiting());
+    let (_, session_memory, session_slots) = state.admitted();
+    let (retained, retained_bytes) = state.submissions.retained();
+    for (name, help, value) in [
+        (
+            "dvm_session_memory_reserved_bytes",
+            "Memory caps of live sessions, summed (bounded by --session-memory).",
+            session_memory,
+        ),
+        (
+            "dvm_session_pool_slots",
+            "Instance-pool slots live sessions hold.",
+            session_slots as u64,
+        ),
+        (
+            "dvm_judge0_submissions_retained",
+            "Judge0 submissions kept in memory.",
+            retained as u64,
+        ),
+        (
+            "dvm_judge0_retained_bytes",
+            "Bytes of source, input and output Judge0 submissions keep in memory.",
+            retained_bytes,
+        ),
+    ] {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -223,23 +256,26 @@ impl ExecuteRequest {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             stdin: self.stdin.clone().unwrap_or_default().into_bytes(),
-            limits: limits.apply(base, state.config.max_timeout)?,
+            limits: limits.apply(base, &state.config)?,
             deterministic: self.seed.map(|seed| crate::Determinism { seed }),
             ..RunInput::default()
         })
     }
 
-    fn write_files(&self, workspace: &crate::Workspace) -> Result<(), ApiError> {
-        for (path, text) in &self.files {
-            workspace.write(path, text.as_bytes())?;
-        }
+    /// The files to write first, decoded.
+    fn uploads(&self) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+        let mut files: Vec<(String, Vec<u8>)> = self
+            .files
+            .iter()
+            .map(|(path, text)| (path.clone(), text.clone().into_bytes()))
+            .collect();
         for (path, encoded) in &self.files_base64 {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(encoded)
                 .map_err(|e| ApiError::bad_request(format!("files_base64 `{path}`: {e}")))?;
-            workspace.write(path, &bytes)?;
+            files.push((path.clone(), bytes));
         }
-        Ok(())
+        Ok(files)
     }
 }
 
@@ -254,10 +290,19 @@ async fn execute_once(
     ApiJson(request): ApiJson<ExecuteRequest>,
 ) -> Result<Response, ApiError> {
     let mut input = request.input(&default_limits(&state), &state)?;
-    if !request.files.is_empty() || !request.files_base64.is_empty() {
-        let workspace = crate::Workspace::new()?;
-        request.write_files(&workspace)?;
+    let uploads = request.uploads()?;
+    if !uploads.is_empty() {
+        let quota = input.limits.clone();
+        let (workspace, limits) = super::blocking(move || {
+            let workspace = crate::Workspace::new()?;
+            super::write_within(&workspace, &quota, &uploads)?;
+            let mut limits = quota.clone();
+            super::fit_to_workspace(&workspace, &quota, &mut limits)?;
+            Ok::<_, ApiError>((workspace, limits))
+        })
+        .await?;
         input.workspace = Some(workspace);
+        input.limits = limits;
     }
     let job = Job {
         runtime: request
@@ -384,19 +429,32 @@ pub(super) struct CreateRequest {
     session: bool,
 }
 
-async fn create_sandbox(state: Shared, body: Bytes) -> Result<Response, ApiError> {
-    let request = json_or_default::<CreateRequest>(&body)?;
+async fn create_sandbox(
+    state: Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request = json_or_default::<CreateRequest>(&headers, &body)?;
     let session = request.session;
     create(state, request, session).await
 }
 
-async fn create_session(state: Shared, body: Bytes) -> Result<Response, ApiError> {
-    create(state, json_or_default(&body)?, true).await
+async fn create_session(
+    state: Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    create(state, json_or_default(&headers, &body)?, true).await
 }
 
-/// A JSON body, or the default for an empty one.
-fn json_or_default<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+/// A JSON body (declared `application/json`), or the default for an empty one.
+fn json_or_default<T: serde::de::DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, ApiError> {
+    let empty = body.iter().all(u8::is_ascii_whitespace);
+    super::access::require_json(headers, body.is_empty())?;
+    if empty {
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| {
@@ -411,7 +469,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let limits = request
         .limits
-        .apply(&default_limits(&state), state.config.max_timeout)?;
+        .apply(&default_limits(&state), &state.config)?;
     let sandbox = state
         .create_sandbox(
             request.runtime.as_deref().unwrap_or("python"),
@@ -470,9 +528,20 @@ async fn execute_in(
             "install packages into a sandbox with POST …/packages, or at creation",
         ));
     }
-    let hold = sandbox.busy.clone().lock_owned().await;
-    request.write_files(&sandbox.workspace)?;
     let mut input = request.input(&sandbox.limits, &state)?;
+    within_session(&sandbox, &input.limits)?;
+    let uploads = request.uploads()?;
+    let hold = sandbox.busy.clone().lock_owned().await;
+    input.limits = {
+        let sandbox = sandbox.clone();
+        let mut limits = input.limits;
+        super::blocking(move || {
+            super::write_within(&sandbox.workspace, &sandbox.limits, &uploads)?;
+            super::fit_to_workspace(&sandbox.workspace, &sandbox.limits, &mut limits)?;
+            Ok::<_, ApiError>(limits)
+        })
+        .await?
+    };
     input.env = sandbox.env.iter().cloned().chain(input.env).collect();
     input.workspace = Some(sandbox.workspace.clone());
     input.packages = sandbox
@@ -492,6 +561,22 @@ async fn execute_in(
         on_start: None,
     };
     respond(state, job, wants_stream(&request, &query, &headers)).await
+}
+
+/// A session's calls stay within the memory it reserved when it was made.
+pub(super) fn within_session(sandbox: &super::Sandbox, limits: &Limits) -> Result<(), ApiError> {
+    if sandbox.session.is_some() && limits.memory_bytes > sandbox.limits.memory_bytes {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "over_maximum",
+            format!(
+                "memory_bytes of {} is over the {} bytes this session reserved when it was \
+                 made; create the session with a larger limits.memory_bytes",
+                limits.memory_bytes, sandbox.limits.memory_bytes
+            ),
+        ));
+    }
+    Ok(())
 }
 
 async fn cancel_in(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -557,7 +642,7 @@ async fn install_in(
     Ok(axum::Json(body).into_response())
 }
 
-/// 404 unless the sandbox's workspace has something at `path`.
+/// 404 unless the sandbox's workspace has something at `path` (blocking).
 fn existing(sandbox: &super::Sandbox, path: &str) -> Result<(), ApiError> {
     if sandbox.workspace.exists(path)? {
         return Ok(());
@@ -571,7 +656,7 @@ fn existing(sandbox: &super::Sandbox, path: &str) -> Result<(), ApiError> {
 
 async fn list_files(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
     let sandbox = state.sandbox(&id)?;
-    let entries = sandbox.workspace.list()?;
+    let entries = super::blocking(move || sandbox.workspace.list()).await?;
     Ok(axum::Json(entries).into_response())
 }
 
@@ -580,11 +665,12 @@ async fn read_file(
     Path((id, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let sandbox = state.sandbox(&id)?;
-    existing(&sandbox, &path)?;
     let limit = state.config.max_body_bytes as u64;
-    let bytes = tokio::task::spawn_blocking(move || sandbox.workspace.read(&path, limit))
-        .await
-        .map_err(|e| ApiError::from(crate::Error::Internal(e.to_string())))??;
+    let bytes = super::blocking(move || {
+        existing(&sandbox, &path)?;
+        Ok::<_, ApiError>(sandbox.workspace.read(&path, limit)?)
+    })
+    .await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
@@ -596,9 +682,16 @@ async fn write_file(
     let sandbox = state.sandbox(&id)?;
     let size = body.len();
     let written = path.clone();
-    tokio::task::spawn_blocking(move || sandbox.workspace.write(&written, &body))
-        .await
-        .map_err(|e| ApiError::from(crate::Error::Internal(e.to_string())))??;
+    // Not beside an execution: the workspace's quota counts what both write.
+    let _hold = sandbox.busy.clone().lock_owned().await;
+    super::blocking(move || {
+        super::write_within(
+            &sandbox.workspace,
+            &sandbox.limits,
+            &[(written, body.to_vec())],
+        )
+    })
+    .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(serde_json::json!({ "path": path, "size": size })),
@@ -611,7 +704,10 @@ async fn delete_file(
     Path((id, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let sandbox = state.sandbox(&id)?;
-    existing(&sandbox, &path)?;
-    sandbox.workspace.remove(&path)?;
+    super::blocking(move || {
+        existing(&sandbox, &path)?;
+        Ok::<_, ApiError>(sandbox.workspace.remove(&path)?)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -26,14 +26,14 @@ use crate::sandbox::{RunInput, Stream};
 
 type Shared = State<Arc<AppState>>;
 
-/// Submissions kept for polling; the oldest finished ones go first past it.
+/// Submissions kept for polling; the oldest finished ones go first past it (and past the
+/// byte budget and the age in [`super::ServerConfig`]).
 const RETAINED: usize = 10_000;
 /// Submissions in one batch at most (Judge0's default).
 const MAX_BATCH: usize = 20;
 /// Judge0's default limits: 5 s of CPU, 128,000 KB.
 const DEFAULT_CPU_SECONDS: f64 = 5.0;
 const DEFAULT_MEMORY_KB: f64 = 128_000.0;
-const MAX_MEMORY_KB: f64 = 4_194_304.0;
 
 /// Judge0's status table.
 const STATUSES: &[(u32, &str)] = &[
@@ -178,8 +178,8 @@ async fn config_info(State(state): Shared) -> Response {
         "max_cpu_extra_time": 0.0,
         "wall_time_limit": DEFAULT_CPU_SECONDS,
         "max_wall_time_limit": max_seconds,
-        "memory_limit": DEFAULT_MEMORY_KB,
-        "max_memory_limit": MAX_MEMORY_KB,
+        "memory_limit": DEFAULT_MEMORY_KB.min(max_memory_kb(&state)),
+        "max_memory_limit": max_memory_kb(&state),
         "stack_limit": 8192,
         "max_stack_limit": 8192,
         "max_processes_and_or_threads": 1,
@@ -278,65 +278,188 @@ struct Submission {
     memory_kb: Option<u64>,
     created_at: String,
     finished_at: Option<String>,
+    /// When it finished, for the age bound.
+    finished: Option<Instant>,
 }
 
-/// Every submission still kept.
-#[derive(Default)]
+impl Submission {
+    /// Bytes it keeps in memory (its texts; the fixed part is small).
+    fn size(&self) -> u64 {
+        let texts = [
+            Some(self.source.len()),
+            self.stdin.as_ref().map(String::len),
+            self.expected.as_ref().map(String::len),
+            self.stdout.as_ref().map(Vec::len),
+            self.stderr.as_ref().map(Vec::len),
+            self.message.as_ref().map(String::len),
+            self.request.source_code.as_ref().map(String::len),
+            self.request.stdin.as_ref().map(String::len),
+            self.request.expected_output.as_ref().map(String::len),
+            self.request
+                .command_line_arguments
+                .as_ref()
+                .map(String::len),
+        ];
+        256 + texts.iter().flatten().map(|n| *n as u64).sum::<u64>()
+    }
+
+    fn is_finished(&self) -> bool {
+        self.status > 2
+    }
+}
+
+/// Every submission still kept, bounded in count, bytes and age: finished ones go oldest
+/// first past a bound; one in queue or running is never dropped (the queue bounds those).
 pub struct Submissions {
-    by_token: Mutex<HashMap<String, Submission>>,
-    order: Mutex<VecDeque<String>>,
+    kept: Mutex<Kept>,
+    max_bytes: u64,
+    ttl: Duration,
+}
+
+#[derive(Default)]
+struct Kept {
+    by_token: HashMap<String, Submission>,
+    /// Tokens in the order they came (some may be gone from `by_token`).
+    order: VecDeque<String>,
+    bytes: u64,
+}
+
+impl Kept {
+    fn remove(&mut self, token: &str) -> Option<Submission> {
+        let removed = self.by_token.remove(token)?;
+        self.bytes = self.bytes.saturating_sub(removed.size());
+        Some(removed)
+    }
+
+    /// Drops finished submissions past their age, then the oldest finished ones while over
+    /// `max_bytes` (counting `incoming` more) or the count.
+    fn evict(&mut self, max_bytes: u64, ttl: Duration, incoming: u64) {
+        let expired: Vec<String> = self
+            .by_token
+            .values()
+            .filter(|s| s.finished.is_some_and(|at| at.elapsed() >= ttl))
+            .map(|s| s.token.clone())
+            .collect();
+        for token in expired {
+            self.remove(&token);
+        }
+        let mut kept = VecDeque::with_capacity(self.order.len());
+        while let Some(oldest) = self.order.pop_front() {
+            let over =
+                self.bytes.saturating_add(incoming) > max_bytes || self.by_token.len() >= RETAINED;
+            match self.by_token.get(&oldest) {
+                Some(s) if over && s.is_finished() => {
+                    self.remove(&oldest);
+                }
+                Some(_) => kept.push_back(oldest),
+                None => {}
+            }
+        }
+        self.order = kept;
+    }
 }
 
 impl Submissions {
-    fn insert(&self, submission: Submission) {
-        let token = submission.token.clone();
-        let mut by_token = self.by_token.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
-        by_token.insert(token.clone(), submission);
-        order.push_back(token);
-        let mut kept = VecDeque::with_capacity(order.len());
-        let mut excess = by_token.len().saturating_sub(RETAINED);
-        while let Some(oldest) = order.pop_front() {
-            let finished = by_token.get(&oldest).is_some_and(|s| s.status > 2);
-            if excess > 0 && finished {
-                by_token.remove(&oldest);
-                excess -= 1;
-            } else if by_token.contains_key(&oldest) {
-                kept.push_back(oldest);
-            }
+    pub fn new(max_bytes: u64, ttl: Duration) -> Self {
+        Submissions {
+            kept: Mutex::default(),
+            max_bytes,
+            ttl,
         }
-        *order = kept;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps a new submission, making room by dropping finished ones; refused when
+    /// submissions still in queue or running fill the budget.
+    fn insert(&self, submission: Submission) -> Result<(), String> {
+        let size = submission.size();
+        let mut kept = self.lock();
+        kept.evict(self.max_bytes, self.ttl, size);
+        if kept.bytes.saturating_add(size) > self.max_bytes || kept.by_token.len() >= RETAINED {
+            return Err(format!(
+                "submissions in queue fill this server's {} bytes for them; retry when they \
+                 have finished",
+                self.max_bytes
+            ));
+        }
+        kept.bytes += size;
+        kept.order.push_back(submission.token.clone());
+        kept.by_token.insert(submission.token.clone(), submission);
+        Ok(())
     }
 
     fn update(&self, token: &str, change: impl FnOnce(&mut Submission)) {
-        if let Some(submission) = self
-            .by_token
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(token)
-        {
-            change(submission);
+        let mut kept = self.lock();
+        let Some(submission) = kept.by_token.get_mut(token) else {
+            return;
+        };
+        let before = submission.size();
+        change(submission);
+        if submission.is_finished() && submission.finished.is_none() {
+            submission.finished = Some(Instant::now());
         }
+        let after = submission.size();
+        kept.bytes = kept.bytes.saturating_sub(before).saturating_add(after);
+        // Its output may take the kept bytes over the budget: older finished ones go.
+        kept.evict(self.max_bytes, self.ttl, 0);
     }
 
     fn get(&self, token: &str) -> Option<Submission> {
-        self.by_token
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(token)
-            .cloned()
+        let mut kept = self.lock();
+        let expired = kept
+            .by_token
+            .get(token)?
+            .finished
+            .is_some_and(|at| at.elapsed() >= self.ttl);
+        if expired {
+            kept.remove(token);
+            return None;
+        }
+        kept.by_token.get(token).cloned()
     }
 
     fn remove(&self, token: &str) -> Option<Submission> {
-        self.by_token
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(token)
+        self.lock().remove(token)
+    }
+
+    /// Drops what is past its age or the budgets (the server calls it every second).
+    pub fn sweep(&self) {
+        self.lock().evict(self.max_bytes, self.ttl, 0);
+    }
+
+    /// Submissions kept and their bytes.
+    pub fn retained(&self) -> (usize, u64) {
+        let kept = self.lock();
+        (kept.by_token.len(), kept.bytes)
     }
 }
 
+/// The largest `memory_limit` (KB) this server takes: its `--max-memory`.
+fn max_memory_kb(state: &AppState) -> f64 {
+    (state.config.max_limits.memory_bytes / 1024) as f64
+}
+
+/// 404 for a token that is not kept: unknown, deleted, or dropped past the bounds.
+fn not_kept(token: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "submission {token} not found: it never existed, was deleted, or finished long \
+             enough ago that this server no longer keeps it (finished submissions are kept \
+             for a while and within a memory budget; fetch results soon after they finish)"
+        ),
+    )
+}
+
 /// Validates and decodes a submission; a Judge0-style 422 body on failure.
-fn accept(request: SubmissionRequest, base64: bool) -> Result<Submission, serde_json::Value> {
+fn accept(
+    request: SubmissionRequest,
+    base64: bool,
+    max: &Limits,
+) -> Result<Submission, serde_json::Value> {
     let mut problems = serde_json::Map::new();
     let mut problem = |field: &str, message: String| {
         problems.insert(field.to_string(), serde_json::json!([message]));
@@ -395,8 +518,26 @@ fn accept(request: SubmissionRequest, base64: bool) -> Result<Submission, serde_
             problem(field, "must be greater than 0".into());
         }
     }
-    if request.memory_limit.is_some_and(|kb| kb > MAX_MEMORY_KB) {
-        problem("memory_limit", format!("must be at most {MAX_MEMORY_KB}"));
+    let max_kb = (max.memory_bytes / 1024) as f64;
+    if request.memory_limit.is_some_and(|kb| kb > max_kb) {
+        problem(
+            "memory_limit",
+            format!("must be less than or equal to {max_kb} (this server's --max-memory)"),
+        );
+    }
+    let max_seconds = max.deadline.as_secs_f64();
+    for (field, value) in [
+        ("cpu_time_limit", request.cpu_time_limit),
+        ("wall_time_limit", request.wall_time_limit),
+    ] {
+        if value.is_some_and(|v| v > max_seconds) {
+            problem(
+                field,
+                format!(
+                    "must be less than or equal to {max_seconds} (this server's --max-timeout)"
+                ),
+            );
+        }
     }
     if request
         .compiler_options
@@ -426,6 +567,11 @@ fn accept(request: SubmissionRequest, base64: bool) -> Result<Submission, serde_
     if !problems.is_empty() {
         return Err(serde_json::Value::Object(problems));
     }
+    // The decoded texts are what is kept and shown; the raw ones would double the memory.
+    let mut request = request;
+    request.source_code = None;
+    request.stdin = None;
+    request.expected_output = None;
     Ok(Submission {
         token: super::new_id(),
         request,
@@ -441,6 +587,7 @@ fn accept(request: SubmissionRequest, base64: bool) -> Result<Submission, serde_
         memory_kb: None,
         created_at: timestamp(SystemTime::now()),
         finished_at: None,
+        finished: None,
     })
 }
 
@@ -454,10 +601,14 @@ fn job(submission: &Submission, state: &AppState) -> (Job, Option<Arc<Mutex<Vec<
     let cpu = request.cpu_time_limit.unwrap_or(DEFAULT_CPU_SECONDS);
     let seconds = request.wall_time_limit.map_or(cpu, |wall| wall.min(cpu));
     let max = state.config.max_timeout.as_secs_f64();
+    // The rest are the server's defaults, within its maxima; `accept` refused requests over
+    // them, and the default memory is lowered to a smaller --max-memory.
+    let base = super::default_limits(&state.config);
     let limits = Limits {
-        deadline: std::time::Duration::from_secs_f64(seconds.min(max)),
-        memory_bytes: (request.memory_limit.unwrap_or(DEFAULT_MEMORY_KB) * 1024.0) as u64,
-        ..Limits::default()
+        deadline: Duration::from_secs_f64(seconds.min(max)),
+        memory_bytes: ((request.memory_limit.unwrap_or(DEFAULT_MEMORY_KB) * 1024.0) as u64)
+            .min(state.config.max_limits.memory_bytes),
+        ..base
     };
     let combined = request
         .redirect_stderr_to_stdout
@@ -724,11 +875,35 @@ async fn run(state: Arc<AppState>, token: String) {
         .update(&token, |s| finish(s, ran, combined));
 }
 
+/// The largest deadline and memory a submission may ask for.
+fn maxima(state: &AppState) -> Limits {
+    Limits {
+        deadline: state.config.max_timeout,
+        memory_bytes: state.config.max_limits.memory_bytes,
+        ..Limits::default()
+    }
+}
+
+/// A 415 answer unless the body is declared JSON (as Judge0 clients send it).
+fn refuse_non_json(headers: &axum::http::HeaderMap) -> Option<Response> {
+    if super::access::is_json(headers) {
+        return None;
+    }
+    Some(error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "send the submission as JSON with `Content-Type: application/json`",
+    ))
+}
+
 async fn create(
     State(state): Shared,
     Query(options): Query<Options>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    if let Some(refused) = refuse_non_json(&headers) {
+        return refused;
+    }
     if let Err(message) = check_fields(options.fields.as_deref()) {
         return error(StatusCode::BAD_REQUEST, message);
     }
@@ -741,7 +916,7 @@ async fn create(
             );
         }
     };
-    let submission = match accept(request, options.base64_encoded) {
+    let submission = match accept(request, options.base64_encoded, &maxima(&state)) {
         Ok(submission) => submission,
         Err(problems) => {
             return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(problems)).into_response();
@@ -751,12 +926,14 @@ async fn create(
         return error(StatusCode::SERVICE_UNAVAILABLE, "queue is full");
     }
     let token = submission.token.clone();
-    state.submissions.insert(submission);
+    if let Err(message) = state.submissions.insert(submission) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, message);
+    }
     if options.wait {
         // In a task of its own, so a client that hangs up does not leave it half-done.
         let _ = tokio::spawn(run(state.clone(), token.clone())).await;
         let Some(done) = state.submissions.get(&token) else {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "the submission was lost");
+            return not_kept(&token);
         };
         return (
             StatusCode::CREATED,
@@ -791,10 +968,7 @@ async fn show(
             options.base64_encoded,
         ))
         .into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!("submission {token} not found"),
-        ),
+        None => not_kept(&token),
     }
 }
 
@@ -815,15 +989,9 @@ async fn delete(
                 options.base64_encoded,
             ))
             .into_response(),
-            None => error(
-                StatusCode::NOT_FOUND,
-                format!("submission {token} not found"),
-            ),
+            None => not_kept(&token),
         },
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!("submission {token} not found"),
-        ),
+        None => not_kept(&token),
     }
 }
 
@@ -835,8 +1003,12 @@ struct Batch {
 async fn create_batch(
     State(state): Shared,
     Query(options): Query<Options>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    if let Some(refused) = refuse_non_json(&headers) {
+        return refused;
+    }
     let batch: Batch = match serde_json::from_slice(&body) {
         Ok(batch) => batch,
         Err(e) => {
@@ -860,14 +1032,18 @@ async fn create_batch(
     for value in batch.submissions {
         let accepted = serde_json::from_value::<SubmissionRequest>(value)
             .map_err(|e| serde_json::json!({ "error": e.to_string() }))
-            .and_then(|request| accept(request, options.base64_encoded));
+            .and_then(|request| accept(request, options.base64_encoded, &maxima(&state)));
         match accepted {
             Ok(submission) => {
-                any_valid = true;
                 let token = submission.token.clone();
-                state.submissions.insert(submission);
-                tokio::spawn(run(state.clone(), token.clone()));
-                answers.push(serde_json::json!({ "token": token }));
+                match state.submissions.insert(submission) {
+                    Ok(()) => {
+                        any_valid = true;
+                        tokio::spawn(run(state.clone(), token.clone()));
+                        answers.push(serde_json::json!({ "token": token }));
+                    }
+                    Err(message) => answers.push(serde_json::json!({ "error": message })),
+                }
             }
             Err(problems) => answers.push(problems),
         }
@@ -966,6 +1142,62 @@ mod tests {
         assert!(!same_output("3", "4"));
     }
 
+    fn finished(source_bytes: usize) -> Submission {
+        let submission = accept(
+            SubmissionRequest {
+                source_code: Some("x".repeat(source_bytes)),
+                language_id: Some(71),
+                ..SubmissionRequest::default()
+            },
+            false,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(
+            submission.request.source_code.is_none(),
+            "kept once, decoded"
+        );
+        submission
+    }
+
+    #[test]
+    fn retention_is_bounded_in_bytes_and_age() {
+        let kept = Submissions::new(10_000, Duration::from_secs(3600));
+        let mut tokens = Vec::new();
+        for _ in 0..20 {
+            let submission = finished(2_000);
+            tokens.push(submission.token.clone());
+            kept.insert(submission).unwrap();
+            kept.update(tokens.last().unwrap(), |s| {
+                s.status = 3;
+                s.stdout = Some(vec![b'o'; 1_000]);
+            });
+            assert!(kept.retained().1 <= 10_000, "{:?}", kept.retained());
+        }
+        assert!(
+            kept.get(&tokens[0]).is_none(),
+            "the oldest finished went first"
+        );
+        assert!(kept.get(tokens.last().unwrap()).is_some());
+        // Unfinished submissions are never dropped; past the budget new ones are refused.
+        let pending = Submissions::new(5_000, Duration::from_secs(3600));
+        let first = finished(2_000);
+        let first_token = first.token.clone();
+        pending.insert(first).unwrap();
+        pending.insert(finished(2_000)).unwrap();
+        assert!(pending.insert(finished(2_000)).is_err());
+        assert!(pending.get(&first_token).is_some());
+        // Past their age, finished ones are gone.
+        let young = Submissions::new(1 << 20, Duration::from_millis(1));
+        let submission = finished(10);
+        let token = submission.token.clone();
+        young.insert(submission).unwrap();
+        young.update(&token, |s| s.status = 3);
+        std::thread::sleep(Duration::from_millis(5));
+        young.sweep();
+        assert_eq!(young.retained(), (0, 0));
+    }
+
     #[test]
     fn submissions_are_checked_field_by_field() {
         let bad = accept(
@@ -976,6 +1208,7 @@ mod tests {
                 ..SubmissionRequest::default()
             },
             true,
+            &Limits::default(),
         )
         .unwrap_err();
         for field in ["source_code", "language_id", "stdin", "memory_limit"] {
@@ -988,6 +1221,7 @@ mod tests {
                 ..SubmissionRequest::default()
             },
             true,
+            &Limits::default(),
         )
         .unwrap();
         assert_eq!(good.source, "print(1)");

@@ -110,12 +110,17 @@ pub struct NoArgs {}
 #[derive(Clone)]
 pub struct DvmTools {
     state: Arc<AppState>,
+    /// The connection's place among the server's sessions and sandboxes.
+    _place: Arc<super::Reservation>,
     workspace: Workspace,
     /// Packages installed for this connection, by runtime.
     packages: Arc<Mutex<BTreeMap<String, crate::deps::PackageSet>>>,
     /// One run_code at a time per connection: they share its workspace.
     running: Arc<tokio::sync::Mutex<()>>,
     tool_router: ToolRouter<DvmTools>,
+    /// Declared after `workspace`: holds its last handle, so the directory is removed off
+    /// the async threads when the connection ends.
+    _removal: Arc<super::DropOffThread<Workspace>>,
 }
 
 type ToolResult = Result<CallToolResult, rmcp::ErrorData>;
@@ -145,23 +150,39 @@ fn summary(outcome: &crate::Outcome) -> serde_json::Value {
 
 impl DvmTools {
     pub fn new(state: Arc<AppState>) -> Result<DvmTools, crate::Error> {
+        // A connection's workspace is a sandbox of sorts: it counts toward --max-sessions.
+        let place = state
+            .admit(None)
+            .map_err(|refused| crate::Error::QueueFull(refused.message))?;
+        let workspace = Workspace::new()?;
         Ok(DvmTools {
             state,
-            workspace: Workspace::new()?,
+            _place: Arc::new(place),
+            _removal: Arc::new(super::DropOffThread::new(workspace.clone())),
+            workspace,
             packages: Arc::default(),
             running: Arc::default(),
             tool_router: Self::tool_router(),
         })
     }
 
-    fn workspace_for(&self, session_id: Option<&str>) -> Result<Workspace, String> {
+    /// The workspace (this connection's, or a session's), the limits whose disk and files
+    /// caps are its quota, and the session's one-execution-at-a-time lock.
+    fn workspace_for(
+        &self,
+        session_id: Option<&str>,
+    ) -> Result<(Workspace, Limits, Arc<tokio::sync::Mutex<()>>), String> {
         match session_id {
             Some(id) => self
                 .state
                 .sandbox(id)
-                .map(|s| s.workspace.clone())
+                .map(|s| (s.workspace.clone(), s.limits.clone(), s.busy.clone()))
                 .map_err(|e| e.message),
-            None => Ok(self.workspace.clone()),
+            None => Ok((
+                self.workspace.clone(),
+                super::default_limits(&self.state.config),
+                self.running.clone(),
+            )),
         }
     }
 
@@ -170,7 +191,7 @@ impl DvmTools {
             timeout_ms,
             ..LimitsRequest::default()
         }
-        .apply(base, self.state.config.max_timeout)
+        .apply(base, &self.state.config)
         .map_err(|e| e.message)
     }
 }
@@ -198,15 +219,30 @@ impl DvmTools {
             .cloned();
         let _running = self.running.lock().await;
         // The code goes in as a script file that is removed afterwards; a name the workspace
-        // does not have yet, so the model's own files are never overwritten.
+        // does not have yet, so the model's own files are never overwritten. The run may
+        // write what the connection's workspace quota leaves.
         let extension = if runtime == "javascript" { "mjs" } else { "py" };
-        let name = (1..=1000)
-            .map(|n| match n {
-                1 => format!("main.{extension}"),
-                n => format!("main_{n}.{extension}"),
+        let prepared = {
+            let workspace = self.workspace.clone();
+            let quota = super::default_limits(&self.state.config);
+            let mut limits = limits;
+            super::blocking(move || {
+                super::fit_to_workspace(&workspace, &quota, &mut limits)?;
+                let name = (1..=1000)
+                    .map(|n| match n {
+                        1 => format!("main.{extension}"),
+                        n => format!("main_{n}.{extension}"),
+                    })
+                    .find(|name| !workspace.exists(name).unwrap_or(true))
+                    .unwrap_or_else(|| format!("main_{}.{extension}", super::new_id()));
+                Ok::<_, crate::Error>((name, limits))
             })
-            .find(|name| !self.workspace.exists(name).unwrap_or(true))
-            .unwrap_or_else(|| format!("main_{}.{extension}", super::new_id()));
+            .await
+        };
+        let (name, limits) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => return failure(error.message),
+        };
         let job = Job {
             runtime: runtime.clone(),
             code: args.code,
@@ -226,7 +262,8 @@ impl DvmTools {
             on_start: None,
         };
         let ran = self.state.execute(job).await;
-        let _ = self.workspace.remove(&name);
+        let workspace = self.workspace.clone();
+        let _ = tokio::task::spawn_blocking(move || workspace.remove(&name)).await;
         match ran {
             Ok((_, outcome)) => text(summary(&outcome)),
             Err(error) => failure(error.message),
@@ -272,13 +309,21 @@ impl DvmTools {
         session's with session_id). Paths are relative; directories are created."
     )]
     async fn write_file(&self, Parameters(args): Parameters<WriteFileArgs>) -> ToolResult {
-        let workspace = match self.workspace_for(args.session_id.as_deref()) {
-            Ok(workspace) => workspace,
+        let (workspace, quota, busy) = match self.workspace_for(args.session_id.as_deref()) {
+            Ok(found) => found,
             Err(e) => return failure(e),
         };
-        match workspace.write(&args.path, args.content.as_bytes()) {
-            Ok(()) => text(serde_json::json!({ "path": args.path, "size": args.content.len() })),
-            Err(error) => failure(error.to_string()),
+        // Not beside a run in the same workspace: its quota counts what both write.
+        let _hold = busy.lock_owned().await;
+        let size = args.content.len();
+        let path = args.path.clone();
+        let written = super::blocking(move || {
+            super::write_within(&workspace, &quota, &[(path, args.content.into_bytes())])
+        })
+        .await;
+        match written {
+            Ok(()) => text(serde_json::json!({ "path": args.path, "size": size })),
+            Err(error) => failure(error.message),
         }
     }
 
@@ -287,15 +332,16 @@ impl DvmTools {
         with session_id) as text, e.g. output a program wrote. Up to 4 MiB."
     )]
     async fn read_file(&self, Parameters(args): Parameters<PathArgs>) -> ToolResult {
-        let workspace = match self.workspace_for(args.session_id.as_deref()) {
-            Ok(workspace) => workspace,
+        let (workspace, ..) = match self.workspace_for(args.session_id.as_deref()) {
+            Ok(found) => found,
             Err(e) => return failure(e),
         };
-        match workspace.read(&args.path, MAX_READ_BYTES) {
+        let read = super::blocking(move || workspace.read(&args.path, MAX_READ_BYTES)).await;
+        match read {
             Ok(bytes) => Ok(CallToolResult::success(vec![ContentBlock::text(
                 String::from_utf8_lossy(&bytes).into_owned(),
             )])),
-            Err(error) => failure(error.to_string()),
+            Err(error) => failure(error.message),
         }
     }
 
@@ -304,13 +350,13 @@ impl DvmTools {
         with session_id) with their sizes."
     )]
     async fn list_files(&self, Parameters(args): Parameters<ListArgs>) -> ToolResult {
-        let workspace = match self.workspace_for(args.session_id.as_deref()) {
-            Ok(workspace) => workspace,
+        let (workspace, ..) = match self.workspace_for(args.session_id.as_deref()) {
+            Ok(found) => found,
             Err(e) => return failure(e),
         };
-        match workspace.list() {
+        match super::blocking(move || workspace.list()).await {
             Ok(entries) => text(serde_json::to_value(entries).unwrap_or_default()),
-            Err(error) => failure(error.to_string()),
+            Err(error) => failure(error.message),
         }
     }
 
@@ -357,6 +403,19 @@ impl DvmTools {
             Err(e) => return failure(e),
         };
         let hold = sandbox.busy.clone().lock_owned().await;
+        let fitted = {
+            let sandbox = sandbox.clone();
+            let mut limits = limits;
+            super::blocking(move || {
+                super::fit_to_workspace(&sandbox.workspace, &sandbox.limits, &mut limits)
+                    .map(|()| limits)
+            })
+            .await
+        };
+        let limits = match fitted {
+            Ok(limits) => limits,
+            Err(error) => return failure(error.message),
+        };
         let job = Job {
             runtime: sandbox.runtime.clone(),
             code: args.code,

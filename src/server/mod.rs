@@ -6,6 +6,7 @@
 //! Each request has a timeout that contains its sandbox's deadline; shutting down stops
 //! accepting, lets in-flight runs finish for a grace period, then cancels them.
 
+pub mod access;
 mod api;
 mod judge0;
 pub mod mcp;
@@ -15,7 +16,7 @@ mod openapi;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -34,6 +35,10 @@ use crate::session::{Session, SessionOptions};
 use crate::workspace::Workspace;
 
 pub use self::metrics::Metrics;
+
+/// Pool slots `dvm serve` sizes its pool with per session or run it must fit: the pool has
+/// as many tables as instances, and a guest that defines two tables takes two.
+pub const SLOTS_PER_INSTANCE: usize = 2;
 
 /// How the server is run.
 #[derive(Debug, Clone)]
@@ -62,9 +67,166 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Browser origins the MCP endpoint accepts (none: only requests without an Origin).
     pub allowed_origins: Vec<String>,
-    /// Host names the MCP endpoint answers besides the loopback ones (the DNS-rebinding
-    /// check), for a server reached by name.
+    /// Host names (optionally with a port) every route answers besides the loopback ones
+    /// on the bound port (the DNS-rebinding check), for a server reached by name.
     pub allowed_hosts: Vec<String>,
+    /// The largest limits a request may ask for; requests above one are refused. The
+    /// server's default limits are within them.
+    pub max_limits: MaxLimits,
+    /// Live sessions' memory caps add up to at most this: each session reserves its cap
+    /// (its linear memory can grow to it and stays while it is idle).
+    pub session_memory_bytes: u64,
+    /// Sandbox slots in the engine's instance pool (`PoolConfig::slots`).
+    pub pool_slots: usize,
+    /// Instances of the pool sessions may not take: one-shot runs and prestarted
+    /// sandboxes always find a slot.
+    pub reserved_runs: usize,
+    /// Finished Judge0 submissions (source, input and output) kept in memory at most; the
+    /// oldest go first past it.
+    pub judge0_max_bytes: u64,
+    /// A finished Judge0 submission is forgotten this long after it finished.
+    pub judge0_ttl: Duration,
+}
+
+/// Server-side maxima of every limit a client can set (the deadline's is
+/// [`ServerConfig::max_timeout`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaxLimits {
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    /// Each of stdout and stderr.
+    pub output_bytes: u64,
+    /// `None`: a request may ask for any fuel budget (runs have none by default).
+    pub fuel: Option<u64>,
+    pub files: u64,
+    pub open_files: u64,
+}
+
+impl Default for MaxLimits {
+    /// dvm's default limits: a client can lower them, not raise them.
+    fn default() -> Self {
+        let limits = Limits::default();
+        MaxLimits {
+            memory_bytes: limits.memory_bytes,
+            disk_bytes: limits.disk_bytes,
+            output_bytes: limits.stdout_bytes.max(limits.stderr_bytes),
+            fuel: limits.fuel,
+            files: limits.files,
+            open_files: limits.open_files,
+        }
+    }
+}
+
+impl MaxLimits {
+    /// 400 naming the first limit above its maximum (and the flag that raises it).
+    pub fn check(&self, limits: &Limits, max_timeout: Duration) -> Result<(), ApiError> {
+        let over = |what: &str, asked: u64, max: u64, flag: &str| {
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "over_maximum",
+                format!(
+                    "{what} of {asked} is over this server's maximum of {max} (its operator \
+                     can raise it with {flag}); ask for {max} or less"
+                ),
+            ))
+        };
+        if limits.deadline > max_timeout {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "over_maximum",
+                format!(
+                    "a timeout of {} ms is over this server's maximum of {} ms (its operator \
+                     can raise it with --max-timeout)",
+                    limits.deadline.as_millis(),
+                    max_timeout.as_millis()
+                ),
+            ));
+        }
+        if limits.memory_bytes > self.memory_bytes {
+            return over(
+                "memory_bytes",
+                limits.memory_bytes,
+                self.memory_bytes,
+                "--max-memory",
+            );
+        }
+        if limits.disk_bytes > self.disk_bytes {
+            return over(
+                "disk_bytes",
+                limits.disk_bytes,
+                self.disk_bytes,
+                "--max-disk",
+            );
+        }
+        let output = limits.stdout_bytes.max(limits.stderr_bytes);
+        if output > self.output_bytes {
+            return over(
+                "max_output_bytes",
+                output,
+                self.output_bytes,
+                "--max-output",
+            );
+        }
+        if let Some(max) = self.fuel {
+            match limits.fuel {
+                Some(fuel) if fuel > max => return over("fuel", fuel, max, "--max-fuel"),
+                None => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "over_maximum",
+                        format!(
+                            "unlimited fuel is over this server's maximum of {max}; ask for \
+                             {max} or less"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if limits.files > self.files {
+            return over("files", limits.files, self.files, "--max-files");
+        }
+        if limits.open_files > self.open_files {
+            return over(
+                "open_files",
+                limits.open_files,
+                self.open_files,
+                "--max-open-files",
+            );
+        }
+        Ok(())
+    }
+
+    /// `limits` lowered to these maxima (and the deadline to `max_timeout`).
+    fn clamp(&self, mut limits: Limits, max_timeout: Duration) -> Limits {
+        limits.deadline = limits.deadline.min(max_timeout);
+        limits.memory_bytes = limits.memory_bytes.min(self.memory_bytes);
+        limits.disk_bytes = limits.disk_bytes.min(self.disk_bytes);
+        limits.stdout_bytes = limits.stdout_bytes.min(self.output_bytes);
+        limits.stderr_bytes = limits.stderr_bytes.min(self.output_bytes);
+        if let Some(max) = self.fuel {
+            limits.fuel = Some(limits.fuel.map_or(max, |fuel| fuel.min(max)));
+        }
+        limits.files = limits.files.min(self.files);
+        limits.open_files = limits.open_files.min(self.open_files).max(1);
+        limits
+    }
+}
+
+/// Half the machine's memory (at least 1 GiB; 4 GiB where it cannot be read): the default
+/// budget of live sessions' memory caps.
+pub fn default_session_memory() -> u64 {
+    const GIB: u64 = 1 << 30;
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb.saturating_mul(1024));
+    total.map_or(4 * GIB, |bytes| (bytes / 2).max(GIB))
 }
 
 impl Default for ServerConfig {
@@ -83,7 +245,34 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            max_limits: MaxLimits::default(),
+            session_memory_bytes: default_session_memory(),
+            pool_slots: crate::PoolConfig::default().slots as usize,
+            reserved_runs: std::thread::available_parallelism().map_or(2, |n| n.get() * 4) + 16,
+            judge0_max_bytes: 256 << 20,
+            judge0_ttl: Duration::from_secs(3600),
         }
+    }
+}
+
+impl ServerConfig {
+    /// Checks what the operator configured: the allow-lists parse, the maxima can run.
+    pub fn validate(&self) -> Result<(), Error> {
+        access::AccessPolicy::new(self.addr, &self.allowed_hosts, &self.allowed_origins)?;
+        if self.max_limits.open_files == 0 {
+            return Err(Error::InvalidInput(
+                "--max-open-files 0 cannot run anything; interpreters open a few files".into(),
+            ));
+        }
+        if self.max_limits.fuel == Some(0) {
+            return Err(Error::InvalidInput(
+                "--max-fuel 0 cannot run anything; leave it out for no maximum".into(),
+            ));
+        }
+        Limits::default()
+            .validate()
+            .and_then(|()| default_limits(self).validate())
+            .map_err(|e| Error::InvalidInput(format!("the server's maxima: {e}")))
     }
 }
 
@@ -211,11 +400,14 @@ pub struct LimitsRequest {
     pub disk_bytes: Option<u64>,
     /// Cap on files created.
     pub files: Option<u64>,
+    /// Cap on files open at once.
+    pub open_files: Option<u64>,
 }
 
 impl LimitsRequest {
-    /// The limits of a run: `base` with these applied, the deadline within the server's.
-    pub fn apply(&self, base: &Limits, max_timeout: Duration) -> Result<Limits, ApiError> {
+    /// The limits of a run: `base` with these applied, each within the server's maximum
+    /// (400 naming the maximum otherwise).
+    pub fn apply(&self, base: &Limits, config: &ServerConfig) -> Result<Limits, ApiError> {
         let limits = crate::limits::LimitOverrides {
             deadline: self.timeout_ms.map(Duration::from_millis),
             fuel: self.fuel,
@@ -223,26 +415,124 @@ impl LimitsRequest {
             output_bytes: self.max_output_bytes,
             disk_bytes: self.disk_bytes,
             files: self.files,
+            open_files: self.open_files,
             ..Default::default()
         }
         .apply(base.clone())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        if limits.deadline > max_timeout {
-            return Err(ApiError::bad_request(format!(
-                "a timeout of {} ms is over this server's maximum of {} ms",
-                limits.deadline.as_millis(),
-                max_timeout.as_millis()
-            )));
-        }
+        config.max_limits.check(&limits, config.max_timeout)?;
         Ok(limits)
     }
 }
 
-/// The default limits of a run: dvm's, with the deadline within the server's maximum.
+/// The default limits of a run: dvm's, each within the server's maximum.
 pub(crate) fn default_limits(config: &ServerConfig) -> Limits {
-    let mut limits = Limits::default();
-    limits.deadline = limits.deadline.min(config.max_timeout);
-    limits
+    config
+        .max_limits
+        .clamp(Limits::default(), config.max_timeout)
+}
+
+/// What a workspace holds now: bytes (each file's size, holes included) and entries.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Usage {
+    pub bytes: u64,
+    pub entries: u64,
+}
+
+impl Usage {
+    /// Walks the workspace (blocking).
+    pub(crate) fn of(workspace: &Workspace) -> Result<Usage, Error> {
+        let entries = workspace.list()?;
+        Ok(Usage {
+            bytes: entries.iter().map(|e| e.size).sum(),
+            entries: entries.len() as u64,
+        })
+    }
+}
+
+/// A workspace's quota across executions: `quota`'s disk and files caps bound what the
+/// workspace holds in total, so each run may write only what is left (blocking).
+pub(crate) fn fit_to_workspace(
+    workspace: &Workspace,
+    quota: &Limits,
+    limits: &mut Limits,
+) -> Result<(), Error> {
+    let usage = Usage::of(workspace)?;
+    limits.disk_bytes = limits
+        .disk_bytes
+        .min(quota.disk_bytes.saturating_sub(usage.bytes));
+    limits.files = limits.files.min(quota.files.saturating_sub(usage.entries));
+    Ok(())
+}
+
+/// Writes uploaded files into a workspace within its quota (blocking): refused, with
+/// nothing written, when the workspace would then hold more than `quota` allows.
+pub(crate) fn write_within(
+    workspace: &Workspace,
+    quota: &Limits,
+    files: &[(String, Vec<u8>)],
+) -> Result<(), ApiError> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let listed = workspace.list()?;
+    let sizes: HashMap<&str, u64> = listed.iter().map(|e| (e.path.as_str(), e.size)).collect();
+    let mut bytes: u64 = listed.iter().map(|e| e.size).sum();
+    let mut entries = listed.len() as u64;
+    for (path, content) in files {
+        // Names as the listing writes them; one that does not match counts as new (more).
+        let key = path
+            .trim_start_matches("/workspace/")
+            .trim_start_matches("./")
+            .trim_start_matches('/');
+        match sizes.get(key) {
+            Some(size) => bytes = bytes.saturating_sub(*size),
+            None => entries += 1,
+        }
+        bytes = bytes.saturating_add(content.len() as u64);
+    }
+    if bytes > quota.disk_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "disk_quota",
+            format!(
+                "the workspace would hold {bytes} bytes, over its quota of {} bytes; remove \
+                 files first",
+                quota.disk_bytes
+            ),
+        ));
+    }
+    if entries > quota.files {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "disk_quota",
+            format!(
+                "the workspace would hold {entries} entries, over its quota of {}; remove \
+                 files first",
+                quota.files
+            ),
+        ));
+    }
+    for (path, content) in files {
+        workspace.write(path, content)?;
+    }
+    Ok(())
+}
+
+/// Runs blocking work (the filesystem, a session's start) on the blocking threads.
+pub(crate) async fn blocking<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(e) => Err(ApiError::from(Error::Internal(format!(
+            "blocking work failed: {e}"
+        )))),
+    }
 }
 
 /// Bounds runs at once and runs waiting.
@@ -319,6 +609,41 @@ pub struct Sandbox {
     pub busy: Arc<tokio::sync::Mutex<()>>,
     /// The running execution's cancel handle.
     pub running: Mutex<Option<CancelHandle>>,
+    /// Its place among the live sessions and sandboxes, given back when it is dropped.
+    _reservation: Reservation,
+    /// Declared last: holds the workspace's last handle, so its directory is removed off
+    /// the async threads.
+    _removal: DropOffThread<Workspace>,
+}
+
+/// What live sessions and sandboxes hold, counted where they are admitted.
+#[derive(Debug, Default)]
+struct Admission {
+    /// Sessions and sandboxes.
+    entries: usize,
+    /// Sessions' memory caps, summed.
+    session_memory: u64,
+    /// Pool slots sessions' instances take.
+    session_units: usize,
+}
+
+/// One session's or sandbox's share of the [`Admission`] counts.
+struct Reservation {
+    admission: Arc<Mutex<Admission>>,
+    memory: u64,
+    units: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut admission = self
+            .admission
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        admission.entries = admission.entries.saturating_sub(1);
+        admission.session_memory = admission.session_memory.saturating_sub(self.memory);
+        admission.session_units = admission.session_units.saturating_sub(self.units);
+    }
 }
 
 impl Sandbox {
@@ -372,6 +697,12 @@ pub struct AppState {
     pub mcp_cancel: tokio_util::sync::CancellationToken,
     /// Where one-shot runs go when the server fronts NATS workers.
     queue: std::sync::OnceLock<crate::nats::Queue>,
+    /// The Host and Origin checks (set again with the bound address when serving).
+    access: RwLock<access::AccessPolicy>,
+    /// Live sessions and sandboxes, their memory caps and pool slots.
+    admission: Arc<Mutex<Admission>>,
+    /// The most pool slots one instance of a runtime loaded so far takes.
+    unit_ceiling: AtomicUsize,
 }
 
 /// One run to do: a script in a runtime, or a call in a session.
@@ -397,17 +728,118 @@ pub struct Job {
 impl AppState {
     pub fn new(config: ServerConfig, dvm: Dvm) -> Arc<AppState> {
         let limiter = Limiter::new(config.workers, config.queue);
+        // Entries that do not parse were refused by `ServerConfig::validate`; here they
+        // allow nothing.
+        let access =
+            access::AccessPolicy::new(config.addr, &config.allowed_hosts, &config.allowed_origins)
+                .unwrap_or_else(|_| access::AccessPolicy::loopback_only(config.addr));
+        let submissions = judge0::Submissions::new(config.judge0_max_bytes, config.judge0_ttl);
         Arc::new(AppState {
             config,
             dvm,
             sandboxes: Mutex::default(),
             runs: Mutex::default(),
-            submissions: judge0::Submissions::default(),
+            submissions,
             metrics: Metrics::default(),
             limiter,
             shutting_down: AtomicBool::new(false),
             mcp_cancel: tokio_util::sync::CancellationToken::new(),
             queue: std::sync::OnceLock::new(),
+            access: RwLock::new(access),
+            admission: Arc::default(),
+            unit_ceiling: AtomicUsize::new(1),
+        })
+    }
+
+    /// Checks a request's Host and Origin.
+    pub fn check_access(
+        &self,
+        uri: &axum::http::Uri,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(), ApiError> {
+        self.access
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .check(uri, headers)
+    }
+
+    /// Binds the Host check to the address actually listened on (port 0 picks one).
+    fn bound_to(&self, addr: SocketAddr) {
+        if let Ok(policy) = access::AccessPolicy::new(
+            addr,
+            &self.config.allowed_hosts,
+            &self.config.allowed_origins,
+        ) {
+            *self.access.write().unwrap_or_else(PoisonError::into_inner) = policy;
+        }
+    }
+
+    /// Live sessions and sandboxes, sessions' memory caps and pool slots (for metrics).
+    pub fn admitted(&self) -> (usize, u64, usize) {
+        let admission = self
+            .admission
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        (
+            admission.entries,
+            admission.session_memory,
+            admission.session_units,
+        )
+    }
+
+    /// Takes a place for a session or sandbox, atomically: the count, and for a session its
+    /// memory cap within the budget and its pool slots within what one-shot runs leave.
+    fn admit(&self, session: Option<(u64, usize)>) -> Result<Reservation, ApiError> {
+        let mut admission = self
+            .admission
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if admission.entries >= self.config.max_sandboxes {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                format!(
+                    "{} sessions and sandboxes are open, this server's maximum; close one",
+                    self.config.max_sandboxes
+                ),
+            ));
+        }
+        let (memory, units) = session.unwrap_or((0, 0));
+        if session.is_some() {
+            let budget = self.config.session_memory_bytes;
+            if admission.session_memory.saturating_add(memory) > budget {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "busy",
+                    format!(
+                        "live sessions already reserve {} of this server's {budget} bytes of \
+                         session memory, and this one asks for {memory}; close a session, or \
+                         ask for a smaller limits.memory_bytes",
+                        admission.session_memory
+                    ),
+                ));
+            }
+            let reserve = self
+                .config
+                .reserved_runs
+                .saturating_mul(self.unit_ceiling.load(Ordering::Acquire));
+            let room = self.config.pool_slots.saturating_sub(reserve);
+            if admission.session_units.saturating_add(units) > room {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "capacity",
+                    "sessions hold every sandbox slot this server leaves them (the rest is \
+                     kept for one-shot runs); close a session or retry later",
+                ));
+            }
+        }
+        admission.entries += 1;
+        admission.session_memory += memory;
+        admission.session_units += units;
+        Ok(Reservation {
+            admission: self.admission.clone(),
+            memory,
+            units,
         })
     }
 
@@ -420,10 +852,13 @@ impl AppState {
     pub async fn runtime(&self, id: &str) -> Result<Runtime, ApiError> {
         let dvm = self.dvm.clone();
         let id = id.to_string();
-        tokio::task::spawn_blocking(move || dvm.runtime(&id))
+        let runtime = tokio::task::spawn_blocking(move || dvm.runtime(&id))
             .await
             .map_err(|e| ApiError::from(Error::Internal(format!("runtime load: {e}"))))?
-            .map_err(ApiError::from)
+            .map_err(ApiError::from)?;
+        self.unit_ceiling
+            .fetch_max(runtime.pool_units(), Ordering::AcqRel);
+        Ok(runtime)
     }
 
     /// Runs a job under the limiter and the request timeout; returns the run id and outcome.
@@ -564,20 +999,11 @@ impl AppState {
         env: Vec<(String, String)>,
         limits: Limits,
     ) -> Result<Arc<Sandbox>, ApiError> {
-        if self
-            .sandboxes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-            >= self.config.max_sandboxes
-        {
+        if self.shutting_down.load(Ordering::Acquire) {
             return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "busy",
-                format!(
-                    "{} sessions and sandboxes are open, this server's maximum; close one",
-                    self.config.max_sandboxes
-                ),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
             ));
         }
         let runtime = self.runtime(runtime_id).await?;
@@ -592,10 +1018,17 @@ impl AppState {
                 ),
             ));
         }
+        // The place is taken before anything is made, under one lock: concurrent creations
+        // past a bound are refused, not made and counted afterwards.
+        let reservation =
+            self.admit(session.then(|| (limits.memory_bytes, runtime.pool_units())))?;
         let id = new_id();
+        // The reservation goes with the work: a request that goes away mid-creation keeps
+        // its place until what was made is dropped.
         let built = tokio::task::spawn_blocking({
             let env = env.clone();
             move || -> Result<_, Error> {
+                let reservation = reservation;
                 let packages = if requirements.is_empty() {
                     None
                 } else {
@@ -614,13 +1047,14 @@ impl AppState {
                 } else {
                     None
                 };
-                Ok((workspace, session, packages))
+                Ok((workspace, session, packages, reservation))
             }
         })
         .await
         .map_err(|e| ApiError::from(Error::Internal(format!("sandbox creation: {e}"))))??;
-        let (workspace, session, packages) = built;
+        let (workspace, session, packages, reservation) = built;
         let now = Instant::now();
+        let removal = DropOffThread::new(workspace.clone());
         let sandbox = Arc::new(Sandbox {
             id: id.clone(),
             runtime: runtime_id.to_string(),
@@ -633,6 +1067,8 @@ impl AppState {
             last_used: Mutex::new(now),
             busy: Arc::default(),
             running: Mutex::new(None),
+            _reservation: reservation,
+            _removal: removal,
         });
         self.sandboxes
             .lock()
@@ -735,13 +1171,46 @@ impl Drop for Registration {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.run_id);
-        if let Some(sandbox) = &self.sandbox {
+        if let Some(sandbox) = self.sandbox.take() {
             *sandbox
                 .running
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = None;
             sandbox.touch();
+            // When it was closed meanwhile, this is the last hold: its session and workspace
+            // are freed off the async threads.
+            drop_blocking(sandbox);
         }
+    }
+}
+
+/// Holds a value and drops it on a blocking thread (a workspace's removal walks and deletes
+/// a directory tree). Keep one beside other handles to the same workspace, declared after
+/// them: it then holds the last one.
+pub(crate) struct DropOffThread<T: Send + 'static>(Option<T>);
+
+impl<T: Send + 'static> DropOffThread<T> {
+    pub(crate) fn new(value: T) -> Self {
+        DropOffThread(Some(value))
+    }
+}
+
+impl<T: Send + 'static> Drop for DropOffThread<T> {
+    fn drop(&mut self) {
+        if let Some(value) = self.0.take() {
+            drop_blocking(value);
+        }
+    }
+}
+
+/// Drops `value` on a blocking thread when called from async code (freeing a session joins
+/// its thread; freeing a workspace removes a directory tree).
+fn drop_blocking<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn_blocking(move || drop(value));
+        }
+        Err(_) => drop(value),
     }
 }
 
@@ -862,6 +1331,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    if let Ok(bound) = listener.local_addr() {
+        state.bound_to(bound);
+    }
     let reaper = {
         let state = state.clone();
         tokio::spawn(async move {
@@ -869,6 +1341,7 @@ pub async fn serve(
             loop {
                 tick.tick().await;
                 state.reap().await;
+                state.submissions.sweep();
             }
         })
     };

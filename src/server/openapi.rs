@@ -38,7 +38,9 @@ pub fn document() -> Value {
             "max_output_bytes": { "type": "integer", "minimum": 0, "description": "Cap on each of stdout and stderr." },
             "disk_bytes": { "type": "integer", "minimum": 0 },
             "files": { "type": "integer", "minimum": 0 },
+            "open_files": { "type": "integer", "minimum": 1, "description": "Cap on files open at once." },
         },
+        "description": "Each limit left out takes the server's default; one above the server's maximum (--max-memory, --max-disk, --max-output, --max-fuel, --max-files, --max-open-files, --max-timeout) is refused with 400.",
     });
     let execute = json!({
         "type": "object",

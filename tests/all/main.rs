@@ -23,6 +23,7 @@ mod review;
 mod sdk;
 mod sec_deps;
 mod sec_home;
+mod sec_server;
 mod server;
 mod session;
 mod support;
