@@ -378,7 +378,14 @@ fn fd_allocate(
     if let Some(before) = before {
         check_end(&caller, before, (offset as u64).saturating_add(len as u64))?;
     }
-    let errno = stock!(caller, fd_allocate(fd, offset, len))?;
+    // The stock `fd_allocate` is synchronous.
+    let errno = {
+        let Some(memory) = guest_memory(&mut caller) else {
+            return Ok(ERRNO_FAULT);
+        };
+        let (data, state) = memory.data_and_store_mut(&mut caller);
+        p1::fd_allocate(&mut state.wasi, &mut wiggle::GuestMemory::Unshared(data), fd, offset, len)?
+    };
     if let Some(before) = before {
         charge_growth(&mut caller, fd, before)?;
     }

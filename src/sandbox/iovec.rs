@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use wasmtime::{Caller, Extern, Memory};
 use wasmtime_wasi::p1::wasi_snapshot_preview1 as p1;
+use wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1 as _;
 
 use super::{SandboxState, Stop};
 
@@ -237,7 +238,12 @@ pub(crate) fn random_get(
     while at < len {
         in_time(caller.data())?;
         let n = (len - at).min(CHUNK);
-        let errno = stock_in!(caller, &mut scratch[..n], random_get(0, n as i32))?;
+        // The stock `random_get` is synchronous.
+        let errno = {
+            let wasi = &mut caller.data_mut().wasi;
+            let mut memory = wiggle::GuestMemory::Unshared(&mut scratch[..n]);
+            p1::random_get(wasi, &mut memory, 0, n as i32)?
+        };
         if errno != ERRNO_SUCCESS {
             return Ok(errno);
         }
