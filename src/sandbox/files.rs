@@ -384,7 +384,13 @@ fn fd_allocate(
             return Ok(ERRNO_FAULT);
         };
         let (data, state) = memory.data_and_store_mut(&mut caller);
-        p1::fd_allocate(&mut state.wasi, &mut wiggle::GuestMemory::Unshared(data), fd, offset, len)?
+        p1::fd_allocate(
+            &mut state.wasi,
+            &mut wiggle::GuestMemory::Unshared(data),
+            fd,
+            offset,
+            len,
+        )?
     };
     if let Some(before) = before {
         charge_growth(&mut caller, fd, before)?;
@@ -581,10 +587,7 @@ fn fd_close(mut caller: Caller<'_, SandboxState>, fd: i32) -> wasmtime::Result<i
 fn fd_renumber(mut caller: Caller<'_, SandboxState>, from: i32, to: i32) -> wasmtime::Result<i32> {
     let errno = stock!(caller, fd_renumber(from, to))?;
     if errno == ERRNO_SUCCESS {
-        caller
-            .data_mut()
-            .files
-            .renumbered(from as u32, to as u32);
+        caller.data_mut().files.renumbered(from as u32, to as u32);
     }
     Ok(errno)
 }

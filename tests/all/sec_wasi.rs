@@ -123,7 +123,10 @@ mod descriptors {
         let (outcome, extra) = run_counting_fds(&wat, &input);
         expect_limit(&outcome, LimitKind::Files, "renumber(fd, fd) loop");
         // 64 for the guest, the rest for whatever else this process opened meanwhile.
-        assert!(extra < 64 + 200, "{extra} more host descriptors during the run");
+        assert!(
+            extra < 64 + 200,
+            "{extra} more host descriptors during the run"
+        );
     }
 
     fn renumber_loop(step: &str) -> String {
@@ -137,8 +140,10 @@ mod descriptors {
         guest(1, r#"(data (i32.const 256) "f")"#, &body)
     }
 
-    const OPEN_A: &str = "(local.set $a (call $open (i32.const 256) (i32.const 1) (i32.const 1) (i32.const 0)))";
-    const OPEN_B: &str = "(local.set $b (call $open (i32.const 256) (i32.const 1) (i32.const 1) (i32.const 0)))";
+    const OPEN_A: &str =
+        "(local.set $a (call $open (i32.const 256) (i32.const 1) (i32.const 1) (i32.const 0)))";
+    const OPEN_B: &str =
+        "(local.set $b (call $open (i32.const 256) (i32.const 1) (i32.const 1) (i32.const 0)))";
 
     #[test]
     fn every_renumber_case_keeps_the_count_exact() {
@@ -329,7 +334,11 @@ mod iovecs {
             size - 0x200000,
             size - 5,
         );
-        let wat = guest(128, r#"(data (i32.const 256) "in.bin") (data (i32.const 264) "out.bin")"#, &body);
+        let wat = guest(
+            128,
+            r#"(data (i32.const 256) "in.bin") (data (i32.const 264) "out.bin")"#,
+            &body,
+        );
         let outcome = run(&wat, &in_workspace(&workspace, |_| {}));
         expect_status(&outcome, Status::Ok);
         let out = std::fs::read(workspace.path().join("out.bin")).unwrap();
@@ -438,7 +447,9 @@ mod sparse {
     }
 
     fn set_size(size: i64) -> String {
-        format!("(call $expect (call $fd_filestat_set_size (local.get $fd) (i64.const {size})) (i32.const 0) (i32.const 20))")
+        format!(
+            "(call $expect (call $fd_filestat_set_size (local.get $fd) (i64.const {size})) (i32.const 0) (i32.const 20))"
+        )
     }
 
     fn seek(offset: i64) -> String {
@@ -461,7 +472,12 @@ mod sparse {
             "(drop (call $fd_pwrite (local.get $fd) (i32.const {IOVECS_AT}) (i32.const 1) (i64.const {GIB}) (i32.const {COUNT_AT})))"
         );
         refused(0, &pwrite, 0, "pwrite at 1 GiB");
-        refused(0, &format!("{} {}", seek(GIB), write_one()), 0, "seek then write");
+        refused(
+            0,
+            &format!("{} {}", seek(GIB), write_one()),
+            0,
+            "seek then write",
+        );
         refused(0, &set_size(GIB), 0, "set_size 1 GiB");
         // Appending past the quota: the end moves from 8 MiB by 3 MiB.
         let append = format!(
@@ -476,14 +492,31 @@ mod sparse {
              (drop (call $fd_pwrite (local.get $fd) (i32.const {IOVECS_AT}) (i32.const 1) (i64.const 0) (i32.const {COUNT_AT})))",
             set_size(8 << 20)
         );
-        refused(FDFLAGS_APPEND, &append_at, 8 << 20, "pwrite on an appending file");
+        refused(
+            FDFLAGS_APPEND,
+            &append_at,
+            8 << 20,
+            "pwrite on an appending file",
+        );
     }
 
     #[test]
     fn truncate_then_extend_pays_for_every_extension() {
-        let steps = format!("{} {} {}", set_size(6 << 20), set_size(0), set_size(6 << 20));
+        let steps = format!(
+            "{} {} {}",
+            set_size(6 << 20),
+            set_size(0),
+            set_size(6 << 20)
+        );
         refused(0, &steps, 0, "truncate then extend");
-        let by_writes = [seek(6 << 20), write_one(), set_size(0), seek(6 << 20), write_one()].join(" ");
+        let by_writes = [
+            seek(6 << 20),
+            write_one(),
+            set_size(0),
+            seek(6 << 20),
+            write_one(),
+        ]
+        .join(" ");
         refused(0, &by_writes, 0, "write, truncate, write");
     }
 
@@ -491,7 +524,8 @@ mod sparse {
     fn rewriting_inside_a_file_costs_nothing_more() {
         // 4 MiB written ten times over at offset 0, then once more one byte further on:
         // 4 MiB + 1 charged under a 10 MiB quota.
-        let mut steps = format!("(call $iovec (i32.const 0) (i32.const {DATA_AT}) (i32.const 0x400000))");
+        let mut steps =
+            format!("(call $iovec (i32.const 0) (i32.const {DATA_AT}) (i32.const 0x400000))");
         for _ in 0..10 {
             steps.push_str(&seek(0));
             steps.push_str(&write_one());
