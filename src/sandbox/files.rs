@@ -413,6 +413,45 @@ fn fd_sync(mut caller: Caller<'_, SandboxState>, fd: i32) -> wasmtime::Result<i3
     })
 }
 
+/// The stock `fd_readdir` lists the whole directory and looks at every entry on each call;
+/// it runs under a timer that drops it at the deadline, so a directory of many entries
+/// cannot hold the host thread past it.
+fn fd_readdir(
+    mut caller: Caller<'_, SandboxState>,
+    fd: i32,
+    buf: i32,
+    buf_len: i32,
+    cookie: i64,
+    bufused: i32,
+) -> wasmtime::Result<i32> {
+    iovec::in_time(caller.data())?;
+    let deadline = tokio::time::Instant::from_std(caller.data().deadline);
+    let fuel = caller.as_context_mut().hostcall_fuel();
+    let Some(memory) = guest_memory(&mut caller) else {
+        return Ok(ERRNO_FAULT);
+    };
+    let (data, state) = memory.data_and_store_mut(&mut caller);
+    state.wasi.set_hostcall_fuel(fuel);
+    let mut guest = wiggle::GuestMemory::Unshared(data);
+    let listed = in_tokio(async {
+        let call = p1::fd_readdir(
+            &mut state.wasi,
+            &mut guest,
+            fd,
+            buf,
+            buf_len,
+            cookie,
+            bufused,
+        );
+        tokio::time::timeout_at(deadline, call).await
+    });
+    match listed {
+        Ok(errno) => errno,
+        // The run ends here, so the listing left half done is never seen.
+        Err(_) => Err(Stop::Deadline.into()),
+    }
+}
+
 /// What a path names before it is opened.
 enum Found {
     /// A regular file, a directory or a symlink.
@@ -611,6 +650,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<SandboxState>) -> wasmtime::Resu
     linker.func_wrap(WASI_P1, "fd_close", fd_close)?;
     linker.func_wrap(WASI_P1, "fd_renumber", fd_renumber)?;
     linker.func_wrap(WASI_P1, "random_get", iovec::random_get)?;
+    linker.func_wrap(WASI_P1, "fd_readdir", fd_readdir)?;
     Ok(())
 }
 

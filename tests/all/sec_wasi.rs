@@ -46,6 +46,7 @@ fn guest(pages: u32, data: &str, body: &str) -> String {
   (import "wasi_snapshot_preview1" "fd_filestat_set_size" (func $fd_filestat_set_size (param i32 i64) (result i32)))
   (import "wasi_snapshot_preview1" "fd_sync" (func $fd_sync (param i32) (result i32)))
   (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_readdir" (func $fd_readdir (param i32 i32 i32 i64 i32) (result i32)))
   (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") {pages})
@@ -399,6 +400,33 @@ mod blocking {
         let took = started.elapsed();
         expect_limit(&outcome, LimitKind::Deadline, "1 MB paths");
         assert!(took < Duration::from_secs(2), "took {took:?}");
+    }
+
+    #[test]
+    fn listing_a_huge_directory_cannot_stretch_the_deadline() {
+        // One fd_readdir call looks at every entry: 100,000 of them take seconds.
+        let workspace = Workspace::new().unwrap();
+        let dir = workspace.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0..100_000 {
+            std::fs::File::create(dir.join(format!("entry-{i}"))).unwrap();
+        }
+        let body = "(local $fd i32)
+             ;; O_DIRECTORY with the right to list only.
+             (if (call $path_open (i32.const 4) (i32.const 0) (i32.const 256) (i32.const 1) (i32.const 2)
+                                  (i64.const 0x4000) (i64.const 0x4000) (i32.const 0) (i32.const 16))
+               (then unreachable))
+             (local.set $fd (i32.load (i32.const 16)))
+             (loop $again
+               (drop (call $fd_readdir (local.get $fd) (i32.const 1024) (i32.const 64) (i64.const 99000) (i32.const 20)))
+               (br $again))";
+        let wat = guest(1, r#"(data (i32.const 256) "d")"#, body);
+        let input = in_workspace(&workspace, |l| l.deadline = Duration::from_millis(100));
+        // The run's own time: listing the workspace before and after it is not the guest's.
+        let outcome = run(&wat, &input);
+        expect_limit(&outcome, LimitKind::Deadline, "readdir of 100,000 entries");
+        let took = outcome.duration;
+        assert!(took < Duration::from_millis(1500), "took {took:?}");
     }
 
     #[test]
