@@ -60,9 +60,10 @@ pub struct Limits {
     pub output_overflow: OutputOverflow,
     /// Cap on the elements of each table; growth past it is refused. Default: 65,536.
     pub table_elements: u64,
-    /// Cap on bytes written to files (the workspace, `/tmp`, writable grants), counted as
-    /// written, plus sizes set by truncation; the write that would cross it stops the run
-    /// (`limit: "disk"`). Default: 1 GiB.
+    /// Cap on how far the run's writes, appends and resizes move the ends of files (the
+    /// workspace, `/tmp`, writable grants), holes included and never refunded; the call
+    /// that would cross it stops the run before it changes anything (`limit: "disk"`).
+    /// Default: 1 GiB.
     pub disk_bytes: u64,
     /// Cap on files, directories and links the run creates; the creation past it stops the
     /// run (`limit: "files"`). Default: 10,000.
@@ -199,7 +200,7 @@ pub enum LimitKind {
     Output,
     /// The run was cancelled by the host.
     Cancelled,
-    /// The guest wrote more bytes to files than its disk quota.
+    /// The guest's files grew past its disk quota (holes count).
     Disk,
     /// The guest created more files than its quota, or had too many open.
     Files,

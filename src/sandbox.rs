@@ -2,6 +2,7 @@
 
 pub(crate) mod determinism;
 pub(crate) mod files;
+mod iovec;
 pub(crate) mod output;
 mod poll;
 pub(crate) mod prestart;
@@ -156,7 +157,7 @@ pub(crate) enum Stop {
     Cancelled,
     #[error("the guest wrote past its output cap")]
     Output,
-    #[error("the guest wrote more than its disk quota of {0} bytes")]
+    #[error("the guest's files grew past its disk quota of {0} bytes")]
     Disk(u64),
     #[error("the guest created more than its quota of {0} files")]
     FilesCreated(u64),
@@ -354,6 +355,7 @@ where
         claimed: None,
     };
     let mut store = Store::new(pre.module().engine(), state);
+    store.set_hostcall_fuel(files::PATH_BYTES);
     let fuel = limits::apply(&mut store, limits)?;
     Ok((store, fuel))
 }

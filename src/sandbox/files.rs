@@ -1,23 +1,56 @@
-//! Filesystem quotas, enforced while the guest runs: bytes written to files, files created,
-//! files open at once.
+//! Filesystem quotas and the descriptor calls, enforced while the guest runs: the disk a
+//! run's files occupy, files created, files open at once.
 //!
-//! The WASI p1 calls that write, create or open go through wrappers that check the run's
-//! [`FileGuard`] and then call wasmtime-wasi's own implementation of the call, so paths,
-//! permissions (read-only mounts) and errno values stay wasmtime-wasi's. A call that would
-//! cross a quota stops the guest (`limit: "disk"` or `"files"`) before anything is written.
+//! The WASI p1 calls that write, resize, create, open, close or renumber go through wrappers
+//! that check the run's [`FileGuard`] and then call wasmtime-wasi's own implementation of
+//! the call, so paths, permissions (read-only mounts) and errno values stay wasmtime-wasi's.
+//! A call that would cross a quota stops the guest (`limit: "disk"` or `"files"`) before
+//! anything is written.
+//!
+//! **Disk** is charged by how far a call moves the end of a regular file: a write, `pwrite`,
+//! append, `fd_filestat_set_size` or `fd_allocate` that leaves a file `n` bytes longer than
+//! it was costs `n`, holes included (one byte at offset 1 GiB costs 1 GiB). Writing inside
+//! a file costs nothing; shrinking refunds nothing, so truncate-then-extend loops pay for
+//! every extension (the count is cumulative over the run, an upper bound of what the run
+//! occupies). The check before the call uses the end the call can reach; the charge after
+//! it is the growth measured on the file, so the two cannot disagree in the guest's favour.
 //! Writes to stdout and stderr are not file writes: their caps are the output caps.
+//!
+//! **Open files** are counted as the set of descriptors the guest opened with `path_open`
+//! and has not closed: `fd_close` and `fd_renumber` update the set from what the stock call
+//! did (renumbering onto an open descriptor closes it; renumbering a descriptor onto itself
+//! or from or to a bad one changes nothing), so the count cannot drift from the table.
+//!
+//! Opening anything but a regular file, a directory or a symlink (a FIFO, a device, a
+//! socket: opens that can block the host thread) is refused with `EACCES`. Nothing here
+//! waits on the disk: `fd_sync`/`fd_datasync` check their descriptor and return, and the
+//! `SYNC`/`DSYNC`/`RSYNC` open flags are dropped (a sandbox promises no durability).
 
-use wasmtime::{AsContextMut, Caller, Extern, Linker};
+use std::collections::HashSet;
+
+use wasmtime::{AsContextMut, Caller, Linker, Memory};
+use wasmtime_wasi::p1::types;
 use wasmtime_wasi::p1::wasi_snapshot_preview1 as p1;
 use wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1 as _;
+use wasmtime_wasi::runtime::in_tokio;
 
+use super::iovec::{
+    self, ERRNO_FAULT, ERRNO_SUCCESS, Iovecs, Op, guest_memory, read_u32, transfer, write_u32,
+};
 use super::{SandboxState, Stop};
 use crate::limits::Limits;
 
-const ERRNO_SUCCESS: i32 = 0;
-const ERRNO_NOENT: i32 = 44;
+/// Bytes of guest strings one stock call may copy to the host (the "hostcall fuel" of every
+/// sandbox's store): two paths of Linux's `PATH_MAX` with room to spare. A longer path
+/// fails with `ENOMEM` before it is copied or resolved, so resolving a path costs the host
+/// a bounded number of steps.
+pub(crate) const PATH_BYTES: usize = 16 << 10;
+
+const ERRNO_ACCES: i32 = 2;
+const ERRNO_BADF: i32 = 8;
 const OFLAGS_CREAT: i32 = 1;
-const RIGHTS_FD_READ: i64 = 1 << 1;
+/// `DSYNC | RSYNC | SYNC`.
+const FDFLAGS_SYNCS: i32 = 2 | 8 | 16;
 
 /// A run's file quotas and what it has used of them.
 #[derive(Debug)]
@@ -25,14 +58,12 @@ pub(crate) struct FileGuard {
     disk_bytes: u64,
     files: u64,
     open_files: u64,
-    /// Bytes written to files so far.
-    pub(crate) written: u64,
+    /// Bytes by which the ends of files moved out so far (see the module's docs).
+    pub(crate) grown: u64,
     /// Files, directories and links created so far.
     pub(crate) created: u64,
-    /// Files the guest opened and has not closed.
-    open: u64,
-    /// Descriptors that are stdin, stdout or stderr (renumbering can move them).
-    stdio: Vec<i32>,
+    /// Descriptors the guest opened and has not closed (preopens and stdio are not).
+    open: HashSet<u32>,
 }
 
 impl FileGuard {
@@ -41,28 +72,38 @@ impl FileGuard {
             disk_bytes: limits.disk_bytes,
             files: limits.files,
             open_files: limits.open_files,
-            written: 0,
+            grown: 0,
             created: 0,
-            open: 0,
-            stdio: vec![0, 1, 2],
+            open: HashSet::new(),
         }
     }
 
-    /// Takes a new run's quotas, keeping what was counted (a prestarted sandbox).
+    /// Takes a new run's quotas, keeping the descriptors still open (a prestarted sandbox,
+    /// a session's next turn).
     pub(crate) fn rebind(&mut self, limits: &Limits) {
         self.disk_bytes = limits.disk_bytes;
         self.files = limits.files;
         self.open_files = limits.open_files;
-        self.written = 0;
+        self.grown = 0;
         self.created = 0;
     }
 
-    fn is_stdio(&self, fd: i32) -> bool {
-        self.stdio.contains(&fd)
+    /// Descriptors open now.
+    pub(crate) fn open_count(&self) -> u64 {
+        self.open.len() as u64
     }
 
-    fn check_write(&self, bytes: u64) -> Result<(), Stop> {
-        if self.written.saturating_add(bytes) > self.disk_bytes {
+    fn check_growth(&self, bytes: u64) -> Result<(), Stop> {
+        if self.grown.saturating_add(bytes) > self.disk_bytes {
+            return Err(Stop::Disk(self.disk_bytes));
+        }
+        Ok(())
+    }
+
+    /// Counts growth that happened; past the quota the guest stops.
+    fn charge(&mut self, bytes: u64) -> Result<(), Stop> {
+        self.grown = self.grown.saturating_add(bytes);
+        if self.grown > self.disk_bytes {
             return Err(Stop::Disk(self.disk_bytes));
         }
         Ok(())
@@ -76,10 +117,29 @@ impl FileGuard {
     }
 
     fn check_open(&self) -> Result<(), Stop> {
-        if self.open >= self.open_files {
+        if self.open_count() >= self.open_files {
             return Err(Stop::FilesOpen(self.open_files));
         }
         Ok(())
+    }
+
+    fn opened(&mut self, fd: u32) {
+        self.open.insert(fd);
+    }
+
+    fn closed(&mut self, fd: u32) {
+        self.open.remove(&fd);
+    }
+
+    /// What a successful `fd_renumber(from, to)` did to the table.
+    fn renumbered(&mut self, from: u32, to: u32) {
+        if from == to {
+            return;
+        }
+        self.open.remove(&to);
+        if self.open.remove(&from) {
+            self.open.insert(to);
+        }
     }
 }
 
@@ -88,99 +148,359 @@ impl FileGuard {
 macro_rules! stock {
     ($caller:expr, $func:ident($($arg:expr),* $(,)?)) => {{
         let fuel = $caller.as_context_mut().hostcall_fuel();
-        let Some(Extern::Memory(memory)) = $caller.get_export("memory") else {
+        let Some(memory) = guest_memory(&mut $caller) else {
             wasmtime::bail!("the guest exports no memory");
         };
         let (data, state) = memory.data_and_store_mut(&mut $caller);
         state.wasi.set_hostcall_fuel(fuel);
         let mut guest = wiggle::GuestMemory::Unshared(data);
-        wasmtime_wasi::runtime::in_tokio(p1::$func(&mut state.wasi, &mut guest, $($arg),*))
+        in_tokio(p1::$func(&mut state.wasi, &mut guest, $($arg),*))
     }};
 }
 
-/// Reads a little-endian u32 at `ptr` in the guest's memory; `None` when out of bounds.
-fn read_u32(caller: &mut Caller<'_, SandboxState>, ptr: i32) -> Option<u32> {
-    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
-        return None;
-    };
-    let start = usize::try_from(ptr as u32).ok()?;
-    let bytes = memory.data(&*caller).get(start..start.checked_add(4)?)?;
-    Some(u32::from_le_bytes(bytes.try_into().ok()?))
+/// The errno of a failed stock call; a trap stays a trap.
+fn errno(error: types::Error) -> wasmtime::Result<types::Errno> {
+    error.downcast()
 }
 
-/// Total length of an iovec array in the guest's memory; 0 when it is out of bounds (the
-/// stock call then fails with `EFAULT` and writes nothing).
-fn iovec_total(caller: &mut Caller<'_, SandboxState>, iovs: i32, count: i32) -> u64 {
-    let mut total = 0u64;
-    for i in 0..count.max(0) {
-        let at = (iovs as u32)
-            .wrapping_add((i as u32).wrapping_mul(8))
-            .wrapping_add(4);
-        match read_u32(caller, at as i32) {
-            Some(len) => total = total.saturating_add(u64::from(len)),
-            None => return 0,
-        }
+/// The size of `fd` when it is a regular file; `None` for anything else (stdio, a
+/// directory, a bad descriptor: calls that write nothing to a file).
+fn regular_size(caller: &mut Caller<'_, SandboxState>, fd: i32) -> wasmtime::Result<Option<u64>> {
+    let wasi = &mut caller.data_mut().wasi;
+    let mut none = wiggle::GuestMemory::Unshared(&mut []);
+    match in_tokio(wasi.fd_filestat_get(&mut none, types::Fd::from(fd))) {
+        Ok(stat) if matches!(stat.filetype, types::Filetype::RegularFile) => Ok(Some(stat.size)),
+        Ok(_) => Ok(None),
+        Err(error) => errno(error).map(|_| None),
     }
-    total
 }
 
-/// Adds the byte count a successful write stored at `nwritten` to the bytes written.
-fn count_written(caller: &mut Caller<'_, SandboxState>, nwritten: i32) {
-    let wrote = read_u32(caller, nwritten).unwrap_or(0);
-    let files = &mut caller.data_mut().files;
-    files.written = files.written.saturating_add(u64::from(wrote));
+/// The offset a plain `fd_write` on `fd` starts at.
+fn position(caller: &mut Caller<'_, SandboxState>, fd: i32) -> Option<u64> {
+    let wasi = &mut caller.data_mut().wasi;
+    let mut none = wiggle::GuestMemory::Unshared(&mut []);
+    wasi.fd_tell(&mut none, types::Fd::from(fd)).ok()
+}
+
+/// Whether `fd` was opened to append (every write lands at the end).
+fn appends(caller: &mut Caller<'_, SandboxState>, fd: i32) -> bool {
+    let wasi = &mut caller.data_mut().wasi;
+    let mut none = wiggle::GuestMemory::Unshared(&mut []);
+    in_tokio(wasi.fd_fdstat_get(&mut none, types::Fd::from(fd)))
+        .is_ok_and(|stat| stat.fs_flags.contains(types::Fdflags::APPEND))
+}
+
+/// Stops the guest before a call that could move the end of regular file `fd` (of `size`
+/// bytes) out to `end` past its disk quota.
+fn check_end(caller: &Caller<'_, SandboxState>, size: u64, end: u64) -> Result<(), Stop> {
+    caller.data().files.check_growth(end.saturating_sub(size))
+}
+
+/// Charges what a call did to the size of regular file `fd`, which was `before` bytes.
+fn charge_growth(
+    caller: &mut Caller<'_, SandboxState>,
+    fd: i32,
+    before: u64,
+) -> wasmtime::Result<()> {
+    if let Some(after) = regular_size(caller, fd)? {
+        caller
+            .data_mut()
+            .files
+            .charge(after.saturating_sub(before))?;
+    }
+    Ok(())
+}
+
+/// Stores a transfer's byte count at `result`, or returns its errno.
+fn finish(
+    caller: &mut Caller<'_, SandboxState>,
+    memory: Memory,
+    moved: Result<u64, i32>,
+    result: i32,
+) -> i32 {
+    match moved {
+        Ok(bytes) => {
+            let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+            if write_u32(memory.data_mut(caller), result, bytes) {
+                ERRNO_SUCCESS
+            } else {
+                ERRNO_FAULT
+            }
+        }
+        Err(errno) => errno,
+    }
+}
+
+/// `fd_write` (`at: None`) and `fd_pwrite` (`at: Some(offset)`).
+fn write(
+    mut caller: Caller<'_, SandboxState>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    at: Option<i64>,
+    nwritten: i32,
+) -> wasmtime::Result<i32> {
+    let Some(memory) = guest_memory(&mut caller) else {
+        return Ok(ERRNO_FAULT);
+    };
+    let iovecs = match Iovecs::parse(memory.data(&caller), iovs, iovs_len) {
+        Ok(iovecs) => iovecs,
+        Err(errno) => return Ok(errno),
+    };
+    if read_u32(memory.data(&caller), nwritten).is_none() {
+        return Ok(ERRNO_FAULT);
+    }
+    let before = regular_size(&mut caller, fd)?;
+    match before {
+        // Writing nothing moves no end, wherever it would start.
+        Some(_) if iovecs.total() == 0 => {}
+        Some(size) => {
+            // Where the bytes land: the end when appending (Linux ignores a pwrite's offset
+            // on a file opened to append), else the offset or the position.
+            let start = if appends(&mut caller, fd) {
+                size
+            } else {
+                match at {
+                    Some(offset) => offset as u64,
+                    None => position(&mut caller, fd).unwrap_or(size),
+                }
+            };
+            check_end(&caller, size, start.saturating_add(iovecs.total()))?;
+        }
+        None => {}
+    }
+    let op = match at {
+        Some(offset) => Op::Pwrite(offset as u64),
+        None => Op::Write,
+    };
+    let moved = transfer(&mut caller, memory, fd, &iovecs, op)?;
+    if let Some(size) = before {
+        charge_growth(&mut caller, fd, size)?;
+    }
+    Ok(finish(&mut caller, memory, moved, nwritten))
 }
 
 fn fd_write(
-    mut caller: Caller<'_, SandboxState>,
+    caller: Caller<'_, SandboxState>,
     fd: i32,
     iovs: i32,
     iovs_len: i32,
     nwritten: i32,
 ) -> wasmtime::Result<i32> {
-    let counted = !caller.data().files.is_stdio(fd);
-    if counted {
-        let bytes = iovec_total(&mut caller, iovs, iovs_len);
-        caller.data().files.check_write(bytes)?;
-    }
-    let errno = stock!(caller, fd_write(fd, iovs, iovs_len, nwritten))?;
-    if counted && errno == ERRNO_SUCCESS {
-        count_written(&mut caller, nwritten);
-    }
-    Ok(errno)
+    write(caller, fd, iovs, iovs_len, None, nwritten)
 }
 
 fn fd_pwrite(
-    mut caller: Caller<'_, SandboxState>,
+    caller: Caller<'_, SandboxState>,
     fd: i32,
     iovs: i32,
     iovs_len: i32,
     offset: i64,
     nwritten: i32,
 ) -> wasmtime::Result<i32> {
-    let bytes = iovec_total(&mut caller, iovs, iovs_len);
-    caller.data().files.check_write(bytes)?;
-    let errno = stock!(caller, fd_pwrite(fd, iovs, iovs_len, offset, nwritten))?;
-    if errno == ERRNO_SUCCESS {
-        count_written(&mut caller, nwritten);
-    }
-    Ok(errno)
+    write(caller, fd, iovs, iovs_len, Some(offset), nwritten)
 }
 
-/// Setting a size counts the whole new size: growing a file by truncation reserves it.
+/// `fd_read` (`at: None`) and `fd_pread` (`at: Some(offset)`).
+fn read(
+    mut caller: Caller<'_, SandboxState>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    at: Option<i64>,
+    nread: i32,
+) -> wasmtime::Result<i32> {
+    let Some(memory) = guest_memory(&mut caller) else {
+        return Ok(ERRNO_FAULT);
+    };
+    let iovecs = match Iovecs::parse(memory.data(&caller), iovs, iovs_len) {
+        Ok(iovecs) => iovecs,
+        Err(errno) => return Ok(errno),
+    };
+    if read_u32(memory.data(&caller), nread).is_none() {
+        return Ok(ERRNO_FAULT);
+    }
+    let op = match at {
+        Some(offset) => Op::Pread(offset as u64),
+        None => Op::Read,
+    };
+    let moved = transfer(&mut caller, memory, fd, &iovecs, op)?;
+    Ok(finish(&mut caller, memory, moved, nread))
+}
+
+fn fd_read(
+    caller: Caller<'_, SandboxState>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    nread: i32,
+) -> wasmtime::Result<i32> {
+    read(caller, fd, iovs, iovs_len, None, nread)
+}
+
+fn fd_pread(
+    caller: Caller<'_, SandboxState>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    offset: i64,
+    nread: i32,
+) -> wasmtime::Result<i32> {
+    read(caller, fd, iovs, iovs_len, Some(offset), nread)
+}
+
+/// Growing a file by setting its size costs the growth, holes included.
 fn fd_filestat_set_size(
     mut caller: Caller<'_, SandboxState>,
     fd: i32,
     size: i64,
 ) -> wasmtime::Result<i32> {
-    let size = size.max(0) as u64;
-    caller.data().files.check_write(size)?;
-    let errno = stock!(caller, fd_filestat_set_size(fd, size as i64))?;
-    if errno == ERRNO_SUCCESS {
-        let files = &mut caller.data_mut().files;
-        files.written = files.written.saturating_add(size);
+    let before = regular_size(&mut caller, fd)?;
+    if let Some(before) = before {
+        check_end(&caller, before, size as u64)?;
+    }
+    let errno = stock!(caller, fd_filestat_set_size(fd, size))?;
+    if let Some(before) = before {
+        charge_growth(&mut caller, fd, before)?;
     }
     Ok(errno)
+}
+
+/// wasmtime-wasi answers `ENOTSUP`; wrapped all the same so an implementation that grows
+/// files would be charged like `fd_filestat_set_size`.
+fn fd_allocate(
+    mut caller: Caller<'_, SandboxState>,
+    fd: i32,
+    offset: i64,
+    len: i64,
+) -> wasmtime::Result<i32> {
+    let before = regular_size(&mut caller, fd)?;
+    if let Some(before) = before {
+        check_end(&caller, before, (offset as u64).saturating_add(len as u64))?;
+    }
+    // The stock `fd_allocate` is synchronous.
+    let errno = {
+        let Some(memory) = guest_memory(&mut caller) else {
+            return Ok(ERRNO_FAULT);
+        };
+        let (data, state) = memory.data_and_store_mut(&mut caller);
+        p1::fd_allocate(
+            &mut state.wasi,
+            &mut wiggle::GuestMemory::Unshared(data),
+            fd,
+            offset,
+            len,
+        )?
+    };
+    if let Some(before) = before {
+        charge_growth(&mut caller, fd, before)?;
+    }
+    Ok(errno)
+}
+
+/// A file sync is checked (a file descriptor, else `EBADF`, as the stock call answers) but
+/// not performed: flushing a large file to a slow disk can hold the host thread for
+/// seconds, and a sandbox promises no durability.
+fn fd_sync(mut caller: Caller<'_, SandboxState>, fd: i32) -> wasmtime::Result<i32> {
+    let wasi = &mut caller.data_mut().wasi;
+    let mut none = wiggle::GuestMemory::Unshared(&mut []);
+    Ok(match wasi.fd_tell(&mut none, types::Fd::from(fd)) {
+        Ok(_) => ERRNO_SUCCESS,
+        Err(error) => {
+            errno(error)?;
+            ERRNO_BADF
+        }
+    })
+}
+
+/// The stock `fd_readdir` lists the whole directory and looks at every entry on each call;
+/// it runs under a timer that drops it at the deadline, so a directory of many entries
+/// cannot hold the host thread past it.
+fn fd_readdir(
+    mut caller: Caller<'_, SandboxState>,
+    fd: i32,
+    buf: i32,
+    buf_len: i32,
+    cookie: i64,
+    bufused: i32,
+) -> wasmtime::Result<i32> {
+    iovec::in_time(caller.data())?;
+    let deadline = tokio::time::Instant::from_std(caller.data().deadline);
+    let fuel = caller.as_context_mut().hostcall_fuel();
+    let Some(memory) = guest_memory(&mut caller) else {
+        return Ok(ERRNO_FAULT);
+    };
+    let (data, state) = memory.data_and_store_mut(&mut caller);
+    state.wasi.set_hostcall_fuel(fuel);
+    let mut guest = wiggle::GuestMemory::Unshared(data);
+    let listed = in_tokio(async {
+        let call = p1::fd_readdir(
+            &mut state.wasi,
+            &mut guest,
+            fd,
+            buf,
+            buf_len,
+            cookie,
+            bufused,
+        );
+        tokio::time::timeout_at(deadline, call).await
+    });
+    match listed {
+        Ok(errno) => errno,
+        // The run ends here, so the listing left half done is never seen.
+        Err(_) => Err(Stop::Deadline.into()),
+    }
+}
+
+/// What a path names before it is opened.
+enum Found {
+    /// A regular file, a directory or a symlink.
+    Openable,
+    /// A FIFO, a device or a socket.
+    Special,
+    Missing,
+    /// The lookup failed otherwise; the stock open reports it.
+    Unknown,
+}
+
+/// Looks at what `path` under `dirfd` names, following links as `dirflags` says, without
+/// opening it.
+fn look(
+    caller: &mut Caller<'_, SandboxState>,
+    dirfd: i32,
+    dirflags: i32,
+    path: i32,
+    path_len: i32,
+) -> wasmtime::Result<Found> {
+    let Ok(flags) = types::Lookupflags::try_from(dirflags) else {
+        return Ok(Found::Unknown);
+    };
+    let fuel = caller.as_context_mut().hostcall_fuel();
+    let Some(memory) = guest_memory(caller) else {
+        return Ok(Found::Unknown);
+    };
+    let (data, state) = memory.data_and_store_mut(caller);
+    state.wasi.set_hostcall_fuel(fuel);
+    let mut guest = wiggle::GuestMemory::Unshared(data);
+    let path = wiggle::GuestPtr::<str>::new((path as u32, path_len as u32));
+    let stat = in_tokio(state.wasi.path_filestat_get(
+        &mut guest,
+        types::Fd::from(dirfd),
+        flags,
+        path,
+    ));
+    Ok(match stat {
+        Ok(stat) => match stat.filetype {
+            types::Filetype::RegularFile
+            | types::Filetype::Directory
+            | types::Filetype::SymbolicLink => Found::Openable,
+            _ => Found::Special,
+        },
+        Err(error) => match errno(error)? {
+            types::Errno::Noent => Found::Missing,
+            _ => Found::Unknown,
+        },
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -197,34 +517,19 @@ fn path_open(
     fd_out: i32,
 ) -> wasmtime::Result<i32> {
     caller.data().files.check_open()?;
-    let creates = oflags & OFLAGS_CREAT != 0;
-    // Whether the open would create the file: look first, through the same call without
-    // any flags (its descriptor, written where the real one will be, is closed at once).
-    let mut creating = false;
-    if creates {
-        let probe = stock!(
-            caller,
-            path_open(
-                dirfd,
-                dirflags,
-                path,
-                path_len,
-                0,
-                RIGHTS_FD_READ,
-                0,
-                0,
-                fd_out
-            )
-        )?;
-        if probe == ERRNO_SUCCESS {
-            if let Some(fd) = read_u32(&mut caller, fd_out) {
-                stock!(caller, fd_close(fd as i32))?;
-            }
-        } else if probe == ERRNO_NOENT {
+    // Nothing the guest runs can change the path between this look and the open: the
+    // guest is single-threaded and waits in this call.
+    let creating = match look(&mut caller, dirfd, dirflags, path, path_len)? {
+        Found::Special => return Ok(ERRNO_ACCES),
+        Found::Missing if oflags & OFLAGS_CREAT != 0 => {
             caller.data().files.check_create()?;
-            creating = true;
+            true
         }
-    }
+        Found::Openable | Found::Missing | Found::Unknown => false,
+    };
+    // Synchronous writes would make every write a flush to disk, which can hold the host
+    // thread far past the deadline; like `fd_sync`, they are not performed.
+    let fdflags = fdflags & !FDFLAGS_SYNCS;
     let errno = stock!(
         caller,
         path_open(
@@ -240,8 +545,12 @@ fn path_open(
         )
     )?;
     if errno == ERRNO_SUCCESS {
+        // The stock call stored the new descriptor there (or trapped).
+        let fd = guest_memory(&mut caller)
+            .and_then(|memory| read_u32(memory.data(&caller), fd_out))
+            .ok_or_else(|| wasmtime::Error::msg("path_open stored no descriptor"))?;
         let files = &mut caller.data_mut().files;
-        files.open += 1;
+        files.opened(fd);
         if creating {
             files.created += 1;
         }
@@ -309,9 +618,7 @@ fn path_link(
 fn fd_close(mut caller: Caller<'_, SandboxState>, fd: i32) -> wasmtime::Result<i32> {
     let errno = stock!(caller, fd_close(fd))?;
     if errno == ERRNO_SUCCESS {
-        let files = &mut caller.data_mut().files;
-        files.open = files.open.saturating_sub(1);
-        files.stdio.retain(|&stdio| stdio != fd);
+        caller.data_mut().files.closed(fd as u32);
     }
     Ok(errno)
 }
@@ -319,29 +626,81 @@ fn fd_close(mut caller: Caller<'_, SandboxState>, fd: i32) -> wasmtime::Result<i
 fn fd_renumber(mut caller: Caller<'_, SandboxState>, from: i32, to: i32) -> wasmtime::Result<i32> {
     let errno = stock!(caller, fd_renumber(from, to))?;
     if errno == ERRNO_SUCCESS {
-        let files = &mut caller.data_mut().files;
-        // `to` was closed and now is what `from` was.
-        files.open = files.open.saturating_sub(1);
-        let moved_stdio = files.is_stdio(from);
-        files.stdio.retain(|&fd| fd != from && fd != to);
-        if moved_stdio {
-            files.stdio.push(to);
-        }
+        caller.data_mut().files.renumbered(from as u32, to as u32);
     }
     Ok(errno)
 }
 
-/// Replaces the p1 calls that write, create or open with the quota-checking wrappers.
+/// Replaces the p1 calls that move bytes, resize, create, open, close, renumber or sync with
+/// the wrappers above (see the README's table of the WASI surface).
 pub(crate) fn add_to_linker(linker: &mut Linker<SandboxState>) -> wasmtime::Result<()> {
     const WASI_P1: &str = "wasi_snapshot_preview1";
     linker.func_wrap(WASI_P1, "fd_write", fd_write)?;
     linker.func_wrap(WASI_P1, "fd_pwrite", fd_pwrite)?;
+    linker.func_wrap(WASI_P1, "fd_read", fd_read)?;
+    linker.func_wrap(WASI_P1, "fd_pread", fd_pread)?;
     linker.func_wrap(WASI_P1, "fd_filestat_set_size", fd_filestat_set_size)?;
+    linker.func_wrap(WASI_P1, "fd_allocate", fd_allocate)?;
+    linker.func_wrap(WASI_P1, "fd_sync", fd_sync)?;
+    linker.func_wrap(WASI_P1, "fd_datasync", fd_sync)?;
     linker.func_wrap(WASI_P1, "path_open", path_open)?;
     linker.func_wrap(WASI_P1, "path_create_directory", path_create_directory)?;
     linker.func_wrap(WASI_P1, "path_symlink", path_symlink)?;
     linker.func_wrap(WASI_P1, "path_link", path_link)?;
     linker.func_wrap(WASI_P1, "fd_close", fd_close)?;
     linker.func_wrap(WASI_P1, "fd_renumber", fd_renumber)?;
+    linker.func_wrap(WASI_P1, "random_get", iovec::random_get)?;
+    linker.func_wrap(WASI_P1, "fd_readdir", fd_readdir)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(open_files: u64) -> FileGuard {
+        FileGuard::new(&Limits {
+            open_files,
+            ..Limits::default()
+        })
+    }
+
+    #[test]
+    fn renumbering_keeps_the_open_count_exact() {
+        let mut files = guard(10);
+        files.opened(5);
+        files.opened(6);
+        // Onto itself: nothing happens.
+        files.renumbered(5, 5);
+        assert_eq!(files.open_count(), 2);
+        // Onto another open one: that one is closed.
+        files.renumbered(5, 6);
+        assert_eq!(files.open_count(), 1);
+        // A preopen or stdio onto an opened one: the opened one is closed, and what moved
+        // in is not the guest's.
+        files.renumbered(1, 6);
+        assert_eq!(files.open_count(), 0);
+        // An opened one onto stdio: still one open, under the new number.
+        files.opened(7);
+        files.renumbered(7, 2);
+        assert_eq!(files.open_count(), 1);
+        files.closed(7);
+        assert_eq!(files.open_count(), 1);
+        files.closed(2);
+        assert_eq!(files.open_count(), 0);
+    }
+
+    #[test]
+    fn growth_is_cumulative_and_checked_before() {
+        let mut files = FileGuard::new(&Limits {
+            disk_bytes: 100,
+            ..Limits::default()
+        });
+        assert!(files.check_growth(100).is_ok());
+        assert_eq!(files.check_growth(101), Err(Stop::Disk(100)));
+        files.charge(60).unwrap();
+        assert_eq!(files.check_growth(41), Err(Stop::Disk(100)));
+        files.charge(40).unwrap();
+        assert_eq!(files.charge(1), Err(Stop::Disk(100)));
+    }
 }

@@ -24,6 +24,7 @@ mod sdk;
 mod sec_deps;
 mod sec_home;
 mod sec_server;
+mod sec_wasi;
 mod server;
 mod session;
 mod support;
