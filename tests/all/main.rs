@@ -19,6 +19,7 @@ mod prestart;
 mod profiles;
 mod python;
 mod results;
+mod sec_results;
 mod review;
 mod sdk;
 mod server;
