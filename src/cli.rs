@@ -394,13 +394,24 @@ struct NatsArgs {
     #[arg(long)]
     local_cache: bool,
     /// Authenticate to NATS with this token.
-    #[arg(long, value_name = "TOKEN", env = "DVM_NATS_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "DVM_NATS_TOKEN",
+        hide_env_values = true
+    )]
     nats_token: Option<String>,
     /// Authenticate to NATS as this user (with --nats-password).
     #[arg(long, value_name = "USER", requires = "nats_password")]
     nats_user: Option<String>,
     /// The password of --nats-user.
-    #[arg(long, value_name = "PASSWORD", env = "DVM_NATS_PASSWORD", hide_env_values = true, requires = "nats_user")]
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "DVM_NATS_PASSWORD",
+        hide_env_values = true,
+        requires = "nats_user"
+    )]
     nats_password: Option<String>,
     /// Connect to NATS only over TLS.
     #[arg(long)]
@@ -430,8 +441,7 @@ struct NatsArgs {
 impl NatsArgs {
     fn config(&self, url: &str) -> Result<crate::nats::NatsConfig, Error> {
         let home = Config::default().home;
-        let keys =
-            crate::results::Keys::node(&home, self.cache_key_file.as_deref(), &self.trust)?;
+        let keys = crate::results::Keys::node(&home, self.cache_key_file.as_deref(), &self.trust)?;
         Ok(crate::nats::NatsConfig {
             max_queued: self.max_queued,
             ack_wait: self.ack_wait,
@@ -1723,9 +1733,10 @@ async fn nats_dvm(
     }
     let backend = crate::nats::JetStreamBackend::connect(nats).await?;
     let bound = config.result_cache_bytes;
-    let keys = nats.keys.clone().ok_or_else(|| {
-        Error::Internal("a node's result cache needs its signing keys".into())
-    })?;
+    let keys = nats
+        .keys
+        .clone()
+        .ok_or_else(|| Error::Internal("a node's result cache needs its signing keys".into()))?;
     Dvm::with_results(
         config,
         crate::results::ResultCache::new(Box::new(backend), bound, keys),
@@ -2009,14 +2020,13 @@ fn cache(command: CacheCommand) -> ExitCode {
         CacheCommand::Keygen { file } => crate::results::SigningKey::create(&file).map(|key| {
             let _ = writeln!(out, "{}", key.public());
         }),
-        CacheCommand::Trust { key } => {
-            crate::results::signing::trust_in_home(&config.home, key).map(|added| {
+        CacheCommand::Trust { key } => crate::results::signing::trust_in_home(&config.home, key)
+            .map(|added| {
                 let _ = match added {
                     true => writeln!(out, "trusted {key}"),
                     false => writeln!(out, "{key} was trusted already"),
                 };
-            })
-        }
+            }),
         CacheCommand::Rm { key } => results.remove(&key).and_then(|removed| {
             if removed {
                 let _ = writeln!(out, "removed {key}");
@@ -2040,18 +2050,20 @@ fn cache(command: CacheCommand) -> ExitCode {
                 report.bytes
             );
         }),
-        CacheCommand::Import { bundle, trust } => results.import(&bundle, &trust).and_then(|report| {
-            let _ = writeln!(out, "imported {} entries", report.imported);
-            if report.rejected.is_empty() {
-                return Ok(());
-            }
-            Err(Error::InvalidInput(format!(
-                "rejected {} entries of {}:\n  {}",
-                report.rejected.len(),
-                bundle.display(),
-                report.rejected.join("\n  ")
-            )))
-        }),
+        CacheCommand::Import { bundle, trust } => {
+            results.import(&bundle, &trust).and_then(|report| {
+                let _ = writeln!(out, "imported {} entries", report.imported);
+                if report.rejected.is_empty() {
+                    return Ok(());
+                }
+                Err(Error::InvalidInput(format!(
+                    "rejected {} entries of {}:\n  {}",
+                    report.rejected.len(),
+                    bundle.display(),
+                    report.rejected.join("\n  ")
+                )))
+            })
+        }
         CacheCommand::Gc { .. } => results.gc(bound).map(|evicted| {
             let _ = writeln!(out, "evicted {evicted} entries");
         }),

@@ -977,7 +977,7 @@ async fn handle(
     let Some(keys) = config.nats.keys.clone() else {
         return;
     };
-    let request: RunRequest = match serde_json::from_slice(&message.payload) {
+    let request: RunRequest = match serde_json::from_slice::<RunRequest>(&message.payload) {
         Ok(request) if valid_request_id(&request.id) => request,
         Ok(_) => {
             tracing::warn!("dropping a run request whose id is not a request id");
@@ -992,8 +992,8 @@ async fn handle(
     };
     // An earlier delivery may have stored the outcome and died before acknowledging; an
     // outcome there that does not verify is not an answer, and is replaced below.
-    if let Ok(Some(bytes)) = outcomes.get(&request.id).await
-        && SignedOutcome::open(&request.id, &bytes, &keys.trust).is_ok()
+    if let Ok(Some(stored)) = outcomes.get(&request.id).await
+        && SignedOutcome::open(&request.id, stored.as_ref(), &keys.trust).is_ok()
     {
         stats.duplicates.fetch_add(1, Ordering::Relaxed);
         let _ = message.double_ack().await;
@@ -1067,7 +1067,8 @@ async fn handle(
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
             let genuine = matches!(
                 outcomes.get(&request.id).await,
-                Ok(Some(stored)) if SignedOutcome::open(&request.id, &stored, &keys.trust).is_ok()
+                Ok(Some(stored))
+                    if SignedOutcome::open(&request.id, stored.as_ref(), &keys.trust).is_ok()
             );
             if genuine {
                 stats.duplicates.fetch_add(1, Ordering::Relaxed);

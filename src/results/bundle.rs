@@ -117,10 +117,11 @@ impl ResultCache {
     }
 
     /// Reads a bundle made by [`ResultCache::export`] with bounded memory. Each entry is
-    /// stored only if it is signed by a key this cache trusts or one of `trust`, is filed
-    /// under its own key, every output path in it is a relative workspace path and every
-    /// output file it names is in the bundle with the right blake3 and size; the rest are
-    /// reported as rejected. A member larger than its kind allows makes the bundle refused.
+    /// stored (signed again with this cache's key) only if it is signed by a key this cache
+    /// trusts or one of `trust`, is filed under its own key, every output path in it is a
+    /// relative workspace path and every output file it names is in the bundle with the right
+    /// blake3 and size; the rest are reported as rejected. A member larger than its kind
+    /// allows makes the bundle refused.
     pub fn import(&self, from: &Path, trust: &[PublicKey]) -> Result<ImportReport, Error> {
         let bad = |why: String| {
             Error::InvalidInput(format!(
@@ -128,7 +129,9 @@ impl ResultCache {
                 from.display()
             ))
         };
-        let mut trusted = self.keys()?.trust.clone();
+        let keys = self.keys()?;
+        let signer = keys.signer.clone();
+        let mut trusted = keys.trust.clone();
         for key in trust {
             trusted.add(*key);
         }
@@ -170,7 +173,8 @@ impl ResultCache {
             let blob = name
                 .strip_prefix("blobs/")
                 .and_then(|h| Blake3Hex::parse(h).ok());
-            let known = regular && (entry_key.is_some() || blob.is_some() || name == BUNDLE_MANIFEST);
+            let known =
+                regular && (entry_key.is_some() || blob.is_some() || name == BUNDLE_MANIFEST);
             let cap = match (&entry_key, &blob) {
                 _ if !known => MAX_MANIFEST_BYTES,
                 (Some(_), _) => MAX_ENTRY_BYTES,
@@ -236,7 +240,10 @@ impl ResultCache {
                         self.backend
                             .put_blob_file(&file.blake3, &blobs[&file.blake3].0)?;
                     }
-                    self.backend.put_entry(&key, &bytes)?;
+                    // Checked, it is signed again with this home's key: trusting a key for
+                    // one import does not make it trusted for later reads.
+                    self.backend
+                        .put_entry(&key, &super::seal(&entry, &signer)?)?;
                     report.imported += 1;
                 }
                 Err(why) => report.rejected.push(format!("{key}: {why}")),
@@ -256,9 +263,17 @@ fn check_blobs(
     for file in &entry.outcome.files {
         match blobs.get(&file.blake3) {
             Some((_, size)) if *size == file.size => {}
-            Some(_) => return Err(format!("output blob {} does not match its size", file.blake3)),
+            Some(_) => {
+                return Err(format!(
+                    "output blob {} does not match its size",
+                    file.blake3
+                ));
+            }
             None if mismatched.contains(&file.blake3) => {
-                return Err(format!("output blob {} does not match its hash", file.blake3));
+                return Err(format!(
+                    "output blob {} does not match its hash",
+                    file.blake3
+                ));
             }
             None => return Err(format!("output blob {} is missing", file.blake3)),
         }

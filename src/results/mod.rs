@@ -47,8 +47,8 @@ use crate::workspace::OutputFile;
 
 pub use bundle::{ExportReport, ImportReport};
 pub use names::{Blake3Hex, CacheKey, OutputPath};
-pub use signing::{Keys, PublicKey, Rejection, SigningKey, Trust};
 use signing::SignedBy;
+pub use signing::{Keys, PublicKey, Rejection, SigningKey, Trust};
 
 /// Bumped whenever the key encoding or the entry format changes.
 pub const SCHEMA: u32 = 2;

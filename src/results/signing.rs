@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -280,7 +280,10 @@ impl Trust {
             Err(e) => tracing::warn!("trusted keys of the configuration file are not read: {e}"),
         }
         if let Ok(text) = std::env::var(TRUST_ENV) {
-            for key in text.split([',', ' ', '\n']).filter(|k| !k.trim().is_empty()) {
+            for key in text
+                .split([',', ' ', '\n'])
+                .filter(|k| !k.trim().is_empty())
+            {
                 add(key.trim(), TRUST_ENV);
             }
         }

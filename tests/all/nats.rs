@@ -227,9 +227,7 @@ fn five_hundred_mixed_runs_on_three_workers_are_each_answered_once() {
         .map(|n| Worker::start(&nats, &format!("w{n}"), &["--concurrency", "2"]))
         .collect();
     let rt = runtime();
-    let queue = rt
-        .block_on(Queue::connect(&config(&nats)))
-        .unwrap();
+    let queue = rt.block_on(Queue::connect(&config(&nats))).unwrap();
     let kinds: Vec<(&str, &str, &str)> = vec![
         ("python", "print(sum(range(100)))", "ok"),
         ("javascript", "console.log([1, 2].length)", "ok"),
@@ -298,9 +296,7 @@ fn a_worker_killed_mid_run_has_its_run_finished_by_another() {
     let nats = Nats::start();
     let first = Worker::start(&nats, "doomed", &["--ack-wait", "2s"]);
     let rt = runtime();
-    let queue = rt
-        .block_on(Queue::connect(&config(&nats)))
-        .unwrap();
+    let queue = rt.block_on(Queue::connect(&config(&nats))).unwrap();
     let slow = request(
         "python",
         "import time\ntime.sleep(3)\nprint('done')",
@@ -323,9 +319,7 @@ fn a_worker_killed_mid_run_has_its_run_finished_by_another() {
 fn a_result_computed_on_one_worker_is_a_hit_on_another() {
     let nats = Nats::start();
     let rt = runtime();
-    let queue = rt
-        .block_on(Queue::connect(&config(&nats)))
-        .unwrap();
+    let queue = rt.block_on(Queue::connect(&config(&nats))).unwrap();
     // A program no other test runs, so the hit can only come from worker A's result.
     let code = format!(
         "import random\nprint({}, random.random())",
@@ -455,9 +449,7 @@ fn sigterm_drains_a_worker_after_its_runs_finish() {
     let nats = Nats::start();
     let worker = Worker::start(&nats, "draining", &[]);
     let rt = runtime();
-    let queue = rt
-        .block_on(Queue::connect(&config(&nats)))
-        .unwrap();
+    let queue = rt.block_on(Queue::connect(&config(&nats))).unwrap();
     let slow = request(
         "python",
         "import time\ntime.sleep(1.5)\nprint('finished')",
@@ -483,9 +475,7 @@ fn throughput_with_one_two_and_three_workers() {
             .map(|n| Worker::start(&nats, &format!("t{n}"), &[]))
             .collect();
         let rt = runtime();
-        let queue = rt
-            .block_on(Queue::connect(&config(&nats)))
-            .unwrap();
+        let queue = rt.block_on(Queue::connect(&config(&nats))).unwrap();
         let requests: Vec<RunRequest> = (0..400)
             .map(|i| match i % 2 {
                 0 => request(

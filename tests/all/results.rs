@@ -570,10 +570,12 @@ mod sharing {
                 bytes
             }
         });
+        // b signed what it imported with its own key.
+        let b_key = home_dvm(b.path()).results().keys().unwrap().signer.public();
         let d = tempfile::tempdir().unwrap();
         let swapped = home_dvm(d.path())
             .results()
-            .import(&bundle_b, &[a_key])
+            .import(&bundle_b, &[b_key])
             .unwrap();
         assert!(
             swapped.rejected[0].contains("does not match"),

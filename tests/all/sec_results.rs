@@ -81,11 +81,16 @@ fn entry_path(home: &Path, key: &str) -> PathBuf {
 /// the key, the body and the blob list, each with its length.
 fn entry_message(key: &str, body: &str) -> Vec<u8> {
     let entry: serde_json::Value = serde_json::from_str(body).unwrap();
-    let files = entry["outcome"]["files"].as_array().cloned().unwrap_or_default();
+    let files = entry["outcome"]["files"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let mut blobs = (files.len() as u64).to_le_bytes().to_vec();
     for file in &files {
         let hash = file["blake3"].as_str().unwrap_or("");
-        let raw = blake3::Hash::from_hex(hash).map(|h| *h.as_bytes()).unwrap_or([0; 32]);
+        let raw = blake3::Hash::from_hex(hash)
+            .map(|h| *h.as_bytes())
+            .unwrap_or([0; 32]);
         blobs.extend_from_slice(&raw);
         blobs.extend_from_slice(&file["size"].as_u64().unwrap_or(0).to_le_bytes());
     }
@@ -145,7 +150,8 @@ fn bundle(path: &Path, members: &[(String, Vec<u8>)]) {
         header.set_size(bytes.len() as u64);
         header.set_mode(0o644);
         header.set_cksum();
-        out.append_data(&mut header, name, bytes.as_slice()).unwrap();
+        out.append_data(&mut header, name, bytes.as_slice())
+            .unwrap();
     }
     let tarball = out.into_inner().unwrap();
     let packed = ruzstd::encoding::compress_to_vec(
@@ -157,8 +163,8 @@ fn bundle(path: &Path, members: &[(String, Vec<u8>)]) {
 
 /// The members of a bundle.
 fn members(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let decoder = ruzstd::decoding::StreamingDecoder::new(std::fs::File::open(path).unwrap())
-        .unwrap();
+    let decoder =
+        ruzstd::decoding::StreamingDecoder::new(std::fs::File::open(path).unwrap()).unwrap();
     let mut archive = tar::Archive::new(decoder);
     archive
         .entries()
@@ -409,7 +415,12 @@ fn peak_rss(home: &Path, args: &[&str]) -> (std::process::ExitStatus, String, u6
         std::thread::sleep(Duration::from_millis(5));
     };
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     (status, stderr, peak)
 }
 
@@ -459,12 +470,19 @@ fn a_bundle_of_huge_members_is_read_with_bounded_memory() {
     let name = format!("blobs/{}", "0".repeat(64));
     std::fs::write(
         &path,
-        zstd_then_zeros(&tar_header(&name, blob, tar::EntryType::Regular), blob + 1024),
+        zstd_then_zeros(
+            &tar_header(&name, blob, tar::EntryType::Regular),
+            blob + 1024,
+        ),
     )
     .unwrap();
-    let (status, stderr, peak) = peak_rss(home.path(), &["cache", "import", path.to_str().unwrap()]);
+    let (status, stderr, peak) =
+        peak_rss(home.path(), &["cache", "import", path.to_str().unwrap()]);
     assert!(status.success(), "{stderr}");
-    assert!(peak < 256 * mib, "importing a 512 MiB member peaked at {peak} bytes");
+    assert!(
+        peak < 256 * mib,
+        "importing a 512 MiB member peaked at {peak} bytes"
+    );
 
     // 2. Members that declare more than their kind allows are refused before any is read:
     // an entry, a GNU long name and a pax header of gigabytes.
@@ -493,7 +511,12 @@ fn a_bundle_of_huge_members_is_read_with_bounded_memory() {
             started.elapsed()
         );
     }
-    assert_eq!(dvm_in(home.path(), &["cache", "stats", "--json"]).status.code(), Some(0));
+    assert_eq!(
+        dvm_in(home.path(), &["cache", "stats", "--json"])
+            .status
+            .code(),
+        Some(0)
+    );
     assert!(!entry_path(home.path(), &key).exists());
 }
 
@@ -506,7 +529,12 @@ fn an_entry_with_a_parent_output_path_is_refused_and_never_written() {
     let seed = a.path().join("keys/results.ed25519");
     let stored = std::fs::read(entry_path(a.path(), &key)).unwrap();
     // Signed by A's own, trusted key: the path is refused for what it is.
-    for bad in ["../escaped.txt", "/tmp/escaped.txt", "a/../../escaped.txt", ""] {
+    for bad in [
+        "../escaped.txt",
+        "/tmp/escaped.txt",
+        "a/../../escaped.txt",
+        "",
+    ] {
         let body = edited_body(&stored, |body| {
             body["outcome"]["files"][0]["path"] = bad.into();
         });
@@ -539,7 +567,10 @@ fn an_entry_with_a_parent_output_path_is_refused_and_never_written() {
             ],
         );
         let a_key = home_dvm(a.path()).results().keys().unwrap().signer.public();
-        let report = home_dvm(b.path()).results().import(&path, &[a_key]).unwrap();
+        let report = home_dvm(b.path())
+            .results()
+            .import(&path, &[a_key])
+            .unwrap();
         assert_eq!(report.imported, 0, "{bad:?}: {report:?}");
         assert!(
             report.rejected[0].contains("relative workspace path"),
@@ -595,7 +626,10 @@ proptest! {
 fn signed_keys_and_trust_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let key = SigningKey::create(&dir.path().join("k")).unwrap();
-    assert!(SigningKey::create(&dir.path().join("k")).is_err(), "never overwritten");
+    assert!(
+        SigningKey::create(&dir.path().join("k")).is_err(),
+        "never overwritten"
+    );
     let keys = Keys::new(key, Trust::default());
     assert!(keys.trust.contains(&keys.signer.public()));
 }
@@ -639,7 +673,11 @@ mod nats {
             .output()
             .unwrap();
         assert!(!out.status.success(), "{}", show(&out));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("authorization"), "{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("authorization"),
+            "{}",
+            show(&out)
+        );
         let _worker = Worker::start(&nats, "tokened", &["--nats-token", "s3cret-token"]);
         let ran = rt
             .block_on(queue.run(
@@ -664,7 +702,8 @@ mod nats {
         let genuine = request("python", "print('genuine')", Duration::from_secs(30));
         rt.block_on(queue.submit(&genuine)).unwrap();
         let unsigned = serde_json::to_vec(&forged_outcome(&genuine.id)).unwrap();
-        rt.block_on(outcomes.put(&genuine.id, unsigned.into())).unwrap();
+        rt.block_on(outcomes.put(&genuine.id, unsigned.into()))
+            .unwrap();
         let waited = rt.block_on(queue.outcome(&genuine.id, Duration::from_secs(3)));
         assert!(waited.is_err(), "an unsigned outcome was returned");
         let dir = tempfile::tempdir().unwrap();
@@ -673,7 +712,8 @@ mod nats {
             Trust::default(),
         );
         let signed = SignedOutcome::sign(&forged_outcome(&genuine.id), &stranger).unwrap();
-        rt.block_on(outcomes.put(&genuine.id, signed.into())).unwrap();
+        rt.block_on(outcomes.put(&genuine.id, signed.into()))
+            .unwrap();
         let waited = rt.block_on(queue.outcome(&genuine.id, Duration::from_secs(3)));
         assert!(waited.is_err(), "a stranger's outcome was returned");
         assert!(queue.refused() >= 2);
@@ -703,7 +743,10 @@ mod nats {
         );
 
         // A cache entry on the bus, replaced by an unsigned one that prints something else.
-        let code = format!("import random\nprint('cached', {}, random.random())", std::process::id());
+        let code = format!(
+            "import random\nprint('cached', {}, random.random())",
+            std::process::id()
+        );
         let deterministic = || {
             let mut r = request("python", &code, Duration::from_secs(30));
             r.seed = Some(11);
@@ -727,7 +770,11 @@ mod nats {
         let second = rt
             .block_on(queue.run(&deterministic(), Duration::from_secs(120)))
             .unwrap();
-        assert_eq!(second.cache, CacheStatus::Miss, "the forged entry was a hit");
+        assert_eq!(
+            second.cache,
+            CacheStatus::Miss,
+            "the forged entry was a hit"
+        );
         assert_eq!(second.into_outcome().unwrap().stdout, genuine_stdout);
     }
 }
