@@ -693,6 +693,7 @@ mod nats {
         let nats = Nats::start();
         let rt = runtime();
         let queue = rt.block_on(Queue::connect(&config(&nats))).unwrap();
+        let _inside = rt.enter();
         let client = rt.block_on(async_nats::connect(nats.url())).unwrap();
         let js = async_nats::jetstream::new(client);
         let outcomes = rt.block_on(js.get_key_value("DVM_OUTCOMES")).unwrap();
