@@ -1218,18 +1218,29 @@ impl crate::results::ResultBackend for JetStreamBackend {
     /// The shared store does not track use; it is bounded by the bucket's own limits.
     fn touch_entry(&self, _: &CacheKey) {}
 
-    fn get_blob(&self, blake3: &Blake3Hex) -> Result<Option<Vec<u8>>, Error> {
+    fn get_blob(&self, blake3: &Blake3Hex, max_bytes: u64) -> Result<Option<Vec<u8>>, Error> {
         self.block(async {
-            let mut object = match self.blobs.get(blake3.hex()).await {
+            let object = match self.blobs.get(blake3.hex()).await {
                 Ok(object) => object,
                 Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(Error::Nats(format!("result cache: {e}"))),
             };
+            // Whatever the bucket holds under this name, no more than the entry's size (and
+            // one byte to tell) is read.
             let mut bytes = Vec::new();
             nats!(
                 "result cache",
-                tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes).await
+                tokio::io::AsyncReadExt::read_to_end(
+                    &mut tokio::io::AsyncReadExt::take(object, max_bytes.saturating_add(1)),
+                    &mut bytes
+                )
+                .await
             )?;
+            if bytes.len() as u64 > max_bytes {
+                return Err(Error::Nats(format!(
+                    "result cache: output blob {blake3} is larger than its entry says"
+                )));
+            }
             Ok(Some(bytes))
         })
     }

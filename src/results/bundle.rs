@@ -82,7 +82,8 @@ impl ResultCache {
             };
             for file in &entry.outcome.files {
                 if blobs.insert(file.blake3) {
-                    let bytes = self.backend.get_blob(&file.blake3)?.ok_or_else(|| {
+                    let bytes = self.backend.get_blob(&file.blake3, file.size)?;
+                    let bytes = bytes.ok_or_else(|| {
                         Error::Internal(format!(
                             "result cache: output blob {} is missing",
                             file.blake3

@@ -349,7 +349,9 @@ pub trait ResultBackend: Send + Sync {
     fn entries(&self) -> Result<Vec<(CacheKey, u64, SystemTime)>, Error>;
     /// Marks an entry as just used (for least-recently-used eviction).
     fn touch_entry(&self, key: &CacheKey);
-    fn get_blob(&self, blake3: &Blake3Hex) -> Result<Option<Vec<u8>>, Error>;
+    /// A blob's bytes; one larger than `max_bytes` (the size its entry records) is refused
+    /// without being read whole.
+    fn get_blob(&self, blake3: &Blake3Hex, max_bytes: u64) -> Result<Option<Vec<u8>>, Error>;
     fn put_blob(&self, blake3: &Blake3Hex, bytes: &[u8]) -> Result<(), Error>;
     /// Stores the blob held in the file at `path` (whose contents were checked).
     fn put_blob_file(&self, blake3: &Blake3Hex, path: &Path) -> Result<(), Error> {
@@ -458,8 +460,24 @@ impl ResultBackend for LocalBackend {
         }
     }
 
-    fn get_blob(&self, blake3: &Blake3Hex) -> Result<Option<Vec<u8>>, Error> {
-        Self::read(&self.blob_path(blake3))
+    fn get_blob(&self, blake3: &Blake3Hex, max_bytes: u64) -> Result<Option<Vec<u8>>, Error> {
+        let file = match std::fs::File::open(self.blob_path(blake3)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(store_error("read")(e)),
+        };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(file, max_bytes.saturating_add(1)),
+            &mut bytes,
+        )
+        .map_err(store_error("read"))?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(Error::Internal(format!(
+                "result cache: output blob {blake3} is larger than its entry says"
+            )));
+        }
+        Ok(Some(bytes))
     }
 
     fn put_blob(&self, blake3: &Blake3Hex, bytes: &[u8]) -> Result<(), Error> {
@@ -645,7 +663,7 @@ impl ResultCache {
         let mut outcome = entry.outcome.to_outcome()?;
         let mut files = Vec::with_capacity(entry.outcome.files.len());
         for file in &entry.outcome.files {
-            match self.backend.get_blob(&file.blake3) {
+            match self.backend.get_blob(&file.blake3, file.size) {
                 Ok(Some(bytes))
                     if bytes.len() as u64 == file.size && Blake3Hex::of(&bytes) == file.blake3 =>
                 {

@@ -157,13 +157,13 @@ impl SigningKey {
     /// Makes a new key file at `path` (mode 0600); an existing file is left alone and refused.
     pub fn create(path: &Path) -> Result<SigningKey, Error> {
         let seed = SigningKey::new_seed()?;
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path)
             .map_err(|e| key_error(path, e))?;
-        write_seed(&mut file, &seed).map_err(|e| key_error(path, e))?;
+        write_seed(&file, &seed).map_err(|e| key_error(path, e))?;
         SigningKey::from_seed(&seed)
     }
 

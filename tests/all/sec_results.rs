@@ -663,7 +663,7 @@ mod nats {
             token: Some("s3cret-token".into()),
             ..NatsAuth::default()
         });
-        let queue = rt.block_on(Queue::connect(&with_token)).unwrap();
+        rt.block_on(Queue::connect(&with_token)).unwrap();
         // A worker without the token stops with an error; one with it serves runs.
         let out = Command::new(env!("CARGO_BIN_EXE_dvm"))
             .args(["worker", "--nats", &nats.url()])
@@ -678,7 +678,34 @@ mod nats {
             "{}",
             show(&out)
         );
-        let _worker = Worker::start(&nats, "tokened", &["--nats-token", "s3cret-token"]);
+        // The worker signs with a deployment key, the one key this queue trusts.
+        let dir = tempfile::tempdir().unwrap();
+        let deployment = dir.path().join("deploy.key");
+        let out = Command::new(env!("CARGO_BIN_EXE_dvm"))
+            .args(["cache", "keygen", deployment.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        let only_deployment = dvm::nats::NatsConfig::new(&nats.url())
+            .with_auth(NatsAuth {
+                token: Some("s3cret-token".into()),
+                ..NatsAuth::default()
+            })
+            .with_keys(Keys::new(
+                SigningKey::load(&deployment).unwrap(),
+                Trust::default(),
+            ));
+        let queue = rt.block_on(Queue::connect(&only_deployment)).unwrap();
+        let _worker = Worker::start(
+            &nats,
+            "tokened",
+            &[
+                "--nats-token",
+                "s3cret-token",
+                "--cache-key-file",
+                deployment.to_str().unwrap(),
+            ],
+        );
         let ran = rt
             .block_on(queue.run(
                 &request("python", "print(6 * 7)", Duration::from_secs(30)),
