@@ -320,6 +320,28 @@ fn an_entry_signed_by_an_untrusted_key_is_a_counted_miss_until_trusted() {
 }
 
 #[test]
+fn keys_trusted_in_the_configuration_file_are_trusted_and_others_are_not() {
+    let (a, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run_program(a.path(), &deterministic());
+    let exported = a.path().join("a.tar.zst");
+    home_dvm(a.path()).results().export(&[], &exported).unwrap();
+    let a_key = home_dvm(a.path()).results().keys().unwrap().signer.public();
+    let config = c.path().join("config.toml");
+    std::fs::write(&config, "[cache]\ntrusted_keys = [\"ed25519:not-a-key\"]\n").unwrap();
+    let out = dvm_in(c.path(), &["cache", "import", exported.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not trusted"),
+        "{}",
+        show(&out)
+    );
+    std::fs::write(&config, format!("[cache]\ntrusted_keys = [\"{a_key}\"]\n")).unwrap();
+    let out = dvm_in(c.path(), &["cache", "import", exported.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 1 entries"));
+}
+
+#[test]
 fn the_home_signing_key_is_private_and_refused_when_others_can_read_it() {
     use std::os::unix::fs::PermissionsExt as _;
     let home = tempfile::tempdir().unwrap();
