@@ -430,15 +430,68 @@ struct NatsArgs {
     /// Keep the result cache on this machine instead of sharing it through JetStream.
     #[arg(long)]
     local_cache: bool,
+    /// Authenticate to NATS with this token.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "DVM_NATS_TOKEN",
+        hide_env_values = true
+    )]
+    nats_token: Option<String>,
+    /// Authenticate to NATS as this user (with --nats-password).
+    #[arg(long, value_name = "USER", requires = "nats_password")]
+    nats_user: Option<String>,
+    /// The password of --nats-user.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "DVM_NATS_PASSWORD",
+        hide_env_values = true,
+        requires = "nats_user"
+    )]
+    nats_password: Option<String>,
+    /// Connect to NATS only over TLS.
+    #[arg(long)]
+    nats_tls: bool,
+    /// PEM file of the certificate authorities of the NATS server's certificate (implies
+    /// --nats-tls).
+    #[arg(long, value_name = "FILE")]
+    nats_ca: Option<PathBuf>,
+    /// PEM file of this node's client certificate for NATS (with --nats-key; implies
+    /// --nats-tls).
+    #[arg(long, value_name = "FILE", requires = "nats_key")]
+    nats_cert: Option<PathBuf>,
+    /// PEM file of the key of --nats-cert.
+    #[arg(long, value_name = "FILE", requires = "nats_cert")]
+    nats_key: Option<PathBuf>,
+    /// The deployment's signing key, shared by its nodes (`dvm cache keygen FILE` makes
+    /// one): outcomes and cache entries are signed with it and its signatures are trusted.
+    /// Without it a node signs with its own key in $DVM_HOME.
+    #[arg(long, value_name = "FILE", env = "DVM_CACHE_KEY_FILE")]
+    cache_key_file: Option<PathBuf>,
+    /// Also accept outcomes and cache entries signed by this public key (repeatable; `dvm
+    /// cache key` prints a node's).
+    #[arg(long = "trust", value_name = "PUBKEY")]
+    trust: Vec<crate::results::PublicKey>,
 }
 
 impl NatsArgs {
-    fn config(&self, url: &str) -> crate::nats::NatsConfig {
-        crate::nats::NatsConfig {
+    fn config(&self, url: &str) -> Result<crate::nats::NatsConfig, Error> {
+        let home = Config::default().home;
+        let keys = crate::results::Keys::node(&home, self.cache_key_file.as_deref(), &self.trust)?;
+        Ok(crate::nats::NatsConfig {
             max_queued: self.max_queued,
             ack_wait: self.ack_wait,
             ..crate::nats::NatsConfig::new(url)
         }
+        .with_keys(keys)
+        .with_auth(crate::nats::NatsAuth {
+            token: self.nats_token.clone().filter(|t| !t.is_empty()),
+            user: self.nats_user.clone().zip(self.nats_password.clone()),
+            require_tls: self.nats_tls,
+            root_ca: self.nats_ca.clone(),
+            client_cert: self.nats_cert.clone().zip(self.nats_key.clone()),
+        }))
     }
 }
 
@@ -460,8 +513,42 @@ struct WorkerArgs {
     /// back to the queue.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     drain_grace: Duration,
+    /// Longest deadline a request may ask for; longer ones are cut to it [default: the
+    /// default deadline].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_timeout: Option<Duration>,
+    /// Largest memory cap a request may ask for [default: the default memory cap].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    max_memory: Option<u64>,
+    /// Largest disk quota a request may ask for [default: the default disk quota].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    max_disk: Option<u64>,
+    /// Largest stdout and stderr caps a request may ask for [default: the default caps].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    max_output: Option<u64>,
+    /// Most fuel a request may ask for; requests without a fuel limit get this one [default:
+    /// no fuel limit].
+    #[arg(long, value_name = "N")]
+    max_fuel: Option<u64>,
     #[command(flatten)]
     queue: NatsArgs,
+}
+
+impl WorkerArgs {
+    /// The most a request may ask for: the flags, else the defaults.
+    fn maxima(&self) -> Limits {
+        let defaults = Limits::default();
+        let output = self.max_output;
+        Limits {
+            deadline: self.max_timeout.unwrap_or(defaults.deadline),
+            memory_bytes: self.max_memory.unwrap_or(defaults.memory_bytes),
+            disk_bytes: self.max_disk.unwrap_or(defaults.disk_bytes),
+            stdout_bytes: output.unwrap_or(defaults.stdout_bytes),
+            stderr_bytes: output.unwrap_or(defaults.stderr_bytes),
+            fuel: self.max_fuel,
+            ..defaults
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -537,21 +624,39 @@ enum CacheCommand {
         json: bool,
     },
     /// One stored outcome (checked) as JSON.
-    Show { key: String },
+    Show { key: crate::results::CacheKey },
     /// Remove one stored run.
-    Rm { key: String },
+    Rm { key: crate::results::CacheKey },
     /// Remove every stored run.
     Clear,
     /// Write stored runs (every one when no KEY is given) with their output files to a
     /// .tar.zst bundle.
     Export {
-        keys: Vec<String>,
+        keys: Vec<crate::results::CacheKey>,
         #[arg(long, value_name = "FILE", required = true)]
         to: PathBuf,
     },
-    /// Check and store the runs of a bundle; entries that do not match their digests are
+    /// Check and store the runs of a bundle; entries not signed by a trusted key, changed
+    /// since, or naming output files that are missing, changed or outside the workspace are
     /// rejected.
-    Import { bundle: PathBuf },
+    Import {
+        bundle: PathBuf,
+        /// Also accept entries signed by this public key (repeatable).
+        #[arg(long = "trust", value_name = "PUBKEY")]
+        trust: Vec<crate::results::PublicKey>,
+    },
+    /// Print the public key this home signs its entries with (give it to whoever should
+    /// trust them), or the public key of a key file.
+    Key {
+        /// A key file (e.g. a deployment's --cache-key-file) instead of the home's key.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Make a new signing key file (mode 0600) for a deployment's nodes to share and print
+    /// its public key.
+    Keygen { file: PathBuf },
+    /// Trust entries signed by PUBKEY from now on (recorded in $DVM_HOME/keys/trusted).
+    Trust { key: crate::results::PublicKey },
     /// Evict least recently used runs down to the size bound and drop unreferenced blobs.
     Gc {
         /// The bound [default: 1GiB].
@@ -1639,7 +1744,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         let runtime = async_runtime()?;
         let (dvm, queue) = match &args.nats {
             Some(url) => {
-                let nats = args.nats_queue.config(url);
+                let nats = args.nats_queue.config(url)?;
                 let (dvm, queue) = runtime.block_on(async {
                     let dvm = nats_dvm(dvm_config, &nats, args.nats_queue.local_cache).await?;
                     let queue = crate::nats::Queue::connect(&nats).await?;
@@ -1702,16 +1807,22 @@ async fn nats_dvm(
     }
     let backend = crate::nats::JetStreamBackend::connect(nats).await?;
     let bound = config.result_cache_bytes;
+    let keys = nats
+        .keys
+        .clone()
+        .ok_or_else(|| Error::Internal("a node's result cache needs its signing keys".into()))?;
     Dvm::with_results(
         config,
-        crate::results::ResultCache::new(Box::new(backend), bound),
+        crate::results::ResultCache::new(Box::new(backend), bound, keys),
     )
 }
 
 fn worker(args: WorkerArgs) -> ExitCode {
     let result = (|| -> Result<(), Error> {
         let runtime = async_runtime()?;
-        let nats = args.queue.config(&args.nats);
+        let nats = args.queue.config(&args.nats)?;
+        let max = args.maxima();
+        max.validate()?;
         let name = args.name.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname")
                 .map(|h| h.trim().to_string())
@@ -1761,6 +1872,7 @@ fn worker(args: WorkerArgs) -> ExitCode {
                 concurrency,
                 name: name.clone(),
                 drain_grace: args.drain_grace,
+                max,
             };
             crate::nats::work(dvm, config, stats, shutdown_signal()).await?;
             note!("dvm worker {name}: drained");
@@ -1972,6 +2084,23 @@ fn cache(command: CacheCommand) -> ExitCode {
             }
         }),
         CacheCommand::Show { key } => results.show(&key).map(|value| print_json(&value)),
+        CacheCommand::Key { file } => match file {
+            Some(file) => crate::results::SigningKey::load(&file).map(|key| key.public()),
+            None => results.keys().map(|keys| keys.signer.public()),
+        }
+        .map(|key| {
+            let _ = writeln!(out, "{key}");
+        }),
+        CacheCommand::Keygen { file } => crate::results::SigningKey::create(&file).map(|key| {
+            let _ = writeln!(out, "{}", key.public());
+        }),
+        CacheCommand::Trust { key } => crate::results::signing::trust_in_home(&config.home, key)
+            .map(|added| {
+                let _ = match added {
+                    true => writeln!(out, "trusted {key}"),
+                    false => writeln!(out, "{key} was trusted already"),
+                };
+            }),
         CacheCommand::Rm { key } => results.remove(&key).and_then(|removed| {
             if removed {
                 let _ = writeln!(out, "removed {key}");
@@ -1995,18 +2124,20 @@ fn cache(command: CacheCommand) -> ExitCode {
                 report.bytes
             );
         }),
-        CacheCommand::Import { bundle } => results.import(&bundle).and_then(|report| {
-            let _ = writeln!(out, "imported {} entries", report.imported);
-            if report.rejected.is_empty() {
-                return Ok(());
-            }
-            Err(Error::InvalidInput(format!(
-                "rejected {} entries of {}:\n  {}",
-                report.rejected.len(),
-                bundle.display(),
-                report.rejected.join("\n  ")
-            )))
-        }),
+        CacheCommand::Import { bundle, trust } => {
+            results.import(&bundle, &trust).and_then(|report| {
+                let _ = writeln!(out, "imported {} entries", report.imported);
+                if report.rejected.is_empty() {
+                    return Ok(());
+                }
+                Err(Error::InvalidInput(format!(
+                    "rejected {} entries of {}:\n  {}",
+                    report.rejected.len(),
+                    bundle.display(),
+                    report.rejected.join("\n  ")
+                )))
+            })
+        }
         CacheCommand::Gc { .. } => results.gc(bound).map(|evicted| {
             let _ = writeln!(out, "evicted {evicted} entries");
         }),

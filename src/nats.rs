@@ -11,8 +11,18 @@
 //!   outcome already stored and keeps it, so one request has one stored answer.
 //! - Callers publish with the request id as `Nats-Msg-Id` (a retried publish is not queued
 //!   twice) and watch the outcome key.
+//!
+//! # Trust
+//! Everything read from the bus is hostile until checked. Outcomes are stored signed
+//! ([`SignedOutcome`]: Ed25519 over the request id and the outcome) with the worker's key,
+//! and a caller returns only an outcome signed by a key it trusts ([`NatsConfig::keys`]); an
+//! outcome that does not verify is reported and ignored, and a worker that finds one in the
+//! place of its answer overwrites it. Result-cache entries on the bus are signed the same way
+//! by [`crate::results::ResultCache`]. Workers cap every limit of a request at their own
+//! maxima ([`WorkerConfig::max`]). Connections authenticate as [`NatsAuth`] says.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -26,6 +36,8 @@ use crate::dvm::Dvm;
 use crate::error::Error;
 use crate::limits::{LimitKind, Limits, OutputOverflow};
 use crate::outcome::{Outcome, Status, Truncated};
+use crate::results::signing::SignedBy;
+use crate::results::{Blake3Hex, CacheKey, Keys, Rejection, Trust};
 use crate::sandbox::RunInput;
 
 pub const STREAM: &str = "DVM_RUNS";
@@ -49,6 +61,11 @@ pub struct NatsConfig {
     pub max_deliver: i64,
     /// How long outcomes are kept for callers to read.
     pub outcome_ttl: Duration,
+    /// How to authenticate to the NATS server.
+    pub auth: NatsAuth,
+    /// The key this node signs outcomes with and the keys whose outcomes it accepts. A
+    /// queue or worker without keys cannot start.
+    pub keys: Option<Keys>,
 }
 
 impl NatsConfig {
@@ -59,8 +76,89 @@ impl NatsConfig {
             ack_wait: Duration::from_secs(30),
             max_deliver: 5,
             outcome_ttl: Duration::from_secs(3600),
+            auth: NatsAuth::default(),
+            keys: None,
         }
     }
+
+    pub fn with_keys(mut self, keys: Keys) -> NatsConfig {
+        self.keys = Some(keys);
+        self
+    }
+
+    pub fn with_auth(mut self, auth: NatsAuth) -> NatsConfig {
+        self.auth = auth;
+        self
+    }
+
+    fn keys(&self) -> Result<&Keys, Error> {
+        self.keys.as_ref().ok_or_else(|| {
+            Error::InvalidInput(
+                "no signing keys for NATS: set NatsConfig::keys (the CLI uses the home's key or \
+                 --cache-key-file)"
+                    .into(),
+            )
+        })
+    }
+}
+
+/// How a node authenticates to NATS (any combination the server asks for) and whether TLS
+/// is required.
+#[derive(Clone, Default)]
+pub struct NatsAuth {
+    pub token: Option<String>,
+    /// User name and password.
+    pub user: Option<(String, String)>,
+    /// Connect only over TLS.
+    pub require_tls: bool,
+    /// PEM file of the certificate authorities that sign the server's certificate.
+    pub root_ca: Option<PathBuf>,
+    /// PEM files of this client's certificate and key (mutual TLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsAuth")
+            .field("token", &self.token.as_ref().map(|_| "<secret>"))
+            .field("user", &self.user.as_ref().map(|(user, _)| user))
+            .field("require_tls", &self.require_tls)
+            .field("root_ca", &self.root_ca)
+            .field("client_cert", &self.client_cert)
+            .finish()
+    }
+}
+
+impl NatsAuth {
+    fn options(&self) -> async_nats::ConnectOptions {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let Some((user, password)) = &self.user {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(ca) = &self.root_ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        if self.require_tls || self.root_ca.is_some() || self.client_cert.is_some() {
+            options = options.require_tls(true);
+        }
+        options.connection_timeout(Duration::from_secs(10))
+    }
+}
+
+/// Whether `id` can be a request id: what [`crate::server::new_id`] makes, or any short
+/// name of letters, digits, `-` and `_` (it becomes a bucket key and appears in logs).
+fn valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn nats_error(what: &str) -> impl FnOnce(&dyn std::fmt::Display) -> Error + '_ {
@@ -292,25 +390,99 @@ impl WireOutcome {
     }
 }
 
+/// The purpose a signature over an outcome is made for.
+const OUTCOME_DOMAIN: &str = "dvm bus outcome v1";
+
+/// An outcome as stored in the bucket: the [`WireOutcome`]'s JSON and a signature over the
+/// request id and that JSON by the worker's key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignedOutcome {
+    #[serde(flatten)]
+    signed: SignedBy,
+    payload: String,
+}
+
+impl SignedOutcome {
+    /// Signs `outcome` with `keys`' signing key.
+    pub fn sign(outcome: &WireOutcome, keys: &Keys) -> Result<Vec<u8>, Error> {
+        let payload = serde_json::to_string(outcome)
+            .map_err(|e| Error::Internal(format!("cannot encode an outcome: {e}")))?;
+        let signed = SignedBy::new(
+            &keys.signer,
+            OUTCOME_DOMAIN,
+            &[outcome.request.as_bytes(), payload.as_bytes()],
+        );
+        serde_json::to_vec(&SignedOutcome { signed, payload })
+            .map_err(|e| Error::Internal(format!("cannot encode an outcome: {e}")))
+    }
+
+    /// The outcome of request `id` in `bytes`, if a key of `trust` signed it for that
+    /// request.
+    pub fn open(id: &str, bytes: &[u8], trust: &Trust) -> Result<WireOutcome, Rejection> {
+        let signed: SignedOutcome = serde_json::from_slice(bytes).map_err(|_| {
+            match serde_json::from_slice::<WireOutcome>(bytes) {
+                Ok(_) => Rejection::Unsigned,
+                Err(_) => Rejection::Malformed("it is not an outcome".into()),
+            }
+        })?;
+        trust.verify(
+            &signed.signed,
+            OUTCOME_DOMAIN,
+            &[id.as_bytes(), signed.payload.as_bytes()],
+        )?;
+        let outcome: WireOutcome = serde_json::from_str(&signed.payload)
+            .map_err(|e| Rejection::Malformed(format!("it is not an outcome ({e})")))?;
+        if outcome.request != id {
+            return Err(Rejection::Malformed(
+                "it is the outcome of another request".into(),
+            ));
+        }
+        Ok(outcome)
+    }
+}
+
+/// A client, authenticated as `config.auth` says. A server that refuses the credentials
+/// (or the TLS handshake) is an error at once; one that cannot be reached yet is retried in
+/// the background, as a worker started before its server should wait for it.
+async fn connect(config: &NatsConfig) -> Result<async_nats::Client, Error> {
+    let urls: Vec<&str> = config
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    let what = format!("cannot reach NATS at {}", config.url);
+    match config.auth.options().connect(urls.clone()).await {
+        Ok(client) => return Ok(client),
+        Err(e) => {
+            use async_nats::ConnectErrorKind as Kind;
+            if matches!(
+                e.kind(),
+                Kind::AuthorizationViolation | Kind::Authentication | Kind::Tls
+            ) {
+                return Err(Error::Nats(format!(
+                    "{what}: {e}; check --nats-token, --nats-user/--nats-password and the TLS \
+                     options against the server's authorization settings"
+                )));
+            }
+        }
+    }
+    nats!(
+        &what,
+        config
+            .auth
+            .options()
+            .retry_on_initial_connect()
+            .connect(urls)
+            .await
+    )
+}
+
 /// The stream, outcome bucket and their settings, made if missing.
 async fn setup(
     config: &NatsConfig,
 ) -> Result<(jetstream::Context, stream::Stream, kv::Store), Error> {
-    let client = nats!(
-        &format!("cannot reach NATS at {}", config.url),
-        async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(10))
-            .retry_on_initial_connect()
-            .connect(
-                config
-                    .url
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|u| !u.is_empty())
-                    .collect::<Vec<&str>>()
-            )
-            .await
-    )?;
+    let client = connect(config).await?;
     let js = jetstream::new(client);
     let stream = nats!(
         "cannot make the run stream (is JetStream on? start nats-server with -js)",
@@ -365,7 +537,7 @@ async fn bucket(
 }
 
 type Waiters = Arc<
-    std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<bytes::Bytes>>>,
+    std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<WireOutcome>>>,
 >;
 
 /// A producer: submits run requests and reads their outcomes.
@@ -373,6 +545,10 @@ type Waiters = Arc<
 pub struct Queue {
     js: jetstream::Context,
     outcomes: kv::Store,
+    /// Whose outcomes are accepted.
+    trust: Arc<Trust>,
+    /// Outcomes refused because they did not verify.
+    refused: Arc<AtomicU64>,
     /// Callers waiting for an outcome, by request id.
     waiters: Waiters,
     /// Stops the bucket watch when the last clone is dropped.
@@ -390,12 +566,21 @@ impl Drop for WatchTask {
 impl Queue {
     /// Connects, making the stream and bucket if this is the first node.
     pub async fn connect(config: &NatsConfig) -> Result<Queue, Error> {
+        let trust = Arc::new(config.keys()?.trust.clone());
         let (js, _, outcomes) = setup(config).await?;
         let waiters: Waiters = Arc::default();
-        let watch = tokio::spawn(route_outcomes(outcomes.clone(), waiters.clone()));
+        let refused: Arc<AtomicU64> = Arc::default();
+        let watch = tokio::spawn(route_outcomes(
+            outcomes.clone(),
+            waiters.clone(),
+            trust.clone(),
+            refused.clone(),
+        ));
         Ok(Queue {
             js,
             outcomes,
+            trust,
+            refused,
             waiters,
             _watch: Arc::new(WatchTask(watch)),
         })
@@ -430,10 +615,6 @@ impl Queue {
     /// serves every waiter of this queue; each waiter also looks itself every two seconds,
     /// so an outcome stored while the connection was down (a NATS restart) is still found.
     pub async fn outcome(&self, id: &str, timeout: Duration) -> Result<WireOutcome, Error> {
-        let read = |bytes: &[u8]| {
-            serde_json::from_slice::<WireOutcome>(bytes)
-                .map_err(|e| Error::Nats(format!("the outcome of {id} is unreadable: {e}")))
-        };
         let (sender, mut receiver) = tokio::sync::oneshot::channel();
         self.waiters
             .lock()
@@ -450,14 +631,25 @@ impl Queue {
             }
         }
         let _unregister = Unregister(&self.waiters, id);
+        let mut last_refusal = None;
         let waited = tokio::time::timeout(timeout, async {
             loop {
                 if let Ok(Some(bytes)) = self.outcomes.get(id).await {
-                    return bytes;
+                    match SignedOutcome::open(id, &bytes, &self.trust) {
+                        Ok(outcome) => return outcome,
+                        Err(why) => {
+                            if last_refusal.as_ref() != Some(&why) {
+                                self.refused.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!("the stored outcome of {id} is ignored: {why}");
+                            }
+                            last_refusal = Some(why);
+                        }
+                    }
                 }
+                // The watch hands over only outcomes that verify.
                 tokio::select! {
-                    delivered = &mut receiver => if let Ok(bytes) = delivered {
-                        return bytes;
+                    delivered = &mut receiver => if let Ok(outcome) = delivered {
+                        return outcome;
                     },
                     () = tokio::time::sleep(Duration::from_secs(2)) => {}
                 }
@@ -465,22 +657,38 @@ impl Queue {
         })
         .await;
         match waited {
-            Ok(bytes) => read(&bytes),
+            Ok(outcome) => Ok(outcome),
             Err(_) => Err(Error::Nats(format!(
-                "no outcome for {id} within {} ms; are workers running (dvm worker --nats …)?",
-                timeout.as_millis()
+                "no outcome for {id} within {} ms{}; are workers running (dvm worker --nats …)?",
+                timeout.as_millis(),
+                match &last_refusal {
+                    Some(why) => format!(
+                        " (an outcome was stored but not accepted: {why}; are the workers' keys \
+                         trusted, e.g. with --trust or a shared --cache-key-file?)"
+                    ),
+                    None => String::new(),
+                }
             ))),
         }
     }
 
-    /// The outcome of request `id` if it is stored yet (polling instead of waiting).
+    /// The outcome of request `id` if it is stored yet (polling instead of waiting); one
+    /// that does not verify is an error.
     pub async fn try_outcome(&self, id: &str) -> Result<Option<WireOutcome>, Error> {
         match nats!("cannot read the outcome", self.outcomes.get(id).await)? {
-            Some(bytes) => serde_json::from_slice(&bytes)
+            Some(bytes) => SignedOutcome::open(id, &bytes, &self.trust)
                 .map(Some)
-                .map_err(|e| Error::Nats(format!("the outcome of {id} is unreadable: {e}"))),
+                .map_err(|why| {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    Error::Nats(format!("the stored outcome of {id} is not accepted: {why}"))
+                }),
             None => Ok(None),
         }
+    }
+
+    /// Outcomes this queue refused because they did not verify.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Submits and waits.
@@ -500,8 +708,14 @@ impl Queue {
     }
 }
 
-/// Hands each new outcome to its waiter; starts the watch again when it ends (a reconnect).
-async fn route_outcomes(outcomes: kv::Store, waiters: Waiters) {
+/// Hands each new outcome that verifies to its waiter (one that does not is reported and the
+/// waiter keeps waiting); starts the watch again when it ends (a reconnect).
+async fn route_outcomes(
+    outcomes: kv::Store,
+    waiters: Waiters,
+    trust: Arc<Trust>,
+    refused: Arc<AtomicU64>,
+) {
     loop {
         if let Ok(mut watch) = outcomes.watch_all().await {
             while let Some(entry) = watch.next().await {
@@ -509,12 +723,27 @@ async fn route_outcomes(outcomes: kv::Store, waiters: Waiters) {
                 if entry.operation != kv::Operation::Put {
                     continue;
                 }
+                let waited = waiters
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .contains_key(&entry.key);
+                if !waited {
+                    continue;
+                }
+                let outcome = match SignedOutcome::open(&entry.key, &entry.value, &trust) {
+                    Ok(outcome) => outcome,
+                    Err(why) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("the outcome stored for {} is ignored: {why}", entry.key);
+                        continue;
+                    }
+                };
                 let waiter = waiters
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .remove(&entry.key);
                 if let Some(waiter) = waiter {
-                    let _ = waiter.send(entry.value);
+                    let _ = waiter.send(outcome);
                 }
             }
         }
@@ -595,6 +824,29 @@ pub struct WorkerConfig {
     pub name: String,
     /// After a drain signal, how long in-flight runs may finish before they are handed back.
     pub drain_grace: Duration,
+    /// The most a request may ask for: every limit of a request is capped at these (a
+    /// request without a fuel limit gets this fuel limit, if any).
+    pub max: Limits,
+}
+
+/// `requested`, with every limit capped at `max`.
+pub fn cap_limits(requested: &Limits, max: &Limits) -> Limits {
+    Limits {
+        deadline: requested.deadline.min(max.deadline),
+        fuel: match (requested.fuel, max.fuel) {
+            (Some(fuel), Some(cap)) => Some(fuel.min(cap)),
+            (None, cap) => cap,
+            (fuel, None) => fuel,
+        },
+        memory_bytes: requested.memory_bytes.min(max.memory_bytes),
+        stdout_bytes: requested.stdout_bytes.min(max.stdout_bytes),
+        stderr_bytes: requested.stderr_bytes.min(max.stderr_bytes),
+        output_overflow: requested.output_overflow,
+        table_elements: requested.table_elements.min(max.table_elements),
+        disk_bytes: requested.disk_bytes.min(max.disk_bytes),
+        files: requested.files.min(max.files),
+        open_files: requested.open_files.min(max.open_files),
+    }
 }
 
 /// Pulls requests and runs them until `shutdown` resolves, then stops pulling, lets in-flight
@@ -605,6 +857,7 @@ pub async fn work(
     stats: Arc<WorkerStats>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    config.nats.keys()?;
     let (js, stream, outcomes) = setup(&config.nats).await?;
     let consumer: consumer::PullConsumer = nats!(
         "cannot make the worker consumer",
@@ -721,16 +974,27 @@ async fn handle(
     if delivery > 1 {
         stats.redeliveries.fetch_add(1, Ordering::Relaxed);
     }
-    let request: RunRequest = match serde_json::from_slice(&message.payload) {
-        Ok(request) => request,
+    let Some(keys) = config.nats.keys.clone() else {
+        return;
+    };
+    let request: RunRequest = match serde_json::from_slice::<RunRequest>(&message.payload) {
+        Ok(request) if valid_request_id(&request.id) => request,
+        Ok(_) => {
+            tracing::warn!("dropping a run request whose id is not a request id");
+            let _ = message.ack_with(jetstream::AckKind::Term).await;
+            return;
+        }
         Err(e) => {
             tracing::warn!("dropping a request that is not a run request: {e}");
             let _ = message.ack_with(jetstream::AckKind::Term).await;
             return;
         }
     };
-    // An earlier delivery may have stored the outcome and died before acknowledging.
-    if let Ok(Some(_)) = outcomes.get(&request.id).await {
+    // An earlier delivery may have stored the outcome and died before acknowledging; an
+    // outcome there that does not verify is not an answer, and is replaced below.
+    if let Ok(Some(stored)) = outcomes.get(&request.id).await
+        && SignedOutcome::open(&request.id, stored.as_ref(), &keys.trust).is_ok()
+    {
         stats.duplicates.fetch_add(1, Ordering::Relaxed);
         let _ = message.double_ack().await;
         return;
@@ -759,7 +1023,8 @@ async fn handle(
     let ran = {
         let request = request.clone();
         let cancel = cancel.clone();
-        tokio::task::spawn_blocking(move || execute(&dvm, &request, cancel))
+        let max = config.max.clone();
+        tokio::task::spawn_blocking(move || execute(&dvm, &request, &max, cancel))
             .await
             .unwrap_or_else(|e| Err(Error::Internal(format!("the run panicked: {e}"))))
     };
@@ -788,18 +1053,38 @@ async fn handle(
     }
     stats.runs.fetch_add(1, Ordering::Relaxed);
     let wire = WireOutcome::of(&request.id, &config.name, delivery, ran);
-    let bytes = match serde_json::to_vec(&wire) {
-        Ok(bytes) => bytes,
+    let bytes: bytes::Bytes = match SignedOutcome::sign(&wire, &keys) {
+        Ok(bytes) => bytes.into(),
         Err(e) => {
-            tracing::warn!("cannot encode an outcome: {e}");
+            tracing::warn!("{e}");
             return;
         }
     };
-    // First writer wins: a duplicate execution keeps the stored answer.
-    match outcomes.create(&request.id, bytes.into()).await {
+    // First writer wins: a duplicate execution keeps the stored answer, unless what is
+    // stored does not verify (a forgery), which this answer replaces.
+    match outcomes.create(&request.id, bytes.clone()).await {
         Ok(_) => {}
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-            stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            let genuine = matches!(
+                outcomes.get(&request.id).await,
+                Ok(Some(stored))
+                    if SignedOutcome::open(&request.id, stored.as_ref(), &keys.trust).is_ok()
+            );
+            if genuine {
+                stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            } else {
+                tracing::warn!(
+                    "the outcome stored for {} does not verify; replacing it",
+                    request.id
+                );
+                if let Err(e) = outcomes.put(&request.id, bytes).await {
+                    tracing::warn!("cannot store the outcome of {}: {e}", request.id);
+                    let _ = message
+                        .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    return;
+                }
+            }
         }
         Err(e) => {
             // Not stored: leave the request unacknowledged so it is delivered again.
@@ -815,10 +1100,16 @@ async fn handle(
     }
 }
 
-/// Runs a request in a local sandbox (on the calling, blocking thread).
-fn execute(dvm: &Dvm, request: &RunRequest, cancel: crate::CancelHandle) -> Result<Outcome, Error> {
+/// Runs a request in a local sandbox (on the calling, blocking thread), its limits capped at
+/// `max`.
+fn execute(
+    dvm: &Dvm,
+    request: &RunRequest,
+    max: &Limits,
+    cancel: crate::CancelHandle,
+) -> Result<Outcome, Error> {
     let runtime = dvm.runtime(&request.runtime)?;
-    let limits = Limits::from(&request.limits);
+    let limits = cap_limits(&Limits::from(&request.limits), max);
     limits.validate()?;
     let mut input = RunInput {
         args: request.args.clone(),
@@ -847,7 +1138,8 @@ fn execute(dvm: &Dvm, request: &RunRequest, cancel: crate::CancelHandle) -> Resu
 
 /// The result-cache backend on JetStream: entries in the key-value bucket `DVM_RESULTS`,
 /// blobs in the object store `DVM_BLOBS`. The cache checks what it reads exactly as for the
-/// local store (sealed entries, blobs named by their blake3). Calls block on the async
+/// local store (entries signed by a trusted key, blobs checked against their blake3), so a
+/// node that can write to the bucket but holds no trusted key cannot make a hit. Calls block on the async
 /// client, so they must come from a thread outside the async runtime (sandbox runs do).
 pub struct JetStreamBackend {
     handle: tokio::runtime::Handle,
@@ -885,32 +1177,35 @@ impl JetStreamBackend {
 }
 
 impl crate::results::ResultBackend for JetStreamBackend {
-    fn get_entry(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        let got = self.block(self.entries.get(key));
+    fn get_entry(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, Error> {
+        let got = self.block(self.entries.get(key.as_str()));
         Ok(nats!("result cache", got)?.map(|b| b.to_vec()))
     }
 
-    fn put_entry(&self, key: &str, bytes: &[u8]) -> Result<(), Error> {
-        let put = self.block(self.entries.put(key, bytes.to_vec().into()));
+    fn put_entry(&self, key: &CacheKey, bytes: &[u8]) -> Result<(), Error> {
+        let put = self.block(self.entries.put(key.as_str(), bytes.to_vec().into()));
         nats!("result cache", put).map(|_| ())
     }
 
-    fn remove_entry(&self, key: &str) -> Result<bool, Error> {
+    fn remove_entry(&self, key: &CacheKey) -> Result<bool, Error> {
         let existed = self.get_entry(key)?.is_some();
-        let purged = self.block(self.entries.purge(key));
+        let purged = self.block(self.entries.purge(key.as_str()));
         nats!("result cache", purged)?;
         Ok(existed)
     }
 
-    fn entries(&self) -> Result<Vec<(String, u64, SystemTime)>, Error> {
+    fn entries(&self) -> Result<Vec<(CacheKey, u64, SystemTime)>, Error> {
         self.block(async {
             let mut keys = nats!("result cache", self.entries.keys().await)?;
             let mut all = Vec::new();
             while let Some(key) = keys.next().await {
                 let Ok(key) = key else { continue };
-                if let Ok(Some(entry)) = self.entries.entry(key.clone()).await {
+                let Ok(parsed) = CacheKey::parse(&key) else {
+                    continue;
+                };
+                if let Ok(Some(entry)) = self.entries.entry(key).await {
                     all.push((
-                        key,
+                        parsed,
                         entry.value.len() as u64,
                         SystemTime::from(entry.created),
                     ));
@@ -921,44 +1216,56 @@ impl crate::results::ResultBackend for JetStreamBackend {
     }
 
     /// The shared store does not track use; it is bounded by the bucket's own limits.
-    fn touch_entry(&self, _: &str) {}
+    fn touch_entry(&self, _: &CacheKey) {}
 
-    fn get_blob(&self, blake3: &str) -> Result<Option<Vec<u8>>, Error> {
+    fn get_blob(&self, blake3: &Blake3Hex, max_bytes: u64) -> Result<Option<Vec<u8>>, Error> {
         self.block(async {
-            let mut object = match self.blobs.get(blake3).await {
+            let object = match self.blobs.get(blake3.hex()).await {
                 Ok(object) => object,
                 Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(Error::Nats(format!("result cache: {e}"))),
             };
+            // Whatever the bucket holds under this name, no more than the entry's size (and
+            // one byte to tell) is read.
             let mut bytes = Vec::new();
             nats!(
                 "result cache",
-                tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes).await
+                tokio::io::AsyncReadExt::read_to_end(
+                    &mut tokio::io::AsyncReadExt::take(object, max_bytes.saturating_add(1)),
+                    &mut bytes
+                )
+                .await
             )?;
+            if bytes.len() as u64 > max_bytes {
+                return Err(Error::Nats(format!(
+                    "result cache: output blob {blake3} is larger than its entry says"
+                )));
+            }
             Ok(Some(bytes))
         })
     }
 
-    fn put_blob(&self, blake3: &str, bytes: &[u8]) -> Result<(), Error> {
+    fn put_blob(&self, blake3: &Blake3Hex, bytes: &[u8]) -> Result<(), Error> {
         let mut reader = bytes;
-        let put = self.block(self.blobs.put(blake3, &mut reader));
+        let put = self.block(self.blobs.put(blake3.hex().as_str(), &mut reader));
         nats!("result cache", put).map(|_| ())
     }
 
-    fn remove_blob(&self, blake3: &str) -> Result<(), Error> {
-        let deleted = self.block(self.blobs.delete(blake3));
+    fn remove_blob(&self, blake3: &Blake3Hex) -> Result<(), Error> {
+        let deleted = self.block(self.blobs.delete(blake3.hex()));
         nats!("result cache", deleted)
     }
 
-    fn blobs(&self) -> Result<Vec<(String, u64)>, Error> {
+    fn blobs(&self) -> Result<Vec<(Blake3Hex, u64)>, Error> {
         self.block(async {
             let mut list = nats!("result cache", self.blobs.list().await)?;
             let mut all = Vec::new();
             while let Some(info) = list.next().await {
                 if let Ok(info) = info
                     && !info.deleted
+                    && let Ok(name) = Blake3Hex::parse(&info.name)
                 {
-                    all.push((info.name, info.size as u64));
+                    all.push((name, info.size as u64));
                 }
             }
             Ok(all)
@@ -969,6 +1276,68 @@ impl crate::results::ResultBackend for JetStreamBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_caps_every_limit_at_its_maxima() {
+        let max = Limits {
+            deadline: Duration::from_secs(2),
+            fuel: Some(1000),
+            memory_bytes: 1 << 20,
+            disk_bytes: 1 << 20,
+            stdout_bytes: 10,
+            stderr_bytes: 10,
+            ..Limits::default()
+        };
+        let asked = Limits {
+            deadline: Duration::from_secs(3600),
+            fuel: None,
+            memory_bytes: 1 << 32,
+            disk_bytes: u64::MAX,
+            stdout_bytes: 1 << 30,
+            stderr_bytes: 1 << 30,
+            files: u64::MAX,
+            open_files: u64::MAX,
+            table_elements: u64::MAX,
+            ..Limits::default()
+        };
+        let capped = cap_limits(&asked, &max);
+        assert_eq!(capped.deadline, max.deadline);
+        assert_eq!(capped.fuel, Some(1000));
+        assert_eq!(capped.memory_bytes, max.memory_bytes);
+        assert_eq!(capped.disk_bytes, max.disk_bytes);
+        assert_eq!((capped.stdout_bytes, capped.stderr_bytes), (10, 10));
+        assert_eq!(capped.files, max.files);
+        assert_eq!(capped.open_files, max.open_files);
+        assert_eq!(capped.table_elements, max.table_elements);
+        let small = Limits {
+            deadline: Duration::from_millis(5),
+            fuel: Some(3),
+            ..Limits::default()
+        };
+        let kept = cap_limits(&small, &max);
+        assert_eq!((kept.deadline, kept.fuel), (small.deadline, Some(3)));
+    }
+
+    #[test]
+    fn only_a_trusted_signature_for_the_same_request_opens_an_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::home(dir.path()).unwrap();
+        let wire = WireOutcome::of("r1", "w", 1, Err(Error::InvalidInput("x".into())));
+        let signed = SignedOutcome::sign(&wire, &keys).unwrap();
+        assert!(SignedOutcome::open("r1", &signed, &keys.trust).is_ok());
+        assert!(SignedOutcome::open("r2", &signed, &keys.trust).is_err());
+        assert!(matches!(
+            SignedOutcome::open("r1", &signed, &Trust::default()),
+            Err(Rejection::Untrusted(_))
+        ));
+        let unsigned = serde_json::to_vec(&wire).unwrap();
+        assert_eq!(
+            SignedOutcome::open("r1", &unsigned, &keys.trust).unwrap_err(),
+            Rejection::Unsigned
+        );
+        assert!(!valid_request_id("a.>"));
+        assert!(valid_request_id(&crate::server::new_id()));
+    }
 
     #[test]
     fn limits_and_outcomes_survive_the_wire() {

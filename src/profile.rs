@@ -257,6 +257,9 @@ pub struct ConfigFile {
     pub model: ModelSettings,
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
+    /// `[cache]`: keys whose result-cache entries are trusted.
+    #[serde(default)]
+    pub cache: crate::results::CacheSettings,
 }
 
 impl ConfigFile {

@@ -14,7 +14,7 @@ use dvm::{Limits, RunInput};
 use crate::support::*;
 
 /// The `nats-server` binary: on PATH, or where Debian's package puts it.
-fn nats_server_binary() -> String {
+pub(crate) fn nats_server_binary() -> String {
     for candidate in [
         "nats-server",
         "/usr/sbin/nats-server",
@@ -27,7 +27,7 @@ fn nats_server_binary() -> String {
     panic!("nats-server is not installed; .ci/run installs Debian's nats-server package");
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -36,24 +36,37 @@ fn free_port() -> u16 {
 }
 
 /// A JetStream-enabled NATS server on a loopback port with its own store.
-struct Nats {
+pub(crate) struct Nats {
     child: Child,
     port: u16,
     store: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl Nats {
-    fn start() -> Nats {
-        let store = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Nats::spawn(port, store.path());
-        Nats { child, port, store }
+    pub(crate) fn start() -> Nats {
+        Nats::start_with(&[])
     }
 
-    fn spawn(port: u16, store: &std::path::Path) -> Child {
+    /// A server started with `extra` arguments too (e.g. `--auth TOKEN`).
+    pub(crate) fn start_with(extra: &[&str]) -> Nats {
+        let store = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let child = Nats::spawn(port, store.path(), &extra);
+        Nats {
+            child,
+            port,
+            store,
+            extra,
+        }
+    }
+
+    fn spawn(port: u16, store: &std::path::Path, extra: &[String]) -> Child {
         let child = Command::new(nats_server_binary())
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -66,7 +79,7 @@ impl Nats {
         child
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
@@ -74,7 +87,7 @@ impl Nats {
     fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Nats::spawn(self.port, self.store.path());
+        self.child = Nats::spawn(self.port, self.store.path(), &self.extra);
     }
 }
 
@@ -86,14 +99,14 @@ impl Drop for Nats {
 }
 
 /// A `dvm worker` process; its stderr lines are kept.
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     name: String,
-    log: Arc<Mutex<Vec<String>>>,
+    pub(crate) log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Worker {
-    fn start(nats: &Nats, name: &str, extra: &[&str]) -> Worker {
+    pub(crate) fn start(nats: &Nats, name: &str, extra: &[&str]) -> Worker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dvm"))
             .args(["worker", "--nats", &nats.url(), "--name", name])
             .args(extra)
@@ -173,14 +186,21 @@ impl Drop for Worker {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// A queue's configuration for `nats`, trusting the outcomes of the workers the tests start
+/// (they sign with the key of the shared home).
+pub(crate) fn config(nats: &Nats) -> NatsConfig {
+    NatsConfig::new(&nats.url())
+        .with_keys(dvm::results::Keys::home(&shared_home()).expect("the shared home's key"))
+}
+
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap()
 }
 
-fn request(runtime: &str, code: &str, deadline: Duration) -> RunRequest {
+pub(crate) fn request(runtime: &str, code: &str, deadline: Duration) -> RunRequest {
     let name = if runtime == "javascript" {
         "main.mjs"
     } else {
@@ -207,9 +227,7 @@ fn five_hundred_mixed_runs_on_three_workers_are_each_answered_once() {
         .map(|n| Worker::start(&nats, &format!("w{n}"), &["--concurrency", "2"]))
         .collect();
     let rt = runtime();
-    let queue = rt
-        .block_on(Queue::connect(&NatsConfig::new(&nats.url())))
-        .unwrap();
+    let queue = rt.block_on(Queue::connect(&config(&nats))).unwrap();
     let kinds: Vec<(&str, &str, &str)> = vec![
         ("python", "print(sum(range(100)))", "ok"),
         ("javascript", "console.log([1, 2].length)", "ok"),
@@ -278,9 +296,7 @@ fn a_worker_killed_mid_run_has_its_run_finished_by_another() {
     let nats = Nats::start();
     let first = Worker::start(&nats, "doomed", &["--ack-wait", "2s"]);
     let rt = runtime();
-    let queue = rt
-        .block_on(Queue::connect(&NatsConfig::new(&nats.url())))
-        .unwrap();
+    let queue = rt.block_on(Queue::connect(&config(&nats))).unwrap();
     let slow = request(
         "python",
         "import time\ntime.sleep(3)\nprint('done')",
@@ -303,9 +319,7 @@ fn a_worker_killed_mid_run_has_its_run_finished_by_another() {
 fn a_result_computed_on_one_worker_is_a_hit_on_another() {
     let nats = Nats::start();
     let rt = runtime();
-    let queue = rt
-        .block_on(Queue::connect(&NatsConfig::new(&nats.url())))
-        .unwrap();
+    let queue = rt.block_on(Queue::connect(&config(&nats))).unwrap();
     // A program no other test runs, so the hit can only come from worker A's result.
     let code = format!(
         "import random\nprint({}, random.random())",
@@ -337,7 +351,7 @@ fn a_result_computed_on_one_worker_is_a_hit_on_another() {
 fn a_nats_restart_mid_stream_loses_nothing_acknowledged() {
     let mut nats = Nats::start();
     let rt = runtime();
-    let config = NatsConfig::new(&nats.url());
+    let config = config(&nats);
     let queue = rt.block_on(Queue::connect(&config)).unwrap();
     let worker = Worker::start(&nats, "steady", &["--concurrency", "2"]);
     let requests: Vec<RunRequest> = (0..60)
@@ -378,7 +392,7 @@ fn a_full_queue_is_refused_with_a_clear_error() {
     let rt = runtime();
     let config = NatsConfig {
         max_queued: 5,
-        ..NatsConfig::new(&nats.url())
+        ..config(&nats)
     };
     let queue = rt.block_on(Queue::connect(&config)).unwrap();
     rt.block_on(async {
@@ -435,9 +449,7 @@ fn sigterm_drains_a_worker_after_its_runs_finish() {
     let nats = Nats::start();
     let worker = Worker::start(&nats, "draining", &[]);
     let rt = runtime();
-    let queue = rt
-        .block_on(Queue::connect(&NatsConfig::new(&nats.url())))
-        .unwrap();
+    let queue = rt.block_on(Queue::connect(&config(&nats))).unwrap();
     let slow = request(
         "python",
         "import time\ntime.sleep(1.5)\nprint('finished')",
@@ -463,9 +475,7 @@ fn throughput_with_one_two_and_three_workers() {
             .map(|n| Worker::start(&nats, &format!("t{n}"), &[]))
             .collect();
         let rt = runtime();
-        let queue = rt
-            .block_on(Queue::connect(&NatsConfig::new(&nats.url())))
-            .unwrap();
+        let queue = rt.block_on(Queue::connect(&config(&nats))).unwrap();
         let requests: Vec<RunRequest> = (0..400)
             .map(|i| match i % 2 {
                 0 => request(

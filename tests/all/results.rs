@@ -334,7 +334,7 @@ fn a_damaged_entry_is_recomputed_never_returned() {
     let key = first.cache_key.clone().unwrap();
     let entry = home
         .path()
-        .join("results/v1/entries")
+        .join("results/v2/entries")
         .join(format!("{key}.json"));
     let text = std::fs::read_to_string(&entry).unwrap();
     std::fs::write(
@@ -529,14 +529,19 @@ mod sharing {
         let exported = home_dvm(a.path()).results().export(&[], &bundle).unwrap();
         assert_eq!((exported.entries, exported.blobs), (1, 1));
 
-        let imported = home_dvm(b.path()).results().import(&bundle).unwrap();
+        // Another home trusts a's entries once it trusts a's key.
+        let a_key = home_dvm(a.path()).results().keys().unwrap().signer.public();
+        let imported = home_dvm(b.path())
+            .results()
+            .import(&bundle, &[a_key])
+            .unwrap();
         assert_eq!(imported.imported, 1, "{imported:?}");
         assert!(imported.rejected.is_empty(), "{imported:?}");
         let shared = run_in(b.path());
         assert_eq!(shared.cache, CacheStatus::Hit, "{}", describe(&shared));
         assert_eq!(comparable(&shared), comparable(&original));
 
-        // An entry whose body was changed no longer matches its digest.
+        // An entry whose body was changed no longer matches its signature.
         rewrite(&bundle, |name, bytes| {
             if name.starts_with("entries/") {
                 String::from_utf8(bytes)
@@ -547,9 +552,12 @@ mod sharing {
                 bytes
             }
         });
-        let tampered = home_dvm(c.path()).results().import(&bundle).unwrap();
+        let tampered = home_dvm(c.path())
+            .results()
+            .import(&bundle, &[a_key])
+            .unwrap();
         assert_eq!(tampered.imported, 0, "{tampered:?}");
-        assert!(tampered.rejected[0].contains("digest"), "{tampered:?}");
+        assert!(tampered.rejected[0].contains("signature"), "{tampered:?}");
         assert_eq!(run_in(c.path()).cache, CacheStatus::Miss);
 
         // So is an output file that was swapped.
@@ -562,15 +570,25 @@ mod sharing {
                 bytes
             }
         });
+        // b signed what it imported with its own key.
+        let b_key = home_dvm(b.path()).results().keys().unwrap().signer.public();
         let d = tempfile::tempdir().unwrap();
-        let swapped = home_dvm(d.path()).results().import(&bundle_b).unwrap();
+        let swapped = home_dvm(d.path())
+            .results()
+            .import(&bundle_b, &[b_key])
+            .unwrap();
         assert!(
             swapped.rejected[0].contains("does not match"),
             "{swapped:?}"
         );
         let garbage = d.path().join("garbage.tar.zst");
         std::fs::write(&garbage, b"not a bundle").unwrap();
-        assert!(home_dvm(d.path()).results().import(&garbage).is_err());
+        assert!(
+            home_dvm(d.path())
+                .results()
+                .import(&garbage, &[a_key])
+                .is_err()
+        );
     }
 
     #[test]

@@ -16,16 +16,25 @@
 //! two endings that depend on timing) are stored.
 //!
 //! # Store
-//! Behind [`ResultBackend`]: whole entries and output-file blobs by name. [`ResultCache`]
-//! adds what every backend gets: entries carry a digest of their own body and blobs are named
-//! by their blake3, both checked on every read; a damaged entry is reported, removed and
-//! treated as a miss, never returned. The local backend keeps them under
-//! `$DVM_HOME/results/v1/`, written through temp files and renames, with least-recently-used
+//! Behind [`ResultBackend`]: whole entries and output-file blobs by validated name
+//! ([`CacheKey`], [`Blake3Hex`]). [`ResultCache`] adds what every backend gets: each entry is
+//! signed with Ed25519 ([`signing`]) over its key, its body and its blob list, and is used
+//! only when the signature verifies with a trusted key; every output path in it parses as an
+//! [`OutputPath`]; blobs are checked against their blake3 and size on every read. An entry
+//! that is unsigned, signed by an untrusted key, changed or damaged is reported, counted and
+//! treated as a miss, never returned. The local backend keeps entries and blobs under
+//! `$DVM_HOME/results/v2/`, written through temp files and renames, with least-recently-used
 //! eviction past a size bound.
+
+mod bundle;
+mod names;
+pub mod signing;
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -36,8 +45,13 @@ use crate::limits::{LimitKind, Limits, OutputOverflow};
 use crate::outcome::{Outcome, Status, Truncated};
 use crate::workspace::OutputFile;
 
+pub use bundle::{ExportReport, ImportReport};
+pub use names::{Blake3Hex, CacheKey, OutputPath};
+use signing::SignedBy;
+pub use signing::{Keys, PublicKey, Rejection, SigningKey, Trust};
+
 /// Bumped whenever the key encoding or the entry format changes.
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 /// Default bound on the local store's size.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
@@ -136,7 +150,29 @@ impl KeyBuilder {
     }
 
     pub fn finish(&self) -> String {
-        self.hasher.finalize().to_hex().to_string()
+        self.finish_key().to_string()
+    }
+
+    pub fn finish_key(&self) -> CacheKey {
+        CacheKey::from_hash(self.hasher.finalize())
+    }
+}
+
+/// An output file as an entry records it: a validated workspace path and a blob name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredFile {
+    path: OutputPath,
+    size: u64,
+    blake3: Blake3Hex,
+}
+
+impl StoredFile {
+    fn output_file(&self) -> OutputFile {
+        OutputFile {
+            path: self.path.to_string(),
+            size: self.size,
+            blake3: Some(self.blake3.hex()),
+        }
     }
 }
 
@@ -155,25 +191,40 @@ struct StoredOutcome {
     duration_ns: u64,
     memory_peak_bytes: u64,
     trap: Option<String>,
-    files: Vec<OutputFile>,
+    files: Vec<StoredFile>,
 }
 
 /// One cache entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
     schema: u32,
-    key: String,
+    key: CacheKey,
     /// Unix seconds when the run was stored.
     created: u64,
     outcome: StoredOutcome,
 }
 
-/// An entry and the digest of its body, as written.
+/// An entry as written: its body (the entry's JSON) and the signature over the key, the
+/// body and the blob list.
 #[derive(Serialize, Deserialize)]
-struct Sealed {
-    /// blake3 of `body`.
-    digest: String,
+struct SignedEntry {
+    format: u32,
+    #[serde(flatten)]
+    signed: SignedBy,
     body: String,
+}
+
+/// The purpose a signature over an entry is made for.
+const ENTRY_DOMAIN: &str = "dvm result-cache entry v2";
+
+/// The blob list as signed: a count, then each blob's blake3 and size.
+fn blob_list(files: &[StoredFile]) -> Vec<u8> {
+    let mut out = (files.len() as u64).to_le_bytes().to_vec();
+    for file in files {
+        out.extend_from_slice(file.blake3.as_bytes());
+        out.extend_from_slice(&file.size.to_le_bytes());
+    }
+    out
 }
 
 fn b64() -> base64::engine::GeneralPurpose {
@@ -181,8 +232,20 @@ fn b64() -> base64::engine::GeneralPurpose {
 }
 
 impl StoredOutcome {
-    fn from_outcome(outcome: &Outcome) -> Self {
-        StoredOutcome {
+    /// The outcome with its hashed files (files too large to hash are not stored).
+    fn from_outcome(outcome: &Outcome) -> Result<Self, Error> {
+        let mut files = Vec::new();
+        for file in &outcome.files {
+            let Some(hash) = &file.blake3 else { continue };
+            files.push(StoredFile {
+                path: OutputPath::parse(&file.path)
+                    .map_err(|e| Error::Internal(format!("result cache: {e}")))?,
+                size: file.size,
+                blake3: Blake3Hex::parse(hash)
+                    .map_err(|e| Error::Internal(format!("result cache: {e}")))?,
+            });
+        }
+        Ok(StoredOutcome {
             status: outcome.status,
             exit_code: outcome.exit_code,
             stdout: b64().encode(&outcome.stdout),
@@ -195,8 +258,8 @@ impl StoredOutcome {
             duration_ns: u64::try_from(outcome.duration.as_nanos()).unwrap_or(u64::MAX),
             memory_peak_bytes: outcome.memory_peak_bytes,
             trap: outcome.trap.clone(),
-            files: outcome.files.clone(),
-        }
+            files,
+        })
     }
 
     fn to_outcome(&self) -> Option<Outcome> {
@@ -213,32 +276,94 @@ impl StoredOutcome {
             duration: Duration::from_nanos(self.duration_ns),
             memory_peak_bytes: self.memory_peak_bytes,
             trap: self.trap.clone(),
-            files: self.files.clone(),
+            files: self.files.iter().map(StoredFile::output_file).collect(),
             cache: CacheStatus::Hit,
             cache_key: None,
         })
     }
 }
 
-/// Where entries and blobs live. Implementations store bytes by name; integrity checks,
-/// policy and eviction choices are made above them, in [`ResultCache`].
-pub trait ResultBackend: Send + Sync {
-    fn get_entry(&self, key: &str) -> Result<Option<Vec<u8>>, Error>;
-    /// Stores an entry; a concurrent writer of the same key writes the same bytes.
-    fn put_entry(&self, key: &str, bytes: &[u8]) -> Result<(), Error>;
-    fn remove_entry(&self, key: &str) -> Result<bool, Error>;
-    /// Every entry: key, size in bytes, last use.
-    fn entries(&self) -> Result<Vec<(String, u64, SystemTime)>, Error>;
-    /// Marks an entry as just used (for least-recently-used eviction).
-    fn touch_entry(&self, key: &str);
-    fn get_blob(&self, blake3: &str) -> Result<Option<Vec<u8>>, Error>;
-    fn put_blob(&self, blake3: &str, bytes: &[u8]) -> Result<(), Error>;
-    fn remove_blob(&self, blake3: &str) -> Result<(), Error>;
-    /// Every blob: name and size.
-    fn blobs(&self) -> Result<Vec<(String, u64)>, Error>;
+/// Signs an entry with `key` into the bytes that are stored.
+fn seal(entry: &Entry, key: &SigningKey) -> Result<Vec<u8>, Error> {
+    let body = serde_json::to_string(entry)
+        .map_err(|e| Error::Internal(format!("result cache: encode: {e}")))?;
+    let blobs = blob_list(&entry.outcome.files);
+    let signed = SignedBy::new(
+        key,
+        ENTRY_DOMAIN,
+        &[entry.key.as_str().as_bytes(), body.as_bytes(), &blobs],
+    );
+    serde_json::to_vec(&SignedEntry {
+        format: SCHEMA,
+        signed,
+        body,
+    })
+    .map_err(|e| Error::Internal(format!("result cache: encode: {e}")))
 }
 
-/// The local backend under `<home>/results/v1/`.
+/// Checks stored bytes claimed to be the entry of `key`: the format, a signature by a key
+/// of `trust` over the key, the body and the blob list, and that the body is the entry of
+/// `key` (every path and blob name in it already parsed by its type).
+fn open_entry(key: &CacheKey, bytes: &[u8], trust: &Trust) -> Result<Entry, Rejection> {
+    let malformed = |why: &str| Rejection::Malformed(why.to_string());
+    let sealed: SignedEntry = match serde_json::from_slice(bytes) {
+        Ok(sealed) => sealed,
+        Err(_) => {
+            // An entry of the old, unsigned format (or anything else) is not signed.
+            return Err(
+                match serde_json::from_slice::<serde_json::Value>(bytes)
+                    .ok()
+                    .filter(|v| v.get("signature").is_none())
+                {
+                    Some(_) => Rejection::Unsigned,
+                    None => malformed("it is not an entry"),
+                },
+            );
+        }
+    };
+    if sealed.format != SCHEMA {
+        return Err(malformed("it is of another entry format"));
+    }
+    let entry: Entry = serde_json::from_str(&sealed.body)
+        .map_err(|e| Rejection::Malformed(format!("its body is not an entry ({e})")))?;
+    let blobs = blob_list(&entry.outcome.files);
+    trust.verify(
+        &sealed.signed,
+        ENTRY_DOMAIN,
+        &[key.as_str().as_bytes(), sealed.body.as_bytes(), &blobs],
+    )?;
+    if entry.key != *key || entry.schema != SCHEMA {
+        return Err(malformed("it is filed under another key or schema"));
+    }
+    Ok(entry)
+}
+
+/// Where entries and blobs live. Implementations store bytes by validated name; integrity
+/// checks, policy and eviction choices are made above them, in [`ResultCache`].
+pub trait ResultBackend: Send + Sync {
+    fn get_entry(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, Error>;
+    /// Stores an entry; a concurrent writer of the same key writes an equivalent entry.
+    fn put_entry(&self, key: &CacheKey, bytes: &[u8]) -> Result<(), Error>;
+    fn remove_entry(&self, key: &CacheKey) -> Result<bool, Error>;
+    /// Every entry: key, size in bytes, last use. Names that are not keys are left out.
+    fn entries(&self) -> Result<Vec<(CacheKey, u64, SystemTime)>, Error>;
+    /// Marks an entry as just used (for least-recently-used eviction).
+    fn touch_entry(&self, key: &CacheKey);
+    /// A blob's bytes; one larger than `max_bytes` (the size its entry records) is refused
+    /// without being read whole.
+    fn get_blob(&self, blake3: &Blake3Hex, max_bytes: u64) -> Result<Option<Vec<u8>>, Error>;
+    fn put_blob(&self, blake3: &Blake3Hex, bytes: &[u8]) -> Result<(), Error>;
+    /// Stores the blob held in the file at `path` (whose contents were checked).
+    fn put_blob_file(&self, blake3: &Blake3Hex, path: &Path) -> Result<(), Error> {
+        let bytes = std::fs::read(path).map_err(store_error("read a staged blob"))?;
+        self.put_blob(blake3, &bytes)
+    }
+    fn remove_blob(&self, blake3: &Blake3Hex) -> Result<(), Error>;
+    /// Every blob: name and size. Names that are not blake3 digests are left out.
+    fn blobs(&self) -> Result<Vec<(Blake3Hex, u64)>, Error>;
+}
+
+/// The local backend under `<home>/results/v2/`.
 pub struct LocalBackend {
     dir: PathBuf,
 }
@@ -250,22 +375,26 @@ fn store_error(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> E
 impl LocalBackend {
     pub fn new(home: &Path) -> Self {
         LocalBackend {
-            dir: home.join("results").join("v1"),
+            dir: home.join("results").join(format!("v{SCHEMA}")),
         }
     }
 
-    fn entry_path(&self, key: &str) -> PathBuf {
+    fn entry_path(&self, key: &CacheKey) -> PathBuf {
         self.dir.join("entries").join(format!("{key}.json"))
     }
 
-    fn blob_path(&self, blake3: &str) -> PathBuf {
-        self.dir.join("blobs").join(blake3)
+    fn blob_path(&self, blake3: &Blake3Hex) -> PathBuf {
+        self.dir.join("blobs").join(blake3.hex())
+    }
+
+    fn temp_in(path: &Path) -> Result<tempfile::NamedTempFile, Error> {
+        let dir = path.parent().expect("store paths have a parent");
+        std::fs::create_dir_all(dir).map_err(store_error("create a directory"))?;
+        tempfile::NamedTempFile::new_in(dir).map_err(store_error("write"))
     }
 
     fn publish(&self, path: &Path, bytes: &[u8]) -> Result<(), Error> {
-        let dir = path.parent().expect("store paths have a parent");
-        std::fs::create_dir_all(dir).map_err(store_error("create a directory"))?;
-        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(store_error("write"))?;
+        let mut temp = Self::temp_in(path)?;
         temp.write_all(bytes).map_err(store_error("write"))?;
         temp.persist(path)
             .map(drop)
@@ -286,7 +415,7 @@ impl LocalBackend {
             .flatten()
             .flatten()
             .filter_map(|entry| {
-                let name = entry.file_name().to_string_lossy().into_owned();
+                let name = entry.file_name().to_str()?.to_string();
                 let meta = entry.metadata().ok()?;
                 meta.is_file().then_some((name, meta))
             })
@@ -296,15 +425,15 @@ impl LocalBackend {
 }
 
 impl ResultBackend for LocalBackend {
-    fn get_entry(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+    fn get_entry(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, Error> {
         Self::read(&self.entry_path(key))
     }
 
-    fn put_entry(&self, key: &str, bytes: &[u8]) -> Result<(), Error> {
+    fn put_entry(&self, key: &CacheKey, bytes: &[u8]) -> Result<(), Error> {
         self.publish(&self.entry_path(key), bytes)
     }
 
-    fn remove_entry(&self, key: &str) -> Result<bool, Error> {
+    fn remove_entry(&self, key: &CacheKey) -> Result<bool, Error> {
         match std::fs::remove_file(self.entry_path(key)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -312,17 +441,17 @@ impl ResultBackend for LocalBackend {
         }
     }
 
-    fn entries(&self) -> Result<Vec<(String, u64, SystemTime)>, Error> {
+    fn entries(&self) -> Result<Vec<(CacheKey, u64, SystemTime)>, Error> {
         Ok(Self::listing(&self.dir.join("entries"))
             .into_iter()
             .filter_map(|(name, meta)| {
-                let key = name.strip_suffix(".json")?.to_string();
+                let key = CacheKey::parse(name.strip_suffix(".json")?).ok()?;
                 Some((key, meta.len(), meta.modified().unwrap_or(UNIX_EPOCH)))
             })
             .collect())
     }
 
-    fn touch_entry(&self, key: &str) {
+    fn touch_entry(&self, key: &CacheKey) {
         if let Ok(file) = std::fs::File::options()
             .append(true)
             .open(self.entry_path(key))
@@ -331,11 +460,27 @@ impl ResultBackend for LocalBackend {
         }
     }
 
-    fn get_blob(&self, blake3: &str) -> Result<Option<Vec<u8>>, Error> {
-        Self::read(&self.blob_path(blake3))
+    fn get_blob(&self, blake3: &Blake3Hex, max_bytes: u64) -> Result<Option<Vec<u8>>, Error> {
+        let file = match std::fs::File::open(self.blob_path(blake3)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(store_error("read")(e)),
+        };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(file, max_bytes.saturating_add(1)),
+            &mut bytes,
+        )
+        .map_err(store_error("read"))?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(Error::Internal(format!(
+                "result cache: output blob {blake3} is larger than its entry says"
+            )));
+        }
+        Ok(Some(bytes))
     }
 
-    fn put_blob(&self, blake3: &str, bytes: &[u8]) -> Result<(), Error> {
+    fn put_blob(&self, blake3: &Blake3Hex, bytes: &[u8]) -> Result<(), Error> {
         let path = self.blob_path(blake3);
         if path.is_file() {
             return Ok(());
@@ -343,7 +488,20 @@ impl ResultBackend for LocalBackend {
         self.publish(&path, bytes)
     }
 
-    fn remove_blob(&self, blake3: &str) -> Result<(), Error> {
+    fn put_blob_file(&self, blake3: &Blake3Hex, from: &Path) -> Result<(), Error> {
+        let path = self.blob_path(blake3);
+        if path.is_file() {
+            return Ok(());
+        }
+        let mut temp = Self::temp_in(&path)?;
+        let mut source = std::fs::File::open(from).map_err(store_error("read a staged blob"))?;
+        std::io::copy(&mut source, &mut temp).map_err(store_error("write"))?;
+        temp.persist(&path)
+            .map(drop)
+            .map_err(|e| Error::Internal(format!("result cache: store: {}", e.error)))
+    }
+
+    fn remove_blob(&self, blake3: &Blake3Hex) -> Result<(), Error> {
         match std::fs::remove_file(self.blob_path(blake3)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -351,10 +509,10 @@ impl ResultBackend for LocalBackend {
         }
     }
 
-    fn blobs(&self) -> Result<Vec<(String, u64)>, Error> {
+    fn blobs(&self) -> Result<Vec<(Blake3Hex, u64)>, Error> {
         Ok(Self::listing(&self.dir.join("blobs"))
             .into_iter()
-            .map(|(name, meta)| (name, meta.len()))
+            .filter_map(|(name, meta)| Some((Blake3Hex::parse(&name).ok()?, meta.len())))
             .collect())
     }
 }
@@ -362,10 +520,11 @@ impl ResultBackend for LocalBackend {
 /// A stored run, as `dvm cache ls` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EntrySummary {
-    pub key: String,
+    pub key: CacheKey,
     pub bytes: u64,
     /// Unix seconds of the last use.
     pub used: u64,
+    /// `None` for an entry that is damaged or not signed by a trusted key.
     pub status: Option<Status>,
     pub files: usize,
 }
@@ -378,6 +537,9 @@ pub struct CacheStats {
     pub blobs: u64,
     pub blob_bytes: u64,
     pub max_bytes: u64,
+    /// Entries this process refused to use (unsigned, signed by an untrusted key, changed
+    /// after signing, or with a damaged output file).
+    pub rejected: u64,
 }
 
 /// A hit: the stored outcome and the contents of its output files.
@@ -386,125 +548,181 @@ pub(crate) struct Hit {
     pub files: Vec<(OutputFile, Vec<u8>)>,
 }
 
+/// `[cache]` in the configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Public keys (`ed25519:HEX`) whose entries are trusted besides the home's own.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+}
+
+/// Where a cache's keys come from.
+enum KeySource {
+    /// The home's key, loaded (or made) on first use.
+    Home(PathBuf, OnceLock<Result<Keys, String>>),
+    Fixed(Keys),
+}
+
 /// The result cache over a backend.
 pub struct ResultCache {
     backend: Box<dyn ResultBackend>,
     max_bytes: u64,
+    keys: KeySource,
+    rejected: AtomicU64,
+}
+
+/// Why an entry was not used.
+enum Refused {
+    /// The store could not be read.
+    Store(Error),
+    /// What was read is not an entry this cache accepts.
+    Entry(Rejection),
 }
 
 impl ResultCache {
-    pub fn new(backend: Box<dyn ResultBackend>, max_bytes: u64) -> Self {
-        ResultCache { backend, max_bytes }
+    /// A cache over `backend` that signs with and trusts `keys`.
+    pub fn new(backend: Box<dyn ResultBackend>, max_bytes: u64, keys: Keys) -> Self {
+        ResultCache {
+            backend,
+            max_bytes,
+            keys: KeySource::Fixed(keys),
+            rejected: AtomicU64::new(0),
+        }
     }
 
-    /// The local store under `home`, bounded to `max_bytes`.
+    /// The local store under `home`, bounded to `max_bytes`, signing with the home's key.
     pub fn local(home: &Path, max_bytes: u64) -> Self {
-        Self::new(Box::new(LocalBackend::new(home)), max_bytes)
+        ResultCache {
+            backend: Box::new(LocalBackend::new(home)),
+            max_bytes,
+            keys: KeySource::Home(home.to_path_buf(), OnceLock::new()),
+            rejected: AtomicU64::new(0),
+        }
     }
 
-    /// Reads and checks an entry; a damaged one is removed and reported as `Err`.
-    fn entry(&self, key: &str) -> Result<Option<Entry>, Error> {
-        let Some(bytes) = self.backend.get_entry(key)? else {
+    /// The signing key and trusted keys; an unusable home key is an error saying why.
+    pub fn keys(&self) -> Result<&Keys, Error> {
+        match &self.keys {
+            KeySource::Fixed(keys) => Ok(keys),
+            KeySource::Home(home, keys) => keys
+                .get_or_init(|| Keys::home(home).map_err(|e| e.to_string()))
+                .as_ref()
+                .map_err(|e| Error::InvalidInput(format!("result cache: {e}"))),
+        }
+    }
+
+    /// Entries this cache refused to use since it was made.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Counts and reports a refused entry; one that was changed or damaged is removed (one
+    /// signed by a key we do not trust may be another node's, and is left alone).
+    fn refuse(&self, key: &CacheKey, why: &Rejection) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "result cache: the entry {key} is not used: {why}; the run is computed again"
+        );
+        if !matches!(why, Rejection::Untrusted(_)) {
+            let _ = self.backend.remove_entry(key);
+        }
+    }
+
+    /// Reads and checks an entry against `trust`.
+    fn entry_with(&self, key: &CacheKey, trust: &Trust) -> Result<Option<Entry>, Refused> {
+        let Some(bytes) = self.backend.get_entry(key).map_err(Refused::Store)? else {
             return Ok(None);
         };
-        let damaged = |why: &str| {
-            let _ = self.backend.remove_entry(key);
-            Error::Internal(format!(
-                "result cache: entry {key} is damaged ({why}); it was removed and the run \
-                 will be computed again"
-            ))
-        };
-        let sealed: Sealed = serde_json::from_slice(&bytes).map_err(|_| damaged("not JSON"))?;
-        if blake3::hash(sealed.body.as_bytes()).to_hex().as_str() != sealed.digest {
-            return Err(damaged("its digest does not match"));
-        }
-        let entry: Entry =
-            serde_json::from_str(&sealed.body).map_err(|_| damaged("unreadable body"))?;
-        if entry.key != key || entry.schema != SCHEMA {
-            return Err(damaged("it is filed under another key"));
-        }
-        Ok(Some(entry))
+        open_entry(key, &bytes, trust)
+            .map(Some)
+            .map_err(Refused::Entry)
     }
 
-    /// The stored outcome of `key` with its files, checked; `None` on a miss or damage
-    /// (damage is logged and the entry removed).
+    fn entry(&self, key: &CacheKey) -> Result<Option<Entry>, Refused> {
+        let keys = self.keys().map_err(Refused::Store)?;
+        self.entry_with(key, &keys.trust)
+    }
+
+    /// The stored outcome of `key` with its files, checked; `None` on a miss, on an entry
+    /// that does not verify and on damage (both reported and counted).
     pub(crate) fn get(&self, key: &str) -> Option<Hit> {
-        let entry = match self.entry(key) {
+        let key = CacheKey::parse(key).ok()?;
+        let entry = match self.entry(&key) {
             Ok(Some(entry)) => entry,
             Ok(None) => return None,
-            Err(e) => {
+            Err(Refused::Store(e)) => {
                 tracing::warn!("{e}");
+                return None;
+            }
+            Err(Refused::Entry(why)) => {
+                self.refuse(&key, &why);
                 return None;
             }
         };
         let mut outcome = entry.outcome.to_outcome()?;
         let mut files = Vec::with_capacity(entry.outcome.files.len());
         for file in &entry.outcome.files {
-            let Some(hash) = &file.blake3 else {
-                continue;
-            };
-            let bytes = match self.backend.get_blob(hash) {
-                Ok(Some(bytes)) if blake3::hash(&bytes).to_hex().as_str() == hash => bytes,
+            match self.backend.get_blob(&file.blake3, file.size) {
+                Ok(Some(bytes))
+                    if bytes.len() as u64 == file.size && Blake3Hex::of(&bytes) == file.blake3 =>
+                {
+                    files.push((file.output_file(), bytes));
+                }
                 _ => {
-                    tracing::warn!(
-                        "result cache: output file {} of {key} is missing or damaged; recomputing",
-                        file.path
+                    self.refuse(
+                        &key,
+                        &Rejection::Malformed(format!(
+                            "its output file {} is missing or damaged",
+                            file.path
+                        )),
                     );
-                    let _ = self.backend.remove_entry(key);
-                    let _ = self.backend.remove_blob(hash);
+                    let _ = self.backend.remove_blob(&file.blake3);
                     return None;
                 }
-            };
-            files.push((file.clone(), bytes));
+            }
         }
-        self.backend.touch_entry(key);
+        self.backend.touch_entry(&key);
         outcome.cache_key = Some(key.to_string());
         Some(Hit { outcome, files })
     }
 
-    /// Stores a run's outcome and the contents of its output files (read by `read`), then
-    /// evicts past the size bound.
+    /// Stores a run's outcome and the contents of its output files (read by `read`), signed,
+    /// then evicts past the size bound.
     pub(crate) fn put(
         &self,
         key: &str,
         outcome: &Outcome,
         read: impl Fn(&OutputFile) -> Option<Vec<u8>>,
     ) -> Result<(), Error> {
-        let mut stored = StoredOutcome::from_outcome(outcome);
-        stored.files.retain(|file| file.blake3.is_some());
+        let key = CacheKey::parse(key).map_err(Error::Internal)?;
+        let signer = self.keys()?.signer.clone();
+        let stored = StoredOutcome::from_outcome(outcome)?;
         for file in &stored.files {
-            let hash = file.blake3.as_deref().unwrap_or_default();
-            let bytes = read(file).ok_or_else(|| {
+            let output = file.output_file();
+            let bytes = read(&output).ok_or_else(|| {
                 Error::Internal(format!(
                     "result cache: cannot read output file {}",
                     file.path
                 ))
             })?;
-            if blake3::hash(&bytes).to_hex().as_str() != hash {
+            if Blake3Hex::of(&bytes) != file.blake3 {
                 return Err(Error::Internal(format!(
                     "result cache: output file {} changed after the run",
                     file.path
                 )));
             }
-            self.backend.put_blob(hash, &bytes)?;
+            self.backend.put_blob(&file.blake3, &bytes)?;
         }
         let entry = Entry {
             schema: SCHEMA,
-            key: key.to_string(),
+            key: key.clone(),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             outcome: stored,
         };
-        let body = serde_json::to_string(&entry)
-            .map_err(|e| Error::Internal(format!("result cache: encode: {e}")))?;
-        let sealed = Sealed {
-            digest: blake3::hash(body.as_bytes()).to_hex().to_string(),
-            body,
-        };
-        let bytes = serde_json::to_vec(&sealed)
-            .map_err(|e| Error::Internal(format!("result cache: encode: {e}")))?;
-        self.backend.put_entry(key, &bytes)?;
+        self.backend.put_entry(&key, &seal(&entry, &signer)?)?;
         self.evict_if_over()?;
         Ok(())
     }
@@ -531,8 +749,8 @@ impl ResultCache {
     }
 
     /// The stored outcome of `key`, checked, as the JSON `--json` prints.
-    pub fn show(&self, key: &str) -> Result<serde_json::Value, Error> {
-        match self.get(key) {
+    pub fn show(&self, key: &CacheKey) -> Result<serde_json::Value, Error> {
+        match self.get(key.as_str()) {
             Some(hit) => {
                 let mut value = hit.outcome.to_json();
                 value["cache_key"] = serde_json::Value::String(key.to_string());
@@ -544,7 +762,7 @@ impl ResultCache {
         }
     }
 
-    pub fn remove(&self, key: &str) -> Result<bool, Error> {
+    pub fn remove(&self, key: &CacheKey) -> Result<bool, Error> {
         let removed = self.backend.remove_entry(key)?;
         self.gc(u64::MAX)?;
         Ok(removed)
@@ -569,6 +787,7 @@ impl ResultCache {
             blobs: blobs.len() as u64,
             blob_bytes: blobs.iter().map(|(_, bytes)| bytes).sum(),
             max_bytes: self.max_bytes,
+            rejected: self.rejected(),
         })
     }
 
@@ -587,19 +806,14 @@ impl ResultCache {
     pub fn gc(&self, max_bytes: u64) -> Result<u64, Error> {
         let mut entries = self.backend.entries()?;
         entries.sort_by_key(|(_, _, used)| std::cmp::Reverse(*used));
-        let blob_sizes: std::collections::HashMap<String, u64> =
+        let blob_sizes: std::collections::HashMap<Blake3Hex, u64> =
             self.backend.blobs()?.into_iter().collect();
         let mut kept_bytes = 0u64;
         let mut referenced = BTreeSet::new();
         let mut evicted = 0;
         for (key, bytes, _) in entries {
-            let hashes: Vec<String> = match self.entry(&key) {
-                Ok(Some(entry)) => entry
-                    .outcome
-                    .files
-                    .iter()
-                    .filter_map(|f| f.blake3.clone())
-                    .collect(),
+            let hashes: Vec<Blake3Hex> = match self.entry(&key) {
+                Ok(Some(entry)) => entry.outcome.files.iter().map(|f| f.blake3).collect(),
                 _ => continue,
             };
             let new_blobs: u64 = hashes
@@ -622,200 +836,6 @@ impl ResultCache {
         }
         Ok(evicted)
     }
-}
-
-/// What `export` wrote.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ExportReport {
-    pub entries: u64,
-    pub blobs: u64,
-    pub bytes: u64,
-}
-
-/// What `import` took and refused.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ImportReport {
-    pub imported: u64,
-    /// Entries refused, each with why.
-    pub rejected: Vec<String>,
-}
-
-/// The bundle's own description, first in the archive.
-const BUNDLE_MANIFEST: &str = "dvm-results-bundle.json";
-/// Most bytes a bundle may unpack to.
-const MAX_BUNDLE_BYTES: u64 = 16 << 30;
-
-fn is_hex_name(name: &str) -> bool {
-    name.len() == 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
-
-impl ResultCache {
-    /// Writes `keys` (every entry when empty) with their output files to a `.tar.zst`
-    /// bundle. Damaged entries are left out.
-    pub fn export(&self, keys: &[String], to: &Path) -> Result<ExportReport, Error> {
-        let keys: Vec<String> = if keys.is_empty() {
-            self.backend
-                .entries()?
-                .into_iter()
-                .map(|(key, _, _)| key)
-                .collect()
-        } else {
-            keys.to_vec()
-        };
-        let mut archive = tar::Builder::new(Vec::new());
-        let add = |archive: &mut tar::Builder<Vec<u8>>, name: &str, bytes: &[u8]| {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o644);
-            header.set_cksum();
-            archive
-                .append_data(&mut header, name, bytes)
-                .map_err(|e| Error::Internal(format!("cannot build the bundle: {e}")))
-        };
-        let mut report = ExportReport::default();
-        let mut blobs = BTreeSet::new();
-        let mut exported = Vec::new();
-        for key in &keys {
-            let entry = match self.entry(key) {
-                Ok(Some(entry)) => entry,
-                Ok(None) => {
-                    return Err(Error::InvalidInput(format!(
-                        "no cached result has the key {key}; `dvm cache ls` lists them"
-                    )));
-                }
-                Err(e) => {
-                    tracing::warn!("{e}");
-                    continue;
-                }
-            };
-            let Some(sealed) = self.backend.get_entry(key)? else {
-                continue;
-            };
-            for hash in entry.outcome.files.iter().filter_map(|f| f.blake3.as_ref()) {
-                if blobs.insert(hash.clone()) {
-                    let bytes = self.backend.get_blob(hash)?.ok_or_else(|| {
-                        Error::Internal(format!("result cache: output blob {hash} is missing"))
-                    })?;
-                    add(&mut archive, &format!("blobs/{hash}"), &bytes)?;
-                    report.blobs += 1;
-                }
-            }
-            add(&mut archive, &format!("entries/{key}.json"), &sealed)?;
-            exported.push(key.clone());
-            report.entries += 1;
-        }
-        let manifest = serde_json::json!({ "schema": SCHEMA, "entries": exported });
-        add(
-            &mut archive,
-            BUNDLE_MANIFEST,
-            manifest.to_string().as_bytes(),
-        )?;
-        let tarball = archive
-            .into_inner()
-            .map_err(|e| Error::Internal(format!("cannot build the bundle: {e}")))?;
-        let compressed = ruzstd::encoding::compress_to_vec(
-            tarball.as_slice(),
-            ruzstd::encoding::CompressionLevel::Fastest,
-        );
-        report.bytes = compressed.len() as u64;
-        std::fs::write(to, compressed).map_err(|e| {
-            Error::InvalidInput(format!("cannot write the bundle {}: {e}", to.display()))
-        })?;
-        Ok(report)
-    }
-
-    /// Reads a bundle made by [`ResultCache::export`]: every entry is checked (its digest,
-    /// its key, each output file's blake3) and stored only if it holds; the rest are
-    /// reported as rejected.
-    pub fn import(&self, from: &Path) -> Result<ImportReport, Error> {
-        let bad = |why: String| {
-            Error::InvalidInput(format!(
-                "{} is not a dvm results bundle: {why}",
-                from.display()
-            ))
-        };
-        let file = std::fs::File::open(from).map_err(|source| Error::ReadInput {
-            path: from.to_path_buf(),
-            source,
-        })?;
-        let decoder = ruzstd::decoding::StreamingDecoder::new(std::io::BufReader::new(file))
-            .map_err(|e| bad(format!("not zstd ({e})")))?;
-        let mut archive = tar::Archive::new(std::io::Read::take(decoder, MAX_BUNDLE_BYTES));
-        let mut entries = std::collections::BTreeMap::new();
-        let mut blobs = std::collections::HashMap::new();
-        let mut report = ImportReport::default();
-        for member in archive.entries().map_err(|e| bad(e.to_string()))? {
-            let mut member = member.map_err(|e| bad(e.to_string()))?;
-            let name = member
-                .path()
-                .map_err(|e| bad(e.to_string()))?
-                .to_string_lossy()
-                .into_owned();
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut member, &mut bytes).map_err(|e| bad(e.to_string()))?;
-            if let Some(key) = name
-                .strip_prefix("entries/")
-                .and_then(|n| n.strip_suffix(".json"))
-            {
-                if is_hex_name(key) {
-                    entries.insert(key.to_string(), bytes);
-                    continue;
-                }
-            } else if let Some(hash) = name.strip_prefix("blobs/")
-                && is_hex_name(hash)
-            {
-                blobs.insert(hash.to_string(), bytes);
-                continue;
-            } else if name == BUNDLE_MANIFEST {
-                continue;
-            }
-            report
-                .rejected
-                .push(format!("{name}: not a part of a results bundle"));
-        }
-        for (key, sealed_bytes) in entries {
-            match check_entry(&key, &sealed_bytes, &blobs) {
-                Ok(entry) => {
-                    for hash in entry.outcome.files.iter().filter_map(|f| f.blake3.as_ref()) {
-                        self.backend.put_blob(hash, &blobs[hash])?;
-                    }
-                    self.backend.put_entry(&key, &sealed_bytes)?;
-                    report.imported += 1;
-                }
-                Err(why) => report.rejected.push(format!("{key}: {why}")),
-            }
-        }
-        self.evict_if_over()?;
-        Ok(report)
-    }
-}
-
-/// Checks an entry from a bundle against its digest, its key and its blobs.
-fn check_entry(
-    key: &str,
-    sealed: &[u8],
-    blobs: &std::collections::HashMap<String, Vec<u8>>,
-) -> Result<Entry, String> {
-    let sealed: Sealed = serde_json::from_slice(sealed).map_err(|_| "not an entry".to_string())?;
-    if blake3::hash(sealed.body.as_bytes()).to_hex().as_str() != sealed.digest {
-        return Err("its content does not match its digest".into());
-    }
-    let entry: Entry =
-        serde_json::from_str(&sealed.body).map_err(|_| "unreadable body".to_string())?;
-    if entry.key != key || entry.schema != SCHEMA {
-        return Err("it is filed under another key or schema".into());
-    }
-    for hash in entry.outcome.files.iter().filter_map(|f| f.blake3.as_ref()) {
-        match blobs.get(hash) {
-            Some(bytes) if blake3::hash(bytes).to_hex().as_str() == hash => {}
-            Some(_) => return Err(format!("output blob {hash} does not match its hash")),
-            None => return Err(format!("output blob {hash} is missing")),
-        }
-    }
-    Ok(entry)
 }
 
 /// Whether a run's ending lets it be stored: not stopped by the deadline or cancellation.
