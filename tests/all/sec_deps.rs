@@ -529,7 +529,7 @@ fn api_requirements_are_refused_before_pip() {
         let request = axum::http::Request::builder()
             .method("POST")
             .uri(path)
-            .header("host", "localhost")
+            .header("host", "127.0.0.1:8080")
             .header("content-type", "application/json")
             .body(axum::body::Body::from(body.to_string()))
             .unwrap();
