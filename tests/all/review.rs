@@ -184,7 +184,7 @@ fn collection_errors_deadlines_and_bad_projects_are_reported() {
         "review",
         path,
         "--timeout",
-        "3s",
+        "10s",
         "--json",
         "--",
         "test_ok.py",
