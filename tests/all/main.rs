@@ -21,6 +21,7 @@ mod python;
 mod results;
 mod review;
 mod sdk;
+mod sec_hostfs;
 mod server;
 mod session;
 mod support;
