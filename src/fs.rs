@@ -318,6 +318,8 @@ pub(crate) fn is_link_refusal(error: &std::io::Error) -> bool {
     )
 }
 
+// `stat` field types differ between targets.
+#[allow(clippy::unnecessary_cast)]
 fn identity(stat: &Stat) -> (u64, u64) {
     (stat.st_dev as u64, stat.st_ino as u64)
 }

@@ -689,6 +689,8 @@ struct FileState {
 }
 
 impl FileState {
+    // `stat` field types differ between targets.
+    #[allow(clippy::unnecessary_cast)]
     fn of(stat: &rustix::fs::Stat) -> FileState {
         FileState {
             size: stat.st_size as u64,

@@ -293,6 +293,11 @@ fn twenty_sparse_gibibyte_outputs_are_listed_not_read() {
         }
     });
     let output = &observed.output;
+    eprintln!(
+        "twenty sparse GiB: {:?} after the host's step, peak RSS {} MiB",
+        observed.after_step,
+        observed.peak_rss >> 20
+    );
     let value = json(output);
     assert_eq!(value["status"], "ok", "{}", show(output));
     assert!(
