@@ -560,3 +560,62 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn sparse_files_stay_sparse_through_upload_and_copy_out() {
+    const SIZE: u64 = 256 << 20;
+    let host = tempfile::tempdir().unwrap();
+    let sparse = host.path().join("sparse.bin");
+    let file = std::fs::File::create(&sparse).unwrap();
+    file.set_len(SIZE).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"data", SIZE / 2).unwrap();
+    drop(file);
+    let mut hasher = blake3::Hasher::new();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..128 {
+        hasher.update(&zeros);
+    }
+    hasher.update(b"data");
+    hasher.update(&zeros[4..]);
+    for _ in 0..127 {
+        hasher.update(&zeros);
+    }
+    let hash = hasher.finalize().to_hex().to_string();
+
+    let workspace = Workspace::new().unwrap();
+    workspace.upload(&sparse, "in/sparse.bin").unwrap();
+    let uploaded = std::fs::metadata(workspace.path().join("in/sparse.bin")).unwrap();
+    assert_eq!(uploaded.len(), SIZE);
+    assert!(
+        uploaded.blocks() * 512 < 4 << 20,
+        "{} blocks",
+        uploaded.blocks()
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let listed = |blake3: &str| dvm::OutputFile {
+        path: "in/sparse.bin".into(),
+        size: SIZE,
+        blake3: Some(blake3.into()),
+    };
+    // A hash that does not match what is there now: reported, nothing left behind.
+    let report = workspace
+        .copy_out(&[listed(&"0".repeat(64))], out.path())
+        .unwrap();
+    assert!(report.copied.is_empty());
+    assert!(report.skipped[0].1.contains("changed since the run"));
+    assert!(!out.path().join("in/sparse.bin").exists());
+    assert_eq!(std::fs::read_dir(out.path().join("in")).unwrap().count(), 0);
+
+    let report = workspace.copy_out(&[listed(&hash)], out.path()).unwrap();
+    assert_eq!(report.copied, ["in/sparse.bin"]);
+    let copied = std::fs::metadata(out.path().join("in/sparse.bin")).unwrap();
+    assert_eq!(copied.len(), SIZE);
+    assert!(
+        copied.blocks() * 512 < 4 << 20,
+        "{} blocks",
+        copied.blocks()
+    );
+    let bytes = std::fs::read(out.path().join("in/sparse.bin")).unwrap();
+    assert_eq!(blake3::hash(&bytes).to_hex().as_str(), hash);
+}
