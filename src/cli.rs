@@ -923,7 +923,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    match cli.command {
+    let code = match cli.command {
         Command::Run(args) => run(*args),
         Command::Artifact(command) => artifact(command),
         Command::Deps(command) => deps(command),
@@ -936,7 +936,10 @@ pub fn main() -> ExitCode {
         Command::Worker(args) => worker(*args),
         Command::Runtimes(command) => runtimes(command),
         Command::Bench(args) => bench(args),
-    }
+    };
+    // Emptied run directories kept for reuse would outlive the process otherwise.
+    crate::fs::remove_idle_scratch();
+    code
 }
 
 fn init_logging() {
@@ -1238,7 +1241,10 @@ fn run(args: RunArgs) -> ExitCode {
                 );
             }
             if let (Some(out), Ok((outcome, _))) = (&config.out, &ran) {
-                workspace.copy_out(&outcome.files, out)?;
+                let report = workspace.copy_out(&outcome.files, out)?;
+                for (path, why) in &report.skipped {
+                    note!("dvm: --out: {path} was not copied: {why}");
+                }
             }
         }
         ran

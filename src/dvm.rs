@@ -1382,8 +1382,21 @@ fn in_workspace(
     outcome.files = workspace.changes(&before, input.limits.disk_bytes)?;
     if let Some(key) = key {
         outcome.cache = crate::results::CacheStatus::Miss;
-        if crate::results::storable(&outcome) {
-            let read = |file: &crate::OutputFile| workspace.read(&file.path, u64::MAX).ok();
+        // Output files are read whole into memory to be stored: a run whose hashed outputs
+        // are over the bound is not stored (a later run recomputes it).
+        let kept: u64 = outcome
+            .files
+            .iter()
+            .filter(|file| file.blake3.is_some())
+            .fold(0, |total, file| total.saturating_add(file.size));
+        if kept > MAX_CACHED_OUTPUT_BYTES {
+            tracing::info!(
+                "result cache: not storing this run: its output files are {kept} bytes, over \
+                 the {MAX_CACHED_OUTPUT_BYTES}-byte bound for one entry"
+            );
+        } else if crate::results::storable(&outcome) {
+            let read =
+                |file: &crate::OutputFile| workspace.read(&file.path, MAX_CACHED_OUTPUT_BYTES).ok();
             // A cache that cannot be written costs only a later recomputation.
             if let Err(e) = results.put(&key, &outcome, read) {
                 tracing::warn!("{e}");
@@ -1393,6 +1406,9 @@ fn in_workspace(
     }
     Ok(outcome)
 }
+
+/// Bytes of output files one result-cache entry may hold (they pass through memory).
+const MAX_CACHED_OUTPUT_BYTES: u64 = 64 << 20;
 
 /// The result-cache key of a run: `identity`, then the script, the workspace before the
 /// run, the packages, argv, environment, stdin, limits and seed.
