@@ -23,6 +23,7 @@ mod review;
 mod sdk;
 mod sec_deps;
 mod sec_home;
+mod sec_nkey;
 mod sec_results;
 mod sec_server;
 mod sec_wasi;
