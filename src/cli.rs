@@ -75,7 +75,7 @@ enum Command {
     /// Serve the HTTP API: native JSON (sandboxes, sessions, files, packages, execution with
     /// Server-Sent Events), Judge0-compatible endpoints, MCP at /mcp, /metrics and
     /// /openapi.json. Stops gracefully on Ctrl-C or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Serve MCP over stdin/stdout (for agents that start dvm as a tool server).
     Mcp(McpArgs),
     /// Pull run requests from NATS JetStream, run them in local sandboxes and store their
@@ -992,7 +992,7 @@ pub fn main() -> ExitCode {
         Command::Test(args) => test(args),
         Command::Agent(args) => agent(args),
         Command::Review(args) => review(args),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Mcp(args) => mcp(args),
         Command::Worker(args) => worker(args),
         Command::Runtimes(command) => runtimes(command),

@@ -256,6 +256,9 @@ fn malformed_seeds_are_refused_with_an_error_not_a_panic() {
     assert_refused(&out, &["larger than"], &seed);
 }
 
+/// Arguments, environment, and the two names the error must show.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], [&'a str; 2]);
+
 #[test]
 fn two_ways_of_authenticating_at_once_are_a_usage_error_naming_both() {
     let dir = tempfile::tempdir().unwrap();
@@ -264,7 +267,7 @@ fn two_ways_of_authenticating_at_once_are_a_usage_error_naming_both() {
     let creds = write_secret(dir.path(), "user.creds", &creds_text("a.b.c", &seed), 0o600);
     let (nk, creds) = (nk.to_str().unwrap(), creds.to_str().unwrap());
     let url = "nats://127.0.0.1:1";
-    let cases: [(&[&str], &[(&str, &str)], [&str; 2]); 6] = [
+    let cases: [Case; 6] = [
         (
             &["--nats-token", "t", "--nats-nkey-file", nk],
             &[],
