@@ -416,8 +416,10 @@ struct ServeArgs {
     nats_queue: NatsArgs,
 }
 
-/// How to reach NATS, shared by `serve --nats` and `worker`.
+/// How to reach NATS, shared by `serve --nats` and `worker`. One way of authenticating
+/// at a time (token, user, nkey seed or credentials file); TLS combines with any.
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("nats_auth").multiple(false)))]
 struct NatsArgs {
     /// Requests the run stream holds at most, when this node makes it; past it a submit is
     /// refused.
@@ -435,11 +437,17 @@ struct NatsArgs {
         long,
         value_name = "TOKEN",
         env = "DVM_NATS_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        group = "nats_auth"
     )]
     nats_token: Option<String>,
     /// Authenticate to NATS as this user (with --nats-password).
-    #[arg(long, value_name = "USER", requires = "nats_password")]
+    #[arg(
+        long,
+        value_name = "USER",
+        requires = "nats_password",
+        group = "nats_auth"
+    )]
     nats_user: Option<String>,
     /// The password of --nats-user.
     #[arg(
@@ -464,6 +472,15 @@ struct NatsArgs {
     /// PEM file of the key of --nats-cert.
     #[arg(long, value_name = "FILE", requires = "nats_cert")]
     nats_key: Option<PathBuf>,
+    /// Authenticate to NATS with the user nkey seed (`SU…`) in this file, which group and
+    /// others must not be able to read (chmod 600). The seed itself may instead be in the
+    /// environment variable DVM_NATS_NKEY (never on the command line).
+    #[arg(long, value_name = "PATH", group = "nats_auth")]
+    nats_nkey_file: Option<PathBuf>,
+    /// Authenticate to NATS with this credentials file (a user JWT and its nkey seed, as
+    /// `nsc` writes them), which group and others must not be able to read (chmod 600).
+    #[arg(long, value_name = "PATH", group = "nats_auth")]
+    nats_creds: Option<PathBuf>,
     /// The deployment's signing key, shared by its nodes (`dvm cache keygen FILE` makes
     /// one): outcomes and cache entries are signed with it and its signatures are trusted.
     /// Without it a node signs with its own key in $DVM_HOME.
@@ -477,6 +494,12 @@ struct NatsArgs {
 
 impl NatsArgs {
     fn config(&self, url: &str) -> Result<crate::nats::NatsConfig, Error> {
+        let nkey = self.nkey()?;
+        let creds = self
+            .nats_creds
+            .as_deref()
+            .map(crate::nats::NatsCreds::from_file)
+            .transpose()?;
         let home = Config::default().home;
         let keys = crate::results::Keys::node(&home, self.cache_key_file.as_deref(), &self.trust)?;
         Ok(crate::nats::NatsConfig {
@@ -491,9 +514,47 @@ impl NatsArgs {
             require_tls: self.nats_tls,
             root_ca: self.nats_ca.clone(),
             client_cert: self.nats_cert.clone().zip(self.nats_key.clone()),
+            nkey,
+            creds,
         }))
     }
+
+    /// The nkey seed from --nats-nkey-file or DVM_NATS_NKEY. The variable counts as a way
+    /// of authenticating: with another one it is a usage error naming both.
+    fn nkey(&self) -> Result<Option<crate::nats::NkeySeed>, Error> {
+        let Some(value) = std::env::var_os(NKEY_ENV).filter(|v| !v.is_empty()) else {
+            return self
+                .nats_nkey_file
+                .as_deref()
+                .map(crate::nats::NkeySeed::from_file)
+                .transpose();
+        };
+        let other = [
+            (self.nats_nkey_file.is_some(), "--nats-nkey-file"),
+            (
+                self.nats_token.is_some(),
+                "--nats-token (or DVM_NATS_TOKEN)",
+            ),
+            (self.nats_user.is_some(), "--nats-user"),
+            (self.nats_creds.is_some(), "--nats-creds"),
+        ]
+        .into_iter()
+        .find_map(|(set, name)| set.then_some(name));
+        if let Some(other) = other {
+            return Err(Error::InvalidInput(format!(
+                "{NKEY_ENV} and {other} are two ways of authenticating to NATS; use one of \
+                 them (unset {NKEY_ENV} or drop {other})"
+            )));
+        }
+        let text = value
+            .into_string()
+            .map_err(|_| Error::InvalidInput(format!("{NKEY_ENV} is not a NATS user nkey seed")))?;
+        crate::nats::NkeySeed::parse(&text, NKEY_ENV).map(Some)
+    }
 }
+
+/// The environment variable that may hold a NATS user nkey seed.
+const NKEY_ENV: &str = "DVM_NATS_NKEY";
 
 #[derive(Debug, clap::Args)]
 struct WorkerArgs {

@@ -115,6 +115,10 @@ pub struct NatsAuth {
     pub root_ca: Option<PathBuf>,
     /// PEM files of this client's certificate and key (mutual TLS).
     pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// A user nkey seed: the client signs the server's nonce with it.
+    pub nkey: Option<NkeySeed>,
+    /// A credentials file's user JWT and nkey seed (decentralized JWT authentication).
+    pub creds: Option<NatsCreds>,
 }
 
 impl std::fmt::Debug for NatsAuth {
@@ -125,18 +129,29 @@ impl std::fmt::Debug for NatsAuth {
             .field("require_tls", &self.require_tls)
             .field("root_ca", &self.root_ca)
             .field("client_cert", &self.client_cert)
+            .field("nkey", &self.nkey)
+            .field("creds", &self.creds)
             .finish()
     }
 }
 
 impl NatsAuth {
-    fn options(&self) -> async_nats::ConnectOptions {
+    /// The async-nats options these settings make (what every connection of this node uses).
+    pub fn options(&self) -> Result<async_nats::ConnectOptions, Error> {
         let mut options = async_nats::ConnectOptions::new();
         if let Some(token) = &self.token {
             options = options.token(token.clone());
         }
         if let Some((user, password)) = &self.user {
             options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(seed) = &self.nkey {
+            options = options.nkey(seed.seed.clone());
+        }
+        if let Some(creds) = &self.creds {
+            options = options
+                .credentials(&creds.canonical())
+                .map_err(|e| creds_error(&creds.path, &e))?;
         }
         if let Some(ca) = &self.root_ca {
             options = options.add_root_certificates(ca.clone());
@@ -147,8 +162,198 @@ impl NatsAuth {
         if self.require_tls || self.root_ca.is_some() || self.client_cert.is_some() {
             options = options.require_tls(true);
         }
-        options.connection_timeout(Duration::from_secs(10))
+        Ok(options.connection_timeout(Duration::from_secs(10)))
     }
+}
+
+/// The longest nkey seed file or credentials file read (both are a few hundred bytes).
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// A NATS user's nkey seed (`SU…`, 58 characters), checked to decode to a user key pair.
+/// Neither its `Debug` nor any error shows the seed; the public key (`U…`) may be shown.
+#[derive(Clone)]
+pub struct NkeySeed {
+    seed: String,
+    public: String,
+}
+
+impl std::fmt::Debug for NkeySeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NkeySeed({})", self.public)
+    }
+}
+
+impl NkeySeed {
+    /// The seed in `text` (surrounding whitespace ignored); `source` names where it came
+    /// from in errors.
+    pub fn parse(text: &str, source: &str) -> Result<NkeySeed, Error> {
+        let text = text.trim();
+        let malformed = || {
+            Error::InvalidInput(format!(
+                "{source} is not a NATS user nkey seed (58 characters of A-Z and 2-7 starting                  with `SU`, as `nk -gen user` or `nsc` make)"
+            ))
+        };
+        let shaped = text.len() == 58
+            && text.starts_with('S')
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b));
+        if !shaped {
+            return Err(malformed());
+        }
+        let pair = nkeys::KeyPair::from_seed(text).map_err(|_| malformed())?;
+        if !matches!(pair.key_pair_type(), nkeys::KeyPairType::User) {
+            return Err(Error::InvalidInput(format!(
+                "{source} is the seed of a {:?} nkey; NATS clients authenticate with a user \
+                 seed (it starts with `SU`)",
+                pair.key_pair_type()
+            )));
+        }
+        Ok(NkeySeed {
+            seed: text.to_string(),
+            public: pair.public_key(),
+        })
+    }
+
+    /// Reads a seed file: a regular file that neither group nor others can read or write.
+    pub fn from_file(path: &std::path::Path) -> Result<NkeySeed, Error> {
+        let text = read_secret_file(path, "NATS nkey seed file")?;
+        NkeySeed::parse(
+            &text,
+            &format!("the NATS nkey seed file {}", path.display()),
+        )
+    }
+
+    /// The public key (`U…`) the server knows this user by.
+    pub fn public_key(&self) -> &str {
+        &self.public
+    }
+}
+
+/// A NATS credentials file (a user JWT and that user's nkey seed, as `nsc` writes them),
+/// parsed into its two parts: the JWT block after a `BEGIN NATS USER JWT` line (three
+/// base64url segments) and the user seed block after a `BEGIN USER NKEY SEED` line. Its
+/// `Debug` shows only the path.
+#[derive(Clone)]
+pub struct NatsCreds {
+    jwt: String,
+    seed: NkeySeed,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for NatsCreds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NatsCreds({})", self.path.display())
+    }
+}
+
+impl NatsCreds {
+    /// Reads a credentials file: a regular file that neither group nor others can read or
+    /// write, holding a decorated user JWT and user nkey seed.
+    pub fn from_file(path: &std::path::Path) -> Result<NatsCreds, Error> {
+        let text = read_secret_file(path, "NATS credentials file")?;
+        NatsCreds::parse(&text, path)
+    }
+
+    /// Credentials in `text`; `path` names them in errors.
+    pub fn parse(text: &str, path: &std::path::Path) -> Result<NatsCreds, Error> {
+        let unusable = |why: &str| creds_error(path, &why);
+        let jwt = decorated_block(text, "BEGIN NATS USER JWT")
+            .ok_or_else(|| unusable("no user JWT block"))?;
+        let segments: Vec<&str> = jwt.split('.').collect();
+        let jwt_shaped = segments.len() == 3
+            && segments.iter().all(|segment| {
+                !segment.is_empty()
+                    && segment
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='))
+            });
+        if !jwt_shaped {
+            return Err(unusable("its user JWT block is not a JWT"));
+        }
+        let seed = decorated_block(text, "BEGIN USER NKEY SEED")
+            .ok_or_else(|| unusable("no user nkey seed block"))?;
+        let seed = NkeySeed::parse(seed, "its seed block").map_err(|e| match e {
+            Error::InvalidInput(why) => unusable(&why),
+            other => other,
+        })?;
+        Ok(NatsCreds {
+            jwt: jwt.to_string(),
+            seed,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The credentials in the file format async-nats reads, rebuilt from the checked parts
+    /// (so that it finds exactly these two blocks).
+    fn canonical(&self) -> String {
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            self.jwt, self.seed.seed
+        )
+    }
+}
+
+/// The first non-empty line after the line that holds `marker` between dashes, if the
+/// line after it closes the block (a dashed line).
+fn decorated_block<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
+    let mut lines = text.lines().map(str::trim);
+    lines.find(|line| line.starts_with("---") && line.contains(marker))?;
+    let mut rest = lines.skip_while(|line| line.is_empty());
+    let block = rest.next()?;
+    let closed = rest.next().is_some_and(|line| line.starts_with("---"));
+    (closed && !block.starts_with('-')).then_some(block)
+}
+
+/// Why a credentials file cannot be used (never with the seed).
+fn creds_error(path: &std::path::Path, why: &dyn std::fmt::Display) -> Error {
+    Error::InvalidInput(format!(
+        "the NATS credentials file {} is not usable: {why}; it must hold a `-----BEGIN NATS \
+         USER JWT-----` block and a `-----BEGIN USER NKEY SEED-----` block (as `nsc generate \
+         creds` writes)",
+        path.display()
+    ))
+}
+
+/// The text of a secret file (a seed or credentials): a regular file of at most
+/// [`MAX_SECRET_FILE`] bytes that group and others can neither read nor write (checked on
+/// the opened file, as ssh does for keys).
+fn read_secret_file(path: &std::path::Path, what: &str) -> Result<String, Error> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let fail = |why: &dyn std::fmt::Display| {
+        Error::InvalidInput(format!("cannot use the {what} {}: {why}", path.display()))
+    };
+    // Non-blocking, so that a FIFO in its place is refused below instead of waited on.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| fail(&e))?;
+    let meta = file.metadata().map_err(|e| fail(&e))?;
+    if !meta.is_file() {
+        return Err(fail(&"not a regular file"));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(fail(&format_args!(
+            "group or other users can access it (mode {mode:03o}), so it is not used; run \
+             `chmod 600 {}`, and replace the secret if others may have copied it",
+            path.display()
+        )));
+    }
+    if meta.len() > MAX_SECRET_FILE {
+        return Err(fail(&format_args!("larger than {MAX_SECRET_FILE} bytes")));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(&e))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(fail(&format_args!("larger than {MAX_SECRET_FILE} bytes")));
+    }
+    String::from_utf8(bytes).map_err(|_| fail(&"not UTF-8 text"))
 }
 
 /// Whether `id` can be a request id: what [`crate::server::new_id`] makes, or any short
@@ -452,7 +657,7 @@ async fn connect(config: &NatsConfig) -> Result<async_nats::Client, Error> {
         .filter(|u| !u.is_empty())
         .collect();
     let what = format!("cannot reach NATS at {}", config.url);
-    match config.auth.options().connect(urls.clone()).await {
+    match config.auth.options()?.connect(urls.clone()).await {
         Ok(client) => return Ok(client),
         Err(e) => {
             use async_nats::ConnectErrorKind as Kind;
@@ -461,7 +666,8 @@ async fn connect(config: &NatsConfig) -> Result<async_nats::Client, Error> {
                 Kind::AuthorizationViolation | Kind::Authentication | Kind::Tls
             ) {
                 return Err(Error::Nats(format!(
-                    "{what}: {e}; check --nats-token, --nats-user/--nats-password and the TLS \
+                    "{what}: {e}; check --nats-token, --nats-user/--nats-password, the nkey \
+                     seed (--nats-nkey-file or DVM_NATS_NKEY), --nats-creds and the TLS \
                      options against the server's authorization settings"
                 )));
             }
@@ -471,7 +677,7 @@ async fn connect(config: &NatsConfig) -> Result<async_nats::Client, Error> {
         &what,
         config
             .auth
-            .options()
+            .options()?
             .retry_on_initial_connect()
             .connect(urls)
             .await

@@ -24,6 +24,7 @@ mod sdk;
 mod sec_deps;
 mod sec_home;
 mod sec_hostfs;
+mod sec_nkey;
 mod sec_results;
 mod sec_server;
 mod sec_wasi;
