@@ -317,8 +317,8 @@ fn creds_error(path: &std::path::Path, why: &dyn std::fmt::Display) -> Error {
 }
 
 /// The text of a secret file (a seed or credentials): a regular file of at most
-/// [`MAX_SECRET_FILE`] bytes that group and others can neither read nor write (checked on
-/// the opened file, as ssh does for keys).
+/// [`MAX_SECRET_FILE`] bytes, owned by this user, that group and others can neither read nor
+/// write (checked on the opened file, as ssh does for keys).
 fn read_secret_file(path: &std::path::Path, what: &str) -> Result<String, Error> {
     use std::io::Read as _;
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -334,6 +334,14 @@ fn read_secret_file(path: &std::path::Path, what: &str) -> Result<String, Error>
     let meta = file.metadata().map_err(|e| fail(&e))?;
     if !meta.is_file() {
         return Err(fail(&"not a regular file"));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if std::os::unix::fs::MetadataExt::uid(&meta) != me {
+        return Err(fail(&format_args!(
+            "it belongs to user id {}, not to you (user id {me}), so it is not used; a secret \
+             file must be yours (`chown` it)",
+            std::os::unix::fs::MetadataExt::uid(&meta)
+        )));
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {

@@ -121,13 +121,24 @@ impl SigningKey {
         self.pair.sign(&message(domain, parts)).as_ref().to_vec()
     }
 
-    /// Reads a key file: a regular file that neither group nor others can read, holding a
-    /// 32-byte seed in hex.
+    /// Reads a key file: a regular file owned by this user that neither group nor others can
+    /// read, holding a 32-byte seed in hex.
     pub fn load(path: &Path) -> Result<SigningKey, Error> {
         let mut file = std::fs::File::open(path).map_err(|e| key_error(path, e))?;
         let meta = file.metadata().map_err(|e| key_error(path, e))?;
         if !meta.is_file() {
             return Err(key_error(path, "not a regular file"));
+        }
+        let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+        let me = rustix::process::geteuid().as_raw();
+        if owner != me {
+            return Err(key_error(
+                path,
+                format_args!(
+                    "it belongs to user id {owner}, not to you (user id {me}), so it is not \
+                     used; a signing key must be yours (`chown` it)"
+                ),
+            ));
         }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {

@@ -254,6 +254,15 @@ fn malformed_seeds_are_refused_with_an_error_not_a_panic() {
     let huge = write_secret(dir.path(), "huge.nk", &"S".repeat(1 << 20), 0o600);
     let out = worker_output(url, &["--nats-nkey-file", huge.to_str().unwrap()], &[]);
     assert_refused(&out, &["larger than"], &seed);
+    // A 0600 seed file that belongs to someone else is not ours to use (only root can make
+    // one, so the case runs when the tests do).
+    let theirs = write_secret(dir.path(), "theirs.nk", &seed, 0o600);
+    if rustix::process::geteuid().is_root()
+        && std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).is_ok()
+    {
+        let out = worker_output(url, &["--nats-nkey-file", theirs.to_str().unwrap()], &[]);
+        assert_refused(&out, &["not to you", "chown"], &seed);
+    }
 }
 
 /// Arguments, environment, and the two names the error must show.

@@ -362,6 +362,19 @@ fn the_home_signing_key_is_private_and_refused_when_others_can_read_it() {
     assert_eq!(ran.stdout, b"genuine\n");
     let again = run_program(home.path(), &deterministic());
     assert_ne!(again.cache, CacheStatus::Hit);
+    // A 0600 key that belongs to another user is refused as well (only root can make one).
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if rustix::process::geteuid().is_root()
+        && std::os::unix::fs::chown(&key, Some(65534), Some(65534)).is_ok()
+    {
+        let out = dvm_in(home.path(), &["cache", "key"]);
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not to you"),
+            "{}",
+            show(&out)
+        );
+    }
 }
 
 #[test]
