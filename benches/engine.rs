@@ -46,11 +46,9 @@ fn stages(c: &mut Criterion) {
             b.iter(|| dvm.bench_compile(black_box(wasm)).expect("compiles"))
         });
 
-        let serialized = dvm.bench_compile(wasm).expect("compiles");
-        let path = home.path().join(format!("{name}.cwasm"));
-        std::fs::write(&path, serialized).expect("write cwasm");
+        let precompiled = dvm.bench_precompile(wasm).expect("compiles");
         group.bench_function("load_precompiled", |b| {
-            b.iter(|| dvm.bench_load_precompiled(&path).expect("loads"))
+            b.iter(|| dvm.bench_load_precompiled(&precompiled).expect("loads"))
         });
 
         let program = dvm.load_bytes(name, wasm).expect("loads");

@@ -127,58 +127,59 @@ pub struct CodeFile {
     pub code: String,
 }
 
-/// The code files of a reply: each fenced block (```` ``` ```` or `~~~`), named by a file
-/// name in its info string (```` ```python main.py ````), by a `# file: NAME` first line, or
-/// by a file name on the line just before the fence; unnamed blocks are `main.EXT` for the
-/// first and `file2.EXT`… after it. A reply without a fence is refused.
+/// The code files of a reply: each fenced block (```` ``` ```` or `~~~`, as CommonMark reads
+/// them, so indented, nested and longer fences work), named by a file name in its info string
+/// (```` ```python main.py ````), by a `# file: NAME` first line, or by a file name on the line
+/// just before the fence; unnamed blocks are `main.EXT` for the first and `file2.EXT`… after
+/// it. A reply without a fence is refused.
 pub fn extract_code(reply: &str, extension: &str) -> Result<Vec<CodeFile>, Error> {
-    let lines: Vec<&str> = reply.lines().collect();
+    use pulldown_cmark::{CodeBlockKind, Event, Parser, Tag, TagEnd};
     let mut files = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i].trim_start();
-        let fence = if line.starts_with("```") {
-            "```"
-        } else if line.starts_with("~~~") {
-            "~~~"
-        } else {
-            i += 1;
-            continue;
-        };
-        let info = line.trim_start_matches(fence).trim();
-        let mut name = info
-            .split_whitespace()
-            .find(|word| word.contains('.') && !word.starts_with('.'))
-            .map(str::to_string);
-        if name.is_none() && i > 0 {
-            let before = lines[i - 1].trim().trim_matches(['*', '`', ':', '#', ' ']);
-            if is_file_name(before) {
-                name = Some(before.to_string());
+    // The block being read: its name so far and its text.
+    let mut open: Option<(Option<String>, String)> = None;
+    for (event, range) in Parser::new(reply).into_offset_iter() {
+        match event {
+            Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) => {
+                let name = info
+                    .split_whitespace()
+                    .find(|word| word.contains('.') && !word.starts_with('.'))
+                    .map(str::to_string)
+                    .or_else(|| {
+                        let before = line_before(reply, range.start)?
+                            .trim()
+                            .trim_matches(['*', '`', ':', '#', ' ']);
+                        is_file_name(before).then(|| before.to_string())
+                    });
+                open = Some((name, String::new()));
             }
-        }
-        let mut body = Vec::new();
-        let mut j = i + 1;
-        while j < lines.len() && !lines[j].trim_start().starts_with(fence) {
-            body.push(lines[j]);
-            j += 1;
-        }
-        if let Some(first) = body.first()
-            && let Some(named) = first.trim().strip_prefix("# file:")
-        {
-            name = Some(named.trim().to_string());
-            body.remove(0);
-        }
-        let name = name.unwrap_or_else(|| {
-            if files.is_empty() {
-                format!("main.{extension}")
-            } else {
-                format!("file{}.{extension}", files.len() + 1)
+            Event::Text(text) => {
+                if let Some((_, code)) = open.as_mut() {
+                    code.push_str(&text);
+                }
             }
-        });
-        let mut code = body.join("\n");
-        code.push('\n');
-        files.push(CodeFile { name, code });
-        i = j + 1;
+            Event::End(TagEnd::CodeBlock) => {
+                let Some((mut name, mut code)) = open.take() else {
+                    continue;
+                };
+                let first_end = code.find('\n').unwrap_or(code.len());
+                if let Some(named) = code[..first_end].trim().strip_prefix("# file:") {
+                    name = Some(named.trim().to_string());
+                    code.drain(..(first_end + 1).min(code.len()));
+                }
+                if !code.ends_with('\n') {
+                    code.push('\n');
+                }
+                let name = name.unwrap_or_else(|| {
+                    if files.is_empty() {
+                        format!("main.{extension}")
+                    } else {
+                        format!("file{}.{extension}", files.len() + 1)
+                    }
+                });
+                files.push(CodeFile { name, code });
+            }
+            _ => {}
+        }
     }
     if files.is_empty() {
         return Err(Error::InvalidInput(
@@ -186,6 +187,16 @@ pub fn extract_code(reply: &str, extension: &str) -> Result<Vec<CodeFile>, Error
         ));
     }
     Ok(files)
+}
+
+/// The line before the one holding byte `at` of `text`, if there is one.
+fn line_before(text: &str, at: usize) -> Option<&str> {
+    let this_line_start = text.get(..at)?.rfind('\n')?;
+    let previous = &text[..this_line_start];
+    Some(match previous.rfind('\n') {
+        Some(newline) => &previous[newline + 1..],
+        None => previous,
+    })
 }
 
 fn is_file_name(text: &str) -> bool {
@@ -361,13 +372,13 @@ pub fn run(
     let started = Instant::now();
     let runtime_id = request.runtime.clone().unwrap_or_else(|| "python".into());
     let runtime = dvm.runtime(&runtime_id)?;
-    let extension = match runtime.language() {
-        "javascript" => "mjs",
-        _ => "py",
-    };
+    let extension = runtime.language().script_extension();
     let mut conversation = vec![
         Message::new("system", SYSTEM_PROMPT),
-        Message::new("user", describe_request(request, runtime.language())),
+        Message::new(
+            "user",
+            describe_request(request, runtime.language().as_str()),
+        ),
     ];
     let mut attempts = Vec::new();
     let mut tests: Option<Vec<CodeFile>> = None;
@@ -425,7 +436,7 @@ fn ask_for_tests(
     runtime: &Runtime,
     code: &[CodeFile],
 ) -> Result<Vec<CodeFile>, Error> {
-    if runtime.language() != "python" {
+    if runtime.language() != crate::Language::Python {
         return Err(Error::InvalidInput(format!(
             "unit tests are written for pytest and run on a Python runtime; `{}` is {}",
             runtime.id(),
@@ -558,29 +569,26 @@ fn run_attempt(
         workspace.write(&file.name, file.code.as_bytes())?;
     }
     let mut input = request.input.clone();
-    let local: Vec<String> = attempt
-        .files
-        .iter()
-        .filter_map(|f| f.name.strip_suffix(".py").map(str::to_string))
-        .collect();
     let installing = Instant::now();
-    let detected = runtime.detect_imports(entry.code.as_bytes(), &local)?;
-    let requirements: Vec<String> = request
-        .packages
-        .iter()
-        .cloned()
-        .chain(
-            detected
-                .into_iter()
-                .filter(|import| !import.optional)
-                .map(|import| import.distribution),
-        )
-        .collect();
-    if !requirements.is_empty() {
-        let packages = runtime.install_packages(&crate::PackageRequest {
-            requirements,
-            ..crate::PackageRequest::default()
-        })?;
+    // The packages come as for any job: the request's, the code's PEP 723 block, a
+    // requirements.txt or package.json among the files, and what a Python program imports.
+    let job = crate::Job {
+        source: crate::JobSource::Code {
+            code: entry.code.clone().into_bytes(),
+            name: Some(entry.name.clone()),
+        },
+        requirements: request.packages.clone(),
+        discovery: crate::Discovery {
+            auto_deps: runtime.language() == crate::Language::Python,
+            ..crate::Discovery::default()
+        },
+        input: RunInput {
+            workspace: Some(workspace.clone()),
+            ..input.clone()
+        },
+        ..crate::Job::code(runtime.id(), "")
+    };
+    if let Some(packages) = runtime.job_packages(&job)? {
         attempt.packages_from_store = packages.installed.iter().all(|p| p.from_store);
         attempt.packages = packages.summary();
         input.packages = Some(packages);
@@ -702,5 +710,35 @@ mod tests {
         assert!(extract_code("no code here", "py").is_err());
         let unnamed = extract_code("```\na\n```\n```\nb\n```", "mjs").unwrap();
         assert_eq!(unnamed[1].name, "file2.mjs");
+    }
+
+    #[test]
+    fn fences_are_read_as_commonmark_reads_them() {
+        // A longer fence holds a shorter one; a tilde fence is closed only by tildes.
+        let reply = "Use this:\n\n````markdown README.md\n```python\nprint(1)\n```\n````\n\n\
+                     ~~~python\nprint('```')\n~~~\n";
+        let files = extract_code(reply, "py").unwrap();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert_eq!(files[0].name, "README.md");
+        assert_eq!(files[0].code, "```python\nprint(1)\n```\n");
+        assert_eq!(files[1].name, "file2.py");
+        assert_eq!(files[1].code, "print('```')\n");
+
+        // A fence indented up to three spaces, or inside a list item, loses that indentation;
+        // four spaces make an indented code block, which is not a fence.
+        let reply = "1. First:\n\n   ```python\n   def f():\n       return 1\n   ```\n\n\
+                     text\n\n    ```\n    not a fence\n    ```\n";
+        let files = extract_code(reply, "py").unwrap();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(files[0].code, "def f():\n    return 1\n");
+
+        // Info strings name the file wherever the name stands among the words.
+        let files = extract_code("```py title=x app/run.py\nX = 1\n```", "py").unwrap();
+        assert_eq!(files[0].name, "app/run.py");
+        // An unclosed fence runs to the end of the reply; an empty block is one empty line.
+        let files = extract_code("```\n```\ntext\n```python\nY = 2\n", "py").unwrap();
+        assert_eq!(files[0].code, "\n");
+        assert_eq!(files[1].code, "Y = 2\n");
+        assert!(extract_code("    indented only\n", "py").is_err());
     }
 }

@@ -57,8 +57,8 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::home::LockMode;
 
-const LAYOUT_VERSION: &str = "v1";
 const ROOT_DOMAIN: &[u8] = b"dvm artifact tree v1";
 /// The store-wide lock; `_` cannot start an artifact name, so no name's lock collides.
 const STORE_LOCK: &str = "_store";
@@ -69,6 +69,8 @@ const MIN_ROOT_PREFIX: usize = 8;
 /// The highest version number a spec can write (7 digits).
 const MAX_VERSION: u64 = 9_999_999;
 const COPY_BUFFER: usize = 256 * 1024;
+/// How many of a version's paths the error for a missing run entry lists.
+pub const LISTED_PATHS: usize = 20;
 
 /// Caps on one tree given to [`ArtifactStore::put`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +102,17 @@ pub struct Version {
     pub files: u64,
     /// Total bytes of file contents.
     pub bytes: u64,
+}
+
+impl Version {
+    /// When this version was put, as RFC 3339 in UTC to the second (`2026-12-01T17:00:00Z`);
+    /// a time past what RFC 3339 can write (year 9999) shows as its last second.
+    pub fn created_rfc3339(&self) -> String {
+        const LAST_SECOND: u64 = 253_402_300_799;
+        let created =
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.created.min(LAST_SECOND));
+        humantime::format_rfc3339_seconds(created).to_string()
+    }
 }
 
 /// A name and one of its versions: what a spec resolved to.
@@ -177,7 +190,7 @@ impl ArtifactStore {
     /// until something is put.
     pub fn new(home: &Path) -> Self {
         ArtifactStore {
-            dir: home.join("artifacts").join(LAYOUT_VERSION),
+            dir: crate::home::artifacts(home),
             limits: ArtifactLimits::default(),
         }
     }
@@ -194,9 +207,10 @@ impl ArtifactStore {
     }
 
     /// Stores the tree made of `paths` as a new version of `name` and returns it. A file is
-    /// stored under its file name and a directory's contents under the directory's name (as
-    /// `cp -r a b dest/` would lay them out), so two inputs with the same file name are an
-    /// error. When the tree is the one the latest version already holds, that version is
+    /// stored under its file name and a directory's contents at the tree's root (as
+    /// `tar -C DIR .` would lay them out), so two inputs that would put files at one path are
+    /// an error. (Versions stored before this layout keep the directory's name as a prefix
+    /// and stay readable as they are.) When the tree is the one the latest version already holds, that version is
     /// returned and nothing is added.
     pub fn put(&self, name: &str, paths: &[PathBuf]) -> Result<Version> {
         check_name(name)?;
@@ -208,8 +222,7 @@ impl ArtifactStore {
             .map(|source| self.add_blob(source, &mut buffer))
             .collect::<Result<Vec<_>>>()?;
         let manifest = Manifest { entries };
-        check_manifest(&manifest)
-            .map_err(|problem| Error::Internal(format!("a tree being stored: {problem}")))?;
+        check_manifest(&manifest).map_err(crate::error::ArtifactError::Tree)?;
         let root = tree_root(&manifest.entries)
             .map_err(Error::Internal)?
             .to_hex()
@@ -285,6 +298,37 @@ impl ArtifactStore {
     pub fn manifest(&self, spec: &str) -> Result<Manifest> {
         let resolved = self.resolve(spec)?;
         self.load_manifest(&resolved.to_string(), &resolved.version.root)
+    }
+
+    /// The error for a run whose `entry` the version `resolved` does not hold: it names the
+    /// version and lists the first [`LISTED_PATHS`] paths it does hold. `None` when the
+    /// version holds `entry` (`./` and repeated `/` aside).
+    pub fn missing_entry(&self, resolved: &Resolved, entry: &str) -> Result<Option<Error>> {
+        let manifest = self.load_manifest(&resolved.to_string(), &resolved.version.root)?;
+        let wanted = entry
+            .split('/')
+            .filter(|part| !part.is_empty() && *part != ".")
+            .collect::<Vec<_>>()
+            .join("/");
+        if manifest.entries.iter().any(|held| held.path == wanted) {
+            return Ok(None);
+        }
+        let mut listed: Vec<String> = manifest
+            .entries
+            .iter()
+            .take(LISTED_PATHS)
+            .map(|held| held.path.clone())
+            .collect();
+        if manifest.entries.len() > LISTED_PATHS {
+            listed.push(format!(
+                "… and {} more (`dvm artifact get {resolved} DIR` writes them all out)",
+                manifest.entries.len() - LISTED_PATHS
+            ));
+        }
+        Ok(Some(Error::InvalidInput(format!(
+            "artifact {resolved} holds no `{entry}`; give --entry one of the paths it holds: {}",
+            listed.join(", ")
+        ))))
     }
 
     /// Writes the version `spec` names into `dir` (created if missing) and returns it.
@@ -398,16 +442,8 @@ impl ArtifactStore {
 
     /// Holds the lock `locks/<name>.lock` until the returned file is dropped.
     fn lock(&self, name: &str, mode: LockMode) -> Result<File> {
-        let dir = self.dir.join("locks");
-        fs::create_dir_all(&dir).map_err(store_error(&dir))?;
-        let path = dir.join(format!("{name}.lock"));
-        let file = File::create(&path).map_err(store_error(&path))?;
-        match mode {
-            LockMode::Shared => file.lock_shared(),
-            LockMode::Exclusive => file.lock(),
-        }
-        .map_err(store_error(&path))?;
-        Ok(file)
+        crate::home::lock(&self.dir.join("locks"), name, mode)
+            .map_err(|e| store_error(&e.path)(e.source))
     }
 
     /// Copies a file into the blob store, hashing it on the way, and returns its entry.
@@ -467,8 +503,11 @@ impl ArtifactStore {
 
     fn write_manifest(&self, root: &str, manifest: &Manifest) -> Result<()> {
         let path = self.manifest_path(root);
-        let bytes = serde_json::to_vec(manifest)
-            .map_err(|e| Error::Internal(format!("cannot encode a manifest: {e}")))?;
+        let bytes =
+            serde_json::to_vec(manifest).map_err(|source| crate::error::ArtifactError::Encode {
+                what: "manifest",
+                source,
+            })?;
         // The encoding is deterministic, so a manifest with other bytes is a damaged one.
         if fs::read(&path).is_ok_and(|existing| existing == bytes) {
             return Ok(());
@@ -541,8 +580,12 @@ impl ArtifactStore {
     }
 
     fn write_index(&self, name: &str, index: &Index) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(index)
-            .map_err(|e| Error::Internal(format!("cannot encode an index: {e}")))?;
+        let bytes = serde_json::to_vec_pretty(index).map_err(|source| {
+            crate::error::ArtifactError::Encode {
+                what: "index",
+                source,
+            }
+        })?;
         publish(&self.index_path(name), &bytes)
     }
 
@@ -699,12 +742,6 @@ impl ArtifactStore {
     }
 }
 
-#[derive(Clone, Copy)]
-enum LockMode {
-    Shared,
-    Exclusive,
-}
-
 /// A name's versions, as stored in `names/<name>.json`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Index {
@@ -752,48 +789,29 @@ fn collect(inputs: &[PathBuf], limits: &ArtifactLimits) -> Result<Vec<Source>> {
     }
     let mut sources = Vec::new();
     let mut bytes = 0u64;
-    let mut top_level: HashMap<String, &Path> = HashMap::new();
     let mut pending = Vec::new();
     for input in inputs {
-        let name = tree_name(input, input.file_name())?;
-        if let Some(other) = top_level.insert(name.clone(), input) {
-            return Err(Error::ArtifactInput {
-                path: input.clone(),
-                message: format!(
-                    "it would be stored as `{name}`, as would {}; rename one of them or put \
-                     them in a directory",
-                    other.display()
-                ),
-            });
-        }
         // Without its trailing `/`, which would make the lookup follow a link.
         let input: PathBuf = input.components().collect();
         let meta = fs::symlink_metadata(&input).map_err(|e| Error::ArtifactInput {
             path: input.clone(),
             message: e.to_string(),
         })?;
-        pending.push((input, name, meta));
+        if meta.is_dir() {
+            // A directory's contents land at the tree's root, as `tar -C DIR .` lays them out.
+            for child in read_children(&input)? {
+                pending.push(child);
+            }
+        } else {
+            let name = tree_name(&input, input.file_name())?;
+            pending.push((input, name, meta));
+        }
     }
 
     while let Some((file, path, meta)) = pending.pop() {
         let kind = meta.file_type();
         if kind.is_dir() {
-            let children = fs::read_dir(&file).map_err(|e| Error::ArtifactInput {
-                path: file.clone(),
-                message: e.to_string(),
-            })?;
-            for child in children {
-                let child = child.map_err(|e| Error::ArtifactInput {
-                    path: file.clone(),
-                    message: e.to_string(),
-                })?;
-                let child_file = child.path();
-                let name = tree_name(&child_file, Some(&child.file_name()))?;
-                // `DirEntry::metadata` does not follow a symlink, so links are seen as links.
-                let child_meta = child.metadata().map_err(|e| Error::ArtifactInput {
-                    path: child_file.clone(),
-                    message: e.to_string(),
-                })?;
+            for (child_file, name, child_meta) in read_children(&file)? {
                 pending.push((child_file, format!("{path}/{name}"), child_meta));
             }
         } else if kind.is_file() {
@@ -838,7 +856,56 @@ fn collect(inputs: &[PathBuf], limits: &ArtifactLimits) -> Result<Vec<Source>> {
         ));
     }
     sources.sort_by(|a, b| a.path.cmp(&b.path));
+    check_overlaps(&sources)?;
     Ok(sources)
+}
+
+/// A directory's entries as (file, name in the tree, metadata not following links).
+fn read_children(dir: &Path) -> Result<Vec<(PathBuf, String, fs::Metadata)>> {
+    let listing_error = |e: io::Error| Error::ArtifactInput {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut children = Vec::new();
+    for child in fs::read_dir(dir).map_err(listing_error)? {
+        let child = child.map_err(listing_error)?;
+        let child_file = child.path();
+        let name = tree_name(&child_file, Some(&child.file_name()))?;
+        // `DirEntry::metadata` does not follow a symlink, so links are seen as links.
+        let child_meta = child.metadata().map_err(|e| Error::ArtifactInput {
+            path: child_file.clone(),
+            message: e.to_string(),
+        })?;
+        children.push((child_file, name, child_meta));
+    }
+    Ok(children)
+}
+
+/// Refuses inputs that would put two files at one tree path, or a file where another input
+/// has a directory; `sources` sorted by path.
+fn check_overlaps(sources: &[Source]) -> Result<()> {
+    let clash = |source: &Source, other: &Source, stored: &str| Error::ArtifactInput {
+        path: source.file.clone(),
+        message: format!(
+            "it would be stored as `{stored}`, where {} also goes; rename one of them or put \
+             them in a directory",
+            other.file.display()
+        ),
+    };
+    for pair in sources.windows(2) {
+        if pair[0].path == pair[1].path {
+            return Err(clash(&pair[1], &pair[0], &pair[1].path));
+        }
+    }
+    let by_path: HashMap<&str, &Source> = sources.iter().map(|s| (s.path.as_str(), s)).collect();
+    for source in sources {
+        for (slash, _) in source.path.match_indices('/') {
+            if let Some(file) = by_path.get(&source.path[..slash]) {
+                return Err(clash(source, file, &source.path));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The name `file` gets in a tree: its last component, as UTF-8.
@@ -1174,17 +1241,10 @@ fn copy_hashing(
     Ok((hasher.finalize(), total))
 }
 
-/// Writes `bytes` to a temp file beside `target` and renames it into place.
+/// Publishes `bytes` at `target` through the home ([`crate::home::publish`], synced).
 fn publish(target: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = target.parent().expect("store paths have a parent");
-    fs::create_dir_all(dir).map_err(store_error(dir))?;
-    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(store_error(dir))?;
-    temp.write_all(bytes)
-        .and_then(|()| temp.as_file().sync_data())
-        .map_err(store_error(temp.path()))?;
-    temp.persist(target)
-        .map_err(|e| store_error(target)(e.error))?;
-    Ok(())
+    crate::home::publish(target, bytes, crate::home::Durability::Synced)
+        .map_err(|e| store_error(&e.path)(e.source))
 }
 
 /// Whether a file in the store is a temp file (tempfile names them `.tmp…`).
@@ -1258,6 +1318,20 @@ mod tests {
 
     fn root(entries: &[Entry]) -> String {
         tree_root(entries).unwrap().to_hex().to_string()
+    }
+
+    #[test]
+    fn creation_times_show_as_rfc3339_and_never_panic() {
+        let at = |created| Version {
+            version: 1,
+            root: String::new(),
+            created,
+            files: 0,
+            bytes: 0,
+        };
+        assert_eq!(at(0).created_rfc3339(), "1970-01-01T00:00:00Z");
+        assert_eq!(at(1_796_029_200).created_rfc3339(), "2026-11-30T09:00:00Z");
+        assert_eq!(at(u64::MAX).created_rfc3339(), "9999-12-31T23:59:59Z");
     }
 
     #[test]

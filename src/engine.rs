@@ -20,6 +20,8 @@ pub const WASM_STACK_BYTES: usize = 8 << 20;
 pub(crate) const RUN_THREAD_STACK_BYTES: usize = WASM_STACK_BYTES + (8 << 20);
 /// Default cap on the size of a module dvm will load.
 pub const DEFAULT_MAX_MODULE_BYTES: u64 = 512 << 20;
+/// Default bound on the local result cache's size ([`crate::results::DEFAULT_MAX_BYTES`]).
+pub(crate) const DEFAULT_RESULT_CACHE_BYTES: u64 = 1 << 30;
 /// How often the epoch advances while guests run; a deadline is met within about one tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
@@ -68,17 +70,117 @@ pub struct Config {
     /// Bound on the result cache under the home; least recently used entries are evicted
     /// past it. Default: 1 GiB.
     pub result_cache_bytes: u64,
+    /// Re-hash every compiled module at every load instead of trusting the stamp of an
+    /// earlier check. Default: `false` (`DVM_VERIFY=always` sets it).
+    pub reverify_modules: bool,
+    /// Where per-run scratch directories go; `None` for the system temp directory. The
+    /// directory is process-wide: the first [`Dvm`](crate::Dvm) made decides it. Default:
+    /// `$DVM_SCRATCH`.
+    pub scratch: Option<PathBuf>,
+    /// The Python that runs `pip download` for runtime and package installs. Default:
+    /// `$DVM_PYTHON`, else `python3`.
+    pub python: String,
+    /// What pip and npm get of the operator's environment: the variables passed through
+    /// (`PATH`, locale, proxies, CA bundles) and the package index and registry given as
+    /// explicit flags. Default: read from the environment ([`crate::deps::ToolEnv::from_env`]).
+    pub package_tools: crate::deps::ToolEnv,
+    /// The configuration file (profiles, model settings, trusted cache keys); `None` for
+    /// `HOME/config.toml` (see [`Config::config_file_path`]). Default: `$DVM_CONFIG`.
+    pub config_file: Option<PathBuf>,
+    /// More public keys whose result-cache entries are trusted, as text (`ed25519:…`); ones
+    /// that do not parse are reported and not trusted. Default: `$DVM_CACHE_TRUST`, split at
+    /// commas, spaces and newlines.
+    pub cache_trust: Vec<String>,
+    /// Whether snapshots for the library imports scripts make repeatedly are built without
+    /// being asked (see [`WarmBuilds`]). Default: `$DVM_WARM_BUILDS` (`off`, `thread`,
+    /// `process`), else [`WarmBuilds::Thread`].
+    pub warm_builds: WarmBuilds,
 }
 
-impl Default for Config {
-    fn default() -> Self {
+/// How dvm builds a `python` snapshot for a set of library imports it has seen scripts make
+/// repeatedly (see the README's Warm starts). A run never waits for one: it starts from the
+/// best snapshot that exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmBuilds {
+    /// Never: snapshots are made only when asked (`--preload`, `dvm runtimes install python
+    /// --preload …`).
+    Off,
+    /// On a background thread of this process, one at a time: for long-lived hosts (`dvm
+    /// serve`, `dvm worker`, an embedding application).
+    Thread,
+    /// In a separate `dvm runtimes install --preload …` process that outlives this one, at low
+    /// priority: for one-shot commands (`dvm run`), whose process ends before a build would.
+    Process,
+}
+
+impl WarmBuilds {
+    /// Reads `off`, `thread` or `process`.
+    pub fn parse(text: &str) -> Option<WarmBuilds> {
+        match text.trim() {
+            "off" | "0" | "false" | "no" => Some(WarmBuilds::Off),
+            "thread" | "on" | "1" | "true" | "yes" => Some(WarmBuilds::Thread),
+            "process" => Some(WarmBuilds::Process),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// The configuration the `dvm` command uses: the defaults, with each setting the
+    /// environment gives taken from it (`DVM_HOME`, `DVM_VERIFY`, `DVM_SCRATCH`,
+    /// `DVM_PYTHON`, `DVM_CONFIG`, `DVM_CACHE_TRUST`, `DVM_WARM_BUILDS`, and what pip and npm get: see [`crate::deps::ToolEnv`] and the README's
+    /// Environment section). These are read here and nowhere
+    /// deeper in the library.
+    pub fn from_env() -> Config {
+        let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
         Config {
             home: default_home(),
             pool: Some(PoolConfig::default()),
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
-            result_cache_bytes: crate::results::DEFAULT_MAX_BYTES,
+            result_cache_bytes: DEFAULT_RESULT_CACHE_BYTES,
+            reverify_modules: std::env::var("DVM_VERIFY").is_ok_and(|v| v == "always"),
+            scratch: var("DVM_SCRATCH").map(PathBuf::from),
+            python: std::env::var("DVM_PYTHON")
+                .unwrap_or_else(|_| crate::tool::DEFAULT_PYTHON.into()),
+            package_tools: crate::deps::ToolEnv::from_env(),
+            config_file: crate::profile::config_file_from_env(),
+            cache_trust: cache_trust_from_env(),
+            warm_builds: std::env::var("DVM_WARM_BUILDS")
+                .ok()
+                .and_then(|v| WarmBuilds::parse(&v))
+                .unwrap_or(WarmBuilds::Thread),
         }
     }
+
+    /// Where the configuration file is: [`Config::config_file`], else `HOME/config.toml`.
+    pub fn config_file_path(&self) -> PathBuf {
+        crate::profile::ConfigFile::path_in(&self.home, self.config_file.as_deref())
+    }
+}
+
+/// The same as [`Config::from_env`], so that code written before the environment settings
+/// became fields behaves as it did. An embedder that wants nothing taken from the
+/// environment sets the fields it cares about after this, or builds the whole struct.
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_env()
+    }
+}
+
+/// The keys `$DVM_CACHE_TRUST` lists (separated by commas, spaces or newlines), unparsed.
+pub(crate) fn cache_trust_from_env() -> Vec<String> {
+    std::env::var("DVM_CACHE_TRUST")
+        .map(|text| split_keys(&text))
+        .unwrap_or_default()
+}
+
+/// Splits a list of keys at commas, spaces and newlines, dropping empty entries.
+fn split_keys(text: &str) -> Vec<String> {
+    text.split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// `$DVM_HOME` if set, otherwise the platform cache directory + `/dvm`.
@@ -125,7 +227,8 @@ pub(crate) fn engine(config: &Config) -> Result<wasmtime::Engine, Error> {
             .max_unused_warm_slots(pool.warm_slots);
         wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
     }
-    wasmtime::Engine::new(&wasm).map_err(|e| Error::Internal(format!("engine setup failed: {e}")))
+    wasmtime::Engine::new(&wasm)
+        .map_err(|e| crate::error::HostError::wasmtime("set up the engine", e).into())
 }
 
 /// Advances the engine's epoch while any guest runs, and sleeps otherwise. Holds only a weak
@@ -171,7 +274,10 @@ impl EpochTicker {
                 let handle = thread::Builder::new()
                     .name("dvm-epoch".into())
                     .spawn(move || tick(&engine, &active))
-                    .map_err(|e| Error::Internal(format!("cannot start the epoch thread: {e}")))?;
+                    .map_err(|source| crate::error::HostError::Thread {
+                        what: "the epoch thread",
+                        source,
+                    })?;
                 *thread = Some(handle.thread().clone());
             }
         }

@@ -38,16 +38,25 @@ impl Mount {
 /// The guest path of a run's private working directory.
 pub const WORKSPACE: &str = "/workspace";
 
-/// Where per-run directories go: `$DVM_SCRATCH`, else the system temp directory. A
-/// memory-backed directory (`DVM_SCRATCH=/dev/shm`) makes creating and removing a run's
-/// directories several times cheaper than a disk filesystem with discard, but whatever
-/// guests write there (up to each run's disk quota) is held in RAM, so it is opt-in.
-fn scratch_base() -> &'static Path {
-    static BASE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BASE.get_or_init(|| match std::env::var_os("DVM_SCRATCH") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => std::env::temp_dir(),
-    })
+/// Where per-run directories go, for the whole process: [`crate::Config::scratch`] of the
+/// first [`Dvm`](crate::Dvm) made (until then, and without one, the system temp directory). A memory-backed directory
+/// (`DVM_SCRATCH=/dev/shm`) makes creating and removing a run's directories several times
+/// cheaper than a disk filesystem with discard, but whatever guests write there (up to each
+/// run's disk quota) is held in RAM, so it is opt-in.
+static SCRATCH_BASE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Chooses the scratch base unless one was chosen already (emptied run directories are
+/// reused process-wide, so the base cannot change once runs have used it).
+pub(crate) fn set_scratch_base(dir: Option<&Path>) {
+    let _ = SCRATCH_BASE.get_or_init(|| dir.map_or_else(std::env::temp_dir, Path::to_path_buf));
+}
+
+/// The scratch base in use: the chosen one, else the system temp directory.
+pub(crate) fn scratch_base() -> PathBuf {
+    SCRATCH_BASE
+        .get()
+        .cloned()
+        .unwrap_or_else(std::env::temp_dir)
 }
 
 /// A private directory for one run with a writable `workspace/` and `tmp/` inside. When the
@@ -59,6 +68,7 @@ pub(crate) struct Scratch {
     dir: Option<tempfile::TempDir>,
     workspace: PathBuf,
     tmp: PathBuf,
+    empty: PathBuf,
     /// Left on disk when dropped.
     keep: std::sync::atomic::AtomicBool,
 }
@@ -136,8 +146,11 @@ impl Scratch {
         let dir = match reused {
             Some(dir) => dir,
             None => {
-                let fail = |e: std::io::Error| {
-                    Error::Internal(format!("cannot create a run directory: {e}"))
+                let fail = |source: std::io::Error| {
+                    Error::from(crate::error::HostError::Io {
+                        action: "create a run directory".into(),
+                        source,
+                    })
                 };
                 let dir = tempfile::Builder::new()
                     .prefix("dvm-run-")
@@ -145,12 +158,14 @@ impl Scratch {
                     .map_err(fail)?;
                 std::fs::create_dir(dir.path().join("workspace")).map_err(fail)?;
                 std::fs::create_dir(dir.path().join("tmp")).map_err(fail)?;
+                std::fs::create_dir(dir.path().join("empty")).map_err(fail)?;
                 dir
             }
         };
         Ok(Scratch {
             workspace: dir.path().join("workspace"),
             tmp: dir.path().join("tmp"),
+            empty: dir.path().join("empty"),
             dir: Some(dir),
             keep: std::sync::atomic::AtomicBool::new(false),
         })
@@ -171,6 +186,12 @@ impl Scratch {
         &self.tmp
     }
 
+    /// An empty directory, mounted read-only where a run has nothing to put (so every run of
+    /// a runtime has the same mounts in the same order, as its snapshots were made with).
+    pub(crate) fn empty(&self) -> &Path {
+        &self.empty
+    }
+
     /// Writes `bytes` to `name` directly inside the directory. `name` must be a plain file
     /// name.
     pub(crate) fn write(&self, name: &str, bytes: &[u8]) -> Result<(), Error> {
@@ -184,7 +205,13 @@ impl Scratch {
         open_dir(&self.workspace)
             .and_then(|dir| create_file_at(dir.as_fd(), OsStr::new(name), false))
             .and_then(|mut file| file.write_all(bytes))
-            .map_err(|e| Error::Internal(format!("cannot write the script: {e}")))
+            .map_err(|source| {
+                crate::error::HostError::Io {
+                    action: "write the script".into(),
+                    source,
+                }
+                .into()
+            })
     }
 }
 

@@ -29,8 +29,21 @@ pub const MAX_MEMORY_BYTES: u64 = 4 * 1024 * MIB;
 const MIB: u64 = 1024 * 1024;
 
 /// What happens when a guest writes more than its output cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum OutputOverflow {
     /// Keep the first bytes up to the cap, report the rest to the guest as written and let it
     /// run on; the outcome records the truncation.
@@ -44,6 +57,7 @@ pub enum OutputOverflow {
 ///
 /// Every limit is enforced while the guest runs, not checked afterwards.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "WireLimits", into = "WireLimits")]
 pub struct Limits {
     /// Wall-clock deadline from the start of the run, including time blocked in host calls
     /// such as sleeps. Default: [`DEFAULT_DEADLINE`] (10 s).
@@ -73,6 +87,74 @@ pub struct Limits {
     pub open_files: u64,
 }
 
+/// [`Limits`] as they travel on the NATS queue and as [`Limits`] serialize: the deadline in
+/// whole milliseconds (rounded up), the overflow behaviour as `stop_on_overflow`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct WireLimits {
+    pub deadline_ms: u64,
+    pub fuel: Option<u64>,
+    pub memory_bytes: u64,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub stop_on_overflow: bool,
+    pub table_elements: u64,
+    pub disk_bytes: u64,
+    pub files: u64,
+    pub open_files: u64,
+}
+
+impl From<&Limits> for WireLimits {
+    fn from(l: &Limits) -> Self {
+        WireLimits {
+            // Rounded up: a deadline under a millisecond must not become zero.
+            deadline_ms: u64::try_from(l.deadline.as_nanos().div_ceil(1_000_000))
+                .unwrap_or(u64::MAX),
+            fuel: l.fuel,
+            memory_bytes: l.memory_bytes,
+            stdout_bytes: l.stdout_bytes,
+            stderr_bytes: l.stderr_bytes,
+            stop_on_overflow: l.output_overflow == OutputOverflow::Stop,
+            table_elements: l.table_elements,
+            disk_bytes: l.disk_bytes,
+            files: l.files,
+            open_files: l.open_files,
+        }
+    }
+}
+
+impl From<&WireLimits> for Limits {
+    fn from(w: &WireLimits) -> Self {
+        Limits {
+            deadline: Duration::from_millis(w.deadline_ms),
+            fuel: w.fuel,
+            memory_bytes: w.memory_bytes,
+            stdout_bytes: w.stdout_bytes,
+            stderr_bytes: w.stderr_bytes,
+            output_overflow: if w.stop_on_overflow {
+                OutputOverflow::Stop
+            } else {
+                OutputOverflow::Truncate
+            },
+            table_elements: w.table_elements,
+            disk_bytes: w.disk_bytes,
+            files: w.files,
+            open_files: w.open_files,
+        }
+    }
+}
+
+impl From<Limits> for WireLimits {
+    fn from(l: Limits) -> Self {
+        WireLimits::from(&l)
+    }
+}
+
+impl From<WireLimits> for Limits {
+    fn from(w: WireLimits) -> Self {
+        Limits::from(&w)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -91,6 +173,27 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// These limits with every one capped at `max`'s (no fuel budget becomes `max`'s, if
+    /// any; the overflow behaviour is kept): what a worker does to a request's limits.
+    pub fn capped_at(&self, max: &Limits) -> Limits {
+        Limits {
+            deadline: self.deadline.min(max.deadline),
+            fuel: match (self.fuel, max.fuel) {
+                (Some(fuel), Some(cap)) => Some(fuel.min(cap)),
+                (None, cap) => cap,
+                (fuel, None) => fuel,
+            },
+            memory_bytes: self.memory_bytes.min(max.memory_bytes),
+            stdout_bytes: self.stdout_bytes.min(max.stdout_bytes),
+            stderr_bytes: self.stderr_bytes.min(max.stderr_bytes),
+            output_overflow: self.output_overflow,
+            table_elements: self.table_elements.min(max.table_elements),
+            disk_bytes: self.disk_bytes.min(max.disk_bytes),
+            files: self.files.min(max.files),
+            open_files: self.open_files.min(max.open_files),
+        }
+    }
+
     /// Checks that the limits can be enforced: a deadline above zero, a memory cap a wasm32
     /// module can use.
     pub fn validate(&self) -> Result<(), Error> {
@@ -185,8 +288,19 @@ impl LimitOverrides {
 }
 
 /// Which limit stopped a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum LimitKind {
     /// The wall-clock deadline passed.
     Deadline,
@@ -207,17 +321,9 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
+    /// The kind's name, as in JSON (`"deadline"`, `"fuel"`…).
     pub fn as_str(self) -> &'static str {
-        match self {
-            LimitKind::Deadline => "deadline",
-            LimitKind::Fuel => "fuel",
-            LimitKind::Memory => "memory",
-            LimitKind::Table => "table",
-            LimitKind::Output => "output",
-            LimitKind::Cancelled => "cancelled",
-            LimitKind::Disk => "disk",
-            LimitKind::Files => "files",
-        }
+        self.into()
     }
 }
 
@@ -319,7 +425,7 @@ impl wasmtime::ResourceLimiter for ResourceGuard {
 
 /// Fuel given when no budget is set: wasmtime keeps fuel as a signed 64-bit count, and this
 /// lasts centuries at a billion units a second.
-const UNLIMITED_FUEL: u64 = i64::MAX as u64;
+pub(crate) const UNLIMITED_FUEL: u64 = i64::MAX as u64;
 
 /// The fuel half of the limits, armed once the guest is instantiated so that instantiation
 /// is not charged.
@@ -338,7 +444,7 @@ impl FuelMeter {
         store
             .as_context_mut()
             .set_fuel(self.budget)
-            .map_err(|e| Error::Internal(format!("cannot set fuel: {e}")))
+            .map_err(|e| crate::error::HostError::wasmtime("set fuel", e).into())
     }
 
     /// Fuel the guest has burned since [`FuelMeter::arm`].
@@ -346,31 +452,4 @@ impl FuelMeter {
         self.budget
             .saturating_sub(store.get_fuel().unwrap_or(self.budget))
     }
-}
-
-/// Applies every limit to a fresh store: the resource guard, the deadline (checked on each
-/// epoch tick against the wall clock, and by the sleep host call), and fuel.
-pub(crate) fn apply(
-    store: &mut wasmtime::Store<crate::sandbox::SandboxState>,
-    limits: &Limits,
-) -> Result<FuelMeter, Error> {
-    use crate::sandbox::Stop;
-
-    store.limiter(|state| &mut state.guard);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|context| {
-        let state = context.data();
-        if state.cancel.is_cancelled() {
-            Err(Stop::Cancelled.into())
-        } else if std::time::Instant::now() >= state.deadline {
-            Err(Stop::Deadline.into())
-        } else {
-            Ok(wasmtime::UpdateDeadline::Continue(1))
-        }
-    });
-    // Instantiation runs unmetered; the budget is armed just before the entry point.
-    store
-        .set_fuel(UNLIMITED_FUEL)
-        .map_err(|e| Error::Internal(format!("cannot set fuel: {e}")))?;
-    Ok(FuelMeter::new(limits))
 }

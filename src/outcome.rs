@@ -5,8 +5,19 @@ use std::time::Duration;
 use crate::limits::LimitKind;
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Status {
     /// The guest exited with code 0.
     Ok,
@@ -20,13 +31,9 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status's name, as in JSON (`"ok"`, `"error"`, `"limit"`, `"crashed"`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Error => "error",
-            Status::Limit => "limit",
-            Status::Crashed => "crashed",
-        }
+        self.into()
     }
 }
 
@@ -38,14 +45,21 @@ pub struct Truncated {
 }
 
 /// The result of one run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its serde form is the one JSON model of an outcome: output bytes in base64 and the
+/// duration as `duration_ms` (fractional milliseconds). The bus's [`crate::nats::WireOutcome`]
+/// carries exactly this form, and [`Outcome::to_json`] (the CLI's and the server's view) is
+/// it with the output shown as text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub status: Status,
     /// The exit code for `ok` and `error`; `None` when a limit or a trap ended the run.
     pub exit_code: Option<i32>,
     /// The kept stdout bytes (at most the cap).
+    #[serde(with = "base64_bytes")]
     pub stdout: Vec<u8>,
     /// The kept stderr bytes (at most the cap).
+    #[serde(with = "base64_bytes")]
     pub stderr: Vec<u8>,
     /// Every byte the guest wrote to stdout, kept or not.
     pub stdout_bytes: u64,
@@ -57,6 +71,7 @@ pub struct Outcome {
     /// Fuel consumed by the guest (instantiation is not charged).
     pub fuel_used: u64,
     /// Wall-clock time of the run, instantiation included.
+    #[serde(rename = "duration_ms", with = "millis")]
     pub duration: Duration,
     /// Largest linear memory the guest was granted, in bytes.
     pub memory_peak_bytes: u64,
@@ -65,30 +80,196 @@ pub struct Outcome {
     /// Regular files in the workspace the run created or changed, in path order.
     pub files: Vec<crate::workspace::OutputFile>,
     /// What the result cache did for this run.
-    pub cache: crate::results::CacheStatus,
+    pub cache: CacheStatus,
     /// The run's result-cache key, when it was eligible.
     pub cache_key: Option<String>,
 }
 
 impl Outcome {
-    /// The JSON shape of an outcome: the fields of the CLI's `--json` contract.
+    /// The JSON shape of an outcome: the fields of the CLI's `--json` contract. It is the
+    /// outcome's serde form with stdout and stderr as (lossy) text instead of base64.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "status": self.status,
-            "exit_code": self.exit_code,
-            "stdout": String::from_utf8_lossy(&self.stdout),
-            "stderr": String::from_utf8_lossy(&self.stderr),
-            "stdout_bytes": self.stdout_bytes,
-            "stderr_bytes": self.stderr_bytes,
-            "truncated": self.truncated,
-            "limit": self.limit,
-            "fuel_used": self.fuel_used,
-            "duration_ms": self.duration.as_secs_f64() * 1000.0,
-            "memory_peak_bytes": self.memory_peak_bytes,
-            "trap": self.trap,
-            "files": self.files,
-            "cache": self.cache,
-            "cache_key": self.cache_key,
-        })
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(fields) = value.as_object_mut() {
+            fields.insert(
+                "stdout".into(),
+                String::from_utf8_lossy(&self.stdout).into(),
+            );
+            fields.insert(
+                "stderr".into(),
+                String::from_utf8_lossy(&self.stderr).into(),
+            );
+        }
+        value
+    }
+
+    /// An outcome with nothing in it: what a request that could not run carries beside
+    /// its error.
+    #[cfg(feature = "nats")]
+    pub(crate) fn blank(status: Status) -> Outcome {
+        Outcome {
+            status,
+            exit_code: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            truncated: Truncated::default(),
+            limit: None,
+            fuel_used: 0,
+            duration: Duration::ZERO,
+            memory_peak_bytes: 0,
+            trap: None,
+            files: Vec::new(),
+            cache: CacheStatus::Off,
+            cache_key: None,
+        }
+    }
+}
+
+/// Bytes as standard base64 text. Decoding is lenient as the bus always was: text that is
+/// not base64 reads as no bytes.
+pub(crate) mod base64_bytes {
+    use base64::Engine as _;
+
+    pub(crate) fn serialize<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        Ok(base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .unwrap_or_default())
+    }
+
+    /// The same base64 form, read strictly: text that is not base64 is refused (the result
+    /// cache's stored entries).
+    pub(crate) mod strict {
+        use base64::Engine as _;
+
+        pub(crate) use super::serialize;
+
+        pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Vec<u8>, D::Error> {
+            let text = <String as serde::Deserialize>::deserialize(d)?;
+            base64::engine::general_purpose::STANDARD
+                .decode(text.as_bytes())
+                .map_err(|e| serde::de::Error::custom(format!("output is not base64 ({e})")))
+        }
+    }
+}
+
+/// A duration as fractional milliseconds; a negative or out-of-range number reads as zero.
+pub(crate) mod millis {
+    use std::time::Duration;
+
+    pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Duration, D::Error> {
+        let ms = <f64 as serde::Deserialize>::deserialize(d)?;
+        Ok(Duration::try_from_secs_f64(ms / 1000.0).unwrap_or_default())
+    }
+}
+
+/// Whether a run uses the result cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// Look up and store deterministic runs without grants (the default).
+    #[default]
+    Auto,
+    /// Neither look up nor store.
+    Off,
+}
+
+/// What the cache did for a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheStatus {
+    /// The run was not eligible, or caching was off.
+    #[default]
+    Off,
+    /// The outcome came from the cache.
+    Hit,
+    /// The run ran (and was stored if its ending allows).
+    Miss,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Outcome {
+        Outcome {
+            status: Status::Limit,
+            exit_code: None,
+            stdout: vec![b'h', b'i', 0xff],
+            stderr: b"err".to_vec(),
+            stdout_bytes: 9,
+            stderr_bytes: 3,
+            truncated: Truncated {
+                stdout: true,
+                stderr: false,
+            },
+            limit: Some(LimitKind::Fuel),
+            fuel_used: 5,
+            duration: Duration::from_micros(1500),
+            memory_peak_bytes: 65536,
+            trap: Some("all fuel consumed".into()),
+            files: vec![crate::workspace::OutputFile {
+                path: "out.txt".into(),
+                size: 2,
+                blake3: None,
+            }],
+            cache: CacheStatus::Miss,
+            cache_key: Some("k".into()),
+        }
+    }
+
+    #[test]
+    fn the_serde_form_is_lossless_and_the_json_view_keeps_the_cli_contract() {
+        let outcome = sample();
+        let text = serde_json::to_string(&outcome).unwrap();
+        assert!(text.contains(r#""stdout":"aGn/""#), "{text}");
+        assert!(text.contains(r#""duration_ms":1.5"#), "{text}");
+        let back: Outcome = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, outcome);
+
+        let expected = serde_json::json!({
+            "status": "limit",
+            "exit_code": null,
+            "stdout": "hi\u{fffd}",
+            "stderr": "err",
+            "stdout_bytes": 9,
+            "stderr_bytes": 3,
+            "truncated": {"stdout": true, "stderr": false},
+            "limit": "fuel",
+            "fuel_used": 5,
+            "duration_ms": 1.5,
+            "memory_peak_bytes": 65536,
+            "trap": "all fuel consumed",
+            "files": [{"path": "out.txt", "size": 2, "blake3": null}],
+            "cache": "miss",
+            "cache_key": "k",
+        });
+        assert_eq!(outcome.to_json(), expected);
+    }
+
+    #[test]
+    fn bad_numbers_and_base64_read_leniently_but_not_as_a_panic() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value["stdout"] = "not base64!".into();
+        value["duration_ms"] = (-1.0).into();
+        let read: Outcome = serde_json::from_value(value.clone()).unwrap();
+        assert!(read.stdout.is_empty());
+        assert_eq!(read.duration, Duration::ZERO);
+        value["status"] = "exploded".into();
+        assert!(serde_json::from_value::<Outcome>(value).is_err());
     }
 }

@@ -122,11 +122,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Parses `truncate` or `stop`.
 pub fn parse_overflow(text: &str) -> Result<OutputOverflow, String> {
-    match text {
-        "truncate" => Ok(OutputOverflow::Truncate),
-        "stop" => Ok(OutputOverflow::Stop),
-        _ => Err(format!("`{text}` is not `truncate` or `stop`")),
-    }
+    text.parse()
+        .map_err(|_| format!("`{text}` is not `truncate` or `stop`"))
 }
 
 impl Profile {
@@ -141,6 +138,12 @@ impl Profile {
 
     /// Finds a profile by name or path (see the module documentation for the order).
     pub fn find(name: &str, home: &Path) -> Result<Profile, Error> {
+        Profile::find_in(name, home, &ConfigFile::path(home))
+    }
+
+    /// [`Profile::find`] with the configuration file at `config_file` (where
+    /// [`ConfigFile::path_in`] says it is) instead of the one the environment names.
+    pub fn find_in(name: &str, home: &Path, config_file: &Path) -> Result<Profile, Error> {
         if name.contains('/') || name.ends_with(".toml") {
             return Profile::read(Path::new(name));
         }
@@ -153,13 +156,13 @@ impl Profile {
                 "`{name}` is not a profile name (letters, digits, `-`, `_`), nor a path to a .toml file"
             )));
         }
-        for dir in [PathBuf::from("profiles"), home.join("profiles")] {
+        for dir in [PathBuf::from("profiles"), crate::home::profiles(home)] {
             let path = dir.join(format!("{name}.toml"));
             if path.is_file() {
                 return Profile::read(&path);
             }
         }
-        let config = ConfigFile::load(home)?;
+        let config = ConfigFile::load_from(config_file)?;
         if let Some(profile) = config.profiles.get(name) {
             let mut profile = profile.clone();
             profile.source = format!("[profiles.{name}] of {}", config.source);
@@ -172,7 +175,9 @@ impl Profile {
         Err(Error::InvalidInput(format!(
             "no profile `{name}`: looked for ./profiles/{name}.toml, {}, [profiles.{name}] in {}, \
              and the built-in profiles ({})",
-            home.join("profiles").join(format!("{name}.toml")).display(),
+            crate::home::profiles(home)
+                .join(format!("{name}.toml"))
+                .display(),
             config.source,
             Profile::built_in_names().join(", ")
         )))
@@ -259,21 +264,41 @@ pub struct ConfigFile {
     pub profiles: BTreeMap<String, Profile>,
     /// `[cache]`: keys whose result-cache entries are trusted.
     #[serde(default)]
-    pub cache: crate::results::CacheSettings,
+    pub cache: CacheSettings,
+}
+
+/// The configuration file `$DVM_CONFIG` names, if it is set and not empty. Read by
+/// `Config::from_env` (and the env-reading wrappers kept for embedders), nowhere deeper.
+pub fn config_file_from_env() -> Option<PathBuf> {
+    std::env::var_os("DVM_CONFIG")
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from)
 }
 
 impl ConfigFile {
-    /// Where the configuration file is: `$DVM_CONFIG`, else `HOME/config.toml`.
+    /// Where the configuration file is: `$DVM_CONFIG`, else `HOME/config.toml`. The library
+    /// itself uses [`ConfigFile::path_in`] with the file its `Config` names.
     pub fn path(home: &Path) -> PathBuf {
-        match std::env::var_os("DVM_CONFIG") {
-            Some(path) if !path.is_empty() => PathBuf::from(path),
-            _ => home.join("config.toml"),
+        ConfigFile::path_in(home, config_file_from_env().as_deref())
+    }
+
+    /// Where the configuration file is: `chosen` when given, else `HOME/config.toml`.
+    pub fn path_in(home: &Path, chosen: Option<&Path>) -> PathBuf {
+        match chosen {
+            Some(path) if !path.as_os_str().is_empty() => path.to_path_buf(),
+            _ => crate::home::config_file(home),
         }
     }
 
-    /// Reads the configuration file; a missing file is an empty configuration.
+    /// Reads the configuration file `$DVM_CONFIG`, else `HOME/config.toml`; a missing file is
+    /// an empty configuration. The library itself uses [`ConfigFile::load_from`].
     pub fn load(home: &Path) -> Result<ConfigFile, Error> {
-        let path = ConfigFile::path(home);
+        ConfigFile::load_from(&ConfigFile::path(home))
+    }
+
+    /// Reads the configuration file at `path`; a missing file is an empty configuration.
+    pub fn load_from(path: &Path) -> Result<ConfigFile, Error> {
+        let path = path.to_path_buf();
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -303,9 +328,31 @@ impl ConfigFile {
     }
 }
 
+/// `[cache]` in the configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Public keys (`ed25519:HEX`) whose entries are trusted besides the home's own.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profiles_come_from_the_configuration_file_given() {
+        let home = tempfile::tempdir().unwrap();
+        let file = home.path().join("chosen.toml");
+        std::fs::write(&file, "[profiles.mine]\nlimits = { timeout = \"2s\" }\n").unwrap();
+        let profile = Profile::find_in("mine", home.path(), &file).unwrap();
+        assert!(profile.source.contains("chosen.toml"), "{}", profile.source);
+        let default = ConfigFile::path_in(home.path(), None);
+        assert_eq!(default, crate::home::config_file(home.path()));
+        assert!(Profile::find_in("mine", home.path(), &default).is_err());
+        assert_eq!(ConfigFile::path_in(home.path(), Some(&file)), file);
+    }
 
     #[test]
     fn built_in_profiles_parse_and_give_limits() {

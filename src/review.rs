@@ -126,54 +126,47 @@ impl SuiteReport {
     }
 
     /// A JUnit XML document of the results (the shape CI systems read: one `testsuite`,
-    /// `testcase` per test with `failure`, `error` or `skipped`).
-    pub fn junit_xml(&self, suite: &str) -> String {
-        let summary = &self.summary;
-        let total_time: f64 = self.tests.iter().map(|t| t.duration_seconds).sum();
-        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<testsuites>\n");
-        let _ = writeln!(
-            xml,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{total_time:.3}\">",
-            escape_attr(suite),
-            summary.total,
-            summary.failed,
-            summary.errors,
-            summary.skipped + summary.xfailed,
-        );
+    /// `testcase` per test with `failure`, `error` or `skipped`), written by quick-junit,
+    /// which escapes names and text and drops what XML cannot hold.
+    pub fn junit_xml(&self, suite: &str) -> std::io::Result<String> {
+        use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+        let seconds = |value: f64| {
+            std::time::Duration::try_from_secs_f64(value).unwrap_or(std::time::Duration::ZERO)
+        };
+        let mut test_suite = TestSuite::new(suite);
+        test_suite.set_time(seconds(self.tests.iter().map(|t| t.duration_seconds).sum()));
         for test in &self.tests {
             let (classname, name) = junit_names(&test.nodeid);
-            let _ = write!(
-                xml,
-                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
-                escape_attr(&classname),
-                escape_attr(&name),
-                test.duration_seconds
-            );
-            let body = match test.outcome {
-                TestOutcome::Passed | TestOutcome::Xpassed => String::new(),
-                TestOutcome::Failed => element("failure", &test.message, &test.traceback),
-                TestOutcome::Error => element("error", &test.message, &test.traceback),
+            let failed = |kind| {
+                let mut status = TestCaseStatus::non_success(kind);
+                status.set_message(test.message.as_str());
+                status.set_description(test.traceback.as_str());
+                status
+            };
+            let status = match test.outcome {
+                TestOutcome::Passed | TestOutcome::Xpassed => TestCaseStatus::success(),
+                TestOutcome::Failed => failed(NonSuccessKind::Failure),
+                TestOutcome::Error => failed(NonSuccessKind::Error),
                 TestOutcome::Skipped | TestOutcome::Xfailed => {
-                    format!(
-                        "      <skipped message=\"{}\"/>\n",
-                        escape_attr(&test.message)
-                    )
+                    let mut status = TestCaseStatus::skipped();
+                    status.set_message(test.message.as_str());
+                    status
                 }
             };
-            let mut body = body;
-            for (tag, text) in [("system-out", &test.stdout), ("system-err", &test.stderr)] {
-                if !text.is_empty() {
-                    let _ = writeln!(body, "      <{tag}>{}</{tag}>", escape(text));
-                }
+            let mut case = TestCase::new(name, status);
+            case.set_classname(classname);
+            case.set_time(seconds(test.duration_seconds));
+            if !test.stdout.is_empty() {
+                case.set_system_out(test.stdout.as_str());
             }
-            if body.is_empty() {
-                xml.push_str("/>\n");
-            } else {
-                let _ = write!(xml, ">\n{body}    </testcase>\n");
+            if !test.stderr.is_empty() {
+                case.set_system_err(test.stderr.as_str());
             }
+            test_suite.add_test_case(case);
         }
-        xml.push_str("  </testsuite>\n</testsuites>\n");
-        xml
+        let mut report = Report::new(suite);
+        report.add_test_suite(test_suite);
+        report.to_string().map_err(std::io::Error::other)
     }
 
     /// A readable summary: the counts, then each failure with its traceback.
@@ -223,23 +216,6 @@ fn outcome_word(outcome: TestOutcome) -> &'static str {
     }
 }
 
-/// Escapes an attribute value; line breaks and tabs become character references, which a
-/// parser keeps (written as they are, it would turn them into spaces).
-fn escape_attr(text: &str) -> String {
-    escape(text)
-        .replace('\n', "&#10;")
-        .replace('\r', "&#13;")
-        .replace('\t', "&#9;")
-}
-
-fn element(tag: &str, message: &str, text: &str) -> String {
-    format!(
-        "      <{tag} message=\"{}\">{}</{tag}>\n",
-        escape_attr(message),
-        escape(text)
-    )
-}
-
 /// `tests/test_calc.py::TestAdd::test_zero` → (`tests.test_calc.TestAdd`, `test_zero`), as
 /// pytest's own JUnit writer names them.
 fn junit_names(nodeid: &str) -> (String, String) {
@@ -258,24 +234,6 @@ fn junit_names(nodeid: &str) -> (String, String) {
     (classname.join("."), name)
 }
 
-/// Escapes text for XML content, dropping characters XML 1.0 cannot hold.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\t' | '\n' | '\r' => out.push(c),
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Runs pytest in `workspace` (already holding the code and tests) with `input`'s limits and
 /// packages, which must include pytest.
 pub fn run_pytest(
@@ -289,8 +247,18 @@ pub fn run_pytest(
     let mut input = input.clone();
     input.args = pytest_args.to_vec();
     input.workspace = Some(workspace);
-    let outcome = runtime.run_script(RUNNER_NAME, RUNNER.as_bytes(), &input)?;
-    let records = match input.workspace.as_ref() {
+    // The runner is one job like any other run; its packages are already in `input`.
+    let job = crate::Job {
+        source: crate::JobSource::Code {
+            code: RUNNER.as_bytes().to_vec(),
+            name: Some(RUNNER_NAME.to_string()),
+        },
+        discovery: crate::Discovery::NONE,
+        input,
+        ..crate::Job::code(runtime.id(), "")
+    };
+    let outcome = runtime.run_job(&job)?.outcome;
+    let records = match job.input.workspace.as_ref() {
         Some(workspace) => workspace
             .read(RESULTS, MAX_RESULTS_BYTES)
             .unwrap_or_default(),
@@ -332,7 +300,7 @@ pub fn run_pytest(
 }
 
 fn python_only(runtime: &Runtime) -> Result<(), Error> {
-    if runtime.language() == "python" {
+    if runtime.language() == crate::Language::Python {
         return Ok(());
     }
     Err(Error::InvalidInput(format!(
@@ -396,11 +364,17 @@ pub fn review(dvm: &Dvm, request: &ReviewRequest) -> Result<ReviewReport, Error>
         requirements.push("pytest".into());
     }
     let installing = Instant::now();
-    let packages = runtime.install_packages(&crate::PackageRequest {
-        requirements: requirements.clone(),
-        find_links: request.find_links.clone(),
-        locked: None,
-    })?;
+    // The project's requirements and pytest, as a job's explicit requirements.
+    let packages = runtime
+        .job_packages(&crate::Job {
+            requirements: requirements.clone(),
+            find_links: request.find_links.clone(),
+            discovery: crate::Discovery::NONE,
+            ..crate::Job::code(runtime.id(), "")
+        })?
+        .ok_or_else(|| {
+            Error::InvalidInput("the review installed no packages; pytest is needed".into())
+        })?;
     let install_ms = installing.elapsed().as_secs_f64() * 1000.0;
     let installed = packages.summary();
     let mut input = request.input.clone();
@@ -537,8 +511,79 @@ mod tests {
             junit_names("test_x.py::test_y[1-2]"),
             ("test_x".into(), "test_y[1-2]".into())
         );
-        assert_eq!(escape("a<b & \"c\"\u{1}\n"), "a&lt;b &amp; &quot;c&quot;\n");
-        assert_eq!(escape_attr("one\ntwo"), "one&#10;two");
+    }
+
+    fn result(nodeid: &str, outcome: TestOutcome, message: &str, stdout: &str) -> TestResult {
+        TestResult {
+            nodeid: nodeid.into(),
+            outcome,
+            phase: "call".into(),
+            duration_seconds: 0.25,
+            message: message.into(),
+            traceback: "Traceback <&>\n".into(),
+            stdout: stdout.into(),
+            stderr: String::new(),
+        }
+    }
+
+    #[test]
+    fn junit_names_and_text_with_xml_special_characters_are_escaped() {
+        let tests = vec![
+            result(
+                "tests/test_<x>.py::Test&Co::test_\"q\"['a'<b]",
+                TestOutcome::Failed,
+                "assert 1 < 2 & \"x\"\u{1}",
+                "out <tag> & \u{1b}[31mred\u{1b}[0m\n",
+            ),
+            result("t.py::test_ok", TestOutcome::Passed, "", ""),
+            result("t.py::test_skip", TestOutcome::Xfailed, "why <not>", ""),
+        ];
+        let report = SuiteReport {
+            passed: false,
+            status: Status::Error,
+            limit: None,
+            exit_code: Some(1),
+            summary: TestSummary::default(),
+            tests,
+            stdout: String::new(),
+            stderr: String::new(),
+            duration_ms: 0.0,
+        };
+        let xml = report.junit_xml("suite & <co>").unwrap();
+        assert!(xml.starts_with("<?xml"), "{xml}");
+        assert!(
+            xml.contains(
+                "<testsuite name=\"suite &amp; &lt;co&gt;\" tests=\"3\" skipped=\"1\" \
+                 errors=\"0\" failures=\"1\" time=\"0.750\">"
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "<testcase name=\"test_&quot;q&quot;[&apos;a&apos;&lt;b]\" \
+                 classname=\"tests.test_&lt;x&gt;.Test&amp;Co\" time=\"0.250\">"
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "<failure message=\"assert 1 &lt; 2 &amp; &quot;x&quot;\">Traceback &lt;&amp;&gt;"
+            ),
+            "{xml}"
+        );
+        // Control characters and terminal colours are not XML; they are dropped.
+        assert!(
+            xml.contains("<system-out>out &lt;tag&gt; &amp; red\n</system-out>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<skipped message=\"why &lt;not&gt;\"/>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<testcase name=\"test_ok\" classname=\"t\" time=\"0.250\"/>"),
+            "{xml}"
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub struct RunInput {
     pub deterministic: Option<determinism::Determinism>,
     /// Whether the result cache may answer or keep this run. Default:
     /// [`CacheMode::Auto`](crate::results::CacheMode): deterministic runs without grants.
-    pub cache: crate::results::CacheMode,
+    pub cache: crate::outcome::CacheMode,
     /// Installed Python packages to put on the guest's `sys.path`
     /// ([`Runtime::install_packages`](crate::Runtime::install_packages)). Default: none.
     pub packages: Option<crate::deps::PackageSet>,
@@ -338,7 +338,7 @@ where
             wasmtime_wasi::FsPerms::ReadOnly
         };
         wasi.preopened_dir(&mount.host, &mount.guest, perms)
-            .map_err(|e| Error::Internal(format!("cannot mount {}: {e}", mount.guest)))?;
+            .map_err(|e| crate::error::HostError::wasmtime(format!("mount {}", mount.guest), e))?;
     }
     let state = SandboxState {
         wasi: wasi.build_p1(),
@@ -356,8 +356,33 @@ where
     };
     let mut store = Store::new(pre.module().engine(), state);
     store.set_hostcall_fuel(files::PATH_BYTES);
-    let fuel = limits::apply(&mut store, limits)?;
+    let fuel = apply_limits(&mut store, limits)?;
     Ok((store, fuel))
+}
+
+/// Applies every limit to a fresh store: the resource guard, the deadline (checked on each
+/// epoch tick against the wall clock, and by the sleep host call), and fuel.
+fn apply_limits(
+    store: &mut Store<SandboxState>,
+    limits: &Limits,
+) -> Result<limits::FuelMeter, Error> {
+    store.limiter(|state| &mut state.guard);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|context| {
+        let state = context.data();
+        if state.cancel.is_cancelled() {
+            Err(Stop::Cancelled.into())
+        } else if std::time::Instant::now() >= state.deadline {
+            Err(Stop::Deadline.into())
+        } else {
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        }
+    });
+    // Instantiation runs unmetered; the budget is armed just before the entry point.
+    store
+        .set_fuel(limits::UNLIMITED_FUEL)
+        .map_err(|e| crate::error::HostError::wasmtime("set fuel", e))?;
+    Ok(limits::FuelMeter::new(limits))
 }
 
 /// Starts a guest ahead of demand and serves the one run that claims it (see
@@ -391,9 +416,11 @@ pub(crate) fn serve_prestarted(
         ),
     )?;
     store.data_mut().waiting = Some(waiting);
-    let instance = pre
-        .instantiate(&mut store)
-        .map_err(|e| capacity_error(&e).unwrap_or_else(|| Error::Internal(format!("{e:#}"))))?;
+    let instance = pre.instantiate(&mut store).map_err(|e| {
+        capacity_error(&e).unwrap_or_else(|| {
+            crate::error::HostError::wasmtime("instantiate the module", e).into()
+        })
+    })?;
     fuel.arm(&mut store)?;
     let ended = entry(&mut store, instance);
     let Some(claimed) = store.data_mut().claimed.take() else {
@@ -464,7 +491,7 @@ fn outcome_of(
             memory_peak_bytes,
             trap,
             files: Vec::new(),
-            cache: crate::results::CacheStatus::Off,
+            cache: crate::outcome::CacheStatus::Off,
             cache_key: None,
         }
     }
@@ -487,7 +514,9 @@ pub(crate) fn instantiate_only(
     let mut prepared = prepare(pre, &setup, &input, Instant::now())?;
     match pre.instantiate(&mut prepared.store) {
         Ok(_) => Ok(prepared.store),
-        Err(e) => Err(capacity_error(&e).unwrap_or_else(|| Error::Internal(format!("{e:#}")))),
+        Err(e) => Err(capacity_error(&e).unwrap_or_else(|| {
+            crate::error::HostError::wasmtime("instantiate the module", e).into()
+        })),
     }
 }
 

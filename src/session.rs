@@ -73,7 +73,10 @@ impl Session {
                 serve(ready_tx, turns_rx);
                 closed.store(false, Ordering::Release);
             })
-            .map_err(|e| Error::Internal(format!("cannot start a session thread: {e}")))?;
+            .map_err(|source| crate::error::HostError::Thread {
+                what: "a session thread",
+                source,
+            })?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -82,7 +85,10 @@ impl Session {
             }
             Err(_) => {
                 let _ = thread.join();
-                return Err(Error::Internal("the session ended while starting".into()));
+                return Err(crate::error::HostError::Stopped {
+                    what: "the session (while starting)".into(),
+                }
+                .into());
             }
         }
         let now = Instant::now();

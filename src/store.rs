@@ -5,8 +5,6 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-const LAYOUT: &str = "v1";
-
 pub(crate) struct BlobStore {
     dir: PathBuf,
 }
@@ -48,7 +46,7 @@ pub(crate) fn sha256_file(path: &Path) -> std::io::Result<String> {
 impl BlobStore {
     pub(crate) fn new(home: &Path) -> Self {
         BlobStore {
-            dir: home.join("store").join(LAYOUT).join("blobs"),
+            dir: crate::home::blobs(home),
         }
     }
 

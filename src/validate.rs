@@ -31,6 +31,21 @@ pub enum MatchMode {
     Json,
 }
 
+/// The names `--match` and test-case files use: exact, normalized, regex, json.
+impl std::str::FromStr for MatchMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<MatchMode, String> {
+        match text {
+            "exact" => Ok(MatchMode::Exact),
+            "normalized" => Ok(MatchMode::Normalized),
+            "regex" => Ok(MatchMode::Regex),
+            "json" => Ok(MatchMode::Json),
+            _ => Err(format!("`{text}` is not exact, normalized, regex or json")),
+        }
+    }
+}
+
 /// A Judge0-style verdict. `id` and `description` follow Judge0's status table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -366,7 +381,10 @@ pub fn run_cases(
                 .into_iter()
                 .map(|worker| {
                     worker.join().unwrap_or_else(|_| {
-                        Err(Error::Internal("a test-case thread panicked".into()))
+                        Err(crate::error::HostError::Stopped {
+                            what: "a test-case thread".into(),
+                        }
+                        .into())
                     })
                 })
                 .collect()
@@ -393,6 +411,23 @@ pub fn run_cases(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn match_modes_parse_from_their_serde_names() {
+        for mode in [
+            MatchMode::Exact,
+            MatchMode::Normalized,
+            MatchMode::Regex,
+            MatchMode::Json,
+        ] {
+            let name = serde_json::to_value(mode).unwrap();
+            assert_eq!(name.as_str().unwrap().parse::<MatchMode>(), Ok(mode));
+        }
+        assert_eq!(
+            "Exact".parse::<MatchMode>(),
+            Err("`Exact` is not exact, normalized, regex or json".to_string())
+        );
+    }
 
     #[test]
     fn match_modes_compare_as_documented() {

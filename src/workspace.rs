@@ -363,8 +363,13 @@ impl Workspace {
     }
 
     fn root(&self) -> Result<OwnedFd, Error> {
-        crate::fs::open_dir(self.path())
-            .map_err(|e| Error::Internal(format!("cannot open the workspace: {e}")))
+        crate::fs::open_dir(self.path()).map_err(|source| {
+            crate::error::HostError::Io {
+                action: "open the workspace".into(),
+                source,
+            }
+            .into()
+        })
     }
 
     /// Calls `visit` with every entry's path and status, depth first in name order, never

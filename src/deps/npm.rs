@@ -15,9 +15,9 @@ use serde::Deserialize;
 use super::spec::{NpmName, NpmSpec, Sha256, check_npm_version, check_tarball_name, member_path};
 use super::{
     InstalledPackage, LOCK_SCHEMA, Lock, LockedPackage, PackageRequest, PackageSet, PackageStore,
-    controlled_command, link_tree, make_read_only, remove_tree, set_key,
+    ToolEnv, controlled_command, link_tree, make_read_only, package_io, remove_tree, set_key,
 };
-use crate::error::Error;
+use crate::error::{DepsError, Error};
 
 /// Where a JavaScript package set is mounted in the guest.
 pub const GUEST_NODE_MODULES: &str = "/node_modules";
@@ -130,6 +130,13 @@ impl NpmStore {
         NpmStore {
             store: PackageStore::npm(home),
         }
+    }
+
+    /// The same store with npm given `tools` ([`crate::Config::package_tools`]; default
+    /// [`ToolEnv::from_env`], as [`crate::Config::default`]).
+    pub fn with_tools(mut self, tools: &ToolEnv) -> Self {
+        self.store = self.store.with_tools(tools);
+        self
     }
 
     fn tree(&self, sha256: &Sha256) -> PathBuf {
@@ -282,7 +289,7 @@ impl NpmStore {
             packages: resolved.into_values().collect(),
         };
         if let Ok(text) = serde_json::to_vec(&lock) {
-            let _ = crate::engine::cache::publish(&remembered, &text);
+            let _ = crate::home::publish(&remembered, &text, crate::home::Durability::Synced);
         }
         Ok((lock, false))
     }
@@ -299,14 +306,20 @@ impl NpmStore {
             let (packed, path) = pick_local(dir, spec.name().as_str(), spec.range())?;
             packed.check(spec)?;
             let bytes = std::fs::read(&path)
-                .map_err(|e| npm_error(format!("cannot read {}: {e}", path.display())))?;
+                .map_err(|e| package_io(format!("cannot read {}", path.display()), e))?;
             let sha256 = digest(&bytes)?;
             let manifest = self.unpack(&bytes, &packed.filename, &sha256, fresh)?;
             return Ok((packed, sha256, manifest));
         }
         let temp = self.store.temp_dir()?;
         let packs = temp.path().join("packs");
-        let output = npm_pack(std::ffi::OsStr::new("npm"), temp.path(), &packs, spec)?;
+        let output = npm_pack(
+            std::ffi::OsStr::new("npm"),
+            temp.path(),
+            &packs,
+            spec,
+            &self.store.tools,
+        )?;
         let mut packed: Vec<Packed> = serde_json::from_slice(&output.stdout)
             .map_err(|e| npm_error(format!("`npm pack {spec}` printed no package list ({e})")))?;
         let packed = packed
@@ -322,7 +335,7 @@ impl NpmStore {
             )));
         }
         let bytes = std::fs::read(&tarball)
-            .map_err(|e| npm_error(format!("cannot read {}: {e}", packed.filename)))?;
+            .map_err(|e| package_io(format!("cannot read {}", packed.filename), e))?;
         check_integrity(&bytes, &packed.integrity)
             .map_err(|why| npm_error(format!("{}: {why}", packed.filename)))?;
         let sha256 = digest(&bytes)?;
@@ -355,16 +368,15 @@ impl NpmStore {
             .map_err(|why| npm_error(format!("{file}: refused: {why}")))?;
         let manifest = read_manifest(&unpacked);
         std::fs::write(unpacked.join(".dvm-entry"), entry_of(&manifest))
-            .map_err(|e| npm_error(format!("{file}: {e}")))?;
-        make_read_only(&unpacked).map_err(|e| npm_error(format!("{file}: {e}")))?;
-        std::fs::create_dir_all(self.path("trees"))
-            .map_err(|e| npm_error(format!("{file}: {e}")))?;
+            .map_err(|e| package_io(file.to_string(), e))?;
+        make_read_only(&unpacked).map_err(|e| package_io(file.to_string(), e))?;
+        std::fs::create_dir_all(self.path("trees")).map_err(|e| package_io(file.to_string(), e))?;
         match std::fs::rename(&unpacked, &target) {
             Ok(()) => {
                 fresh.insert(sha256.clone());
             }
             Err(_) if target.is_dir() => {}
-            Err(e) => return Err(npm_error(format!("{file}: cannot store it: {e}"))),
+            Err(e) => return Err(package_io(format!("{file}: cannot store it"), e)),
         }
         Ok(manifest)
     }
@@ -375,7 +387,7 @@ impl NpmStore {
             let kept = self
                 .path("installed")
                 .join(format!("{}.json", set_key(lock)));
-            let _ = crate::engine::cache::publish(&kept, &text);
+            let _ = crate::home::publish(&kept, &text, crate::home::Durability::Synced);
         }
         let set = self.path("sets").join(set_key(lock));
         if set.is_dir() {
@@ -391,33 +403,25 @@ impl NpmStore {
                 &self.tree(&package.sha256),
                 &modules.join(name.relative_path()),
             )
-            .map_err(|e| npm_error(format!("cannot lay out {name}: {e}")))?;
+            .map_err(|e| package_io(format!("cannot lay out {name}"), e))?;
         }
-        std::fs::create_dir_all(self.path("sets"))
-            .map_err(|e| Error::Internal(format!("cannot create the set directory: {e}")))?;
+        std::fs::create_dir_all(self.path("sets")).map_err(|source| DepsError::Store {
+            action: "create the set directory".into(),
+            source,
+        })?;
         match std::fs::rename(&modules, &set) {
             Ok(()) => Ok(set),
             Err(_) if set.is_dir() => Ok(set),
             Err(e) => {
                 remove_tree(&modules);
-                Err(Error::Internal(format!(
-                    "cannot store the package set: {e}"
-                )))
+                Err(DepsError::Store {
+                    action: "store the package set".into(),
+                    source: e,
+                }
+                .into())
             }
         }
     }
-}
-
-/// The operator's npm registry (`NPM_CONFIG_REGISTRY` or `npm_config_registry` in the
-/// environment dvm was started with; trusted, never from a package.json or a request) as an
-/// explicit `--registry`, since npm's own configuration files are not read.
-fn operator_npm_registry() -> Vec<std::ffi::OsString> {
-    ["NPM_CONFIG_REGISTRY", "npm_config_registry"]
-        .iter()
-        .filter_map(|name| std::env::var_os(name).filter(|value| !value.is_empty()))
-        .take(1)
-        .flat_map(|registry| ["--registry".into(), registry])
-        .collect()
 }
 
 /// Runs `npm pack SPEC` into `packs` with a controlled environment
@@ -429,6 +433,7 @@ fn npm_pack(
     scratch: &Path,
     packs: &Path,
     spec: &NpmSpec,
+    env: &ToolEnv,
 ) -> Result<std::process::Output, Error> {
     // npm refuses one file as both its user and its global configuration.
     let npmrc = scratch.join("npmrc");
@@ -440,8 +445,11 @@ fn npm_pack(
         // The working directory is a project of its own, so npm does not look above it for
         // a package.json or .npmrc.
         .and_then(|()| std::fs::write(scratch.join("work/package.json"), b"{}"));
-    created.map_err(|e| Error::Internal(format!("cannot prepare npm's directory: {e}")))?;
-    let mut command = controlled_command(program, scratch)?;
+    created.map_err(|source| DepsError::Store {
+        action: "prepare npm's directory".into(),
+        source,
+    })?;
+    let mut command = controlled_command(program, scratch, env)?;
     let output = command
         .env("npm_config_userconfig", &npmrc)
         .env("npm_config_globalconfig", &global_npmrc)
@@ -457,7 +465,7 @@ fn npm_pack(
             "--userconfig",
         ])
         .arg(&npmrc)
-        .args(operator_npm_registry())
+        .args(env.npm_registry_args())
         .arg("--pack-destination")
         .arg(packs)
         .arg("--")
@@ -473,49 +481,54 @@ fn npm_pack(
         return Err(npm_error(format!(
             "`npm pack {spec}` failed ({}):\n{}",
             output.status,
-            crate::guest::install::tail(&output.stderr, 10)
+            crate::tool::tail(&output.stderr, 10)
         )));
     }
     Ok(output)
 }
 
-/// Whether `version` satisfies an npm `range` (`^4.17`, `~1.2`, `1.x`, `>=1 <2`, `latest`);
-/// ranges this does not understand match any version.
-fn satisfies(version: &str, range: &str) -> bool {
-    let Ok(version) = semver::Version::parse(version) else {
-        return false;
-    };
-    if range == "latest" || range == "*" || range.is_empty() {
-        return true;
+/// Which local tarball versions a spec's range selects.
+#[derive(Debug)]
+enum Wanted {
+    /// The `latest` dist-tag: the newest version there is.
+    Newest,
+    /// An npm range, with npm's semantics (prereleases only where the range names one).
+    Range(nodejs_semver::Range),
+}
+
+impl Wanted {
+    /// Reads `range` as npm would; dist-tags other than `latest` name whatever the registry
+    /// says, which a directory of tarballs cannot tell, so they are refused, as is anything
+    /// npm's grammar does not accept (never read as "any version").
+    fn parse(name: &str, range: &str) -> Result<Wanted, Error> {
+        if range == "latest" {
+            return Ok(Wanted::Newest);
+        }
+        match super::spec::npm_range(range) {
+            Some(parsed) => Ok(Wanted::Range(parsed)),
+            None => Err(npm_error(format!(
+                "{name}@{range}: `{range}` is not an npm version range that dvm can match \
+                 against local tarballs; give a version or range such as `^1.2.0`, or `latest`"
+            ))),
+        }
     }
-    // npm reads a bare version as exact and a partial one as an x-range (`1.2` = 1.2.x);
-    // Rust's semver reads both as caret ranges, so give them their operators.
-    let npm_comparator = |token: &str| -> String {
-        if !token.starts_with(|c: char| c.is_ascii_digit()) || token.contains(['x', '*']) {
-            return token.to_string();
+
+    fn matches(&self, version: &nodejs_semver::Version) -> bool {
+        match self {
+            Wanted::Newest => !version.is_prerelease(),
+            Wanted::Range(range) => range.satisfies(version),
         }
-        match token.matches('.').count() {
-            0 => format!("^{token}"),
-            1 => format!("~{token}"),
-            _ => format!("={token}"),
-        }
-    };
-    range.split("||").any(|alternative| {
-        let comparators: Vec<String> = alternative.split_whitespace().map(npm_comparator).collect();
-        match semver::VersionReq::parse(&comparators.join(", ")) {
-            Ok(req) => req.matches(&version),
-            Err(_) => true,
-        }
-    })
+    }
 }
 
 /// The newest tarball in `dir` whose package is `name` and whose version satisfies `range`.
 fn pick_local(dir: &Path, name: &str, range: &str) -> Result<(Packed, PathBuf), Error> {
+    let wanted = Wanted::parse(name, range)?;
     let entries = std::fs::read_dir(dir).map_err(|source| Error::ReadInput {
         path: dir.to_path_buf(),
         source,
     })?;
-    let mut best: Option<(semver::Version, Packed, PathBuf)> = None;
+    let mut best: Option<(nodejs_semver::Version, Packed, PathBuf)> = None;
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().is_none_or(|ext| ext != "tgz") {
@@ -524,10 +537,10 @@ fn pick_local(dir: &Path, name: &str, range: &str) -> Result<(Packed, PathBuf), 
         let Some((found, version)) = tarball_identity(&path) else {
             continue;
         };
-        let Ok(parsed) = semver::Version::parse(&version) else {
+        let Ok(parsed) = nodejs_semver::Version::parse(&version) else {
             continue;
         };
-        if found != name || !satisfies(&version, range) {
+        if found != name || !wanted.matches(&parsed) {
             continue;
         }
         if best.as_ref().is_none_or(|(newest, _, _)| parsed > *newest) {
@@ -666,8 +679,14 @@ mod tests {
         let tool = crate::deps::tests::recording_tool(dir.path(), &out);
         let spec = NpmSpec::parse("lodash-es@^4.17").unwrap();
         let scratch = dir.path().join("scratch");
-        let error =
-            npm_pack(tool.as_os_str(), &scratch, &scratch.join("packs"), &spec).unwrap_err();
+        let error = npm_pack(
+            tool.as_os_str(),
+            &scratch,
+            &scratch.join("packs"),
+            &spec,
+            &ToolEnv::from_env(),
+        )
+        .unwrap_err();
         assert_eq!(error.kind(), "packages");
         let env = std::fs::read_to_string(out.join("env")).unwrap();
         for line in env.lines() {
@@ -872,18 +891,121 @@ mod tests {
         }
     }
 
+    fn satisfies(version: &str, range: &str) -> bool {
+        let version = nodejs_semver::Version::parse(version).unwrap();
+        Wanted::parse("pkg", range).unwrap().matches(&version)
+    }
+
     #[test]
     fn npm_ranges_are_matched() {
-        assert!(satisfies("4.17.21", "^4.17.0"));
-        assert!(!satisfies("5.0.0", "^4.17.0"));
-        assert!(satisfies("1.2.9", "~1.2"));
-        assert!(satisfies("1.5.0", ">=1 <2"));
-        assert!(!satisfies("2.0.0", ">=1 <2"));
-        assert!(satisfies("3.0.0", "^1 || ^3"));
-        assert!(satisfies("9.9.9", "latest"));
-        assert!(satisfies("1.0.0", "1.0.0") && !satisfies("1.2.0", "1.0.0"));
-        assert!(satisfies("1.2.7", "1.2") && !satisfies("1.3.0", "1.2"));
-        assert!(satisfies("1.9.0", "1") && !satisfies("2.0.0", "1"));
+        // (range, version, matches) as npm's own semver package answers them.
+        let table: &[(&str, &str, bool)] = &[
+            ("^4.17.0", "4.17.21", true),
+            ("^4.17.0", "5.0.0", false),
+            ("^0.2.3", "0.2.9", true),
+            ("^0.2.3", "0.3.0", false),
+            ("^0.0.3", "0.0.4", false),
+            ("~1.2", "1.2.9", true),
+            ("~1.2", "1.3.0", false),
+            ("~1.2.3", "1.2.4", true),
+            ("~1", "1.9.0", true),
+            (">=1 <2", "1.5.0", true),
+            (">=1 <2", "2.0.0", false),
+            (">= 1.2", "1.2.0", true),
+            ("^1 || ^3", "3.0.0", true),
+            ("^1 || ^3", "2.0.0", false),
+            ("latest", "9.9.9", true),
+            ("*", "9.9.9", true),
+            ("", "0.0.1", true),
+            ("1.0.0", "1.0.0", true),
+            ("1.0.0", "1.2.0", false),
+            ("=1.0.0", "1.0.0", true),
+            ("v1.0.0", "1.0.0", true),
+            ("1.2", "1.2.7", true),
+            ("1.2", "1.3.0", false),
+            ("1", "1.9.0", true),
+            ("1", "2.0.0", false),
+            ("1.x", "1.4.0", true),
+            ("1.2.x", "1.3.0", false),
+            ("1.X", "1.0.1", true),
+            ("1.2.3 - 2.3.4", "2.3.4", true),
+            ("1.2.3 - 2.3.4", "2.3.5", false),
+            ("1.2 - 2.3", "2.3.9", true),
+            ("1.2 - 2.3", "2.4.0", false),
+            // Prereleases match only ranges that name one on the same major.minor.patch.
+            ("^1.2.0", "1.3.0-beta.1", false),
+            ("*", "2.0.0-rc.1", false),
+            ("latest", "2.0.0-rc.1", false),
+            (">=1.2.3-alpha.1", "1.2.3-alpha.7", true),
+            (">=1.2.3-alpha.1", "1.2.4-alpha.1", false),
+            ("^2.0.0-rc.1", "2.0.0", true),
+            ("^2.0.0-rc.1", "2.0.0-rc.2", true),
+        ];
+        for &(range, version, expected) in table {
+            assert_eq!(
+                satisfies(version, range),
+                expected,
+                "{version} satisfies `{range}`"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_ranges_match_nothing_and_say_so() {
+        for range in ["next", "beta", "^^1", ">=1.2.3.4", "nonsense range"] {
+            let Err(error) = Wanted::parse("pkg", range) else {
+                panic!("`{range}` parsed as a range");
+            };
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!("pkg@{range}")) && message.contains("`latest`"),
+                "{range}: {message}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn caret_tilde_and_hyphen_ranges_bound_versions(
+            major in 1u64..50,
+            minor in 0u64..50,
+            patch in 0u64..50,
+        ) {
+            let exact = format!("{major}.{minor}.{patch}");
+            let next_patch = format!("{major}.{minor}.{}", patch + 1);
+            let next_minor = format!("{major}.{}.0", minor + 1);
+            let next_major = format!("{}.0.0", major + 1);
+            let caret = format!("^{exact}");
+            proptest::prop_assert!(satisfies(&exact, &caret));
+            proptest::prop_assert!(satisfies(&next_minor, &caret));
+            proptest::prop_assert!(!satisfies(&next_major, &caret));
+            let tilde = format!("~{exact}");
+            proptest::prop_assert!(satisfies(&next_patch, &tilde));
+            proptest::prop_assert!(!satisfies(&next_minor, &tilde));
+            let hyphen = format!("{exact} - {next_minor}");
+            proptest::prop_assert!(satisfies(&exact, &hyphen));
+            proptest::prop_assert!(satisfies(&next_minor, &hyphen));
+            proptest::prop_assert!(!satisfies(&next_major, &hyphen));
+            let either = format!("<{exact} || >={next_major}");
+            proptest::prop_assert!(!satisfies(&exact, &either));
+            proptest::prop_assert!(satisfies(&next_major, &either));
+        }
+
+        #[test]
+        fn a_range_never_panics_and_garbage_never_matches_everything(range in "\\PC{0,24}") {
+            if let Ok(Wanted::Range(parsed)) = Wanted::parse("pkg", &range) {
+                // Whatever parsed is a real range: something lies outside it or it is `*`.
+                let any = nodejs_semver::Range::parse("*").unwrap();
+                let everything = parsed.allows_all(&any);
+                let trimmed = range.trim();
+                proptest::prop_assert!(
+                    !everything
+                        || trimmed.is_empty()
+                        || trimmed.chars().all(|c| "*xX .|=>=v0".contains(c)),
+                    "`{range}` matches every version"
+                );
+            }
+        }
     }
 
     #[test]

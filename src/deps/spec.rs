@@ -11,6 +11,8 @@ use pep508_rs::pep440_rs::Version;
 use pep508_rs::{Pep508ErrorSource, Requirement, VersionOrUrl};
 use serde::{Deserialize, Serialize};
 
+pub use crate::archive::member_path;
+use crate::archive::shown;
 use crate::error::Error;
 
 /// Longest requirement text dvm reads.
@@ -22,15 +24,6 @@ pub(crate) const PYTHON_INSTEAD: &str = "use a registry name with a version spec
 /// What to write instead of an npm spec dvm refuses.
 pub(crate) const NPM_INSTEAD: &str = "use a registry name with a version or range (e.g. \
      `lodash-es@^4.17`), or `npm pack` it and pass the directory with --find-links";
-
-/// The requirement as shown in an error: control characters escaped, at most 200 characters.
-fn shown(text: &str) -> String {
-    let escaped: String = text.trim().chars().flat_map(char::escape_debug).collect();
-    match escaped.char_indices().nth(200) {
-        Some((at, _)) => format!("{}…", &escaped[..at]),
-        None => escaped,
-    }
-}
 
 pub(crate) fn refused(text: &str, reason: impl Into<String>, instead: &str) -> Error {
     Error::UnsupportedRequirement {
@@ -410,6 +403,19 @@ pub fn check_tarball_name(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `range` as an npm version range (empty is `*`), or `None` when it is not one: every
+/// comparator must be well-formed (which keeps stray words out, as npm does) and npm's grammar
+/// (nodejs-semver) must accept the whole.
+pub(crate) fn npm_range(range: &str) -> Option<nodejs_semver::Range> {
+    let tokens_ok = range
+        .split("||")
+        .all(|alternative| alternative.split_whitespace().all(npm_range_token));
+    if !tokens_ok {
+        return None;
+    }
+    nodejs_semver::Range::parse(if range.trim().is_empty() { "*" } else { range }).ok()
+}
+
 /// One comparator token of an npm range: `^1.2`, `>=1.0.0-rc.1`, `~2`, `1.x`, `*`, or a
 /// bare operator that the next token completes (`>= 1.2`).
 fn npm_range_token(token: &str) -> bool {
@@ -548,10 +554,7 @@ impl NpmSpec {
             && range
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
-        let is_range = range.is_empty()
-            || range
-                .split("||")
-                .all(|alternative| alternative.split_whitespace().all(npm_range_token));
+        let is_range = npm_range(range).is_some();
         if !(tag || is_range) {
             return Err(refuse(
                 "it is not a version, a version range or a dist-tag",
@@ -578,29 +581,6 @@ impl fmt::Display for NpmSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.name, self.range)
     }
-}
-
-/// An archive member's name made into a path under the extraction root: relative, only
-/// normal components (`.` parts dropped), no `..`, no root or drive, no NUL, no backslash
-/// (so a name means the same on every host). `None` for the root itself.
-pub fn member_path(name: &str) -> Result<Option<PathBuf>, String> {
-    // A colon in the first part could be a drive (`C:x`); elsewhere it is a plain character.
-    let first = name.split('/').next().unwrap_or_default();
-    if name.contains(['\0', '\\']) || name.starts_with('/') || first.contains(':') {
-        return Err(format!("member {} escapes its directory", shown(name)));
-    }
-    let mut path = PathBuf::new();
-    for part in name.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => return Err(format!("member {} escapes its directory", shown(name))),
-            normal => path.push(normal),
-        }
-    }
-    if path.components().count() > 64 || name.len() > 4096 {
-        return Err(format!("member {} is nested too deeply", shown(name)));
-    }
-    Ok((!path.as_os_str().is_empty()).then_some(path))
 }
 
 #[cfg(test)]
@@ -807,7 +787,7 @@ mod tests {
                 }
             }
             let bytes = zip.finish().unwrap();
-            let _ = crate::guest::install::extract_zip(std::io::Cursor::new(bytes.into_inner()), &dest, 1 << 20);
+            let _ = crate::archive::extract_zip(std::io::Cursor::new(bytes.into_inner()), &dest, 1 << 20);
             let mut pending = vec![dir.path().to_path_buf()];
             while let Some(current) = pending.pop() {
                 for entry in std::fs::read_dir(&current).unwrap().flatten() {

@@ -11,12 +11,10 @@
 //! before the unsafe deserialize; a mismatch is reported and the module recompiled.
 
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 
-const LAYOUT_VERSION: &str = "v1";
 /// The pinned wasmtime version (Cargo.toml pins `=48.0.8`; a test keeps the two in step).
 pub const WASMTIME_VERSION: &str = "48.0.8";
 const KEY_DOMAIN: &[u8] = b"dvm compiled-module cache key v1";
@@ -44,6 +42,8 @@ pub(crate) struct ModuleCache {
     dir: PathBuf,
     /// blake3 of the engine's compatibility hash and the wasmtime version.
     engine_id: [u8; 32],
+    /// Re-hash every object at every load ([`crate::Config::reverify_modules`]).
+    reverify: bool,
 }
 
 /// Feeds `Hash` input into blake3, so the engine's compatibility hash becomes stable bytes.
@@ -66,15 +66,16 @@ fn put_field(hasher: &mut blake3::Hasher, field: &[u8]) {
 }
 
 impl ModuleCache {
-    pub(crate) fn new(home: &Path, engine: &wasmtime::Engine) -> Self {
+    pub(crate) fn new(home: &Path, engine: &wasmtime::Engine, reverify: bool) -> Self {
         let mut compat = Blake3Hasher(blake3::Hasher::new());
         engine.precompile_compatibility_hash().hash(&mut compat);
         let mut id = blake3::Hasher::new();
         put_field(&mut id, compat.0.finalize().as_bytes());
         put_field(&mut id, WASMTIME_VERSION.as_bytes());
         ModuleCache {
-            dir: home.join("modules").join(LAYOUT_VERSION),
+            dir: crate::home::modules(home),
             engine_id: *id.finalize().as_bytes(),
+            reverify,
         }
     }
 
@@ -147,11 +148,12 @@ impl ModuleCache {
 
     /// Holds the compile lock of `key` while alive; without a writable cache, no lock.
     fn lock(&self, key: &str) -> Option<std::fs::File> {
-        let dir = self.dir.join("locks");
-        std::fs::create_dir_all(&dir).ok()?;
-        let file = std::fs::File::create(dir.join(format!("{key}.lock"))).ok()?;
-        file.lock().ok()?;
-        Some(file)
+        crate::home::lock(
+            &self.dir.join("locks"),
+            key,
+            crate::home::LockMode::Exclusive,
+        )
+        .ok()
     }
 
     fn index_path(&self, key: &str) -> PathBuf {
@@ -187,7 +189,7 @@ impl ModuleCache {
         let stamp = VerifiedStamp::of(&file)
             .map_err(|e| format!("cannot read {}: {e}", object.display()))?;
         let stamp_path = object.with_extension("verified");
-        let already_verified = !verify_always()
+        let already_verified = !self.reverify
             && std::fs::read_to_string(&stamp_path).is_ok_and(|recorded| recorded == stamp.0);
         if !already_verified {
             let mut hasher = blake3::Hasher::new();
@@ -276,11 +278,6 @@ impl ModuleCache {
     }
 }
 
-/// `DVM_VERIFY=always` re-hashes every compiled module at every load.
-fn verify_always() -> bool {
-    std::env::var("DVM_VERIFY").is_ok_and(|v| v == "always")
-}
-
 /// What identifies one unchanged file: device, inode, size, mtime and ctime (which no
 /// unprivileged call can set back). Recorded after a full blake3 check, it lets later loads
 /// of the same file skip re-hashing hundreds of megabytes; any write to the file, or a new
@@ -312,16 +309,7 @@ impl VerifiedStamp {
     }
 }
 
-/// Writes `bytes` to a temp file beside `target` and renames it into place.
-pub(crate) fn publish(target: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = target.parent().expect("cache paths have a parent");
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let mut temp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| format!("temp file in {}: {e}", dir.display()))?;
-    temp.write_all(bytes)
-        .and_then(|()| temp.as_file().sync_data())
-        .map_err(|e| format!("write {}: {e}", temp.path().display()))?;
-    temp.persist(target)
-        .map_err(|e| format!("rename into {}: {}", target.display(), e.error))?;
-    Ok(())
+/// Publishes `bytes` at `target` through the home ([`crate::home::publish`], synced).
+fn publish(target: &Path, bytes: &[u8]) -> Result<(), String> {
+    crate::home::publish(target, bytes, crate::home::Durability::Synced).map_err(|e| e.to_string())
 }

@@ -1,6 +1,9 @@
 //! The runtime catalogue (`runtime/catalog.toml`), embedded in the binary.
 
+use std::path::Path;
 use std::sync::OnceLock;
+
+use crate::error::Error;
 
 const CATALOG_TOML: &str = include_str!("../../runtime/catalog.toml");
 const SCHEMA: u32 = 1;
@@ -70,12 +73,73 @@ pub struct ArtifactSpec {
     pub size: u64,
 }
 
+/// The language a runtime runs, as the catalogue names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Python,
+    JavaScript,
+    /// A WebAssembly module run as it is.
+    Wasm,
+}
+
+impl Language {
+    /// The name the catalogue and every API use (`python`, `javascript`, `wasm`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Python => "python",
+            Language::JavaScript => "javascript",
+            Language::Wasm => "wasm",
+        }
+    }
+
+    /// The extension of a script written in it (`py`, `mjs`, `wasm`), without the dot.
+    pub fn script_extension(self) -> &'static str {
+        match self {
+            Language::Python => "py",
+            Language::JavaScript => "mjs",
+            Language::Wasm => "wasm",
+        }
+    }
+
+    /// The file name inline code gets when the caller names none: `main.py`, `main.mjs`.
+    pub fn default_script(self) -> &'static str {
+        match self {
+            Language::Python => "main.py",
+            Language::JavaScript => "main.mjs",
+            Language::Wasm => "main.wasm",
+        }
+    }
+
+    /// Whether dvm installs packages for it (Python wheels, npm packages).
+    pub fn has_packages(self) -> bool {
+        matches!(self, Language::Python | Language::JavaScript)
+    }
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What a runtime supports beyond one-shot script runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Capabilities {
+    /// An interpreter kept alive across calls ([`crate::Session`]).
+    pub sessions: bool,
+    /// Snapshots with modules imported ahead (`--preload`).
+    pub preload: bool,
+    /// Sandboxes started ahead of demand ([`crate::Runtime::prestart`]).
+    pub prestart: bool,
+}
+
 /// One runtime of the catalogue.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeSpec {
     pub id: String,
-    pub language: String,
+    pub language: Language,
     pub version: String,
     pub abi: AbiKind,
     /// File extensions this runtime is the default for.
@@ -102,6 +166,17 @@ pub struct RuntimeSpec {
 impl RuntimeSpec {
     pub fn artifact(&self, role: Role) -> Option<&ArtifactSpec> {
         self.artifacts.iter().find(|a| a.role == role)
+    }
+
+    /// What the runtime supports, from its ABI and language: the python reactor keeps
+    /// sessions and snapshots; a Python WASI command can be prestarted instead.
+    pub fn capabilities(&self) -> Capabilities {
+        let reactor = self.abi == AbiKind::PythonReactor;
+        Capabilities {
+            sessions: reactor,
+            preload: reactor,
+            prestart: self.abi == AbiKind::WasiCommand && self.language == Language::Python,
+        }
     }
 
     /// Total size of the runtime's files once installed.
@@ -175,6 +250,20 @@ impl Catalog {
         })
     }
 
+    /// The runtime that runs this file by default, from its extension (any case); an error
+    /// naming the known runtimes when none does.
+    pub fn for_file(&self, path: &Path) -> Result<&RuntimeSpec, Error> {
+        let extension = path
+            .extension()
+            .map(|ext| ext.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        self.for_extension(&extension)
+            .ok_or_else(|| Error::NoRuntimeForExtension {
+                extension,
+                known: self.ids().join(", "),
+            })
+    }
+
     /// The ids, for error messages.
     pub fn ids(&self) -> Vec<&str> {
         self.runtimes.iter().map(|r| r.id.as_str()).collect()
@@ -198,6 +287,10 @@ mod tests {
         assert!(python.artifact(Role::Stdlib).is_some());
         assert_eq!(catalog.for_extension("py").unwrap().id, "python");
         assert!(catalog.get("python-lite").is_some());
+        assert_eq!(python.language, Language::Python);
+        assert!(python.capabilities().sessions && !python.capabilities().prestart);
+        let lite = catalog.get("python-lite").unwrap().capabilities();
+        assert!(lite.prestart && !lite.sessions && !lite.preload);
         for runtime in catalog.runtimes() {
             for hash in std::iter::once(&runtime.package.sha256)
                 .chain(runtime.artifacts.iter().map(|a| &a.sha256))
@@ -209,6 +302,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_file_runs_in_the_runtime_its_extension_names() {
+        let catalog = Catalog::embedded();
+        assert_eq!(
+            catalog.for_file(Path::new("src/Main.PY")).unwrap().id,
+            "python"
+        );
+        match catalog.for_file(Path::new("notes.TXT")) {
+            Err(Error::NoRuntimeForExtension { extension, known }) => {
+                assert_eq!(extension, "txt");
+                assert!(known.split(", ").any(|id| id == "python"), "{known}");
+            }
+            other => panic!("expected no runtime for .txt, got {other:?}"),
+        }
+        assert!(matches!(
+            catalog.for_file(Path::new("Makefile")),
+            Err(Error::NoRuntimeForExtension { extension, .. }) if extension.is_empty()
+        ));
     }
 
     #[test]

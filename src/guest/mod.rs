@@ -5,6 +5,7 @@ pub mod catalog;
 pub(crate) mod install;
 pub(crate) mod python;
 pub(crate) mod snapshot;
+pub mod warm;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -73,7 +74,12 @@ impl Abi {
 /// unrestricted `proc_exit` in place of the stock ones.
 fn wasi_linker(engine: &wasmtime::Engine) -> Result<Linker<SandboxState>, Error> {
     let mut linker = Linker::new(engine);
-    let fail = |e: wasmtime::Error| Error::Internal(format!("cannot build the WASI linker: {e}"));
+    let fail = |e: wasmtime::Error| {
+        Error::from(crate::error::HostError::wasmtime(
+            "build the WASI linker",
+            e,
+        ))
+    };
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut SandboxState| &mut state.wasi)
         .map_err(fail)?;
     linker.allow_shadowing(true);

@@ -40,8 +40,12 @@ pub(crate) fn turn_argv() -> Vec<String> {
 /// guest's `shutdown()`, which tears down every module and costs about eight times the hello
 /// script itself; the instance is discarded afterwards. A snapshot may hold seeded random
 /// generators, so each sandbox reseeds them from its own entropy first.
-const RUNNER: &str = r#"def __dvm_run(path, argv, source):
+const RUNNER: &str = r#"def __dvm_run(path, argv, source, env=None):
     import sys, __main__
+    if env is not None:
+        import os
+        os.environ.clear()
+        os.environ.update(env)
     sys.argv = argv
     for name in ("random", "numpy.random"):
         module = sys.modules.get(name)
@@ -49,7 +53,7 @@ const RUNNER: &str = r#"def __dvm_run(path, argv, source):
             module.seed()
     sys.path.insert(0, path.rpartition("/")[0] or "/")
     namespace = __main__.__dict__
-    del namespace["__dvm_run"]
+    namespace.pop("__dvm_run", None)
     namespace["__file__"] = path
     try:
         try:
@@ -74,6 +78,28 @@ const RUNNER: &str = r#"def __dvm_run(path, argv, source):
                 pass
 "#;
 
+/// The first turn of a session started from a dvm snapshot: the environment becomes the
+/// session's (the snapshot's guest read its own), the random generators the snapshot holds
+/// are reseeded from the session's own entropy, and the script runner the snapshot defines
+/// is removed from `__main__`.
+pub(crate) fn session_from_snapshot(env: &[(String, String)]) -> String {
+    format!(
+        "def __dvm_setup():
+    import os, sys
+    os.environ.clear()
+    os.environ.update({})
+    for name in ('random', 'numpy.random'):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.seed()
+__dvm_setup()
+del __dvm_setup
+globals().pop('__dvm_run', None)
+",
+        env_literal(env)
+    )
+}
+
 /// A turn that prints the runner compiled by the guest itself, as marshal data in hex (the
 /// runner's source arrives on stdin). Compiling the runner costs a turn about 6 M fuel;
 /// loading it compiled costs almost nothing.
@@ -91,13 +117,31 @@ pub(crate) fn is_compiled_runner(text: &str) -> bool {
     !text.is_empty() && text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The turn that runs `path` through the runner: loaded from `compiled` (marshal data in hex
-/// from [`runner_compile_turn`]) when given, otherwise compiled from source in the turn.
+/// Where a script turn finds the runner.
+#[derive(Debug, Clone)]
+pub(crate) enum Runner<'a> {
+    /// Already defined in `__main__` by the snapshot the sandbox starts from
+    /// ([`runner_source`] ran when it was made). Its guest read the environment when the
+    /// snapshot was made, so the runner replaces `os.environ` with `env`, the run's.
+    InSnapshot { env: Vec<(String, String)> },
+    /// Marshal data in hex from [`runner_compile_turn`].
+    Compiled(&'a str),
+    /// Compiled from source in the turn.
+    Source,
+}
+
+/// The runner's source, which defines `__dvm_run` in `__main__` (the runner removes itself
+/// from there when it starts).
+pub(crate) fn runner_source() -> &'static str {
+    RUNNER
+}
+
+/// The turn that runs `path` through the runner.
 pub(crate) fn script_turn(
     path: &str,
     source: &[u8],
     args: &[String],
-    compiled: Option<&str>,
+    runner: &Runner<'_>,
 ) -> String {
     let literal = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "''".into());
     let argv = std::iter::once(path)
@@ -107,17 +151,33 @@ pub(crate) fn script_turn(
         .join(", ");
     // The script travels in the turn itself (it is also in the workspace, for tracebacks and
     // `__file__`): hex is a literal any source bytes fit in.
-    let call = format!(
-        "__dvm_run({}, [{argv}], bytes.fromhex(\"{}\"))",
-        literal(path),
-        crate::store::hex(source)
-    );
-    match compiled {
-        Some(hex) => {
-            format!("exec(__import__(\"marshal\").loads(bytes.fromhex(\"{hex}\")))\n{call}")
+    let call = |env: &str| {
+        format!(
+            "__dvm_run({}, [{argv}], bytes.fromhex(\"{}\"){env})",
+            literal(path),
+            crate::store::hex(source)
+        )
+    };
+    match runner {
+        Runner::InSnapshot { env } => call(&format!(", {}", env_literal(env))),
+        Runner::Compiled(hex) => {
+            format!(
+                "exec(__import__(\"marshal\").loads(bytes.fromhex(\"{hex}\")))\n{}",
+                call("")
+            )
         }
-        None => format!("{RUNNER}{call}"),
+        Runner::Source => format!("{RUNNER}{}", call("")),
     }
+}
+
+/// A Python list of `(name, value)` pairs, as literals any string fits in.
+pub(crate) fn env_literal(env: &[(String, String)]) -> String {
+    let literal = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "''".into());
+    let pairs: Vec<String> = env
+        .iter()
+        .map(|(k, v)| format!("({}, {})", literal(k), literal(v)))
+        .collect();
+    format!("[{}]", pairs.join(", "))
 }
 
 /// Runs `code` as one turn on a fresh instance and returns the exit status. The instance is
@@ -133,7 +193,7 @@ pub(crate) fn turn_entry(code: String) -> crate::sandbox::Entry {
 pub(crate) fn add_host_door(linker: &mut Linker<SandboxState>) -> Result<(), Error> {
     linker
         .func_wrap("host", "call", |_: i32, _: i32, _: i32, _: i32| DOOR_CLOSED)
-        .map_err(|e| Error::Internal(format!("cannot define host.call: {e}")))?;
+        .map_err(|e| crate::error::HostError::wasmtime("define host.call", e))?;
     Ok(())
 }
 
@@ -199,7 +259,7 @@ pub(crate) fn prepare_tree(version: &str, stdlib: &Path, tree: &Path) -> Result<
         Err(_) => return Ok(()),
     };
     let target = tree.join("mpl-data");
-    super::install::extract_zip(std::io::Cursor::new(inner), &target, 256 << 20)
+    crate::archive::extract_zip(std::io::Cursor::new(inner), &target, 256 << 20)
 }
 
 /// The runtime's own mounts: the stdlib directory first, then matplotlib's data.
@@ -328,14 +388,30 @@ mod tests {
     #[test]
     fn a_script_turn_defines_the_runner_then_calls_it() {
         let args = ["a b".to_string(), "\"q\"".to_string()];
-        let text = script_turn("/workspace/m.py", b"print(1)", &args, None);
+        let text = script_turn("/workspace/m.py", b"print(1)", &args, &Runner::Source);
         assert!(text.starts_with(RUNNER));
         let call = r#"__dvm_run("/workspace/m.py", ["/workspace/m.py", "a b", "\"q\""], bytes.fromhex("7072696e74283129"))"#;
         assert!(text.ends_with(call), "{text}");
-        let compiled = script_turn("/workspace/m.py", b"print(1)", &args, Some("00ff"));
+        let compiled = script_turn(
+            "/workspace/m.py",
+            b"print(1)",
+            &args,
+            &Runner::Compiled("00ff"),
+        );
         assert_eq!(
             compiled,
             format!("exec(__import__(\"marshal\").loads(bytes.fromhex(\"00ff\")))\n{call}")
+        );
+        let env = vec![("K".to_string(), "v\"".to_string())];
+        let warm = script_turn(
+            "/workspace/m.py",
+            b"print(1)",
+            &args,
+            &Runner::InSnapshot { env },
+        );
+        assert_eq!(
+            warm,
+            format!("{}, [(\"K\", \"v\\\"\")])", call.strip_suffix(')').unwrap())
         );
         assert!(is_compiled_runner("00ff"));
         assert!(!is_compiled_runner("4416\n") && !is_compiled_runner(""));

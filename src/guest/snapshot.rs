@@ -14,7 +14,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 /// Version of the recipe below; part of every snapshot key.
-const RECIPE_VERSION: &[u8] = b"dvm python preload snapshot v1";
+const RECIPE_VERSION: &[u8] = b"dvm python preload snapshot v4";
 
 /// The content key of a snapshot: the base module, the preloaded module names, the wizer
 /// version and this recipe.
@@ -36,9 +36,44 @@ pub(crate) fn key(base: &blake3::Hash, modules: &[String]) -> blake3::Hash {
     hasher.finalize()
 }
 
-/// The Python that a preload turn runs.
+/// The Python that a preload turn runs: imports `modules` without binding their names in
+/// `__main__` (a script that forgets an import fails as it would in a cold sandbox), then
+/// defines the script runner there, so runs from the snapshot call it directly.
+///
+/// A snapshot of the standard-library set alone must hold nothing seeded from the process
+/// ([`super::warm::EXCLUDED`]): the turn fails, and the snapshot is not made, if an import
+/// pulled one of those in.
 pub(crate) fn preload_code(modules: &[String]) -> String {
-    format!("import {}", modules.join(", "))
+    let names = serde_json::to_string(modules).unwrap_or_else(|_| "[]".into());
+    let check = if super::warm::libraries_of(modules).is_empty() {
+        let excluded = serde_json::to_string(super::warm::EXCLUDED).unwrap_or_else(|_| "[]".into());
+        format!(
+            "    import sys\n    held = [m for m in {excluded} if m in sys.modules]\n    \
+             if held:\n        raise ImportError(f'the standard-library snapshot would hold {{held}}')\n"
+        )
+    } else {
+        String::new()
+    };
+    // matplotlib does most of its one-time work (fonts, the Agg renderer) on the first
+    // figure it draws: draw one, off pyplot's figure list, so no figure number is taken.
+    let warm_up = if modules
+        .iter()
+        .any(|m| m.split('.').next() == Some("matplotlib"))
+    {
+        "    import io\n    from matplotlib.figure import Figure\n    \
+         from matplotlib.backends.backend_agg import FigureCanvasAgg\n    \
+         figure = Figure(figsize=(3, 2))\n    axes = figure.add_subplot()\n    \
+         axes.plot([0, 1, 2], [1, 0, 2], label='line')\n    axes.bar([0, 1], [1, 2])\n    \
+         axes.set_title('title')\n    axes.set_xlabel('x')\n    axes.legend()\n    \
+         FigureCanvasAgg(figure).print_png(io.BytesIO())\n"
+    } else {
+        ""
+    };
+    format!(
+        "def __dvm_preload():\n    import importlib\n    for name in {names}:\n        \
+         importlib.import_module(name)\n{check}{warm_up}__dvm_preload()\ndel __dvm_preload\n{}",
+        super::python::runner_source()
+    )
 }
 
 /// Checks module names before they reach Python source: dotted identifiers only.

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{Blake3Hex, CacheKey, Entry, PublicKey, ResultCache, SCHEMA, open_entry};
-use crate::error::Error;
+use crate::error::{CacheError, Error};
 
 /// What `export` wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -61,7 +61,12 @@ impl ResultCache {
             header.set_cksum();
             archive
                 .append_data(&mut header, name, bytes)
-                .map_err(|e| Error::Internal(format!("cannot build the bundle: {e}")))
+                .map_err(|source| {
+                    Error::from(CacheError::Bundle {
+                        action: "build the bundle",
+                        source,
+                    })
+                })
         };
         let trust = &self.keys()?.trust;
         let mut report = ExportReport::default();
@@ -84,10 +89,7 @@ impl ResultCache {
                 if blobs.insert(file.blake3) {
                     let bytes = self.backend.get_blob(&file.blake3, file.size)?;
                     let bytes = bytes.ok_or_else(|| {
-                        Error::Internal(format!(
-                            "result cache: output blob {} is missing",
-                            file.blake3
-                        ))
+                        CacheError::Inconsistent(format!("output blob {} is missing", file.blake3))
                     })?;
                     add(&mut archive, &format!("blobs/{}", file.blake3), &bytes)?;
                     report.blobs += 1;
@@ -103,9 +105,10 @@ impl ResultCache {
             BUNDLE_MANIFEST,
             manifest.to_string().as_bytes(),
         )?;
-        let tarball = archive
-            .into_inner()
-            .map_err(|e| Error::Internal(format!("cannot build the bundle: {e}")))?;
+        let tarball = archive.into_inner().map_err(|source| CacheError::Bundle {
+            action: "build the bundle",
+            source,
+        })?;
         let compressed = ruzstd::encoding::compress_to_vec(
             tarball.as_slice(),
             ruzstd::encoding::CompressionLevel::Fastest,
@@ -143,9 +146,16 @@ impl ResultCache {
         let decoder = ruzstd::decoding::StreamingDecoder::new(std::io::BufReader::new(file))
             .map_err(|e| bad(format!("not zstd ({e})")))?;
         let mut archive = tar::Archive::new(Read::take(decoder, MAX_BUNDLE_BYTES));
-        let staging = tempfile::tempdir()
-            .map_err(|e| Error::Internal(format!("cannot make a staging directory: {e}")))?;
-        let stage_error = |e: std::io::Error| Error::Internal(format!("cannot stage: {e}"));
+        let staging = tempfile::tempdir().map_err(|source| CacheError::Bundle {
+            action: "make a staging directory",
+            source,
+        })?;
+        let stage_error = |source: std::io::Error| {
+            Error::from(CacheError::Bundle {
+                action: "stage the bundle",
+                source,
+            })
+        };
         let mut entries: BTreeMap<CacheKey, std::path::PathBuf> = BTreeMap::new();
         // Blobs whose contents matched their name, with their size; and those that did not.
         let mut blobs: HashMap<Blake3Hex, (std::path::PathBuf, u64)> = HashMap::new();

@@ -31,20 +31,19 @@ mod names;
 pub mod signing;
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::{CacheError, Error};
 use crate::limits::{LimitKind, Limits, OutputOverflow};
 use crate::outcome::{Outcome, Status, Truncated};
 use crate::workspace::OutputFile;
 
+pub use crate::outcome::{CacheMode, CacheStatus};
 pub use bundle::{ExportReport, ImportReport};
 pub use names::{Blake3Hex, CacheKey, OutputPath};
 use signing::SignedBy;
@@ -53,31 +52,7 @@ pub use signing::{Keys, PublicKey, Rejection, SigningKey, Trust};
 /// Bumped whenever the key encoding or the entry format changes.
 pub const SCHEMA: u32 = 2;
 /// Default bound on the local store's size.
-pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
-
-/// Whether a run uses the result cache.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheMode {
-    /// Look up and store deterministic runs without grants (the default).
-    #[default]
-    Auto,
-    /// Neither look up nor store.
-    Off,
-}
-
-/// What the cache did for a run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheStatus {
-    /// The run was not eligible, or caching was off.
-    #[default]
-    Off,
-    /// The outcome came from the cache.
-    Hit,
-    /// The run ran (and was stored if its ending allows).
-    Miss,
-}
+pub const DEFAULT_MAX_BYTES: u64 = crate::engine::DEFAULT_RESULT_CACHE_BYTES;
 
 /// Builds a key: tagged, length-prefixed fields in a fixed order.
 #[derive(Clone)]
@@ -176,13 +151,17 @@ impl StoredFile {
     }
 }
 
-/// An outcome as stored: every field, output bytes in base64.
+/// An outcome as stored: every field of the run's [`Outcome`] but what the cache itself
+/// says (`cache`, `cache_key`), output bytes in the outcome's base64 form (read strictly),
+/// the duration in nanoseconds and each output file with its validated path and hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct StoredOutcome {
     status: Status,
     exit_code: Option<i32>,
-    stdout: String,
-    stderr: String,
+    #[serde(with = "crate::outcome::base64_bytes::strict")]
+    stdout: Vec<u8>,
+    #[serde(with = "crate::outcome::base64_bytes::strict")]
+    stderr: Vec<u8>,
     stdout_bytes: u64,
     stderr_bytes: u64,
     truncated: Truncated,
@@ -227,10 +206,6 @@ fn blob_list(files: &[StoredFile]) -> Vec<u8> {
     out
 }
 
-fn b64() -> base64::engine::GeneralPurpose {
-    base64::engine::general_purpose::STANDARD
-}
-
 impl StoredOutcome {
     /// The outcome with its hashed files (files too large to hash are not stored).
     fn from_outcome(outcome: &Outcome) -> Result<Self, Error> {
@@ -238,18 +213,16 @@ impl StoredOutcome {
         for file in &outcome.files {
             let Some(hash) = &file.blake3 else { continue };
             files.push(StoredFile {
-                path: OutputPath::parse(&file.path)
-                    .map_err(|e| Error::Internal(format!("result cache: {e}")))?,
+                path: OutputPath::parse(&file.path).map_err(CacheError::Inconsistent)?,
                 size: file.size,
-                blake3: Blake3Hex::parse(hash)
-                    .map_err(|e| Error::Internal(format!("result cache: {e}")))?,
+                blake3: Blake3Hex::parse(hash).map_err(CacheError::Inconsistent)?,
             });
         }
         Ok(StoredOutcome {
             status: outcome.status,
             exit_code: outcome.exit_code,
-            stdout: b64().encode(&outcome.stdout),
-            stderr: b64().encode(&outcome.stderr),
+            stdout: outcome.stdout.clone(),
+            stderr: outcome.stderr.clone(),
             stdout_bytes: outcome.stdout_bytes,
             stderr_bytes: outcome.stderr_bytes,
             truncated: outcome.truncated,
@@ -262,12 +235,12 @@ impl StoredOutcome {
         })
     }
 
-    fn to_outcome(&self) -> Option<Outcome> {
-        Some(Outcome {
+    fn to_outcome(&self) -> Outcome {
+        Outcome {
             status: self.status,
             exit_code: self.exit_code,
-            stdout: b64().decode(&self.stdout).ok()?,
-            stderr: b64().decode(&self.stderr).ok()?,
+            stdout: self.stdout.clone(),
+            stderr: self.stderr.clone(),
             stdout_bytes: self.stdout_bytes,
             stderr_bytes: self.stderr_bytes,
             truncated: self.truncated,
@@ -279,14 +252,13 @@ impl StoredOutcome {
             files: self.files.iter().map(StoredFile::output_file).collect(),
             cache: CacheStatus::Hit,
             cache_key: None,
-        })
+        }
     }
 }
 
 /// Signs an entry with `key` into the bytes that are stored.
 fn seal(entry: &Entry, key: &SigningKey) -> Result<Vec<u8>, Error> {
-    let body = serde_json::to_string(entry)
-        .map_err(|e| Error::Internal(format!("result cache: encode: {e}")))?;
+    let body = serde_json::to_string(entry).map_err(|source| CacheError::Encode { source })?;
     let blobs = blob_list(&entry.outcome.files);
     let signed = SignedBy::new(
         key,
@@ -298,7 +270,7 @@ fn seal(entry: &Entry, key: &SigningKey) -> Result<Vec<u8>, Error> {
         signed,
         body,
     })
-    .map_err(|e| Error::Internal(format!("result cache: encode: {e}")))
+    .map_err(|source| CacheError::Encode { source }.into())
 }
 
 /// Checks stored bytes claimed to be the entry of `key`: the format, a signature by a key
@@ -369,13 +341,19 @@ pub struct LocalBackend {
 }
 
 fn store_error(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| Error::Internal(format!("result cache: {what}: {e}"))
+    move |source| {
+        CacheError::Io {
+            action: what.to_string(),
+            source,
+        }
+        .into()
+    }
 }
 
 impl LocalBackend {
     pub fn new(home: &Path) -> Self {
         LocalBackend {
-            dir: home.join("results").join(format!("v{SCHEMA}")),
+            dir: crate::home::results(home, SCHEMA),
         }
     }
 
@@ -388,17 +366,18 @@ impl LocalBackend {
     }
 
     fn temp_in(path: &Path) -> Result<tempfile::NamedTempFile, Error> {
-        let dir = path.parent().expect("store paths have a parent");
-        std::fs::create_dir_all(dir).map_err(store_error("create a directory"))?;
-        tempfile::NamedTempFile::new_in(dir).map_err(store_error("write"))
+        let dir = path.parent().unwrap_or(Path::new("."));
+        crate::home::temp_file_in(dir).map_err(|e| {
+            let (action, source) = e.into_parts();
+            CacheError::Io { action, source }.into()
+        })
     }
 
     fn publish(&self, path: &Path, bytes: &[u8]) -> Result<(), Error> {
-        let mut temp = Self::temp_in(path)?;
-        temp.write_all(bytes).map_err(store_error("write"))?;
-        temp.persist(path)
-            .map(drop)
-            .map_err(|e| Error::Internal(format!("result cache: store: {}", e.error)))
+        crate::home::publish(path, bytes, crate::home::Durability::Renamed).map_err(|e| {
+            let (action, source) = e.into_parts();
+            CacheError::Io { action, source }.into()
+        })
     }
 
     fn read(path: &Path) -> Result<Option<Vec<u8>>, Error> {
@@ -473,9 +452,10 @@ impl ResultBackend for LocalBackend {
         )
         .map_err(store_error("read"))?;
         if bytes.len() as u64 > max_bytes {
-            return Err(Error::Internal(format!(
-                "result cache: output blob {blake3} is larger than its entry says"
-            )));
+            return Err(CacheError::Inconsistent(format!(
+                "output blob {blake3} is larger than its entry says"
+            ))
+            .into());
         }
         Ok(Some(bytes))
     }
@@ -498,7 +478,7 @@ impl ResultBackend for LocalBackend {
         std::io::copy(&mut source, &mut temp).map_err(store_error("write"))?;
         temp.persist(&path)
             .map(drop)
-            .map_err(|e| Error::Internal(format!("result cache: store: {}", e.error)))
+            .map_err(|e| store_error("store")(e.error))
     }
 
     fn remove_blob(&self, blake3: &Blake3Hex) -> Result<(), Error> {
@@ -548,20 +528,18 @@ pub(crate) struct Hit {
     pub files: Vec<(OutputFile, Vec<u8>)>,
 }
 
-/// `[cache]` in the configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheSettings {
-    /// Public keys (`ed25519:HEX`) whose entries are trusted besides the home's own.
-    #[serde(default)]
-    pub trusted_keys: Vec<String>,
-}
-
 /// Where a cache's keys come from.
 enum KeySource {
-    /// The home's key, loaded (or made) on first use.
-    Home(PathBuf, OnceLock<Result<Keys, String>>),
+    /// The home's key and the keys its configuration trusts, loaded (or made) on first use.
+    Home(HomeKeys, OnceLock<Result<Keys, String>>),
     Fixed(Keys),
+}
+
+/// Where a home's keys are: the home, its configuration file, and keys trusted besides.
+struct HomeKeys {
+    home: PathBuf,
+    config_file: PathBuf,
+    extra: Vec<String>,
 }
 
 /// The result cache over a backend.
@@ -591,12 +569,40 @@ impl ResultCache {
         }
     }
 
-    /// The local store under `home`, bounded to `max_bytes`, signing with the home's key.
+    /// The local store under `home`, bounded to `max_bytes`, signing with the home's key and
+    /// trusting what [`signing::Trust::of_home`] reads (the environment included).
     pub fn local(home: &Path, max_bytes: u64) -> Self {
+        ResultCache::local_with(
+            home,
+            max_bytes,
+            crate::profile::ConfigFile::path(home),
+            crate::engine::cache_trust_from_env(),
+        )
+    }
+
+    /// The local store under `config.home`, bounded to `max_bytes`, signing with the home's
+    /// key and trusting what [`signing::Trust::of_config`] says.
+    pub fn of_config(config: &crate::Config, max_bytes: u64) -> Self {
+        ResultCache::local_with(
+            &config.home,
+            max_bytes,
+            config.config_file_path(),
+            config.cache_trust.clone(),
+        )
+    }
+
+    fn local_with(home: &Path, max_bytes: u64, config_file: PathBuf, extra: Vec<String>) -> Self {
         ResultCache {
             backend: Box::new(LocalBackend::new(home)),
             max_bytes,
-            keys: KeySource::Home(home.to_path_buf(), OnceLock::new()),
+            keys: KeySource::Home(
+                HomeKeys {
+                    home: home.to_path_buf(),
+                    config_file,
+                    extra,
+                },
+                OnceLock::new(),
+            ),
             rejected: AtomicU64::new(0),
         }
     }
@@ -605,8 +611,13 @@ impl ResultCache {
     pub fn keys(&self) -> Result<&Keys, Error> {
         match &self.keys {
             KeySource::Fixed(keys) => Ok(keys),
-            KeySource::Home(home, keys) => keys
-                .get_or_init(|| Keys::home(home).map_err(|e| e.to_string()))
+            KeySource::Home(at, keys) => keys
+                .get_or_init(|| {
+                    let trust = signing::Trust::of_home_with(&at.home, &at.config_file, &at.extra);
+                    signing::SigningKey::home(&at.home)
+                        .map(|signer| Keys::new(signer, trust))
+                        .map_err(|e| e.to_string())
+                })
                 .as_ref()
                 .map_err(|e| Error::InvalidInput(format!("result cache: {e}"))),
         }
@@ -660,7 +671,7 @@ impl ResultCache {
                 return None;
             }
         };
-        let mut outcome = entry.outcome.to_outcome()?;
+        let mut outcome = entry.outcome.to_outcome();
         let mut files = Vec::with_capacity(entry.outcome.files.len());
         for file in &entry.outcome.files {
             match self.backend.get_blob(&file.blake3, file.size) {
@@ -701,16 +712,14 @@ impl ResultCache {
         for file in &stored.files {
             let output = file.output_file();
             let bytes = read(&output).ok_or_else(|| {
-                Error::Internal(format!(
-                    "result cache: cannot read output file {}",
-                    file.path
-                ))
+                CacheError::Inconsistent(format!("cannot read output file {}", file.path))
             })?;
             if Blake3Hex::of(&bytes) != file.blake3 {
-                return Err(Error::Internal(format!(
-                    "result cache: output file {} changed after the run",
+                return Err(CacheError::Inconsistent(format!(
+                    "output file {} changed after the run",
                     file.path
-                )));
+                ))
+                .into());
             }
             self.backend.put_blob(&file.blake3, &bytes)?;
         }
@@ -862,5 +871,27 @@ mod tests {
         };
         assert_ne!(args(&["a b"]), args(&["a", "b"]));
         assert_eq!(args(&["x"]), args(&["x"]));
+    }
+
+    /// A stored outcome as an earlier build wrote it into a cache entry.
+    const STORED_JSON: &str = r#"{"status":"error","exit_code":3,"stdout":"AJ+Wlg==","stderr":"ZXJy","stdout_bytes":4,"stderr_bytes":3,"truncated":{"stdout":false,"stderr":true},"limit":null,"fuel_used":10,"duration_ns":12000000,"memory_peak_bytes":65536,"trap":null,"files":[{"path":"out/a.txt","size":2,"blake3":"0000000000000000000000000000000000000000000000000000000000000000"}]}"#;
+
+    #[test]
+    fn todays_stored_outcomes_decode_and_encode_unchanged() {
+        let stored: StoredOutcome = serde_json::from_str(STORED_JSON).unwrap();
+        assert_eq!(serde_json::to_string(&stored).unwrap(), STORED_JSON);
+        let outcome = stored.to_outcome();
+        assert_eq!(outcome.status, Status::Error);
+        assert_eq!(outcome.stdout, vec![0, 159, 150, 150]);
+        assert_eq!(outcome.stderr, b"err");
+        assert_eq!(outcome.duration, Duration::from_millis(12));
+        assert_eq!(outcome.cache, CacheStatus::Hit);
+        assert_eq!(outcome.files[0].path, "out/a.txt");
+        assert_eq!(StoredOutcome::from_outcome(&outcome).unwrap(), stored);
+
+        let damaged = STORED_JSON.replace("ZXJy", "not base64!");
+        assert!(serde_json::from_str::<StoredOutcome>(&damaged).is_err());
+        let escaping = STORED_JSON.replace("out/a.txt", "../a.txt");
+        assert!(serde_json::from_str::<StoredOutcome>(&escaping).is_err());
     }
 }

@@ -222,11 +222,11 @@ fn write_seed(mut file: &std::fs::File, seed: &[u8; 32]) -> std::io::Result<()> 
 }
 
 pub fn home_key_path(home: &Path) -> PathBuf {
-    home.join("keys").join("results.ed25519")
+    crate::home::result_signing_key(home)
 }
 
 pub fn trusted_path(home: &Path) -> PathBuf {
-    home.join("keys").join("trusted")
+    crate::home::trusted_keys(home)
 }
 
 /// The message a signature covers: a purpose, then every part with its length.
@@ -268,6 +268,26 @@ impl Trust {
     /// file's `[cache] trusted_keys` and `DVM_CACHE_TRUST`. Lines that are not keys are
     /// reported and skipped.
     pub fn of_home(home: &Path) -> Trust {
+        Trust::of_home_with(
+            home,
+            &crate::profile::ConfigFile::path(home),
+            &crate::engine::cache_trust_from_env(),
+        )
+    }
+
+    /// What `config` says to trust: its home's `keys/trusted` file, the configuration file's
+    /// `[cache] trusted_keys` and [`Config::cache_trust`](crate::Config::cache_trust).
+    pub fn of_config(config: &crate::Config) -> Trust {
+        Trust::of_home_with(
+            &config.home,
+            &config.config_file_path(),
+            &config.cache_trust,
+        )
+    }
+
+    /// The keys in `home`'s `keys/trusted` file, the configuration file at `config_file`'s
+    /// `[cache] trusted_keys`, and `extra` (each reported as coming from `DVM_CACHE_TRUST`).
+    pub fn of_home_with(home: &Path, config_file: &Path, extra: &[String]) -> Trust {
         let mut trust = Trust::default();
         let mut add = |text: &str, source: &str| match PublicKey::parse(text) {
             Ok(key) => trust.add(key),
@@ -282,7 +302,7 @@ impl Trust {
                 }
             }
         }
-        match crate::profile::ConfigFile::load(home) {
+        match crate::profile::ConfigFile::load_from(config_file) {
             Ok(config) => {
                 for key in &config.cache.trusted_keys {
                     add(key, &config.source);
@@ -290,13 +310,8 @@ impl Trust {
             }
             Err(e) => tracing::warn!("trusted keys of the configuration file are not read: {e}"),
         }
-        if let Ok(text) = std::env::var(TRUST_ENV) {
-            for key in text
-                .split([',', ' ', '\n'])
-                .filter(|k| !k.trim().is_empty())
-            {
-                add(key.trim(), TRUST_ENV);
-            }
+        for key in extra {
+            add(key.trim(), TRUST_ENV);
         }
         trust
     }
@@ -341,7 +356,12 @@ pub fn trust_in_home(home: &Path, key: PublicKey) -> Result<bool, Error> {
         return Ok(false);
     }
     let dir = path.parent().unwrap_or(home);
-    let fail = |e: std::io::Error| Error::Internal(format!("cannot write {}: {e}", path.display()));
+    let fail = |source: std::io::Error| {
+        Error::from(crate::error::HostError::Io {
+            action: format!("write {}", path.display()),
+            source,
+        })
+    };
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -435,6 +455,14 @@ impl Keys {
         Ok(Keys::new(SigningKey::home(home)?, Trust::of_home(home)))
     }
 
+    /// The key of `config`'s home and what `config` says to trust ([`Trust::of_config`]).
+    pub fn of_config(config: &crate::Config) -> Result<Keys, Error> {
+        Ok(Keys::new(
+            SigningKey::home(&config.home)?,
+            Trust::of_config(config),
+        ))
+    }
+
     /// For a node of a deployment: signs with `deployment` when given (else the home's key)
     /// and trusts the home's key, the deployment key, what the home trusts and `extra`.
     pub fn node(
@@ -442,8 +470,34 @@ impl Keys {
         deployment: Option<&Path>,
         extra: &[PublicKey],
     ) -> Result<Keys, Error> {
-        let own = SigningKey::home(home)?;
-        let mut trust = Trust::of_home(home);
+        Keys::node_with(
+            SigningKey::home(home)?,
+            Trust::of_home(home),
+            deployment,
+            extra,
+        )
+    }
+
+    /// [`Keys::node`] for the home and trusted keys `config` names.
+    pub fn node_of_config(
+        config: &crate::Config,
+        deployment: Option<&Path>,
+        extra: &[PublicKey],
+    ) -> Result<Keys, Error> {
+        Keys::node_with(
+            SigningKey::home(&config.home)?,
+            Trust::of_config(config),
+            deployment,
+            extra,
+        )
+    }
+
+    fn node_with(
+        own: SigningKey,
+        mut trust: Trust,
+        deployment: Option<&Path>,
+        extra: &[PublicKey],
+    ) -> Result<Keys, Error> {
         trust.add(own.public());
         for key in extra {
             trust.add(*key);
@@ -459,6 +513,36 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trust_comes_from_the_config_file_and_keys_the_config_names() {
+        let home = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let in_file = SigningKey::home(&other.path().join("a")).unwrap().public();
+        let listed = SigningKey::home(&other.path().join("b")).unwrap().public();
+        let file = other.path().join("elsewhere.toml");
+        std::fs::write(&file, format!("[cache]\ntrusted_keys = [\"{in_file}\"]\n")).unwrap();
+        let mut config = crate::Config::from_env();
+        config.home = home.path().to_path_buf();
+        config.config_file = Some(file);
+        config.cache_trust = vec![listed.to_string(), "not-a-key".into()];
+        let trust = Trust::of_config(&config);
+        assert!(
+            trust.contains(&in_file),
+            "the named configuration file is read"
+        );
+        assert!(
+            trust.contains(&listed),
+            "the keys the config lists are trusted"
+        );
+        config.config_file = None;
+        config.cache_trust.clear();
+        let trust = Trust::of_config(&config);
+        assert!(!trust.contains(&in_file) && !trust.contains(&listed));
+        let keys = Keys::of_config(&config).unwrap();
+        let own = SigningKey::home(home.path()).unwrap().public();
+        assert!(keys.trust.contains(&own), "the home's own key is trusted");
+    }
 
     #[test]
     fn a_signature_verifies_only_for_its_purpose_parts_and_trusted_signer() {

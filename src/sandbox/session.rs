@@ -84,9 +84,11 @@ pub(crate) fn serve(
     )
     .and_then(|(mut store, _)| {
         let active = activate()?;
-        let instance = pre
-            .instantiate(&mut store)
-            .map_err(|e| capacity_error(&e).unwrap_or_else(|| Error::Internal(format!("{e:#}"))));
+        let instance = pre.instantiate(&mut store).map_err(|e| {
+            capacity_error(&e).unwrap_or_else(|| {
+                crate::error::HostError::wasmtime("instantiate the module", e).into()
+            })
+        });
         drop(active);
         Ok((store, instance?))
     });

@@ -58,13 +58,20 @@ impl SandboxThreads {
     ) -> Result<R, Error> {
         let outcome = result
             .recv()
-            .map_err(|_| Error::Internal("a sandbox thread stopped unexpectedly".into()))?;
+            .map_err(|_| crate::error::HostError::Stopped {
+                what: "a sandbox thread".into(),
+            })?;
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE {
             idle.push(thread);
         }
         drop(idle);
-        outcome.map_err(|_| Error::Internal("the sandbox thread panicked".into()))
+        outcome.map_err(|_| {
+            crate::error::HostError::Stopped {
+                what: "the sandbox thread".into(),
+            }
+            .into()
+        })
     }
 
     fn spawn(&self) -> Result<Sender<Job>, Error> {
@@ -78,7 +85,10 @@ impl SandboxThreads {
                     job();
                 }
             })
-            .map_err(|e| Error::Internal(format!("cannot start a sandbox thread: {e}")))?;
+            .map_err(|source| crate::error::HostError::Thread {
+                what: "a sandbox thread",
+                source,
+            })?;
         Ok(sender)
     }
 }

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{ApiError, ApiJson, AppState, Job, LimitsRequest};
+use super::{ApiError, ApiJson, AppState, Execution, LimitsRequest};
 use crate::limits::Limits;
 use crate::sandbox::{RunInput, Stream};
 
@@ -112,7 +112,7 @@ async fn health(State(state): Shared) -> impl IntoResponse {
     }))
 }
 
-async fn metrics(State(state): Shared) -> impl IntoResponse {
+async fn metrics(State(state): Shared, headers: HeaderMap) -> impl IntoResponse {
     let (sessions, sandboxes) = {
         let all = state
             .sandboxes
@@ -121,44 +121,29 @@ async fn metrics(State(state): Shared) -> impl IntoResponse {
         let sessions = all.values().filter(|s| s.session.is_some()).count();
         (sessions, all.len() - sessions)
     };
-    let mut text = state
-        .metrics
-        .render(sessions, sandboxes, state.limiter.waiting());
     let (_, session_memory, session_slots) = state.admitted();
     let (retained, retained_bytes) = state.submissions.retained();
-    for (name, help, value) in [
+    let text = state.metrics.render(super::metrics::Live {
+        sessions,
+        sandboxes,
+        queued: state.limiter.waiting(),
+        session_memory,
+        session_slots,
+        retained,
+        retained_bytes,
+    });
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if super::metrics::wants_openmetrics(accept) {
+        ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text)
+    } else {
         (
-            "dvm_session_memory_reserved_bytes",
-            "Memory caps of live sessions, summed (bounded by --session-memory).",
-            session_memory,
-        ),
-        (
-            "dvm_session_pool_slots",
-            "Instance-pool slots live sessions hold.",
-            session_slots as u64,
-        ),
-        (
-            "dvm_judge0_submissions_retained",
-            "Judge0 submissions kept in memory.",
-            retained as u64,
-        ),
-        (
-            "dvm_judge0_retained_bytes",
-            "Bytes of source, input and output Judge0 submissions keep in memory.",
-            retained_bytes,
-        ),
-    ] {
-        text.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-        ));
+            [(header::CONTENT_TYPE, super::metrics::CLASSIC_CONTENT_TYPE)],
+            super::metrics::classic_text(&text),
+        )
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -169,7 +154,12 @@ async fn runtimes(State(state): Shared) -> Result<impl IntoResponse, ApiError> {
     let dvm = state.dvm.clone();
     let statuses = tokio::task::spawn_blocking(move || dvm.runtime_statuses())
         .await
-        .map_err(|e| ApiError::from(crate::Error::Internal(e.to_string())))?;
+        .map_err(|e| {
+            ApiError::from(crate::Error::from(crate::error::HostError::Task {
+                what: "listing the runtimes",
+                source: Box::new(e),
+            }))
+        })?;
     let list: Vec<serde_json::Value> = statuses
         .into_iter()
         .map(|status| {
@@ -178,7 +168,7 @@ async fn runtimes(State(state): Shared) -> Result<impl IntoResponse, ApiError> {
                 "language": status.language,
                 "version": status.version,
                 "installed": status.installed,
-                "sessions": status.id == "python",
+                "sessions": status.capabilities.sessions,
             })
         })
         .collect();
@@ -186,8 +176,13 @@ async fn runtimes(State(state): Shared) -> Result<impl IntoResponse, ApiError> {
 }
 
 /// A one-shot execution, or one in a sandbox or session.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"runtime": "python", "code": "import sys\nprint(sys.argv[1:], open('in.txt').read())",
+    "name": "main.py", "stdin": "", "args": ["a"], "env": {"K": "v"},
+    "limits": {"memory_bytes": 268435456}, "timeout_ms": 10000, "requirements": [],
+    "files": {"in.txt": "text"}, "files_base64": {"data.bin": "AAEC"}, "stream": false,
+    "run_id": "example-run", "seed": 7})))]
 pub(super) struct ExecuteRequest {
     /// Runtime id [default: python]; in a sandbox, the sandbox's.
     #[serde(default)]
@@ -206,10 +201,16 @@ pub(super) struct ExecuteRequest {
     limits: LimitsRequest,
     /// Shorthand for `limits.timeout_ms`.
     #[serde(default)]
+    #[schema(minimum = 1)]
     timeout_ms: Option<u64>,
     /// Packages to install first (one-shot runs).
     #[serde(default)]
     requirements: Vec<String>,
+    /// Also install what the script imports that the runtime lacks (Python; one-shot runs
+    /// and sandboxes). PEP 723 blocks and `requirements.txt`/`package.json` among the files
+    /// are always read.
+    #[serde(default)]
+    auto_deps: bool,
     /// Files written into the workspace first: path → UTF-8 text.
     #[serde(default)]
     files: BTreeMap<String, String>,
@@ -304,7 +305,7 @@ async fn execute_once(
         input.workspace = Some(workspace);
         input.limits = limits;
     }
-    let job = Job {
+    let job = Execution {
         runtime: request
             .runtime
             .clone()
@@ -315,6 +316,7 @@ async fn execute_once(
         sandbox: None,
         hold: None,
         requirements: request.requirements.clone(),
+        auto_deps: request.auto_deps,
         run_id: request.run_id.clone(),
         on_start: None,
     };
@@ -322,7 +324,11 @@ async fn execute_once(
 }
 
 /// Runs the job and answers with its outcome as JSON, or as a stream of events.
-async fn respond(state: Arc<AppState>, mut job: Job, stream: bool) -> Result<Response, ApiError> {
+async fn respond(
+    state: Arc<AppState>,
+    mut job: Execution,
+    stream: bool,
+) -> Result<Response, ApiError> {
     let runtime = job.runtime.clone();
     if !stream {
         let (run_id, outcome) = state.execute(job).await?;
@@ -411,8 +417,11 @@ async fn cancel_run(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A sandbox or session to create.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"runtime": "python", "requirements": ["humanize"], "env": {"K": "v"},
+    "limits": {"memory_bytes": 268435456}, "session": false})))]
 pub(super) struct CreateRequest {
     #[serde(default)]
     runtime: Option<String>,
@@ -528,6 +537,12 @@ async fn execute_in(
             "install packages into a sandbox with POST …/packages, or at creation",
         ));
     }
+    if request.auto_deps && sandbox.session.is_some() {
+        return Err(ApiError::bad_request(
+            "auto_deps applies to one-shot runs and sandboxes; install into a session with \
+             POST …/packages",
+        ));
+    }
     let mut input = request.input(&sandbox.limits, &state)?;
     within_session(&sandbox, &input.limits)?;
     let uploads = request.uploads()?;
@@ -549,7 +564,7 @@ async fn execute_in(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    let job = Job {
+    let job = Execution {
         runtime: sandbox.runtime.clone(),
         code: request.code.clone(),
         name: request.name.clone().unwrap_or_default(),
@@ -557,6 +572,7 @@ async fn execute_in(
         sandbox: Some(sandbox.clone()),
         hold: Some(hold),
         requirements: Vec::new(),
+        auto_deps: request.auto_deps,
         run_id: request.run_id.clone(),
         on_start: None,
     };
@@ -599,8 +615,10 @@ async fn cancel_in(State(state): Shared, Path(id): Path<String>) -> Result<Respo
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Packages to install into a sandbox.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"requirements": ["humanize"]})))]
 pub(super) struct InstallRequest {
     requirements: Vec<String>,
 }

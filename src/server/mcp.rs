@@ -19,7 +19,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 
-use super::{AppState, Job, LimitsRequest};
+use super::{AppState, Execution, LimitsRequest};
 use crate::limits::Limits;
 use crate::sandbox::RunInput;
 use crate::workspace::Workspace;
@@ -40,6 +40,10 @@ pub struct RunCodeArgs {
     pub args: Option<Vec<String>>,
     /// Wall-clock limit in milliseconds (default 10000).
     pub timeout_ms: Option<u64>,
+    /// Also install what a Python program imports that the runtime lacks (default false).
+    /// A PEP 723 block and a requirements.txt or package.json in the workspace are always
+    /// read.
+    pub auto_deps: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -221,7 +225,9 @@ impl DvmTools {
         // The code goes in as a script file that is removed afterwards; a name the workspace
         // does not have yet, so the model's own files are never overwritten. The run may
         // write what the connection's workspace quota leaves.
-        let extension = if runtime == "javascript" { "mjs" } else { "py" };
+        let extension = crate::Catalog::embedded()
+            .get(&runtime)
+            .map_or("py", |spec| spec.language.script_extension());
         let prepared = {
             let workspace = self.workspace.clone();
             let quota = super::default_limits(&self.state.config);
@@ -243,7 +249,7 @@ impl DvmTools {
             Ok(prepared) => prepared,
             Err(error) => return failure(error.message),
         };
-        let job = Job {
+        let job = Execution {
             runtime: runtime.clone(),
             code: args.code,
             name: name.clone(),
@@ -258,6 +264,7 @@ impl DvmTools {
             sandbox: None,
             hold: None,
             requirements: Vec::new(),
+            auto_deps: args.auto_deps.unwrap_or(false),
             run_id: None,
             on_start: None,
         };
@@ -416,7 +423,7 @@ impl DvmTools {
             Ok(limits) => limits,
             Err(error) => return failure(error.message),
         };
-        let job = Job {
+        let job = Execution {
             runtime: sandbox.runtime.clone(),
             code: args.code,
             name: String::new(),
@@ -428,6 +435,7 @@ impl DvmTools {
             sandbox: Some(sandbox.clone()),
             hold: Some(hold),
             requirements: Vec::new(),
+            auto_deps: false,
             run_id: None,
             on_start: None,
         };
@@ -466,7 +474,7 @@ impl DvmTools {
                     "id": s.id,
                     "language": s.language,
                     "version": s.version,
-                    "sessions": s.id == "python",
+                    "sessions": s.capabilities.sessions,
                 }))
                 .collect::<Vec<_>>()
         ))
@@ -511,14 +519,20 @@ pub(super) fn http_service(
 pub async fn serve_stdio(state: Arc<AppState>) -> Result<(), crate::Error> {
     use rmcp::ServiceExt as _;
     let tools = DvmTools::new(state.clone())?;
-    let running = tools
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|e| crate::Error::Internal(format!("MCP over stdio: {e}")))?;
-    let ended = running
-        .waiting()
-        .await
-        .map_err(|e| crate::Error::Internal(format!("MCP over stdio: {e}")));
+    let running =
+        tools
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| crate::error::HostError::Task {
+                what: "MCP over stdio",
+                source: Box::new(e),
+            })?;
+    let ended = running.waiting().await.map_err(|e| {
+        crate::Error::from(crate::error::HostError::Task {
+            what: "MCP over stdio",
+            source: Box::new(e),
+        })
+    });
     state.shut_down().await;
     ended.map(|_| ())
 }

@@ -34,6 +34,8 @@ use crate::sandbox::{CancelHandle, RunInput};
 use crate::session::{Session, SessionOptions};
 use crate::workspace::Workspace;
 
+pub use crate::id::new_id;
+
 pub use self::metrics::Metrics;
 
 /// Pool slots `dvm serve` sizes its pool with per session or run it must fit: the pool has
@@ -198,18 +200,24 @@ impl MaxLimits {
     }
 
     /// `limits` lowered to these maxima (and the deadline to `max_timeout`).
-    fn clamp(&self, mut limits: Limits, max_timeout: Duration) -> Limits {
-        limits.deadline = limits.deadline.min(max_timeout);
-        limits.memory_bytes = limits.memory_bytes.min(self.memory_bytes);
-        limits.disk_bytes = limits.disk_bytes.min(self.disk_bytes);
-        limits.stdout_bytes = limits.stdout_bytes.min(self.output_bytes);
-        limits.stderr_bytes = limits.stderr_bytes.min(self.output_bytes);
-        if let Some(max) = self.fuel {
-            limits.fuel = Some(limits.fuel.map_or(max, |fuel| fuel.min(max)));
-        }
-        limits.files = limits.files.min(self.files);
-        limits.open_files = limits.open_files.min(self.open_files).max(1);
-        limits
+    /// The server never caps table elements, takes one maximum for stdout and stderr, and
+    /// leaves a run at least one open file.
+    fn clamp(&self, limits: Limits, max_timeout: Duration) -> Limits {
+        let max = Limits {
+            deadline: max_timeout,
+            fuel: self.fuel,
+            memory_bytes: self.memory_bytes,
+            stdout_bytes: self.output_bytes,
+            stderr_bytes: self.output_bytes,
+            output_overflow: limits.output_overflow,
+            table_elements: u64::MAX,
+            disk_bytes: self.disk_bytes,
+            files: self.files,
+            open_files: self.open_files,
+        };
+        let mut capped = limits.capped_at(&max);
+        capped.open_files = capped.open_files.max(1);
+        capped
     }
 }
 
@@ -309,13 +317,8 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
-        let status = match &error {
-            Error::Capacity(_) | Error::QueueFull(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Nats(_) | Error::Remote(_) => StatusCode::BAD_GATEWAY,
-            Error::SessionClosed(_) => StatusCode::GONE,
-            error if error.is_user_error() => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status =
+            StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         ApiError::new(status, error.kind(), error.to_string())
     }
 }
@@ -339,11 +342,9 @@ fn scrub_paths(message: &str) -> String {
         ),
         (std::env::temp_dir().display().to_string(), "<tmp>"),
     ];
-    if let Some(scratch) = std::env::var_os("DVM_SCRATCH") {
-        places.push((
-            std::path::PathBuf::from(scratch).display().to_string(),
-            "<scratch>",
-        ));
+    let scratch = crate::fs::scratch_base();
+    if scratch != std::env::temp_dir() {
+        places.push((scratch.display().to_string(), "<scratch>"));
     }
     if let Some(home) = dirs::home_dir() {
         places.push((home.display().to_string(), "<home>"));
@@ -385,10 +386,15 @@ where
 }
 
 /// Limits as requests write them; each one left out takes the server's default.
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Default, Deserialize, serde::Serialize, schemars::JsonSchema, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"timeout_ms": 10000, "memory_bytes": 268435456, "fuel": 100000000000_u64,
+    "max_output_bytes": 65536, "disk_bytes": 16777216, "files": 100, "open_files": 64})))]
 pub struct LimitsRequest {
     /// Wall-clock deadline in milliseconds.
+    #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
     /// Linear memory cap in bytes.
     pub memory_bytes: Option<u64>,
@@ -401,6 +407,7 @@ pub struct LimitsRequest {
     /// Cap on files created.
     pub files: Option<u64>,
     /// Cap on files open at once.
+    #[schema(minimum = 1)]
     pub open_files: Option<u64>,
 }
 
@@ -529,9 +536,10 @@ where
 {
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => result.map_err(Into::into),
-        Err(e) => Err(ApiError::from(Error::Internal(format!(
-            "blocking work failed: {e}"
-        )))),
+        Err(e) => Err(ApiError::from(Error::from(crate::error::HostError::Task {
+            what: "blocking work",
+            source: Box::new(e),
+        }))),
     }
 }
 
@@ -696,7 +704,7 @@ pub struct AppState {
     /// Ends the MCP endpoint's open streams on shutdown.
     pub mcp_cancel: tokio_util::sync::CancellationToken,
     /// Where one-shot runs go when the server fronts NATS workers.
-    queue: std::sync::OnceLock<crate::nats::Queue>,
+    queue: std::sync::OnceLock<Arc<dyn crate::remote::RemoteRunner>>,
     /// The Host and Origin checks (set again with the bound address when serving).
     access: RwLock<access::AccessPolicy>,
     /// Live sessions and sandboxes, their memory caps and pool slots.
@@ -705,8 +713,9 @@ pub struct AppState {
     unit_ceiling: AtomicUsize,
 }
 
-/// One run to do: a script in a runtime, or a call in a session.
-pub struct Job {
+/// One run the server queues: a script in a runtime, or a call in a session (the facade's
+/// [`crate::Job`] is what a one-shot run becomes; see `run_job`).
+pub(crate) struct Execution {
     pub runtime: String,
     pub code: String,
     /// The script's file name; `main.py`/`main.mjs` when empty.
@@ -719,6 +728,9 @@ pub struct Job {
     pub hold: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// Requirements to install first (one-shot runs).
     pub requirements: Vec<String>,
+    /// Also install what the script imports that the runtime lacks (one-shot runs; PEP 723
+    /// blocks, `requirements.txt` and `package.json` are always read).
+    pub auto_deps: bool,
     /// A client-chosen id for cancelling; one is made when `None`.
     pub run_id: Option<String>,
     /// Called once the run has a worker (it stops waiting in the queue).
@@ -844,8 +856,8 @@ impl AppState {
     }
 
     /// Sends later one-shot runs without files to NATS workers.
-    pub fn set_queue(&self, queue: crate::nats::Queue) {
-        let _ = self.queue.set(queue);
+    pub fn set_queue(&self, queue: impl crate::remote::RemoteRunner) {
+        let _ = self.queue.set(Arc::new(queue));
     }
 
     /// The runtime `id`, installed and compiled if needed (off the async threads).
@@ -854,7 +866,12 @@ impl AppState {
         let id = id.to_string();
         let runtime = tokio::task::spawn_blocking(move || dvm.runtime(&id))
             .await
-            .map_err(|e| ApiError::from(Error::Internal(format!("runtime load: {e}"))))?
+            .map_err(|e| {
+                ApiError::from(Error::from(crate::error::HostError::Task {
+                    what: "loading the runtime",
+                    source: Box::new(e),
+                }))
+            })?
             .map_err(ApiError::from)?;
         self.unit_ceiling
             .fetch_max(runtime.pool_units(), Ordering::AcqRel);
@@ -862,7 +879,10 @@ impl AppState {
     }
 
     /// Runs a job under the limiter and the request timeout; returns the run id and outcome.
-    pub async fn execute(self: &Arc<Self>, mut job: Job) -> Result<(String, Outcome), ApiError> {
+    pub(crate) async fn execute(
+        self: &Arc<Self>,
+        mut job: Execution,
+    ) -> Result<(String, Outcome), ApiError> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -909,9 +929,10 @@ impl AppState {
         let mut abandoned = CancelOnDrop(Some(cancel.clone()));
         let result = match tokio::time::timeout(timeout, task).await {
             Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(ApiError::from(Error::Internal(format!(
-                "the run failed: {e}"
-            )))),
+            Ok(Err(e)) => Err(ApiError::from(Error::from(crate::error::HostError::Task {
+                what: "the run",
+                source: Box::new(e),
+            }))),
             Err(_) => {
                 cancel.cancel();
                 Err(ApiError::new(
@@ -930,7 +951,11 @@ impl AppState {
     }
 
     /// A job's run: a worker, then the NATS queue or a local sandbox.
-    async fn work(self: Arc<Self>, mut job: Job, timeout: Duration) -> Result<Outcome, ApiError> {
+    async fn work(
+        self: Arc<Self>,
+        mut job: Execution,
+        timeout: Duration,
+    ) -> Result<Outcome, ApiError> {
         let _permit = self.limiter.acquire().await?;
         if let Some(started) = job.on_start.take() {
             started();
@@ -947,7 +972,12 @@ impl AppState {
         let ran = tokio::task::spawn_blocking(move || run_job(&runtime, job)).await;
         drop(in_flight);
         let (runtime_id, outcome) = ran
-            .map_err(|e| ApiError::from(Error::Internal(format!("the run failed: {e}"))))?
+            .map_err(|e| {
+                ApiError::from(Error::from(crate::error::HostError::Task {
+                    what: "the run",
+                    source: Box::new(e),
+                }))
+            })?
             .map_err(ApiError::from)?;
         self.metrics.record(&runtime_id, &outcome);
         Ok(outcome)
@@ -956,19 +986,29 @@ impl AppState {
     /// Runs a job on a NATS worker and waits for its outcome.
     async fn remote(
         &self,
-        queue: &crate::nats::Queue,
-        job: Job,
+        queue: &Arc<dyn crate::remote::RemoteRunner>,
+        job: Execution,
         timeout: Duration,
     ) -> Result<Outcome, ApiError> {
-        let name = match (job.name.is_empty(), job.runtime.as_str()) {
+        let name = match (
+            job.name.is_empty(),
+            crate::Catalog::embedded().get(&job.runtime),
+        ) {
             (false, _) => job.name.clone(),
-            (true, "javascript") => "main.mjs".to_string(),
-            (true, _) => "main.py".to_string(),
+            (true, Some(spec)) => spec.language.default_script().to_string(),
+            // The worker refuses the unknown runtime by name.
+            (true, None) => crate::Language::Python.default_script().to_string(),
         };
-        let mut request = crate::nats::RunRequest::new(&job.runtime, &name, &job.code, &job.input);
-        request.requirements = job.requirements.clone();
+        let run = crate::remote::RemoteRun {
+            runtime: &job.runtime,
+            name: &name,
+            code: &job.code,
+            input: &job.input,
+            requirements: &job.requirements,
+            auto_deps: job.auto_deps,
+        };
         let in_flight = self.metrics.start();
-        let outcome = queue.run(&request, timeout).await?.into_outcome()?;
+        let outcome = queue.run_remote(run, timeout).await?;
         drop(in_flight);
         self.metrics.record(&job.runtime, &outcome);
         Ok(outcome)
@@ -1051,7 +1091,12 @@ impl AppState {
             }
         })
         .await
-        .map_err(|e| ApiError::from(Error::Internal(format!("sandbox creation: {e}"))))??;
+        .map_err(|e| {
+            ApiError::from(Error::from(crate::error::HostError::Task {
+                what: "creating the sandbox",
+                source: Box::new(e),
+            }))
+        })??;
         let (workspace, session, packages, reservation) = built;
         let now = Instant::now();
         let removal = DropOffThread::new(workspace.clone());
@@ -1260,55 +1305,42 @@ pub(super) async fn install_more(
         })
     })
     .await
-    .map_err(|e| Error::Internal(format!("the install failed: {e}")))?
+    .map_err(|e| crate::error::HostError::Task {
+        what: "the install",
+        source: Box::new(e),
+    })?
 }
 
-/// Runs a job on the current (blocking) thread.
-fn run_job(runtime: &Runtime, job: Job) -> Result<(String, Outcome), Error> {
-    let Job {
+/// Runs a job on the current (blocking) thread: a session's turn, or a one-shot
+/// [`crate::Job`] (in a sandbox's workspace, with its packages, when it has one).
+fn run_job(runtime: &Runtime, job: Execution) -> Result<(String, Outcome), Error> {
+    let Execution {
         code,
         name,
-        mut input,
+        input,
         sandbox,
         requirements,
+        auto_deps,
         ..
     } = job;
     if let Some(session) = sandbox.as_ref().and_then(|s| s.session.as_ref()) {
         return Ok((runtime.id().to_string(), session.run(&code, &input)?));
     }
-    if !requirements.is_empty() {
-        input.packages = Some(runtime.install_packages(&crate::PackageRequest {
-            requirements,
-            ..crate::PackageRequest::default()
-        })?);
-    }
-    let name = if name.is_empty() {
-        match runtime.language() {
-            "javascript" => "main.mjs".to_string(),
-            _ => "main.py".to_string(),
-        }
-    } else {
-        name
+    let one_shot = crate::Job {
+        source: crate::JobSource::Code {
+            code: code.into_bytes(),
+            name: (!name.is_empty()).then_some(name),
+        },
+        requirements,
+        discovery: crate::Discovery {
+            auto_deps,
+            ..crate::Discovery::default()
+        },
+        input,
+        ..crate::Job::code(runtime.id(), "")
     };
-    let outcome = runtime.run_script(&name, code.as_bytes(), &input)?;
-    Ok((runtime.id().to_string(), outcome))
-}
-
-/// A random id in UUID v4 form (Judge0 clients expect UUID-shaped tokens).
-pub fn new_id() -> String {
-    use rand::RngExt as _;
-    let mut bytes: [u8; 16] = rand::rng().random();
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex = crate::store::hex(&bytes);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    let done = runtime.warmed_for(&one_shot).run_job(&one_shot)?;
+    Ok((done.runtime, done.outcome))
 }
 
 /// The whole HTTP application: native API, Judge0 endpoints, MCP, metrics, OpenAPI.
@@ -1365,8 +1397,64 @@ pub async fn serve(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(on_signal)
         .await
-        .map_err(|e| Error::Internal(format!("the server failed: {e}")));
+        .map_err(|source| {
+            Error::from(crate::error::HostError::Io {
+                action: "serve".into(),
+                source,
+            })
+        });
     reaper.abort();
     state.shut_down().await;
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::OutputOverflow;
+
+    #[test]
+    fn clamping_lowers_to_the_maxima_and_keeps_what_the_server_does_not_cap() {
+        let max = MaxLimits {
+            memory_bytes: 100,
+            disk_bytes: 200,
+            output_bytes: 30,
+            fuel: Some(1_000),
+            files: 5,
+            open_files: 7,
+        };
+        let asked = Limits {
+            deadline: Duration::from_secs(60),
+            fuel: None,
+            memory_bytes: 1_000,
+            stdout_bytes: 40,
+            stderr_bytes: 20,
+            output_overflow: OutputOverflow::Stop,
+            table_elements: u64::MAX - 1,
+            disk_bytes: 150,
+            files: 9,
+            open_files: 0,
+        };
+        let clamped = max.clamp(asked.clone(), Duration::from_secs(10));
+        assert_eq!(clamped.deadline, Duration::from_secs(10));
+        assert_eq!(clamped.fuel, Some(1_000));
+        assert_eq!(clamped.memory_bytes, 100);
+        assert_eq!((clamped.stdout_bytes, clamped.stderr_bytes), (30, 20));
+        assert_eq!(clamped.output_overflow, OutputOverflow::Stop);
+        assert_eq!(clamped.table_elements, u64::MAX - 1);
+        assert_eq!((clamped.disk_bytes, clamped.files), (150, 5));
+        assert_eq!(clamped.open_files, 1);
+
+        let unbounded = MaxLimits { fuel: None, ..max };
+        let clamped = unbounded.clamp(
+            Limits {
+                fuel: Some(5),
+                open_files: 300,
+                ..asked
+            },
+            Duration::from_secs(10),
+        );
+        assert_eq!(clamped.fuel, Some(5));
+        assert_eq!(clamped.open_files, 7);
+    }
 }

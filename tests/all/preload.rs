@@ -1,22 +1,9 @@
 //! Sandboxes started from a dvm-made snapshot with numpy and pandas already imported behave
 //! exactly like cold ones, and share nothing with each other.
 
-use dvm::{Error, RunInput, Runtime, Status};
+use dvm::{Error, RunInput, Status};
 
 use crate::support::*;
-
-fn preloaded() -> Runtime {
-    let quiet: dvm::Progress = std::sync::Arc::new(|_| {});
-    shared()
-        .runtime_preloaded("python", &["pandas".into(), "numpy".into()], &quiet)
-        .expect("the numpy+pandas snapshot is made")
-}
-
-fn run(runtime: &Runtime, source: &str, input: &RunInput) -> dvm::Outcome {
-    runtime
-        .run_script("main.py", source.as_bytes(), input)
-        .expect("the run starts")
-}
 
 const PROGRAMS: &[&str] = &[
     "print('hello')",
@@ -32,10 +19,10 @@ const PROGRAMS: &[&str] = &[
 #[test]
 fn a_snapshot_started_sandbox_behaves_like_a_cold_one() {
     let cold = runtime("python");
-    let warm = preloaded();
+    let warm = preloaded_numpy_pandas();
     for program in PROGRAMS {
-        let a = run(&cold, program, &RunInput::default());
-        let b = run(&warm, program, &RunInput::default());
+        let a = run_main(&cold, program, &RunInput::default());
+        let b = run_main(&warm, program, &RunInput::default());
         assert_eq!(
             (a.status, a.exit_code, stdout(&a), stderr(&a)),
             (b.status, b.exit_code, stdout(&b), stderr(&b)),
@@ -47,8 +34,8 @@ fn a_snapshot_started_sandbox_behaves_like_a_cold_one() {
 #[test]
 fn the_snapshot_skips_the_imports() {
     let source = "import numpy, pandas\nprint(pandas.__version__ > '0')";
-    let cold = run(&runtime("python"), source, &RunInput::default());
-    let warm = run(&preloaded(), source, &RunInput::default());
+    let cold = run_main(&runtime("python"), source, &RunInput::default());
+    let warm = run_main(&preloaded_numpy_pandas(), source, &RunInput::default());
     expect_status(&warm, Status::Ok);
     assert_eq!(stdout(&warm), "True\n");
     assert!(
@@ -62,20 +49,20 @@ fn the_snapshot_skips_the_imports() {
 #[test]
 fn every_sandbox_draws_its_own_random_numbers() {
     let source = "import random, numpy\nprint(random.random(), numpy.random.rand())";
-    let runtime = preloaded();
-    let first = stdout(&run(&runtime, source, &RunInput::default()));
-    let second = stdout(&run(&runtime, source, &RunInput::default()));
+    let runtime = preloaded_numpy_pandas();
+    let first = stdout(&run_main(&runtime, source, &RunInput::default()));
+    let second = stdout(&run_main(&runtime, source, &RunInput::default()));
     assert_ne!(first, second);
 }
 
 #[test]
 fn sandboxes_from_one_snapshot_share_nothing() {
-    let runtime = preloaded();
+    let runtime = preloaded_numpy_pandas();
     let source = "import numpy\nprint(hasattr(numpy, 'dvm_marker'))\nnumpy.dvm_marker = 1\n\
                   open('/tmp/left.txt', 'w').write('x')\nimport os\nprint(os.listdir('/tmp'))";
     for _ in 0..2 {
         assert_eq!(
-            stdout(&run(&runtime, source, &RunInput::default())),
+            stdout(&run_main(&runtime, source, &RunInput::default())),
             "False\n['left.txt']\n"
         );
     }

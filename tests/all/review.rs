@@ -92,11 +92,11 @@ fn a_project_suite_reports_every_test_with_tracebacks_and_junit() {
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.starts_with("<?xml"), "{xml}");
     assert!(
-        xml.contains("tests=\"11\" failures=\"2\" errors=\"1\" skipped=\"2\""),
+        xml.contains("tests=\"11\" skipped=\"2\" errors=\"1\" failures=\"2\""),
         "{xml}"
     );
     assert_eq!(xml.matches("<testcase ").count(), 11, "{xml}");
-    assert!(xml.contains("<testcase classname=\"tests.test_style.DivTest\" name=\"test_whole\""));
+    assert!(xml.contains("<testcase name=\"test_whole\" classname=\"tests.test_style.DivTest\""));
     assert!(xml.contains("<failure message=\"ZeroDivisionError: division by zero\">"));
     assert!(xml.contains("<error message=\"RuntimeError: the fixture could not start\">"));
     assert!(xml.contains("<system-out>dividing 6 by 3\n</system-out>"));

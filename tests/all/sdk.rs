@@ -122,7 +122,7 @@ fn drain(mut pipe: impl Read + Send + 'static) -> Receiver<Vec<u8>> {
 }
 
 /// Runs `command` to its end, killing it past `limit`; stdout and stderr are captured.
-fn bounded(command: &mut Command, limit: Duration) -> Result<Output, String> {
+pub(crate) fn bounded(command: &mut Command, limit: Duration) -> Result<Output, String> {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

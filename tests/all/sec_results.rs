@@ -818,8 +818,9 @@ mod nats {
         let first = rt
             .block_on(queue.run(&deterministic(), Duration::from_secs(120)))
             .unwrap();
-        assert_eq!(first.cache, CacheStatus::Miss);
-        let key = first.cache_key.clone().unwrap();
+        let ran = first.outcome.as_ref().expect("the run finished");
+        assert_eq!(ran.cache, CacheStatus::Miss);
+        let key = ran.cache_key.clone().unwrap();
         let genuine_stdout = first.into_outcome().unwrap().stdout;
         let results = rt.block_on(js.get_key_value("DVM_RESULTS")).unwrap();
         let stored = rt.block_on(results.get(&key)).unwrap().unwrap();
@@ -834,8 +835,8 @@ mod nats {
             .block_on(queue.run(&deterministic(), Duration::from_secs(120)))
             .unwrap();
         assert_eq!(
-            second.cache,
-            CacheStatus::Miss,
+            second.outcome.as_ref().map(|o| o.cache),
+            Some(CacheStatus::Miss),
             "the forged entry was a hit"
         );
         assert_eq!(second.into_outcome().unwrap().stdout, genuine_stdout);

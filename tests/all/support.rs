@@ -142,6 +142,25 @@ pub fn runtime(id: &str) -> dvm::Runtime {
         .unwrap_or_else(|e| panic!("runtime {id} is not available: {e}"))
 }
 
+/// A progress callback that reports nothing.
+pub fn quiet() -> dvm::Progress {
+    std::sync::Arc::new(|_| {})
+}
+
+/// Runs `source` as `main.py` in an open runtime.
+pub fn run_main(runtime: &dvm::Runtime, source: &str, input: &RunInput) -> Outcome {
+    runtime
+        .run_script("main.py", source.as_bytes(), input)
+        .expect("the run starts")
+}
+
+/// The numpy + pandas snapshot of `python`, made on first use.
+pub fn preloaded_numpy_pandas() -> dvm::Runtime {
+    shared()
+        .runtime_preloaded("python", &["pandas".into(), "numpy".into()], &quiet())
+        .expect("the numpy+pandas snapshot is made")
+}
+
 /// Runs `source` as `name` in runtime `id`.
 pub fn script(id: &str, name: &str, source: &str, input: &RunInput) -> Outcome {
     runtime(id)
@@ -200,4 +219,94 @@ pub fn overwrite(path: &std::path::Path, bytes: &[u8]) {
     permissions.set_readonly(false);
     std::fs::set_permissions(path, permissions).unwrap();
     std::fs::write(path, bytes).unwrap();
+}
+
+/// A venv's script or binary named `name` (`bin/NAME`, or `Scripts\NAME.exe` on Windows).
+pub fn venv_script(venv: &std::path::Path, name: &str) -> PathBuf {
+    if cfg!(windows) {
+        venv.join("Scripts").join(format!("{name}.exe"))
+    } else {
+        venv.join("bin").join(name)
+    }
+}
+
+/// A venv `target/tmp/NAME` holding exactly `requirements`, built once per machine: a venv is
+/// reused when its marker lists `requirements` and `works` accepts it. It is built beside its
+/// place and renamed into it, so no test sees a half-installed venv; when two test processes
+/// build at once, the first to publish wins and the other's copy is discarded.
+pub fn tool_venv(
+    name: &str,
+    requirements: &[&str],
+    works: impl Fn(&std::path::Path) -> bool,
+) -> Result<PathBuf, String> {
+    const MARKER: &str = "dvm-test-requirements.txt";
+    const LIMIT: Duration = Duration::from_secs(900);
+    let marker = requirements.join("\n") + "\n";
+    let ready = |venv: &std::path::Path| {
+        std::fs::read_to_string(venv.join(MARKER)).is_ok_and(|listed| listed == marker)
+            && works(venv)
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("tmp");
+    let venv = root.join(name);
+    if ready(&venv) {
+        return Ok(venv);
+    }
+    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let staging = root.join(format!("{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let built = (|| {
+        let made = crate::sdk::bounded(
+            std::process::Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&staging),
+            LIMIT,
+        )?;
+        if !made.status.success() {
+            return Err(format!(
+                "python3 -m venv failed (install Python 3 with its venv module):\n{}",
+                show(&made)
+            ));
+        }
+        let installed = crate::sdk::bounded(
+            std::process::Command::new(venv_script(&staging, "python"))
+                .args(["-m", "pip", "install", "--disable-pip-version-check"])
+                .args(requirements),
+            LIMIT,
+        )?;
+        if !installed.status.success() {
+            return Err(format!(
+                "pip install {} failed:\n{}",
+                requirements.join(" "),
+                show(&installed)
+            ));
+        }
+        std::fs::write(staging.join(MARKER), &marker)
+            .map_err(|e| format!("{}: {e}", staging.display()))
+    })();
+    if let Err(problem) = built {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(problem);
+    }
+    if ready(&venv) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Ok(venv);
+    }
+    // Stale (another pin, or broken): replace it.
+    let _ = std::fs::remove_dir_all(&venv);
+    if let Err(e) = std::fs::rename(&staging, &venv) {
+        let _ = std::fs::remove_dir_all(&staging);
+        if !ready(&venv) {
+            return Err(format!("publishing {}: {e}", venv.display()));
+        }
+    }
+    if ready(&venv) {
+        Ok(venv)
+    } else {
+        Err(format!(
+            "{} was installed but does not work; delete it and run the tests again",
+            venv.display()
+        ))
+    }
 }

@@ -7,9 +7,8 @@
 //! `wall_time_limit`) becomes the run's wall-clock deadline, since a sandbox measures wall
 //! time and fuel, not CPU time; `memory_limit` (KB) caps linear memory.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -19,84 +18,31 @@ use axum::routing::get;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{AppState, Job};
-use crate::limits::{LimitKind, Limits};
-use crate::outcome::{Outcome, Status};
+mod languages;
+mod submission;
+mod verdict;
+mod wire;
+
+pub use submission::Submissions;
+pub(super) use verdict::{StatusBody, Verdict};
+pub(super) use wire::SubmissionRequest;
+
+use languages::{LANGUAGES, language, source_file};
+use submission::Submission;
+use wire::{Options, check_fields, render, timestamp};
+
+use super::{AppState, Execution};
+use crate::limits::Limits;
+use crate::outcome::Outcome;
 use crate::sandbox::{RunInput, Stream};
 
 type Shared = State<Arc<AppState>>;
 
-/// Submissions kept for polling; the oldest finished ones go first past it (and past the
-/// byte budget and the age in [`super::ServerConfig`]).
-const RETAINED: usize = 10_000;
 /// Submissions in one batch at most (Judge0's default).
 const MAX_BATCH: usize = 20;
 /// Judge0's default limits: 5 s of CPU, 128,000 KB.
 const DEFAULT_CPU_SECONDS: f64 = 5.0;
 const DEFAULT_MEMORY_KB: f64 = 128_000.0;
-
-/// Judge0's status table.
-const STATUSES: &[(u32, &str)] = &[
-    (1, "In Queue"),
-    (2, "Processing"),
-    (3, "Accepted"),
-    (4, "Wrong Answer"),
-    (5, "Time Limit Exceeded"),
-    (6, "Compilation Error"),
-    (7, "Runtime Error (SIGSEGV)"),
-    (8, "Runtime Error (SIGXFSZ)"),
-    (9, "Runtime Error (SIGFPE)"),
-    (10, "Runtime Error (SIGABRT)"),
-    (11, "Runtime Error (NZEC)"),
-    (12, "Runtime Error (Other)"),
-    (13, "Internal Error"),
-    (14, "Exec Format Error"),
-];
-
-fn status(id: u32) -> serde_json::Value {
-    let description = STATUSES
-        .iter()
-        .find(|(n, _)| *n == id)
-        .map_or("Internal Error", |(_, d)| d);
-    serde_json::json!({ "id": id, "description": description })
-}
-
-/// (Judge0 id, dvm runtime, file name, the name `/languages` shows).
-const LANGUAGES: &[(u32, &str, &str, &str)] = &[
-    (
-        63,
-        "javascript",
-        "main.mjs",
-        "JavaScript (QuickJS-NG 0.17, dvm)",
-    ),
-    (71, "python", "main.py", "Python (3.15, dvm)"),
-    (92, "python", "main.py", "Python (3.15, dvm)"),
-    (
-        93,
-        "javascript",
-        "main.mjs",
-        "JavaScript (QuickJS-NG 0.17, dvm)",
-    ),
-    (
-        97,
-        "javascript",
-        "main.mjs",
-        "JavaScript (QuickJS-NG 0.17, dvm)",
-    ),
-    (100, "python", "main.py", "Python (3.15, dvm)"),
-    (
-        102,
-        "javascript",
-        "main.mjs",
-        "JavaScript (QuickJS-NG 0.17, dvm)",
-    ),
-    (109, "python", "main.py", "Python (3.15, dvm)"),
-    (113, "python", "main.py", "Python (3.15, dvm)"),
-];
-
-fn language(id: u32) -> Option<&'static (u32, &'static str, &'static str, &'static str)> {
-    LANGUAGES.iter().find(|(n, ..)| *n == id)
-}
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -123,18 +69,21 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 async fn languages() -> Response {
     let list: Vec<serde_json::Value> = LANGUAGES
         .iter()
-        .map(|(id, _, _, name)| serde_json::json!({ "id": id, "name": name }))
+        .map(|(id, _, name)| serde_json::json!({ "id": id, "name": name }))
         .collect();
     axum::Json(list).into_response()
 }
 
 async fn one_language(Path(id): Path<u32>) -> Response {
     match language(id) {
-        Some((id, runtime, file, name)) => axum::Json(serde_json::json!({
-            "id": id, "name": name, "is_archived": false, "source_file": file,
-            "compile_cmd": null, "run_cmd": format!("dvm run --runtime {runtime} {file}"),
-        }))
-        .into_response(),
+        Some((id, runtime, name)) => {
+            let file = source_file(runtime);
+            axum::Json(serde_json::json!({
+                "id": id, "name": name, "is_archived": false, "source_file": file,
+                "compile_cmd": null, "run_cmd": format!("dvm run --runtime {runtime} {file}"),
+            }))
+            .into_response()
+        }
         None => error(
             StatusCode::NOT_FOUND,
             format!("language with id {id} not found"),
@@ -143,7 +92,7 @@ async fn one_language(Path(id): Path<u32>) -> Response {
 }
 
 async fn statuses() -> Response {
-    let list: Vec<serde_json::Value> = STATUSES.iter().map(|(id, _)| status(*id)).collect();
+    let list: Vec<StatusBody> = Verdict::ALL.iter().map(|v| v.body()).collect();
     axum::Json(list).into_response()
 }
 
@@ -217,224 +166,6 @@ async fn workers(State(state): Shared) -> Response {
         "failed": 0,
     }]))
     .into_response()
-}
-
-/// A submission as Judge0 clients send it. Fields dvm cannot honour are refused by name.
-#[derive(Debug, Clone, Default, Deserialize)]
-struct SubmissionRequest {
-    source_code: Option<String>,
-    language_id: Option<u32>,
-    stdin: Option<String>,
-    expected_output: Option<String>,
-    cpu_time_limit: Option<f64>,
-    cpu_extra_time: Option<f64>,
-    wall_time_limit: Option<f64>,
-    memory_limit: Option<f64>,
-    stack_limit: Option<f64>,
-    max_processes_and_or_threads: Option<f64>,
-    enable_per_process_and_thread_time_limit: Option<bool>,
-    enable_per_process_and_thread_memory_limit: Option<bool>,
-    max_file_size: Option<f64>,
-    command_line_arguments: Option<String>,
-    redirect_stderr_to_stdout: Option<bool>,
-    number_of_runs: Option<u32>,
-    compiler_options: Option<String>,
-    callback_url: Option<String>,
-    additional_files: Option<String>,
-    enable_network: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Options {
-    #[serde(default, deserialize_with = "flag")]
-    base64_encoded: bool,
-    #[serde(default, deserialize_with = "flag")]
-    wait: bool,
-    fields: Option<String>,
-    tokens: Option<String>,
-}
-
-/// `true`/`false` as Judge0 takes them in a query.
-fn flag<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    Ok(matches!(text.as_str(), "true" | "1" | "yes"))
-}
-
-/// A submission's state and result.
-#[derive(Debug, Clone)]
-struct Submission {
-    token: String,
-    request: SubmissionRequest,
-    /// Decoded source, stdin and expected output.
-    source: String,
-    stdin: Option<String>,
-    expected: Option<String>,
-    status: u32,
-    stdout: Option<Vec<u8>>,
-    stderr: Option<Vec<u8>>,
-    message: Option<String>,
-    exit_code: Option<i32>,
-    time: Option<f64>,
-    memory_kb: Option<u64>,
-    created_at: String,
-    finished_at: Option<String>,
-    /// When it finished, for the age bound.
-    finished: Option<Instant>,
-}
-
-impl Submission {
-    /// Bytes it keeps in memory (its texts; the fixed part is small).
-    fn size(&self) -> u64 {
-        let texts = [
-            Some(self.source.len()),
-            self.stdin.as_ref().map(String::len),
-            self.expected.as_ref().map(String::len),
-            self.stdout.as_ref().map(Vec::len),
-            self.stderr.as_ref().map(Vec::len),
-            self.message.as_ref().map(String::len),
-            self.request.source_code.as_ref().map(String::len),
-            self.request.stdin.as_ref().map(String::len),
-            self.request.expected_output.as_ref().map(String::len),
-            self.request
-                .command_line_arguments
-                .as_ref()
-                .map(String::len),
-        ];
-        256 + texts.iter().flatten().map(|n| *n as u64).sum::<u64>()
-    }
-
-    fn is_finished(&self) -> bool {
-        self.status > 2
-    }
-}
-
-/// Every submission still kept, bounded in count, bytes and age: finished ones go oldest
-/// first past a bound; one in queue or running is never dropped (the queue bounds those).
-pub struct Submissions {
-    kept: Mutex<Kept>,
-    max_bytes: u64,
-    ttl: Duration,
-}
-
-#[derive(Default)]
-struct Kept {
-    by_token: HashMap<String, Submission>,
-    /// Tokens in the order they came (some may be gone from `by_token`).
-    order: VecDeque<String>,
-    bytes: u64,
-}
-
-impl Kept {
-    fn remove(&mut self, token: &str) -> Option<Submission> {
-        let removed = self.by_token.remove(token)?;
-        self.bytes = self.bytes.saturating_sub(removed.size());
-        Some(removed)
-    }
-
-    /// Drops finished submissions past their age, then the oldest finished ones while over
-    /// `max_bytes` (counting `incoming` more) or the count.
-    fn evict(&mut self, max_bytes: u64, ttl: Duration, incoming: u64) {
-        let expired: Vec<String> = self
-            .by_token
-            .values()
-            .filter(|s| s.finished.is_some_and(|at| at.elapsed() >= ttl))
-            .map(|s| s.token.clone())
-            .collect();
-        for token in expired {
-            self.remove(&token);
-        }
-        let mut kept = VecDeque::with_capacity(self.order.len());
-        while let Some(oldest) = self.order.pop_front() {
-            let over =
-                self.bytes.saturating_add(incoming) > max_bytes || self.by_token.len() >= RETAINED;
-            match self.by_token.get(&oldest) {
-                Some(s) if over && s.is_finished() => {
-                    self.remove(&oldest);
-                }
-                Some(_) => kept.push_back(oldest),
-                None => {}
-            }
-        }
-        self.order = kept;
-    }
-}
-
-impl Submissions {
-    pub fn new(max_bytes: u64, ttl: Duration) -> Self {
-        Submissions {
-            kept: Mutex::default(),
-            max_bytes,
-            ttl,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
-        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Keeps a new submission, making room by dropping finished ones; refused when
-    /// submissions still in queue or running fill the budget.
-    fn insert(&self, submission: Submission) -> Result<(), String> {
-        let size = submission.size();
-        let mut kept = self.lock();
-        kept.evict(self.max_bytes, self.ttl, size);
-        if kept.bytes.saturating_add(size) > self.max_bytes || kept.by_token.len() >= RETAINED {
-            return Err(format!(
-                "submissions in queue fill this server's {} bytes for them; retry when they \
-                 have finished",
-                self.max_bytes
-            ));
-        }
-        kept.bytes += size;
-        kept.order.push_back(submission.token.clone());
-        kept.by_token.insert(submission.token.clone(), submission);
-        Ok(())
-    }
-
-    fn update(&self, token: &str, change: impl FnOnce(&mut Submission)) {
-        let mut kept = self.lock();
-        let Some(submission) = kept.by_token.get_mut(token) else {
-            return;
-        };
-        let before = submission.size();
-        change(submission);
-        if submission.is_finished() && submission.finished.is_none() {
-            submission.finished = Some(Instant::now());
-        }
-        let after = submission.size();
-        kept.bytes = kept.bytes.saturating_sub(before).saturating_add(after);
-        // Its output may take the kept bytes over the budget: older finished ones go.
-        kept.evict(self.max_bytes, self.ttl, 0);
-    }
-
-    fn get(&self, token: &str) -> Option<Submission> {
-        let mut kept = self.lock();
-        let expired = kept
-            .by_token
-            .get(token)?
-            .finished
-            .is_some_and(|at| at.elapsed() >= self.ttl);
-        if expired {
-            kept.remove(token);
-            return None;
-        }
-        kept.by_token.get(token).cloned()
-    }
-
-    fn remove(&self, token: &str) -> Option<Submission> {
-        self.lock().remove(token)
-    }
-
-    /// Drops what is past its age or the budgets (the server calls it every second).
-    pub fn sweep(&self) {
-        self.lock().evict(self.max_bytes, self.ttl, 0);
-    }
-
-    /// Submissions kept and their bytes.
-    pub fn retained(&self) -> (usize, u64) {
-        let kept = self.lock();
-        (kept.by_token.len(), kept.bytes)
-    }
 }
 
 /// The largest `memory_limit` (KB) this server takes: its `--max-memory`.
@@ -578,7 +309,7 @@ fn accept(
         source,
         stdin,
         expected,
-        status: 1,
+        status: Verdict::InQueue,
         stdout: None,
         stderr: None,
         message: None,
@@ -593,11 +324,12 @@ fn accept(
 
 /// The job that runs a submission, and a buffer that collects stdout and stderr together
 /// when `redirect_stderr_to_stdout` is set.
-fn job(submission: &Submission, state: &AppState) -> (Job, Option<Arc<Mutex<Vec<u8>>>>) {
+fn job(submission: &Submission, state: &AppState) -> (Execution, Option<Arc<Mutex<Vec<u8>>>>) {
     let request = &submission.request;
-    let (_, runtime, file, _) = language(request.language_id.unwrap_or_default())
+    let (_, runtime, _) = language(request.language_id.unwrap_or_default())
         .copied()
-        .unwrap_or((0, "python", "main.py", ""));
+        .unwrap_or((0, "python", ""));
+    let file = source_file(runtime);
     let cpu = request.cpu_time_limit.unwrap_or(DEFAULT_CPU_SECONDS);
     let seconds = request.wall_time_limit.map_or(cpu, |wall| wall.min(cpu));
     let max = state.config.max_timeout.as_secs_f64();
@@ -629,7 +361,7 @@ fn job(submission: &Submission, state: &AppState) -> (Job, Option<Arc<Mutex<Vec<
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    let job = Job {
+    let job = Execution {
         runtime: runtime.to_string(),
         code: submission.source.clone(),
         name: file.to_string(),
@@ -643,23 +375,11 @@ fn job(submission: &Submission, state: &AppState) -> (Job, Option<Arc<Mutex<Vec<
         sandbox: None,
         hold: None,
         requirements: Vec::new(),
+        auto_deps: false,
         run_id: Some(submission.token.clone()),
         on_start: None,
     };
     (job, combined)
-}
-
-/// Judge0's comparison: each line's trailing whitespace, then the whole text's, ignored.
-fn same_output(expected: &str, actual: &str) -> bool {
-    let clean = |text: &str| {
-        text.lines()
-            .map(str::trim_end)
-            .collect::<Vec<_>>()
-            .join("\n")
-            .trim_end()
-            .to_string()
-    };
-    clean(expected) == clean(actual)
 }
 
 /// Fills in a finished submission from how its run went.
@@ -672,7 +392,7 @@ fn finish(
     let outcome = match ran {
         Ok(outcome) => outcome,
         Err(error) => {
-            submission.status = 13;
+            submission.status = Verdict::InternalError;
             submission.message = Some(super::scrub_paths(&error.message));
             return;
         }
@@ -692,168 +412,10 @@ fn finish(
             submission.stderr = Some(outcome.stderr.clone());
         }
     }
-    let (id, message) = match (outcome.status, outcome.limit) {
-        (Status::Limit, Some(LimitKind::Deadline | LimitKind::Fuel)) => {
-            (5, Some("Time limit exceeded".to_string()))
-        }
-        (Status::Limit, Some(LimitKind::Output | LimitKind::Disk | LimitKind::Files)) => {
-            (8, Some("Output or file size limit exceeded".to_string()))
-        }
-        (Status::Limit, Some(LimitKind::Memory | LimitKind::Table)) => {
-            (12, Some("Memory limit exceeded".to_string()))
-        }
-        (Status::Limit, _) => (13, Some("The run was cancelled".to_string())),
-        (Status::Crashed, _) => (12, outcome.trap.clone()),
-        (Status::Error, _) => (
-            11,
-            Some(format!(
-                "Exited with error status {}",
-                outcome.exit_code.unwrap_or(1)
-            )),
-        ),
-        (Status::Ok, _) => {
-            let stdout = String::from_utf8_lossy(submission.stdout.as_deref().unwrap_or_default());
-            match &submission.expected {
-                Some(expected) if !same_output(expected, &stdout) => (4, None),
-                _ => (3, None),
-            }
-        }
-    };
-    submission.status = id;
+    let stdout = String::from_utf8_lossy(submission.stdout.as_deref().unwrap_or_default());
+    let (verdict, message) = Verdict::of(&outcome, submission.expected.as_deref(), &stdout);
+    submission.status = verdict;
     submission.message = message;
-}
-
-/// The fields shown when a request names none.
-const DEFAULT_FIELDS: &[&str] = &[
-    "token",
-    "time",
-    "memory",
-    "stdout",
-    "stderr",
-    "compile_output",
-    "message",
-    "status",
-];
-
-/// A submission as JSON with the fields asked for (`*` for all), text base64-encoded when
-/// asked.
-fn render(submission: &Submission, fields: Option<&str>, base64: bool) -> serde_json::Value {
-    let text = |bytes: Option<&[u8]>| -> serde_json::Value {
-        match bytes {
-            None => serde_json::Value::Null,
-            Some(bytes) if base64 => base64::engine::general_purpose::STANDARD
-                .encode(bytes)
-                .into(),
-            Some(bytes) => String::from_utf8_lossy(bytes).into_owned().into(),
-        }
-    };
-    let request = &submission.request;
-    let lang = language(request.language_id.unwrap_or_default());
-    let all = serde_json::json!({
-        "token": submission.token,
-        "source_code": text(Some(submission.source.as_bytes())),
-        "language_id": request.language_id,
-        "stdin": text(submission.stdin.as_deref().map(str::as_bytes)),
-        "expected_output": text(submission.expected.as_deref().map(str::as_bytes)),
-        "stdout": text(submission.stdout.as_deref()),
-        "stderr": text(submission.stderr.as_deref()),
-        "compile_output": null,
-        "message": text(submission.message.as_deref().map(str::as_bytes)),
-        "status": status(submission.status),
-        "status_id": submission.status,
-        "created_at": submission.created_at,
-        "finished_at": submission.finished_at,
-        "time": submission.time.map(|t| format!("{t:.3}")),
-        "wall_time": submission.time.map(|t| format!("{t:.3}")),
-        "memory": submission.memory_kb,
-        "exit_code": submission.exit_code,
-        "exit_signal": null,
-        "cpu_time_limit": request.cpu_time_limit.unwrap_or(DEFAULT_CPU_SECONDS),
-        "cpu_extra_time": request.cpu_extra_time.unwrap_or(0.0),
-        "wall_time_limit": request.wall_time_limit.unwrap_or(DEFAULT_CPU_SECONDS),
-        "memory_limit": request.memory_limit.unwrap_or(DEFAULT_MEMORY_KB),
-        "stack_limit": request.stack_limit.unwrap_or(8192.0),
-        "max_processes_and_or_threads": request.max_processes_and_or_threads.unwrap_or(1.0),
-        "enable_per_process_and_thread_time_limit": request.enable_per_process_and_thread_time_limit.unwrap_or(false),
-        "enable_per_process_and_thread_memory_limit": request.enable_per_process_and_thread_memory_limit.unwrap_or(false),
-        "max_file_size": request.max_file_size.unwrap_or(1_048_576.0),
-        "number_of_runs": 1,
-        "command_line_arguments": request.command_line_arguments,
-        "redirect_stderr_to_stdout": request.redirect_stderr_to_stdout.unwrap_or(false),
-        "compiler_options": null,
-        "callback_url": null,
-        "additional_files": null,
-        "enable_network": false,
-        "language": lang.map(|(id, _, _, name)| serde_json::json!({ "id": id, "name": name })),
-    });
-    let wanted: Vec<&str> = match fields.map(str::trim) {
-        Some("*") => return all,
-        Some(list) if !list.is_empty() => list.split(',').map(str::trim).collect(),
-        _ => DEFAULT_FIELDS.to_vec(),
-    };
-    let mut picked = serde_json::Map::new();
-    for field in wanted {
-        if let Some(value) = all.get(field) {
-            picked.insert(field.to_string(), value.clone());
-        }
-    }
-    serde_json::Value::Object(picked)
-}
-
-/// Every field a submission shows with `fields=*`.
-const ALL_FIELDS: &[&str] = &[
-    "token",
-    "source_code",
-    "language_id",
-    "stdin",
-    "expected_output",
-    "stdout",
-    "stderr",
-    "compile_output",
-    "message",
-    "status",
-    "status_id",
-    "created_at",
-    "finished_at",
-    "time",
-    "wall_time",
-    "memory",
-    "exit_code",
-    "exit_signal",
-    "cpu_time_limit",
-    "cpu_extra_time",
-    "wall_time_limit",
-    "memory_limit",
-    "stack_limit",
-    "max_processes_and_or_threads",
-    "enable_per_process_and_thread_time_limit",
-    "enable_per_process_and_thread_memory_limit",
-    "max_file_size",
-    "number_of_runs",
-    "command_line_arguments",
-    "redirect_stderr_to_stdout",
-    "compiler_options",
-    "callback_url",
-    "additional_files",
-    "enable_network",
-    "language",
-];
-
-/// Refuses field names a submission does not have, as Judge0 does.
-fn check_fields(fields: Option<&str>) -> Result<(), String> {
-    let Some(list) = fields.map(str::trim).filter(|l| !l.is_empty() && *l != "*") else {
-        return Ok(());
-    };
-    let invalid: Vec<&str> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|f| !ALL_FIELDS.contains(f))
-        .collect();
-    if invalid.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("invalid fields: [{}]", invalid.join(", ")))
-    }
 }
 
 /// Runs a queued submission to its end and records the result.
@@ -862,11 +424,15 @@ async fn run(state: Arc<AppState>, token: String) {
         return;
     };
     let (mut job, combined) = job(&submission, &state);
-    // In Queue (1) until a worker takes it, then Processing (2).
+    // In Queue until a worker takes it, then Processing.
     let processing = {
         let state = state.clone();
         let token = token.clone();
-        move || state.submissions.update(&token, |s| s.status = 2)
+        move || {
+            state
+                .submissions
+                .update(&token, |s| s.status = Verdict::Processing)
+        }
     };
     job.on_start = Some(Box::new(processing));
     let ran = state.execute(job).await.map(|(_, outcome)| outcome);
@@ -978,7 +544,7 @@ async fn delete(
     Query(options): Query<Options>,
 ) -> Response {
     match state.submissions.get(&token) {
-        Some(submission) if submission.status <= 2 => error(
+        Some(submission) if !submission.is_finished() => error(
             StatusCode::BAD_REQUEST,
             format!("submission {token} is still running and cannot be deleted"),
         ),
@@ -995,8 +561,12 @@ async fn delete(
     }
 }
 
-#[derive(Deserialize)]
-struct Batch {
+/// Up to 20 submissions.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(examples(json!({"submissions": [{"source_code": "print(1)", "language_id": 71},
+    {"source_code": "console.log(2)", "language_id": 63}]})))]
+pub(super) struct Batch {
+    #[schema(value_type = Vec<SubmissionRequest>, min_items = 1, max_items = 20)]
     submissions: Vec<serde_json::Value>,
 }
 
@@ -1096,35 +666,13 @@ async fn get_batch(
     axum::Json(serde_json::json!({ "submissions": submissions })).into_response()
 }
 
-/// `2026-11-30T09:00:00.123Z`, the shape Judge0 and its clients use.
-fn timestamp(time: SystemTime) -> String {
-    let since = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let seconds = since.as_secs();
-    let (days, rest) = ((seconds / 86_400) as i64, seconds % 86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        since.subsec_millis()
-    )
-}
-
 #[cfg(test)]
 mod tests {
+    use super::verdict::same_output;
+    use super::wire::ALL_FIELDS;
     use super::*;
+    use crate::limits::LimitKind;
+    use crate::outcome::Status;
 
     #[test]
     fn timestamps_and_comparison_follow_judge0() {
@@ -1136,10 +684,77 @@ mod tests {
             timestamp(SystemTime::UNIX_EPOCH),
             "1970-01-01T00:00:00.000Z"
         );
+        assert_eq!(
+            timestamp(SystemTime::UNIX_EPOCH - Duration::from_secs(1)),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(400_000_000_000)),
+            "9999-12-31T23:59:59.999Z"
+        );
         assert!(same_output("3\n", "3"));
         assert!(same_output("a  \nb\n\n", "a\nb"));
         assert!(!same_output(" 3", "3"));
         assert!(!same_output("3", "4"));
+    }
+
+    #[test]
+    fn one_enum_gives_the_status_table_and_the_verdicts() {
+        let ids: Vec<u32> = Verdict::ALL.iter().map(|v| v.id()).collect();
+        assert_eq!(ids, (1..=14).collect::<Vec<_>>());
+        assert_eq!(
+            Verdict::RuntimeErrorNzec.description(),
+            "Runtime Error (NZEC)"
+        );
+        assert!(!Verdict::InQueue.is_final() && !Verdict::Processing.is_final());
+        assert!(Verdict::ALL[2..].iter().all(|v| v.is_final()));
+        let ran = |status, limit, exit_code| Outcome {
+            status,
+            limit,
+            exit_code,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            truncated: crate::outcome::Truncated::default(),
+            fuel_used: 0,
+            duration: Duration::ZERO,
+            memory_peak_bytes: 0,
+            trap: None,
+            files: Vec::new(),
+            cache: crate::results::CacheStatus::Off,
+            cache_key: None,
+        };
+        let verdict = |outcome: &Outcome, expected: Option<&str>, stdout: &str| {
+            Verdict::of(outcome, expected, stdout).0
+        };
+        assert_eq!(
+            verdict(&ran(Status::Ok, None, Some(0)), Some("1\n"), "1"),
+            Verdict::Accepted
+        );
+        assert_eq!(
+            verdict(&ran(Status::Ok, None, Some(0)), Some("2"), "1"),
+            Verdict::WrongAnswer
+        );
+        assert_eq!(
+            Verdict::of(&ran(Status::Error, None, Some(3)), None, ""),
+            (
+                Verdict::RuntimeErrorNzec,
+                Some("Exited with error status 3".into())
+            )
+        );
+        for (limit, expected) in [
+            (LimitKind::Deadline, Verdict::TimeLimitExceeded),
+            (LimitKind::Fuel, Verdict::TimeLimitExceeded),
+            (LimitKind::Output, Verdict::RuntimeErrorSigxfsz),
+            (LimitKind::Memory, Verdict::RuntimeErrorOther),
+            (LimitKind::Cancelled, Verdict::InternalError),
+        ] {
+            assert_eq!(
+                verdict(&ran(Status::Limit, Some(limit), None), None, ""),
+                expected
+            );
+        }
     }
 
     fn finished(source_bytes: usize) -> Submission {
@@ -1169,7 +784,7 @@ mod tests {
             tokens.push(submission.token.clone());
             kept.insert(submission).unwrap();
             kept.update(tokens.last().unwrap(), |s| {
-                s.status = 3;
+                s.status = Verdict::Accepted;
                 s.stdout = Some(vec![b'o'; 1_000]);
             });
             assert!(kept.retained().1 <= 10_000, "{:?}", kept.retained());
@@ -1192,7 +807,7 @@ mod tests {
         let submission = finished(10);
         let token = submission.token.clone();
         young.insert(submission).unwrap();
-        young.update(&token, |s| s.status = 3);
+        young.update(&token, |s| s.status = Verdict::Accepted);
         std::thread::sleep(Duration::from_millis(5));
         young.sweep();
         assert_eq!(young.retained(), (0, 0));

@@ -1,0 +1,219 @@
+//! `dvm serve`: the HTTP API (native, Judge0, MCP, metrics), optionally handing one-shot
+//! runs to NATS workers.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::common::{async_runtime, shutdown_signal};
+use super::nats::{NatsArgs, nats_dvm};
+use super::output::{progress_display, render_error};
+use crate::profile::{parse_duration, parse_size as parse_bytes};
+use crate::{Config, Dvm, Error};
+
+#[derive(Debug, clap::Args)]
+pub(super) struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the address is printed on stderr).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    /// Require `Authorization: Bearer TOKEN` on every route but /health [default:
+    /// $DVM_TOKEN, else none].
+    #[arg(long, value_name = "TOKEN", env = "DVM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Largest request body.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
+    max_body: u64,
+    /// Runs at once [default: 4 per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    workers: Option<u64>,
+    /// Runs waiting for a worker; requests past it get 429.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    queue: u64,
+    /// Largest deadline a request may ask for.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    max_timeout: Duration,
+    /// Close a session or sandbox unused this long.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Close a session or sandbox this long after it was made.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    max_lifetime: Duration,
+    /// Open sessions and sandboxes at most.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    max_sessions: u64,
+    /// How long in-flight runs may finish after Ctrl-C or SIGTERM before they are cancelled.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    /// A browser Origin every route accepts (repeatable), e.g. http://localhost:3000, or
+    /// http://localhost:* for any port; requests from other origins get 403.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+    /// A Host name (with an optional port) every route answers besides localhost,
+    /// 127.0.0.1 and ::1 on the bound port (repeatable; the DNS-rebinding check), e.g.
+    /// dvm.internal; requests for other hosts get 403.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
+    /// Largest memory cap a request may ask for [default: 512MiB, the default cap].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    max_memory: Option<u64>,
+    /// Largest disk quota a request may ask for; also a sandbox's or session's workspace
+    /// quota across executions [default: 1GiB, the default quota].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    max_disk: Option<u64>,
+    /// Largest cap on each of stdout and stderr a request may ask for [default: 1MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    max_output: Option<u64>,
+    /// Largest fuel budget a request may ask for; runs get it by default [default: no
+    /// maximum, no budget].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_fuel: Option<u64>,
+    /// Largest files cap (files created) a request may ask for [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_files: Option<u64>,
+    /// Largest open-files cap a request may ask for [default: 256].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_open_files: Option<u64>,
+    /// Live sessions' memory caps add up to at most this; a session reserves its cap when
+    /// it is made [default: half the machine's memory].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    session_memory: Option<u64>,
+    /// Sandbox slots in the instance pool; sessions may hold all but those kept for the
+    /// workers and prestarted sandboxes [default: enough for --max-sessions sessions].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(16..=100_000))]
+    pool_slots: Option<u64>,
+    /// Bytes of finished Judge0 submissions (source, input, output) kept for polling; the
+    /// oldest go first past it.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_bytes)]
+    judge0_max_bytes: u64,
+    /// How long a finished Judge0 submission is kept for polling.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    judge0_ttl: Duration,
+    /// Do not install and compile the python and javascript runtimes before listening.
+    #[arg(long)]
+    no_warm: bool,
+    /// python-lite sandboxes kept started ahead of demand (a request then skips the
+    /// interpreter's start-up); 0 for none. Needs warming.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=64))]
+    prestart: u64,
+    /// Send one-shot runs (without files) to workers over NATS JetStream instead of running
+    /// them here; sessions and sandboxes stay local.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    #[command(flatten)]
+    nats_queue: NatsArgs,
+}
+
+pub(super) fn serve(args: ServeArgs, dvm_config: Config) -> ExitCode {
+    let result = (|| -> Result<(), Error> {
+        let defaults = crate::server::ServerConfig::default();
+        let workers = args.workers.map_or(defaults.workers, |n| n as usize);
+        // Sessions never take the slots the workers and prestarted sandboxes need.
+        let reserved_runs = workers + args.prestart as usize + 16;
+        // Every open session holds a sandbox slot (a few where its guest defines several
+        // tables), and every worker runs in one.
+        let slots = match args.pool_slots {
+            Some(slots) => u32::try_from(slots).unwrap_or(u32::MAX),
+            None => u32::try_from(
+                (args.max_sessions as usize)
+                    .saturating_add(reserved_runs)
+                    .saturating_mul(crate::server::SLOTS_PER_INSTANCE),
+            )
+            .unwrap_or(u32::MAX)
+            .max(crate::PoolConfig::default().slots),
+        };
+        let max_limits = {
+            let base = crate::server::MaxLimits::default();
+            crate::server::MaxLimits {
+                memory_bytes: args.max_memory.unwrap_or(base.memory_bytes),
+                disk_bytes: args.max_disk.unwrap_or(base.disk_bytes),
+                output_bytes: args.max_output.unwrap_or(base.output_bytes),
+                fuel: args.max_fuel.or(base.fuel),
+                files: args.max_files.unwrap_or(base.files),
+                open_files: args.max_open_files.unwrap_or(base.open_files),
+            }
+        };
+        let config = crate::server::ServerConfig {
+            addr: args.addr,
+            token: args.token.filter(|t| !t.is_empty()),
+            max_body_bytes: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+            workers,
+            queue: args.queue as usize,
+            max_timeout: args.max_timeout,
+            idle_timeout: args.idle_timeout,
+            max_lifetime: args.max_lifetime,
+            max_sandboxes: args.max_sessions as usize,
+            shutdown_grace: args.shutdown_grace,
+            allowed_origins: args.allow_origins,
+            allowed_hosts: args.allow_hosts,
+            max_limits,
+            session_memory_bytes: args.session_memory.unwrap_or(defaults.session_memory_bytes),
+            pool_slots: slots as usize,
+            reserved_runs,
+            judge0_max_bytes: args.judge0_max_bytes,
+            judge0_ttl: args.judge0_ttl,
+            ..defaults
+        };
+        config.validate()?;
+        let dvm_config = Config {
+            pool: Some(crate::PoolConfig {
+                slots,
+                ..crate::PoolConfig::default()
+            }),
+            ..dvm_config
+        };
+        let runtime = async_runtime()?;
+        let (dvm, queue) = match &args.nats {
+            Some(url) => {
+                let nats = args.nats_queue.config(url, &dvm_config)?;
+                let (dvm, queue) = runtime.block_on(async {
+                    let dvm = nats_dvm(dvm_config, &nats, args.nats_queue.local_cache).await?;
+                    let queue = crate::nats::Queue::connect(&nats).await?;
+                    Ok::<_, Error>((dvm, queue))
+                })?;
+                note!("dvm: one-shot runs go to the NATS queue at {url}");
+                (dvm, Some(queue))
+            }
+            None => (Dvm::new(dvm_config)?, None),
+        };
+        if !args.no_warm {
+            for id in ["python", "javascript"] {
+                dvm.runtime_with_progress(id, &progress_display(false))?;
+            }
+            if args.prestart > 0 {
+                dvm.runtime_with_progress("python-lite", &progress_display(false))?
+                    .prestart(args.prestart as usize)?;
+            }
+        }
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(config.addr)
+                .await
+                .map_err(|e| {
+                    Error::InvalidInput(format!("cannot listen on {}: {e}", config.addr))
+                })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| crate::error::HostError::Io {
+                    action: "read the listener's local address".into(),
+                    source,
+                })?;
+            note!(
+                "dvm: listening on http://{bound} ({} workers{})",
+                config.workers,
+                if config.token.is_some() {
+                    ", bearer token required"
+                } else {
+                    ""
+                }
+            );
+            let state = crate::server::AppState::new(config, dvm);
+            if let Some(queue) = queue {
+                state.set_queue(queue);
+            }
+            crate::server::serve(state, listener, shutdown_signal()).await
+        })
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => render_error(&error, false),
+    }
+}
