@@ -2,6 +2,7 @@
 //! allocator and the compiled-module cache.
 
 pub(crate) mod cache;
+pub(crate) mod functions;
 
 pub use self::cache::WASMTIME_VERSION;
 
@@ -196,8 +197,16 @@ pub fn default_home() -> PathBuf {
 /// Builds the one engine configuration dvm uses. Anything that changes here changes the
 /// engine's precompile compatibility hash, so cached modules from another setting are
 /// recompiled rather than refused.
-pub(crate) fn engine(config: &Config) -> Result<wasmtime::Engine, Error> {
+///
+/// Compiled functions are kept in `functions` (Cranelift's incremental cache), so a snapshot
+/// of a runtime, which shares all its code with the runtime, compiles mostly from the cache.
+pub(crate) fn engine(
+    config: &Config,
+    functions: Arc<functions::FunctionCache>,
+) -> Result<wasmtime::Engine, Error> {
     let mut wasm = wasmtime::Config::new();
+    wasm.enable_incremental_compilation(functions)
+        .map_err(|e| crate::error::HostError::wasmtime("set up the compiler cache", e))?;
     wasm.consume_fuel(true)
         .epoch_interruption(true)
         .wasm_exceptions(true)

@@ -72,6 +72,37 @@ pub(crate) fn locks(home: &Path) -> PathBuf {
     home.join("locks")
 }
 
+/// Sockets of servers running on this machine for this home (`dvm serve --local`): `run/`,
+/// owner-only.
+pub(crate) fn run_dir(home: &Path) -> PathBuf {
+    home.join("run")
+}
+
+/// Makes `dir` (and missing parents) and leaves it readable, writable and searchable by its
+/// owner alone.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), HomeIoError> {
+    let fail = |action, source| HomeIoError {
+        action,
+        path: dir.to_path_buf(),
+        source,
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| fail("create", e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail("make private", e))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir).map_err(|e| fail("create", e))
+    }
+}
+
 /// Scratch space for work that is published into the home when done: `tmp/`.
 pub(crate) fn tmp(home: &Path) -> PathBuf {
     home.join("tmp")

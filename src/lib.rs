@@ -39,6 +39,9 @@ pub mod limits;
 #[cfg(feature = "agent")]
 #[cfg_attr(docsrs, doc(cfg(feature = "agent")))]
 pub mod llm;
+#[cfg(all(unix, feature = "cli"))]
+#[cfg_attr(docsrs, doc(cfg(all(unix, feature = "cli"))))]
+pub mod local;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;

@@ -134,6 +134,10 @@ pub(super) struct RunArgs {
     /// Print exactly one JSON object describing the outcome on stdout.
     #[arg(long)]
     json: bool,
+
+    /// Run in this process even when a local server (`dvm serve --local`) is listening.
+    #[arg(long)]
+    in_process: bool,
 }
 
 /// What `dvm run` installs.
@@ -196,6 +200,7 @@ struct RunConfig {
     deps: DepsArgs,
     cache_size: Option<u64>,
     json: bool,
+    in_process: bool,
 }
 
 fn target(
@@ -368,6 +373,7 @@ fn validate(args: RunArgs, dvm_config: &Config) -> Result<RunConfig, Error> {
         },
         cache_size: args.cache_size,
         json: args.json,
+        in_process: args.in_process,
     })
 }
 
@@ -396,6 +402,14 @@ pub(super) fn run(args: RunArgs, dvm_config: Config) -> ExitCode {
             let (callback, thread) = pass_through();
             config.input.on_output = Some(callback);
             writer = Some(thread);
+        }
+        #[cfg(unix)]
+        if let Some(done) = on_local_server(&dvm_config, &config) {
+            return done.map(|done| {
+                let packages = done.packages;
+                let extra = extra_of(&done.runtime, &done.version, packages);
+                (done.outcome, extra)
+            });
         }
         let mut dvm_config = dvm_config;
         // This process ends with the run: a warm snapshot worth building is built by a
@@ -537,16 +551,72 @@ fn run_job(
         input: config.input.clone(),
     };
     let done = dvm.run(&job, &progress_display(config.json))?;
+    let packages = done
+        .packages
+        .as_ref()
+        .map(|packages| serde_json::to_value(packages).unwrap_or_default());
+    let extra = extra_of(&done.runtime, &done.version, packages);
+    Ok((done.outcome, extra))
+}
+
+/// What `--json` adds to a job's outcome: the runtime and the packages on its path.
+fn extra_of(runtime: &str, version: &str, packages: Option<serde_json::Value>) -> Extra {
     let mut extra = Extra::new();
     extra.insert(
         "runtime".into(),
-        serde_json::json!({ "id": done.runtime, "version": done.version }),
+        serde_json::json!({ "id": runtime, "version": version }),
     );
-    if let Some(packages) = &done.packages {
-        extra.insert(
-            "packages".into(),
-            serde_json::to_value(packages).unwrap_or_default(),
-        );
+    if let Some(packages) = packages {
+        extra.insert("packages".into(), packages);
     }
-    Ok((done.outcome, extra))
+    extra
+}
+
+/// Hands the run to the local server (`dvm serve --local`) when one is listening on this
+/// home and the run needs nothing of this process's files: a script with its arguments,
+/// environment, stdin, limits, determinism and cache policy. `None`: run it here.
+#[cfg(unix)]
+fn on_local_server(
+    dvm_config: &Config,
+    config: &RunConfig,
+) -> Option<Result<crate::local::Served, Error>> {
+    let Target::Script {
+        runtime,
+        name,
+        source,
+    } = &config.target
+    else {
+        return None;
+    };
+    let input = &config.input;
+    let host_paths = input.workspace.is_some()
+        || !input.grants.is_empty()
+        || config.out.is_some()
+        || config.keep
+        || !config.deps.is_empty()
+        || config.deps.find_links.is_some()
+        || config.deps.lock.is_some()
+        || config.cache_size.is_some();
+    if config.in_process || host_paths {
+        return None;
+    }
+    let request = crate::local::LocalRequest {
+        runtime: runtime.clone(),
+        name: name.clone(),
+        args: input.args.clone(),
+        env: input.env.clone(),
+        limits: input.limits.clone(),
+        deterministic: input.deterministic,
+        cache: input.cache,
+        preload: config.preload.clone(),
+        no_preload: config.no_preload,
+    };
+    crate::local::try_run(
+        &dvm_config.home,
+        &request,
+        source,
+        &input.stdin,
+        input.on_output.as_ref(),
+        &progress_display(config.json),
+    )
 }

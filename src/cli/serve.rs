@@ -101,9 +101,22 @@ pub(super) struct ServeArgs {
     nats: Option<String>,
     #[command(flatten)]
     nats_queue: NatsArgs,
+    /// Serve `dvm run` on this machine instead of HTTP: listen on a socket in the home
+    /// (`$DVM_HOME/run/local.sock`, this user only) that `dvm run` hands its runs to while
+    /// the server is up, skipping its own start-up (`dvm run --in-process` opts out).
+    /// --workers, --no-warm and --shutdown-grace apply; stops on Ctrl-C or SIGTERM.
+    #[arg(long, conflicts_with = "nats")]
+    local: bool,
 }
 
 pub(super) fn serve(args: ServeArgs, dvm_config: Config) -> ExitCode {
+    #[cfg(unix)]
+    if args.local {
+        return match serve_local(&args, dvm_config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => render_error(&error, false),
+        };
+    }
     let result = (|| -> Result<(), Error> {
         let defaults = crate::server::ServerConfig::default();
         let workers = args.workers.map_or(defaults.workers, |n| n as usize);
@@ -216,4 +229,49 @@ pub(super) fn serve(args: ServeArgs, dvm_config: Config) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => render_error(&error, false),
     }
+}
+
+/// `dvm serve --local`: one process with the engine and warm runtimes answering `dvm run`
+/// through the home's socket until Ctrl-C or SIGTERM.
+#[cfg(unix)]
+fn serve_local(args: &ServeArgs, dvm_config: Config) -> Result<(), Error> {
+    let workers = args
+        .workers
+        .map_or(crate::server::ServerConfig::default().workers, |n| {
+            n as usize
+        });
+    let home = dvm_config.home.clone();
+    let dvm = Dvm::new(dvm_config)?;
+    if !args.no_warm {
+        for id in ["python", "javascript"] {
+            dvm.runtime_with_progress(id, &progress_display(false))?;
+        }
+    }
+    // Listening once warm: until then `dvm run` runs in its own process rather than wait.
+    let server = crate::local::LocalServer::bind(&home, workers)?;
+    // A signal removes the socket first, so the next `dvm run` runs in its own process, then
+    // gives the runs going on --shutdown-grace to finish; any still going end with the
+    // process and their clients say so.
+    let socket = server.path().to_path_buf();
+    let idle = server.idle_waiter();
+    let grace = args.shutdown_grace;
+    std::thread::Builder::new()
+        .name("dvm-local-signals".into())
+        .spawn(move || {
+            if let Ok(runtime) = async_runtime() {
+                runtime.block_on(shutdown_signal());
+            }
+            let _ = std::fs::remove_file(&socket);
+            idle.wait(grace);
+            std::process::exit(0);
+        })
+        .map_err(|source| crate::error::HostError::Io {
+            action: "start the signal thread".into(),
+            source,
+        })?;
+    note!(
+        "dvm: serving `dvm run` on {} ({workers} at a time)",
+        server.path().display()
+    );
+    server.serve(&dvm)
 }

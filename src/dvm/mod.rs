@@ -86,7 +86,8 @@ impl Dvm {
     ) -> Result<Dvm, Error> {
         crate::home::ensure_private(&config.home)?;
         crate::fs::set_scratch_base(config.scratch.as_deref());
-        let engine = engine::engine(&config)?;
+        let functions = Arc::new(engine::functions::FunctionCache::new(&config.home));
+        let engine = engine::engine(&config, functions.clone())?;
         let mut linkers = HashMap::new();
         for abi in [Abi::Command, Abi::PythonReactor] {
             let linker = abi.linker(&engine)?;
@@ -96,7 +97,12 @@ impl Dvm {
         Ok(Dvm {
             inner: Arc::new(Inner {
                 ticker: EpochTicker::new(&engine),
-                modules: ModuleCache::new(&config.home, &engine, config.reverify_modules),
+                modules: ModuleCache::new(
+                    &config.home,
+                    &engine,
+                    config.reverify_modules,
+                    functions,
+                ),
                 installer: Installer::new(&config.home, &config.python),
                 results,
                 config,

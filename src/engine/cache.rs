@@ -36,6 +36,13 @@ pub struct CompileStats {
     pub compile_ms: f64,
     pub wasm_bytes: u64,
     pub compiled_bytes: u64,
+    /// Functions Cranelift took from the compiled-function cache (approximate when other
+    /// modules compiled at the same time).
+    #[serde(default)]
+    pub functions_cached: u64,
+    /// Functions Cranelift compiled.
+    #[serde(default)]
+    pub functions_compiled: u64,
 }
 
 pub(crate) struct ModuleCache {
@@ -44,6 +51,8 @@ pub(crate) struct ModuleCache {
     engine_id: [u8; 32],
     /// Re-hash every object at every load ([`crate::Config::reverify_modules`]).
     reverify: bool,
+    /// The compiled-function cache the engine compiles through.
+    functions: std::sync::Arc<super::functions::FunctionCache>,
 }
 
 /// Feeds `Hash` input into blake3, so the engine's compatibility hash becomes stable bytes.
@@ -66,7 +75,12 @@ fn put_field(hasher: &mut blake3::Hasher, field: &[u8]) {
 }
 
 impl ModuleCache {
-    pub(crate) fn new(home: &Path, engine: &wasmtime::Engine, reverify: bool) -> Self {
+    pub(crate) fn new(
+        home: &Path,
+        engine: &wasmtime::Engine,
+        reverify: bool,
+        functions: std::sync::Arc<super::functions::FunctionCache>,
+    ) -> Self {
         let mut compat = Blake3Hasher(blake3::Hasher::new());
         engine.precompile_compatibility_hash().hash(&mut compat);
         let mut id = blake3::Hasher::new();
@@ -76,6 +90,7 @@ impl ModuleCache {
             dir: crate::home::modules(home),
             engine_id: *id.finalize().as_bytes(),
             reverify,
+            functions,
         }
     }
 
@@ -120,12 +135,26 @@ impl ModuleCache {
         let bytes = wasm()?;
         on_compile();
         let started = std::time::Instant::now();
+        let (hits_before, misses_before) = self.functions.counts();
         let module = wasmtime::Module::new(engine, &bytes).map_err(|e| Error::InvalidModule {
             what: what.to_string(),
             message: format!("{e:#}"),
         })?;
-        let compile = started.elapsed();
-        if let Err(problem) = self.store(&module, &key, compile, bytes.len()) {
+        let (hits, misses) = self.functions.counts();
+        let stats = CompileStats {
+            compile_ms: started.elapsed().as_secs_f64() * 1000.0,
+            wasm_bytes: bytes.len() as u64,
+            compiled_bytes: 0,
+            functions_cached: hits - hits_before,
+            functions_compiled: misses - misses_before,
+        };
+        tracing::info!(
+            "compiled {what} in {:.0} ms: {} functions from the cache, {} compiled",
+            stats.compile_ms,
+            stats.functions_cached,
+            stats.functions_compiled
+        );
+        if let Err(problem) = self.store(&module, &key, stats) {
             tracing::warn!(
                 "cannot write the compiled-module cache under {}: {problem}",
                 self.dir.display()
@@ -231,8 +260,7 @@ impl ModuleCache {
         &self,
         module: &wasmtime::Module,
         key: &str,
-        compile: std::time::Duration,
-        wasm_bytes: usize,
+        mut stats: CompileStats,
     ) -> Result<(), String> {
         let bytes = module.serialize().map_err(|e| format!("serialize: {e}"))?;
         let digest = blake3::hash(&bytes).to_hex().to_string();
@@ -246,11 +274,7 @@ impl ModuleCache {
                 let _ = std::fs::set_permissions(&object, permissions);
             }
         }
-        let stats = CompileStats {
-            compile_ms: compile.as_secs_f64() * 1000.0,
-            wasm_bytes: wasm_bytes as u64,
-            compiled_bytes: bytes.len() as u64,
-        };
+        stats.compiled_bytes = bytes.len() as u64;
         // Informational only (for `dvm bench`): a failure to record it is not an error.
         if let Ok(json) = serde_json::to_vec(&stats) {
             let _ = publish(&self.dir.join("stats").join(format!("{key}.json")), &json);

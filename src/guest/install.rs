@@ -44,7 +44,7 @@ const RECIPES: &[(&str, &[(&str, &str)])] = &[(
 )];
 
 /// A step of installing a runtime, reported as it starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum InstallStep {
     /// Downloading the package with its client.

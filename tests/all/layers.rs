@@ -31,7 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("facade", &["dvm", "job", "remote", "session", "validate"]),
     (
         "surfaces",
-        &["agent", "bench", "llm", "nats", "review", "server"],
+        &["agent", "bench", "llm", "local", "nats", "review", "server"],
     ),
     ("command line", &["cli"]),
 ];

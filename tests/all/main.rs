@@ -17,6 +17,7 @@ mod javascript;
 mod layers;
 mod limits;
 mod llm;
+mod local;
 mod nats;
 mod openapi;
 mod parity;
