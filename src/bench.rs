@@ -332,8 +332,8 @@ fn cached_runs(
             .chain([script.to_string()])
             .collect()
     };
-    let hit_args = with(&["--cache"]);
-    let computed_args = with(&["--deterministic", "--no-cache"]);
+    let hit_args = with(&["--in-process", "--cache"]);
+    let computed_args = with(&["--in-process", "--deterministic", "--no-cache"]);
     let hit_args: Vec<&str> = hit_args.iter().map(String::as_str).collect();
     let computed_args: Vec<&str> = computed_args.iter().map(String::as_str).collect();
     let (Some(process_hit_ms), Some(process_computed_ms)) = (
@@ -436,8 +436,7 @@ fn in_process(runtime: &Runtime, runs: usize) -> Result<InProcess, Error> {
 
 /// Median wall time of `program args…` over `runs` runs; `None` when it cannot start or fails.
 fn median_process(program: &Path, args: &[&str], runs: usize) -> Option<f64> {
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
+    let run = || {
         let started = Instant::now();
         let status = Command::new(program)
             .args(args)
@@ -446,13 +445,67 @@ fn median_process(program: &Path, args: &[&str], runs: usize) -> Option<f64> {
             .stderr(Stdio::null())
             .status()
             .ok()?;
-        times.push(started.elapsed());
-        if !status.success() {
-            return None;
-        }
+        status.success().then(|| started.elapsed())
+    };
+    // One untimed run first: file caches, and a local server's first load of the runtime.
+    run()?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        times.push(run()?);
     }
     times.sort();
     Some(percentile(&times, 0.5))
+}
+
+/// The local server `dvm run` hands runs to during the bench: one already listening on the
+/// home, or a `dvm serve --local` started for the bench and stopped after it.
+struct LocalServerChild {
+    child: Option<std::process::Child>,
+}
+
+impl LocalServerChild {
+    fn start(exe: &Path, home: &Path) -> Option<LocalServerChild> {
+        #[cfg(unix)]
+        {
+            let socket = crate::home::local_socket(home);
+            let answers = || std::os::unix::net::UnixStream::connect(&socket).is_ok();
+            if answers() {
+                return Some(LocalServerChild { child: None });
+            }
+            let mut child = Command::new(exe)
+                .args(["serve", "--local", "--no-warm"])
+                .env("DVM_HOME", home)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()?;
+            let deadline = Instant::now() + std::time::Duration::from_secs(60);
+            while !answers() {
+                if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Some(LocalServerChild { child: Some(child) })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (exe, home);
+            None
+        }
+    }
+}
+
+impl Drop for LocalServerChild {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// `name` on PATH, if there.
@@ -672,6 +725,7 @@ pub fn measure(dvm: &Dvm, runtimes: &[String], runs: usize) -> Result<Report, Er
     })?;
     let process_runs = (runs / 5).clamp(5, 40);
     report.native_python = fastest_native_python(process_runs);
+    let local_server = LocalServerChild::start(&exe, &dvm.config().home);
     for id in runtimes {
         let runtime = dvm.runtime(id)?;
         report.in_process.push(in_process(&runtime, runs)?);
@@ -719,7 +773,13 @@ pub fn measure(dvm: &Dvm, runtimes: &[String], runs: usize) -> Result<Report, Er
                 }
             }
         }
-        let args = ["run", "--runtime", id.as_str(), script.as_str()];
+        let args = [
+            "run",
+            "--in-process",
+            "--runtime",
+            id.as_str(),
+            script.as_str(),
+        ];
         let Some(median_ms) = median_process(&exe, &args, process_runs) else {
             continue;
         };
@@ -736,9 +796,21 @@ pub fn measure(dvm: &Dvm, runtimes: &[String], runs: usize) -> Result<Report, Er
         report.whole_process.push(WholeProcess {
             command: format!("dvm run --runtime {id} {name}"),
             median_ms,
-            native,
+            native: native.clone(),
         });
+        // The same command handed to a local server (`dvm serve --local`).
+        if local_server.is_some() {
+            let args = ["run", "--runtime", id.as_str(), script.as_str()];
+            if let Some(median_ms) = median_process(&exe, &args, process_runs) {
+                report.whole_process.push(WholeProcess {
+                    command: "  same, via dvm serve --local".to_string(),
+                    median_ms,
+                    native,
+                });
+            }
+        }
     }
+    drop(local_server);
     if runtimes.iter().any(|id| id == "python") {
         let rounds = (runs / 40).clamp(1, 10);
         report.evals = eval_rows(dvm, report.native_python.as_ref(), rounds)?;

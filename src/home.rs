@@ -78,8 +78,14 @@ pub(crate) fn run_dir(home: &Path) -> PathBuf {
     home.join("run")
 }
 
+/// The socket `dvm serve --local` listens on: `run/local.sock`.
+pub(crate) fn local_socket(home: &Path) -> PathBuf {
+    run_dir(home).join("local.sock")
+}
+
 /// Makes `dir` (and missing parents) and leaves it readable, writable and searchable by its
 /// owner alone.
+#[cfg(feature = "cli")]
 pub(crate) fn create_private_dir(dir: &Path) -> Result<(), HomeIoError> {
     let fail = |action, source| HomeIoError {
         action,

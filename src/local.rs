@@ -50,7 +50,7 @@ const RESULT: u8 = b'r';
 
 /// Where the server listens: `run/local.sock` under the home.
 pub fn socket_path(home: &Path) -> PathBuf {
-    crate::home::run_dir(home).join("local.sock")
+    crate::home::local_socket(home)
 }
 
 /// A run `dvm run` hands over: everything but the script and stdin, which follow as frames
