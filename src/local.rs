@@ -37,6 +37,8 @@ use crate::{Dvm, Job, JobOutcome, JobSource};
 const MAX_REQUEST_BYTES: u32 = 1 << 20;
 /// Largest stdin a client may send (as `dvm run` reads at most).
 const MAX_STDIN_BYTES: u64 = 1 << 30;
+/// How long a client has to send its whole request.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Largest result or install step the server may send.
 const MAX_REPLY_BYTES: u32 = 1 << 30;
 
@@ -67,6 +69,12 @@ pub struct LocalRequest {
     pub cache: CacheMode,
     pub preload: Vec<String>,
     pub no_preload: bool,
+    /// Packages to install for the run (PEP 508, or `name@range` for JavaScript).
+    #[serde(default)]
+    pub requirements: Vec<String>,
+    /// Also install what the script imports that the runtime lacks.
+    #[serde(default)]
+    pub auto_deps: bool,
 }
 
 /// The server's answer: the job's outcome, or the error it met with its kind.
@@ -147,7 +155,27 @@ pub fn try_run(
     on_output: Option<&OutputCallback>,
     progress: &Progress,
 ) -> Option<Result<Served, Error>> {
-    let mut stream = UnixStream::connect(socket_path(home)).ok()?;
+    run_on(
+        &socket_path(home),
+        request,
+        (code, stdin),
+        on_output,
+        progress,
+        None,
+    )
+}
+
+/// Runs `request` on the server listening on `socket`; `None` when none took it. A
+/// `cancel` that fires closes the sending side, which cancels the run there.
+fn run_on(
+    socket: &Path,
+    request: &LocalRequest,
+    (code, stdin): (&[u8], &[u8]),
+    on_output: Option<&OutputCallback>,
+    progress: &Progress,
+    cancel: Option<&CancelHandle>,
+) -> Option<Result<Served, Error>> {
+    let mut stream = UnixStream::connect(socket).ok()?;
     let header = serde_json::to_vec(request).ok()?;
     let sent = write_frame(&mut stream, REQUEST, &header)
         .and_then(|()| write_frame(&mut stream, CODE, code))
@@ -155,13 +183,29 @@ pub fn try_run(
     if sent.is_err() {
         return None;
     }
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let (Some(cancel), Ok(sender)) = (cancel, stream.try_clone()) {
+        let (cancel, finished) = (cancel.clone(), finished.clone());
+        let _ = std::thread::Builder::new()
+            .name("dvm-local-cancel".into())
+            .spawn(move || {
+                while !finished.load(std::sync::atomic::Ordering::Acquire) {
+                    if cancel.is_cancelled() {
+                        let _ = sender.shutdown(std::net::Shutdown::Write);
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            });
+    }
+    let _finish = Finish(finished);
     let mut reader = std::io::BufReader::with_capacity(1 << 16, stream);
     let mut started = false;
     loop {
         let frame = match read_frame(&mut reader, u64::from(MAX_REPLY_BYTES)) {
             Ok(Some(frame)) => frame,
-            // The server went away: before anything happened the run can still happen here;
-            // after output, running it again would repeat it.
+            // The server went away: before anything happened the run can still happen
+            // elsewhere; after output, running it again would repeat it.
             Ok(None) | Err(_) if !started => return None,
             Ok(None) | Err(_) => {
                 return Some(Err(Error::Internal(
@@ -189,6 +233,15 @@ pub fn try_run(
             (RESULT, json) => return Some(result_of(&json)),
             _ => {}
         }
+    }
+}
+
+/// Sets its flag when dropped: the run's reply is complete (or abandoned).
+struct Finish(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -290,9 +343,14 @@ impl LocalServer {
     /// that is gone is replaced; one that answers means another server is running, which is
     /// an error.
     pub fn bind(home: &Path, workers: usize) -> Result<LocalServer, Error> {
-        let path = socket_path(home);
-        let dir = crate::home::run_dir(home);
-        crate::home::create_private_dir(&dir).map_err(|e| {
+        LocalServer::bind_at(&socket_path(home), workers)
+    }
+
+    /// [`LocalServer::bind`] on the socket `path`; its directory is made owner-only.
+    pub fn bind_at(path: &Path, workers: usize) -> Result<LocalServer, Error> {
+        let path = path.to_path_buf();
+        let dir = path.parent().unwrap_or(Path::new("."));
+        crate::home::create_private_dir(dir).map_err(|e| {
             let (action, source) = e.into_parts();
             HostError::Io { action, source }
         })?;
@@ -391,12 +449,253 @@ impl Drop for LocalServer {
     }
 }
 
+/// Sandbox worker processes that one-shot runs are handed to, each a `dvm serve --local`
+/// on a socket of its own under the home's `run/`. Sandboxes in one process share its
+/// address space, and every copy-on-write fault a guest takes on its memory image flushes
+/// that page from the TLB of each core running another of the process's sandboxes (an
+/// inter-processor interrupt, costly in a VM); sandboxes in separate processes do not
+/// interrupt each other. Runs go to the process with the fewest in flight; a process that
+/// died is started again at its next run. The processes end with this one.
+#[derive(Clone)]
+pub struct WorkerPool {
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
+    exe: PathBuf,
+    home: PathBuf,
+    runs_per_process: usize,
+    warm: bool,
+    processes: Vec<Mutex<Worker>>,
+    in_flight: Vec<std::sync::atomic::AtomicUsize>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+struct Worker {
+    child: Option<std::process::Child>,
+    socket: PathBuf,
+}
+
+impl WorkerPool {
+    /// Starts `processes` workers of the executable `exe` on `home`, each running up to
+    /// `runs_per_process` sandboxes at once (and loading the runtimes first when `warm`),
+    /// and waits until each answers.
+    pub fn start(
+        exe: &Path,
+        home: &Path,
+        processes: usize,
+        runs_per_process: usize,
+        warm: bool,
+    ) -> Result<WorkerPool, Error> {
+        let processes = processes.max(1);
+        let inner = PoolInner {
+            exe: exe.to_path_buf(),
+            home: home.to_path_buf(),
+            runs_per_process: runs_per_process.max(1),
+            warm,
+            processes: (0..processes)
+                .map(|i| {
+                    Mutex::new(Worker {
+                        child: None,
+                        socket: crate::home::run_dir(home)
+                            .join(format!("worker-{}-{i}.sock", std::process::id())),
+                    })
+                })
+                .collect(),
+            in_flight: (0..processes)
+                .map(|_| std::sync::atomic::AtomicUsize::new(0))
+                .collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        };
+        for worker in &inner.processes {
+            let mut worker = worker.lock().unwrap_or_else(PoisonError::into_inner);
+            inner.spawn(&mut worker)?;
+        }
+        Ok(WorkerPool {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// How many worker processes there are.
+    pub fn processes(&self) -> usize {
+        self.inner.processes.len()
+    }
+
+    /// The process ids of the workers now running.
+    pub fn pids(&self) -> Vec<u32> {
+        self.inner
+            .processes
+            .iter()
+            .filter_map(|worker| {
+                let worker = worker.lock().unwrap_or_else(PoisonError::into_inner);
+                worker.child.as_ref().map(std::process::Child::id)
+            })
+            .collect()
+    }
+
+    /// Runs `request` on the least busy worker; a worker found dead is started again and
+    /// given the run.
+    pub fn run(
+        &self,
+        request: &LocalRequest,
+        code: &[u8],
+        stdin: &[u8],
+        cancel: &CancelHandle,
+    ) -> Result<Served, Error> {
+        let inner = &self.inner;
+        // The least busy process, ties taken in turn from a rotating start.
+        let count = inner.processes.len();
+        let start = inner
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let index = (0..count)
+            .map(|i| (start + i) % count)
+            .min_by_key(|&i| inner.in_flight[i].load(std::sync::atomic::Ordering::Relaxed))
+            .unwrap_or(0);
+        inner.in_flight[index].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        struct Leave<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _leave = Leave(&inner.in_flight[index]);
+        let quiet: Progress = Arc::new(|_| {});
+        for attempt in 0..2 {
+            let socket = {
+                let mut worker = inner.processes[index]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if attempt > 0 {
+                    inner.spawn(&mut worker)?;
+                }
+                worker.socket.clone()
+            };
+            if let Some(ran) = run_on(&socket, request, (code, stdin), None, &quiet, Some(cancel)) {
+                return ran;
+            }
+        }
+        Err(Error::Internal(format!(
+            "sandbox worker process {index} does not answer on its socket"
+        )))
+    }
+}
+
+impl PoolInner {
+    /// Starts (or restarts) `worker` and waits until its socket answers.
+    fn spawn(&self, worker: &mut Worker) -> Result<(), Error> {
+        if let Some(mut old) = worker.child.take() {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+        let mut command = std::process::Command::new(&self.exe);
+        command
+            .arg("serve")
+            .arg("--local-socket")
+            .arg(&worker.socket)
+            .args(["--workers", &self.runs_per_process.to_string()])
+            .env("DVM_HOME", &self.home)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        if !self.warm {
+            command.arg("--no-warm");
+        }
+        let mut child = command.spawn().map_err(|source| HostError::Io {
+            action: format!("start a sandbox worker process ({})", self.exe.display()),
+            source,
+        })?;
+        let deadline = std::time::Instant::now() + WORKER_START_TIMEOUT;
+        while UnixStream::connect(&worker.socket).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(Error::Internal(format!(
+                    "a sandbox worker process ended as it started ({status})"
+                )));
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Internal(format!(
+                    "a sandbox worker process did not listen within {WORKER_START_TIMEOUT:?}"
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        worker.child = Some(child);
+        Ok(())
+    }
+}
+
+/// How long a worker process may take to load its runtimes and listen.
+const WORKER_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        for worker in &self.processes {
+            let mut worker = worker.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(mut child) = worker.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let _ = std::fs::remove_file(&worker.socket);
+        }
+    }
+}
+
+impl crate::remote::RemoteRunner for WorkerPool {
+    fn run_remote<'a>(
+        &'a self,
+        run: crate::remote::RemoteRun<'_>,
+        timeout: std::time::Duration,
+    ) -> crate::remote::RemoteOutcome<'a> {
+        let request = LocalRequest {
+            runtime: run.runtime.to_string(),
+            name: run.name.to_string(),
+            args: run.input.args.clone(),
+            env: run.input.env.clone(),
+            limits: run.input.limits.clone(),
+            deterministic: run.input.deterministic,
+            cache: run.input.cache,
+            preload: Vec::new(),
+            no_preload: false,
+            requirements: run.requirements.to_vec(),
+            auto_deps: run.auto_deps,
+        };
+        let code = run.code.as_bytes().to_vec();
+        let stdin = run.input.stdin.clone();
+        // The caller's cancel handle, or one of our own for the timeout.
+        let cancel = run.input.cancel.clone().unwrap_or_default();
+        let pool = self.clone();
+        Box::pin(async move {
+            let stop = cancel.clone();
+            let task =
+                tokio::task::spawn_blocking(move || pool.run(&request, &code, &stdin, &cancel));
+            match tokio::time::timeout(timeout, task).await {
+                Ok(Ok(ran)) => ran.map(|served| served.outcome),
+                Ok(Err(join)) => Err(HostError::Task {
+                    what: "a run on a sandbox worker process",
+                    source: Box::new(join),
+                }
+                .into()),
+                Err(_) => {
+                    stop.cancel();
+                    Err(Error::Internal(format!(
+                        "no outcome from the sandbox worker process within {timeout:?}"
+                    )))
+                }
+            }
+        })
+    }
+}
+
 /// Reads one request, runs it, streams what it writes and answers with its result.
 fn serve_client(dvm: &Dvm, stream: UnixStream) -> std::io::Result<()> {
     let mut reader = stream.try_clone()?;
+    // A client that connects and sends nothing does not keep a worker for long.
+    reader.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     let header = expect_frame(&mut reader, REQUEST, u64::from(MAX_REQUEST_BYTES))?;
     let code = expect_frame(&mut reader, CODE, crate::job::MAX_SCRIPT_BYTES)?;
     let stdin = expect_frame(&mut reader, STDIN, MAX_STDIN_BYTES)?;
+    reader.set_read_timeout(None)?;
     let writer = Arc::new(Mutex::new(stream));
     let request: LocalRequest = match serde_json::from_slice(&header) {
         Ok(request) => request,
@@ -444,6 +743,11 @@ fn serve_client(dvm: &Dvm, stream: UnixStream) -> std::io::Result<()> {
         source: JobSource::Code {
             code,
             name: Some(request.name),
+        },
+        requirements: request.requirements,
+        discovery: crate::Discovery {
+            auto_deps: request.auto_deps,
+            ..crate::Discovery::default()
         },
         preload: request.preload,
         no_preload: request.no_preload,

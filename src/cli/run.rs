@@ -610,6 +610,8 @@ fn on_local_server(
         cache: input.cache,
         preload: config.preload.clone(),
         no_preload: config.no_preload,
+        requirements: Vec::new(),
+        auto_deps: false,
     };
     crate::local::try_run(
         &dvm_config.home,

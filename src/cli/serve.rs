@@ -107,11 +107,20 @@ pub(super) struct ServeArgs {
     /// --workers, --no-warm and --shutdown-grace apply; stops on Ctrl-C or SIGTERM.
     #[arg(long, conflicts_with = "nats")]
     local: bool,
+    /// Hand one-shot runs (without files or streamed output) to N sandbox worker processes,
+    /// one address space each, so runs on different cores do not slow each other down;
+    /// sessions and sandboxes stay in this process [default: 1, every run here].
+    #[arg(long, value_name = "N", conflicts_with = "nats", value_parser = clap::value_parser!(u64).range(1..=256))]
+    processes: Option<u64>,
+    /// A sandbox worker process of `--processes`: serve runs on this socket, and end with
+    /// the process that started it.
+    #[arg(long, value_name = "PATH", hide = true)]
+    local_socket: Option<std::path::PathBuf>,
 }
 
 pub(super) fn serve(args: ServeArgs, dvm_config: Config) -> ExitCode {
     #[cfg(unix)]
-    if args.local {
+    if args.local || args.local_socket.is_some() {
         return match serve_local(&args, dvm_config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => render_error(&error, false),
@@ -197,6 +206,29 @@ pub(super) fn serve(args: ServeArgs, dvm_config: Config) -> ExitCode {
                     .prestart(args.prestart as usize)?;
             }
         }
+        #[cfg(unix)]
+        let pool = match args.processes {
+            Some(processes) if processes > 1 => {
+                let exe =
+                    std::env::current_exe().map_err(|source| crate::error::HostError::Io {
+                        action: "find the dvm executable".into(),
+                        source,
+                    })?;
+                let pool = crate::local::WorkerPool::start(
+                    &exe,
+                    &dvm.config().home,
+                    processes as usize,
+                    workers.div_ceil(processes as usize),
+                    !args.no_warm,
+                )?;
+                note!(
+                    "dvm: one-shot runs go to {} sandbox worker processes",
+                    pool.processes()
+                );
+                Some(pool)
+            }
+            _ => None,
+        };
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::bind(config.addr)
                 .await
@@ -222,6 +254,10 @@ pub(super) fn serve(args: ServeArgs, dvm_config: Config) -> ExitCode {
             if let Some(queue) = queue {
                 state.set_queue(queue);
             }
+            #[cfg(unix)]
+            if let Some(pool) = pool {
+                state.set_queue(pool);
+            }
             crate::server::serve(state, listener, shutdown_signal()).await
         })
     })();
@@ -241,6 +277,26 @@ fn serve_local(args: &ServeArgs, dvm_config: Config) -> Result<(), Error> {
             n as usize
         });
     let home = dvm_config.home.clone();
+    if args.local_socket.is_some() {
+        // A worker of `--processes` ends with the server that started it: once it has
+        // another parent, its own has gone. (Not PR_SET_PDEATHSIG, which fires when the
+        // *thread* that started it ends.)
+        let parent = rustix::process::getppid();
+        std::thread::Builder::new()
+            .name("dvm-worker-parent".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(250));
+                    if rustix::process::getppid() != parent {
+                        std::process::exit(0);
+                    }
+                }
+            })
+            .map_err(|source| crate::error::HostError::Io {
+                action: "start the parent watch".into(),
+                source,
+            })?;
+    }
     let dvm = Dvm::new(dvm_config)?;
     if !args.no_warm {
         for id in ["python", "javascript"] {
@@ -248,7 +304,10 @@ fn serve_local(args: &ServeArgs, dvm_config: Config) -> Result<(), Error> {
         }
     }
     // Listening once warm: until then `dvm run` runs in its own process rather than wait.
-    let server = crate::local::LocalServer::bind(&home, workers)?;
+    let server = match &args.local_socket {
+        Some(path) => crate::local::LocalServer::bind_at(path, workers)?,
+        None => crate::local::LocalServer::bind(&home, workers)?,
+    };
     // A signal removes the socket first, so the next `dvm run` runs in its own process, then
     // gives the runs going on --shutdown-grace to finish; any still going end with the
     // process and their clients say so.
@@ -269,9 +328,11 @@ fn serve_local(args: &ServeArgs, dvm_config: Config) -> Result<(), Error> {
             action: "start the signal thread".into(),
             source,
         })?;
-    note!(
-        "dvm: serving `dvm run` on {} ({workers} at a time)",
-        server.path().display()
-    );
+    if args.local_socket.is_none() {
+        note!(
+            "dvm: serving `dvm run` on {} ({workers} at a time)",
+            server.path().display()
+        );
+    }
     server.serve(&dvm)
 }

@@ -301,3 +301,107 @@ fn a_client_that_goes_away_cancels_its_run_and_a_server_that_goes_away_is_report
     assert_eq!(second.status.code(), Some(2), "{}", show(&second));
     assert!(String::from_utf8_lossy(&second.stderr).contains("already listening"));
 }
+
+/// The live worker processes of a `dvm serve --processes N` with pid `server`.
+fn worker_pids(server: u32) -> Vec<u32> {
+    // Each thread lists the children it started.
+    let children: String = std::fs::read_dir(format!("/proc/{server}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .collect::<Vec<_>>()
+        .join(" ");
+    children
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("--local-socket"))
+        })
+        .collect()
+}
+
+#[test]
+fn serve_with_worker_processes_answers_as_one_process_does_and_outlives_a_dead_worker() {
+    use crate::server::{Server, client};
+    use serde_json::{Value, json};
+
+    let execute = |server: &Server, body: &Value| -> Value {
+        client()
+            .post(server.url("/execute"))
+            .json(body)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let bodies = [
+        json!({"code": "import sys\nprint(sys.argv[1:], sys.stdin.read())\nsys.exit(4)",
+               "args": ["a", "b c"], "stdin": "from stdin"}),
+        json!({"code": "import random\nprint(random.random())", "seed": 7}),
+        json!({"code": "console.log([1, 2].map(x => x * 3))", "runtime": "javascript"}),
+        json!({"code": "while True: pass", "timeout_ms": 300}),
+        json!({"code": "x = 1 +", "runtime": "python"}),
+    ];
+    let same = |outcome: &Value| {
+        let mut outcome = outcome.clone();
+        // `cache`: the second server finds what the first stored (the key is compared).
+        for field in [
+            "duration_ms",
+            "fuel_used",
+            "memory_peak_bytes",
+            "id",
+            "run_id",
+            "cache",
+        ] {
+            if let Some(fields) = outcome.as_object_mut() {
+                fields.remove(field);
+            }
+        }
+        outcome
+    };
+    let alone: Vec<Value> = {
+        let server = Server::start(&[]);
+        bodies
+            .iter()
+            .map(|body| same(&execute(&server, body)))
+            .collect()
+    };
+
+    let server = Server::start(&["--processes", "2"]);
+    let workers = worker_pids(server.pid());
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    for (body, expected) in bodies.iter().zip(&alone) {
+        assert_eq!(&same(&execute(&server, body)), expected, "{body}");
+    }
+    assert_eq!(alone[0]["exit_code"], 4, "{}", alone[0]);
+    assert_eq!(alone[3]["limit"], "deadline", "{}", alone[3]);
+
+    // A worker killed between runs is started again; every run is still answered.
+    let _ = Command::new("kill")
+        .args(["-KILL", &workers[0].to_string()])
+        .status();
+    for _ in 0..6 {
+        let outcome = execute(&server, &json!({"code": "print(5)"}));
+        assert_eq!(outcome["stdout"], "5\n", "{outcome}");
+    }
+    let again = worker_pids(server.pid());
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert!(!again.contains(&workers[0]));
+
+    // The workers end with the server.
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    let gone = |pid: u32| {
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.contains(") Z "))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !again.iter().all(|&pid| gone(pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "workers {again:?} outlived the server"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
