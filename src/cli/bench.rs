@@ -36,7 +36,16 @@ pub(super) fn bench(args: BenchArgs, config: Config) -> ExitCode {
             .position(|r| r.how.starts_with("native"))
         {
             let rounds = (args.runs as usize / 40).clamp(1, 10);
-            report.evals.insert(position, serve_evals(&home, rounds)?);
+            report
+                .evals
+                .insert(position, serve_evals(&home, rounds, 1)?);
+            // One sandbox worker process per core (`dvm serve --processes N`).
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            if cores > 1 {
+                report
+                    .evals
+                    .insert(position + 1, serve_evals(&home, rounds, cores)?);
+            }
         }
         Ok(report)
     });
@@ -54,11 +63,13 @@ pub(super) fn bench(args: BenchArgs, config: Config) -> ExitCode {
     }
 }
 
-/// The eval suite through `dvm serve`: a server of this executable on a loopback port, one
-/// HTTP client per thread sending each program to `POST /execute`.
+/// The eval suite through `dvm serve`: a server of this executable on a loopback port (with
+/// `processes` sandbox worker processes when more than one), one HTTP client per thread
+/// sending each program to `POST /execute`.
 fn serve_evals(
     home: &std::path::Path,
     rounds: usize,
+    processes: usize,
 ) -> Result<crate::bench::evals::EvalRow, crate::Error> {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
@@ -69,6 +80,7 @@ fn serve_evals(
     let exe = std::env::current_exe().map_err(io("find the dvm executable"))?;
     let mut server = Command::new(exe)
         .args(["serve", "--addr", "127.0.0.1:0", "--no-warm"])
+        .args(["--processes", &processes.to_string()])
         .env("DVM_HOME", home)
         .env("DVM_WARM_BUILDS", "off")
         .stdin(Stdio::null())
@@ -105,34 +117,32 @@ fn serve_evals(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let programs = crate::bench::evals::suite();
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let row = crate::bench::evals::throughput(
-        "dvm serve, python",
-        &programs,
-        rounds,
-        threads,
-        &|program| {
-            thread_local! {
-                static CLIENT: Option<reqwest::blocking::Client> =
-                    reqwest::blocking::Client::builder().build().ok();
-            }
-            let body = serde_json::json!({"runtime": "python", "code": program.source});
-            let reply = CLIENT
-                .with(|client| -> Result<serde_json::Value, String> {
-                    let client = client.as_ref().ok_or("cannot make an HTTP client")?;
-                    let send = || -> Result<serde_json::Value, reqwest::Error> {
-                        client
-                            .post(&url)
-                            .json(&body)
-                            .send()?
-                            .error_for_status()?
-                            .json()
-                    };
-                    send().map_err(|e| e.to_string())
-                })
-                .map_err(|e| crate::error::HostError::Guest(format!("POST {url}: {e}")))?;
-            Ok(reply["status"] == "ok" && reply["exit_code"] == 0)
-        },
-    )?;
+    let label = match processes {
+        1 => "dvm serve, python".to_string(),
+        n => format!("dvm serve --processes {n}, python"),
+    };
+    let row = crate::bench::evals::throughput(&label, &programs, rounds, threads, &|program| {
+        thread_local! {
+            static CLIENT: Option<reqwest::blocking::Client> =
+                reqwest::blocking::Client::builder().build().ok();
+        }
+        let body = serde_json::json!({"runtime": "python", "code": program.source});
+        let reply = CLIENT
+            .with(|client| -> Result<serde_json::Value, String> {
+                let client = client.as_ref().ok_or("cannot make an HTTP client")?;
+                let send = || -> Result<serde_json::Value, reqwest::Error> {
+                    client
+                        .post(&url)
+                        .json(&body)
+                        .send()?
+                        .error_for_status()?
+                        .json()
+                };
+                send().map_err(|e| e.to_string())
+            })
+            .map_err(|e| crate::error::HostError::Guest(format!("POST {url}: {e}")))?;
+        Ok(reply["status"] == "ok" && reply["exit_code"] == 0)
+    })?;
     drop(server);
     Ok(row)
 }

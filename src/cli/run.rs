@@ -11,6 +11,9 @@ use super::output::{Extra, pass_through, progress_display, render, render_error}
 use crate::profile::parse_size as parse_bytes;
 use crate::{Catalog, Config, Dvm, Error, Outcome, RunInput};
 
+/// Sandbox slots of a `dvm run` process's instance pool.
+const ONE_SHOT_POOL_SLOTS: u32 = 8;
+
 /// Largest stdin dvm will read for a guest.
 const MAX_STDIN_BYTES: u64 = 1 << 30;
 
@@ -419,6 +422,13 @@ pub(super) fn run(args: RunArgs, dvm_config: Config) -> ExitCode {
         }
         if let Some(size) = config.cache_size {
             dvm_config.result_cache_bytes = size;
+        }
+        // One run needs a few sandbox slots (its own, a snapshot build, the guest's import
+        // parser), not the thousand a server keeps: setting up each costs the process time.
+        if let Some(pool) = &mut dvm_config.pool
+            && pool.slots == crate::PoolConfig::default().slots
+        {
+            pool.slots = ONE_SHOT_POOL_SLOTS;
         }
         let dvm = Dvm::new(dvm_config)?;
         let ran = run_target(&dvm, &config);
