@@ -210,6 +210,19 @@ fn runs_through_the_local_server_as_they_run_in_process() {
     assert_eq!(mode(&socket(home.path())), 0o600);
 }
 
+/// `dvm run --code 'print(N)'` on `home` prints N.
+#[track_caller]
+fn expect_printed(home: &Path, n: u32) {
+    let code = format!("print({n})");
+    let output = run(home, &["--runtime", "python", "--code", &code], b"");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("{n}\n"),
+        "{}",
+        show(&output)
+    );
+}
+
 /// Starts `dvm run` on a script that prints `started` then spins, and returns once the line
 /// arrived (so the run is on the server).
 fn start_spinning(home: &Path) -> Child {
@@ -239,17 +252,7 @@ fn a_client_that_goes_away_cancels_its_run_and_a_server_that_goes_away_is_report
     spinning.kill().unwrap();
     spinning.wait().unwrap();
     let started = Instant::now();
-    let next = run(
-        home.path(),
-        &["--runtime", "python", "--code", "print(2)"],
-        b"",
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&next.stdout),
-        "2\n",
-        "{}",
-        show(&next)
-    );
+    expect_printed(home.path(), 2);
     assert!(
         started.elapsed() < Duration::from_secs(120),
         "the abandoned run kept the only worker"
@@ -269,29 +272,9 @@ fn a_client_that_goes_away_cancels_its_run_and_a_server_that_goes_away_is_report
     // The socket it left behind answers no one: runs go on in their own process, and a new
     // server takes the socket's place.
     assert!(socket(home.path()).exists());
-    let alone = run(
-        home.path(),
-        &["--runtime", "python", "--code", "print(3)"],
-        b"",
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&alone.stdout),
-        "3\n",
-        "{}",
-        show(&alone)
-    );
+    expect_printed(home.path(), 3);
     let _again = LocalServer::start(home.path(), &["--workers", "1", "--no-warm"]);
-    let served = run(
-        home.path(),
-        &["--runtime", "python", "--code", "print(4)"],
-        b"",
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&served.stdout),
-        "4\n",
-        "{}",
-        show(&served)
-    );
+    expect_printed(home.path(), 4);
 
     // A second server on the same home is refused while the first answers.
     let second = dvm_in(home.path())
