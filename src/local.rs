@@ -466,6 +466,7 @@ struct PoolInner {
     home: PathBuf,
     runs_per_process: usize,
     warm: bool,
+    prestart: usize,
     processes: Vec<Mutex<Worker>>,
     in_flight: Vec<std::sync::atomic::AtomicUsize>,
     next: std::sync::atomic::AtomicUsize,
@@ -478,14 +479,14 @@ struct Worker {
 
 impl WorkerPool {
     /// Starts `processes` workers of the executable `exe` on `home`, each running up to
-    /// `runs_per_process` sandboxes at once (and loading the runtimes first when `warm`),
-    /// and waits until each answers.
+    /// `runs_per_process` sandboxes at once (and, when `warm`, loading the runtimes first
+    /// and keeping `prestart` python-lite sandboxes started), and waits until each answers.
     pub fn start(
         exe: &Path,
         home: &Path,
         processes: usize,
         runs_per_process: usize,
-        warm: bool,
+        (warm, prestart): (bool, usize),
     ) -> Result<WorkerPool, Error> {
         let processes = processes.max(1);
         let inner = PoolInner {
@@ -493,6 +494,7 @@ impl WorkerPool {
             home: home.to_path_buf(),
             runs_per_process: runs_per_process.max(1),
             warm,
+            prestart,
             processes: (0..processes)
                 .map(|i| {
                     Mutex::new(Worker {
@@ -594,6 +596,7 @@ impl PoolInner {
             .arg("--local-socket")
             .arg(&worker.socket)
             .args(["--workers", &self.runs_per_process.to_string()])
+            .args(["--prestart", &self.prestart.to_string()])
             .env("DVM_HOME", &self.home)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());

@@ -104,7 +104,8 @@ pub(super) struct ServeArgs {
     /// Serve `dvm run` on this machine instead of HTTP: listen on a socket in the home
     /// (`$DVM_HOME/run/local.sock`, this user only) that `dvm run` hands its runs to while
     /// the server is up, skipping its own start-up (`dvm run --in-process` opts out).
-    /// --workers, --no-warm and --shutdown-grace apply; stops on Ctrl-C or SIGTERM.
+    /// --workers, --no-warm, --prestart and --shutdown-grace apply; stops on Ctrl-C or
+    /// SIGTERM.
     #[arg(long, conflicts_with = "nats")]
     local: bool,
     /// Hand one-shot runs (without files or streamed output) to N sandbox worker processes,
@@ -219,7 +220,7 @@ pub(super) fn serve(args: ServeArgs, dvm_config: Config) -> ExitCode {
                     &dvm.config().home,
                     processes as usize,
                     workers.div_ceil(processes as usize),
-                    !args.no_warm,
+                    (!args.no_warm, args.prestart as usize),
                 )?;
                 note!(
                     "dvm: one-shot runs go to {} sandbox worker processes",
@@ -301,6 +302,10 @@ fn serve_local(args: &ServeArgs, dvm_config: Config) -> Result<(), Error> {
     if !args.no_warm {
         for id in ["python", "javascript"] {
             dvm.runtime_with_progress(id, &progress_display(false))?;
+        }
+        if args.prestart > 0 {
+            dvm.runtime_with_progress("python-lite", &progress_display(false))?
+                .prestart(args.prestart as usize)?;
         }
     }
     // Listening once warm: until then `dvm run` runs in its own process rather than wait.

@@ -12,7 +12,8 @@ use crate::support::*;
 /// A home of its own (its result cache, its socket) that shares the test binary's installed
 /// runtimes, compiled modules and snapshots, so nothing is compiled again.
 fn linked_home() -> tempfile::TempDir {
-    for id in ["python", "javascript"] {
+    // Installed here first: the servers load them (and prestart python-lite) at start.
+    for id in ["python", "javascript", "python-lite"] {
         runtime(id);
     }
     let home = tempfile::tempdir().unwrap();
