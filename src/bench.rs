@@ -152,6 +152,8 @@ pub struct ModuleCosts {
 pub struct Preloaded {
     pub runtime: String,
     pub modules: Vec<String>,
+    /// What the script does, e.g. `small DataFrame script`.
+    pub script: String,
     pub cold_p50_ms: f64,
     pub preloaded_p50_ms: f64,
     pub preloaded_p99_ms: f64,
@@ -159,13 +161,45 @@ pub struct Preloaded {
     pub no_flag_p50_ms: f64,
 }
 
+/// A script `dvm bench` times cold, preloaded and with no flag.
+struct WarmScript {
+    what: &'static str,
+    name: &'static str,
+    source: &'static str,
+    preload: &'static [&'static str],
+}
+
+const WARM_SCRIPTS: &[WarmScript] = &[
+    WarmScript {
+        what: "small DataFrame script",
+        name: "df.py",
+        source: DATAFRAME_SCRIPT,
+        preload: &["numpy", "pandas"],
+    },
+    WarmScript {
+        what: "matplotlib line plot to PNG",
+        name: "plot.py",
+        source: PLOT_SCRIPT,
+        preload: &["matplotlib.pyplot"],
+    },
+];
+
+/// A figure drawn and saved as a PNG in the workspace, as a generated analysis script does.
+const PLOT_SCRIPT: &str = "import matplotlib\nmatplotlib.use('Agg')\n\
+    import matplotlib.pyplot as plt\n\
+    fig, ax = plt.subplots(figsize=(4, 3))\n\
+    ax.plot([1, 2, 3, 4], [1, 4, 2, 3], marker='o')\n\
+    ax.set_title('sales')\n\
+    fig.savefig('plot.png', dpi=80)\n\
+    print(open('plot.png', 'rb').read(8) == b'\\x89PNG\\r\\n\\x1a\\n')\n";
+
 /// The script `dvm bench` times with and without preloading.
 const DATAFRAME_SCRIPT: &str = "import numpy as np, pandas as pd\n\
     df = pd.DataFrame({'region': ['n', 's', 'n', 'e'], 'sales': np.array([10.5, 4.0, 7.0, 1.25])})\n\
     print(df.groupby('region')['sales'].sum().to_dict())\n";
 
-fn preloaded(dvm: &Dvm, id: &str, runs: usize) -> Result<Preloaded, Error> {
-    let modules = vec!["numpy".to_string(), "pandas".to_string()];
+fn preloaded(dvm: &Dvm, id: &str, script: &WarmScript, runs: usize) -> Result<Preloaded, Error> {
+    let modules: Vec<String> = script.preload.iter().map(|m| m.to_string()).collect();
     let quiet: crate::Progress = std::sync::Arc::new(|_| {});
     let warm = dvm.runtime_preloaded(id, &modules, &quiet)?;
     let cold = dvm.runtime_cold(id, &quiet)?;
@@ -174,11 +208,12 @@ fn preloaded(dvm: &Dvm, id: &str, runs: usize) -> Result<Preloaded, Error> {
         let mut times = Vec::with_capacity(n);
         for _ in 0..n {
             let started = Instant::now();
-            let outcome = runtime.run_script("df.py", DATAFRAME_SCRIPT.as_bytes(), &input)?;
+            let outcome = runtime.run_script(script.name, script.source.as_bytes(), &input)?;
             times.push(started.elapsed());
-            if outcome.status != crate::Status::Ok {
+            if outcome.status != crate::Status::Ok || outcome.stdout.starts_with(b"False") {
                 return Err(crate::error::HostError::Guest(format!(
-                    "the bench's DataFrame script failed: {}",
+                    "the bench's {} failed: {}",
+                    script.what,
                     String::from_utf8_lossy(&outcome.stderr)
                 ))
                 .into());
@@ -191,7 +226,11 @@ fn preloaded(dvm: &Dvm, id: &str, runs: usize) -> Result<Preloaded, Error> {
     let warm_times = time(&warm, runs.clamp(5, 100))?;
     let cold_times = time(&cold, 3)?;
     // With no flag: the whole job path, which picks the snapshot from the script's imports.
-    let job = crate::Job::code(id, DATAFRAME_SCRIPT);
+    let mut job = crate::Job::code(id, script.source);
+    job.source = crate::JobSource::Code {
+        code: script.source.as_bytes().to_vec(),
+        name: Some(script.name.to_string()),
+    };
     let mut no_flag = Vec::new();
     for _ in 0..runs.clamp(5, 100) {
         let started = Instant::now();
@@ -202,6 +241,7 @@ fn preloaded(dvm: &Dvm, id: &str, runs: usize) -> Result<Preloaded, Error> {
     Ok(Preloaded {
         runtime: id.to_string(),
         modules,
+        script: script.what.to_string(),
         cold_p50_ms: percentile(&cold_times, 0.5),
         preloaded_p50_ms: percentile(&warm_times, 0.5),
         preloaded_p99_ms: percentile(&warm_times, 0.99),
@@ -730,7 +770,9 @@ pub fn measure(dvm: &Dvm, runtimes: &[String], runs: usize) -> Result<Report, Er
         let runtime = dvm.runtime(id)?;
         report.in_process.push(in_process(&runtime, runs)?);
         if runtime.supports_preload() {
-            report.preloaded.push(preloaded(dvm, id, runs)?);
+            for script in WARM_SCRIPTS {
+                report.preloaded.push(preloaded(dvm, id, script, runs)?);
+            }
         }
         if runtime.supports_prestart() {
             report.prestarted.push(prestarted(dvm, id, runs)?);
@@ -847,8 +889,9 @@ impl Report {
         for row in &self.preloaded {
             let _ = writeln!(
                 out,
-                "\nsmall DataFrame script, {}: cold (imports {}) {:.0} ms; preloaded snapshot p50 {:.1} ms, p99 {:.1} ms; \
+                "\n{}, {}: cold (imports {}) {:.0} ms; preloaded snapshot p50 {:.1} ms, p99 {:.1} ms; \
                  no flag (snapshot picked from its imports) p50 {:.1} ms",
+                row.script,
                 row.runtime,
                 row.modules.join(" + "),
                 row.cold_p50_ms,

@@ -14,16 +14,18 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 /// Version of the recipe below; part of every snapshot key.
-const RECIPE_VERSION: &[u8] = b"dvm python preload snapshot v4";
+const RECIPE_VERSION: &[u8] = b"dvm python preload snapshot v5";
 
 /// The content key of a snapshot: the base module, the preloaded module names, the wizer
-/// version and this recipe.
+/// version, this recipe and the code it runs (so a change to the code makes new snapshots).
 pub(crate) fn key(base: &blake3::Hash, modules: &[String]) -> blake3::Hash {
     let mut hasher = blake3::Hasher::new();
+    let code = preload_code(modules);
     for field in [
         RECIPE_VERSION,
         base.as_bytes(),
         crate::engine::WASMTIME_VERSION.as_bytes(),
+        code.as_bytes(),
     ] {
         hasher.update(&(field.len() as u64).to_le_bytes());
         hasher.update(field);
@@ -56,6 +58,9 @@ pub(crate) fn preload_code(modules: &[String]) -> String {
     };
     // matplotlib does most of its one-time work (fonts, the Agg renderer) on the first
     // figure it draws: draw one, off pyplot's figure list, so no figure number is taken.
+    // The fonts it opened read their files lazily through descriptors of the build's
+    // sandbox, which a run's sandbox does not have: drop them (as matplotlib itself does in
+    // a forked child), so each run opens its own.
     let warm_up = if modules
         .iter()
         .any(|m| m.split('.').next() == Some("matplotlib"))
@@ -65,7 +70,8 @@ pub(crate) fn preload_code(modules: &[String]) -> String {
          figure = Figure(figsize=(3, 2))\n    axes = figure.add_subplot()\n    \
          axes.plot([0, 1, 2], [1, 0, 2], label='line')\n    axes.bar([0, 1], [1, 2])\n    \
          axes.set_title('title')\n    axes.set_xlabel('x')\n    axes.legend()\n    \
-         FigureCanvasAgg(figure).print_png(io.BytesIO())\n"
+         FigureCanvasAgg(figure).print_png(io.BytesIO())\n    \
+         import matplotlib.font_manager\n    matplotlib.font_manager._get_font.cache_clear()\n"
     } else {
         ""
     };

@@ -260,3 +260,25 @@ fn the_command_line_can_opt_out_and_build_ahead() {
     ]);
     assert_eq!(bad.status.code(), Some(2), "{}", show(&bad));
 }
+
+#[test]
+fn a_matplotlib_snapshot_draws_text_as_a_cold_start_does() {
+    // Text needs the font files: the snapshot must not keep the build's open fonts.
+    let source = "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n\
+                  fig, ax = plt.subplots(figsize=(3, 2))\n\
+                  ax.plot([1, 2, 3], [2, 1, 3], label='series')\n\
+                  ax.set_title('a title')\nax.set_xlabel('x')\nax.legend()\n\
+                  fig.savefig('plot.png', dpi=60)\nprint('saved')\n";
+    let preloaded = shared()
+        .runtime_preloaded("python", &["matplotlib.pyplot".into()], &quiet())
+        .expect("the matplotlib snapshot is made");
+    let cold = shared()
+        .runtime_cold("python", &quiet())
+        .expect("the cold runtime loads");
+    let warm = run_main(&preloaded, source, &RunInput::default());
+    let cold = run_main(&cold, source, &RunInput::default());
+    assert_eq!(stdout(&warm), "saved\n", "{}", describe(&warm));
+    assert_eq!(warm.stderr, cold.stderr, "{}", describe(&warm));
+    assert_eq!(warm.files, cold.files, "the same PNG, byte for byte");
+    assert!(warm.files.iter().any(|f| f.path == "plot.png"));
+}
