@@ -198,15 +198,7 @@ pub(super) fn serve(args: ServeArgs, dvm_config: Config) -> ExitCode {
             }
             None => (Dvm::new(dvm_config)?, None),
         };
-        if !args.no_warm {
-            for id in ["python", "javascript"] {
-                dvm.runtime_with_progress(id, &progress_display(false))?;
-            }
-            if args.prestart > 0 {
-                dvm.runtime_with_progress("python-lite", &progress_display(false))?
-                    .prestart(args.prestart as usize)?;
-            }
-        }
+        warm(&dvm, args.no_warm, args.prestart)?;
         #[cfg(unix)]
         let pool = match args.processes {
             Some(processes) if processes > 1 => {
@@ -299,15 +291,7 @@ fn serve_local(args: &ServeArgs, dvm_config: Config) -> Result<(), Error> {
             })?;
     }
     let dvm = Dvm::new(dvm_config)?;
-    if !args.no_warm {
-        for id in ["python", "javascript"] {
-            dvm.runtime_with_progress(id, &progress_display(false))?;
-        }
-        if args.prestart > 0 {
-            dvm.runtime_with_progress("python-lite", &progress_display(false))?
-                .prestart(args.prestart as usize)?;
-        }
-    }
+    warm(&dvm, args.no_warm, args.prestart)?;
     // Listening once warm: until then `dvm run` runs in its own process rather than wait.
     let server = match &args.local_socket {
         Some(path) => crate::local::LocalServer::bind_at(path, workers)?,
@@ -340,4 +324,20 @@ fn serve_local(args: &ServeArgs, dvm_config: Config) -> Result<(), Error> {
         );
     }
     server.serve(&dvm)
+}
+
+/// Unless `--no-warm`: installs and loads the python and javascript runtimes, and keeps
+/// `--prestart` python-lite sandboxes started.
+fn warm(dvm: &Dvm, no_warm: bool, prestart: u64) -> Result<(), Error> {
+    if no_warm {
+        return Ok(());
+    }
+    for id in ["python", "javascript"] {
+        dvm.runtime_with_progress(id, &progress_display(false))?;
+    }
+    if prestart > 0 {
+        dvm.runtime_with_progress("python-lite", &progress_display(false))?
+            .prestart(prestart as usize)?;
+    }
+    Ok(())
 }
