@@ -200,11 +200,10 @@ impl Dvm {
         base: blake3::Hash,
         published: &Published,
     ) -> Option<Runtime> {
-        let label = snapshot_label(&spec.id, &base, &published.modules);
-        if let Some(runtime) = lock(&self.inner.runtimes).get(&label) {
+        let key = snapshot::key(&base, &published.modules);
+        if let Some(runtime) = lock(&self.inner.runtimes).get(&label_of(&spec.id, &key)) {
             return Some(runtime.clone());
         }
-        let key = snapshot::key(&base, &published.modules);
         let digest = self.recorded_snapshot(&key)?;
         if !self.inner.modules.contains(&digest)
             && !lock(&self.inner.loaded).contains_key(digest.as_bytes())
@@ -225,11 +224,10 @@ impl Dvm {
     ) -> Result<Runtime, Error> {
         let (spec, installed, _) = self.installed(id, progress)?;
         let base = base_digest(spec, &installed)?;
-        let label = snapshot_label(id, &base, modules);
-        if let Some(runtime) = lock(&self.inner.runtimes).get(&label) {
+        let key = snapshot::key(&base, modules);
+        if let Some(runtime) = lock(&self.inner.runtimes).get(&label_of(id, &key)) {
             return Ok(runtime.clone());
         }
-        let key = snapshot::key(&base, modules);
         let dir = crate::home::snapshots(&self.inner.config.home);
         let digest = match self.recorded_snapshot(&key) {
             Some(digest) => digest,
@@ -563,7 +561,12 @@ pub(super) fn cold_label(id: &str) -> String {
 }
 
 fn snapshot_label(id: &str, base: &blake3::Hash, modules: &[String]) -> String {
-    format!("{id}@{}", &snapshot::key(base, modules).to_hex()[..24])
+    label_of(id, &snapshot::key(base, modules))
+}
+
+/// The name a process keeps the snapshot with content key `key` under.
+fn label_of(id: &str, key: &blake3::Hash) -> String {
+    format!("{id}@{}", &key.to_hex()[..24])
 }
 
 /// Appends one byte to the set's sighting file and returns how many it holds.
