@@ -48,11 +48,18 @@ fn serve_over_nats_answers_a_workers_error_with_its_kind() {
     assert_eq!(answer.status().as_u16(), 422);
     let body: serde_json::Value = answer.json().unwrap();
     assert_eq!(body["error"]["kind"], "unknown_runtime", "{body}");
-    let ran_there = worker
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("running "));
-    assert!(ran_there, "the worker, not the server, refused it");
+    // The worker's log line is read by a thread of its own and may arrive after the answer.
+    let logged = || {
+        worker
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("running "))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !logged() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(logged(), "the worker, not the server, refused it");
 }
