@@ -3,6 +3,8 @@
 
 pub(crate) mod cache;
 pub(crate) mod functions;
+#[cfg(target_os = "linux")]
+pub(crate) mod residency;
 
 pub use self::cache::WASMTIME_VERSION;
 
@@ -235,6 +237,8 @@ pub(crate) fn engine(
             .pagemap_scan(wasmtime::Enabled::Auto)
             .max_unused_warm_slots(pool.warm_slots);
         wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+        #[cfg(target_os = "linux")]
+        residency::enable(pool.keep_resident_bytes);
     }
     wasmtime::Engine::new(&wasm)
         .map_err(|e| crate::error::HostError::wasmtime("set up the engine", e).into())

@@ -423,6 +423,7 @@ pub(crate) fn serve_prestarted(
     })?;
     fuel.arm(&mut store)?;
     let ended = entry(&mut store, instance);
+    settle_memory(&mut store, instance);
     let Some(claimed) = store.data_mut().claimed.take() else {
         return Ok(());
     };
@@ -520,6 +521,17 @@ pub(crate) fn instantiate_only(
     }
 }
 
+/// Lets the pool keep the pages this sandbox made private resident for the next sandbox in
+/// its slot (see `engine::residency`). The guest must have returned.
+fn settle_memory(store: &mut Store<SandboxState>, instance: Instance) {
+    #[cfg(target_os = "linux")]
+    if let Some(memory) = instance.get_memory(&mut *store, "memory") {
+        crate::engine::residency::settle(memory.data_ptr(&*store), memory.data_size(&*store));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (store, instance);
+}
+
 /// Prepares a fresh store, instantiates, arms the fuel budget and hands the instance to
 /// `work`. A full pool is an error; every other way of ending is left to the caller.
 fn drive<R>(
@@ -533,7 +545,9 @@ fn drive<R>(
     let ended = match pre.instantiate(&mut prepared.store) {
         Ok(instance) => {
             prepared.fuel.arm(&mut prepared.store)?;
-            work(&mut prepared.store, instance)
+            let ended = work(&mut prepared.store, instance);
+            settle_memory(&mut prepared.store, instance);
+            ended
         }
         Err(e) => match capacity_error(&e) {
             Some(error) => return Err(error),

@@ -420,3 +420,46 @@ fn nothing_a_run_writes_is_seen_by_the_next() {
         }
     });
 }
+
+/// The pool keeps the pages a sandbox wrote resident for the next sandbox in its slot (and
+/// fills the gaps between them, see `engine::residency`); each sandbox must still start from
+/// the snapshot. Runs that mutate interpreter state all over the heap alternate with runs that
+/// look for it, on one thread so that they share slots.
+#[test]
+fn a_sandbox_never_sees_what_the_one_before_it_in_its_slot_wrote() {
+    let python = runtime("python");
+    let write = r#"
+import builtins, sys, json, string, os
+builtins.LEAK = "left behind"
+json.LEAK = 1
+string.ascii_letters = "LEAK"
+os.environ["LEAK"] = "1"
+sys.modules["leak_module"] = type(sys)("leak_module")
+# Scattered writes: many objects of many sizes, kept alive by a module the run leaves behind.
+sys.leak_objects = [bytearray(b"LEAKMARK" * (1 + i % 700)) for i in range(3000)]
+print("written")
+"#;
+    let look = r#"
+import builtins, sys, json, string, os
+found = [name for name, present in [
+    ("builtins", hasattr(builtins, "LEAK")),
+    ("json", hasattr(json, "LEAK")),
+    ("string", string.ascii_letters != "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+    ("environ", "LEAK" in os.environ),
+    ("modules", "leak_module" in sys.modules),
+    ("objects", hasattr(sys, "leak_objects")),
+] if present]
+print("found:", found)
+"#;
+    for round in 0..30 {
+        let wrote = run_main(&python, write, &RunInput::default());
+        assert_eq!(stdout(&wrote), "written\n", "{}", describe(&wrote));
+        let looked = run_main(&python, look, &RunInput::default());
+        assert_eq!(
+            stdout(&looked),
+            "found: []\n",
+            "round {round}: {}",
+            describe(&looked)
+        );
+    }
+}
