@@ -497,23 +497,24 @@ fn median_process(program: &Path, args: &[&str], runs: usize) -> Option<f64> {
     Some(percentile(&times, 0.5))
 }
 
-/// The local server `dvm run` hands runs to during the bench: one already listening on the
-/// home, or a `dvm serve --local` started for the bench and stopped after it.
+/// The local server the bench hands `dvm run` to: a `dvm serve --local` of its own, on a
+/// socket of its own (not the home's, so the `dvm run`s of other programs on this home never
+/// reach it, nor fail when the bench stops it), stopped after the bench.
 struct LocalServerChild {
-    child: Option<std::process::Child>,
+    child: std::process::Child,
+    socket: std::path::PathBuf,
 }
 
 impl LocalServerChild {
     fn start(exe: &Path, home: &Path) -> Option<LocalServerChild> {
         #[cfg(unix)]
         {
-            let socket = crate::home::local_socket(home);
+            let socket = crate::home::local_socket(home)
+                .with_file_name(format!("bench-{}.sock", std::process::id()));
             let answers = || std::os::unix::net::UnixStream::connect(&socket).is_ok();
-            if answers() {
-                return Some(LocalServerChild { child: None });
-            }
             let mut child = Command::new(exe)
-                .args(["serve", "--local", "--no-warm"])
+                .args(["serve", "--no-warm", "--local-socket"])
+                .arg(&socket)
                 .env("DVM_HOME", home)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -529,7 +530,7 @@ impl LocalServerChild {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Some(LocalServerChild { child: Some(child) })
+            Some(LocalServerChild { child, socket })
         }
         #[cfg(not(unix))]
         {
@@ -541,10 +542,9 @@ impl LocalServerChild {
 
 impl Drop for LocalServerChild {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
@@ -841,8 +841,16 @@ pub fn measure(dvm: &Dvm, runtimes: &[String], runs: usize) -> Result<Report, Er
             native: native.clone(),
         });
         // The same command handed to a local server (`dvm serve --local`).
-        if local_server.is_some() {
-            let args = ["run", "--runtime", id.as_str(), script.as_str()];
+        if let Some(server) = &local_server {
+            let socket = server.socket.to_string_lossy();
+            let args = [
+                "run",
+                "--local-socket",
+                &socket,
+                "--runtime",
+                id.as_str(),
+                script.as_str(),
+            ];
             if let Some(median_ms) = median_process(&exe, &args, process_runs) {
                 report.whole_process.push(WholeProcess {
                     command: "  same, via dvm serve --local".to_string(),

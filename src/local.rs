@@ -144,25 +144,19 @@ pub struct Served {
     pub packages: Option<serde_json::Value>,
 }
 
-/// Runs `request` on the local server when one is listening on `home`'s socket. `None`
-/// when none is (or it went away before taking the run): the caller runs the job itself.
-/// Output reaches `on_output` and install steps `progress` as the server reports them.
+/// Runs `request` on the local server when one is listening on `socket` (the home's is
+/// [`crate::home::local_socket`]). `None` when none is (or it went away before taking the
+/// run): the caller runs the job itself. Output reaches `on_output` and install steps
+/// `progress` as the server reports them.
 pub fn try_run(
-    home: &Path,
+    socket: &Path,
     request: &LocalRequest,
     code: &[u8],
     stdin: &[u8],
     on_output: Option<&OutputCallback>,
     progress: &Progress,
 ) -> Option<Result<Served, Error>> {
-    run_on(
-        &socket_path(home),
-        request,
-        (code, stdin),
-        on_output,
-        progress,
-        None,
-    )
+    run_on(socket, request, (code, stdin), on_output, progress, None)
 }
 
 /// Runs `request` on the server listening on `socket`; `None` when none took it. A

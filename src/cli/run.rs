@@ -139,8 +139,12 @@ pub(super) struct RunArgs {
     json: bool,
 
     /// Run in this process even when a local server (`dvm serve --local`) is listening.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "local_socket")]
     in_process: bool,
+    /// Hand the run to the local server listening on this socket rather than the home's
+    /// (`dvm bench` times its own server this way, leaving the home's socket alone).
+    #[arg(long, value_name = "PATH", hide = true)]
+    local_socket: Option<std::path::PathBuf>,
 }
 
 /// What `dvm run` installs.
@@ -204,6 +208,7 @@ struct RunConfig {
     cache_size: Option<u64>,
     json: bool,
     in_process: bool,
+    local_socket: Option<std::path::PathBuf>,
 }
 
 fn target(
@@ -377,6 +382,7 @@ fn validate(args: RunArgs, dvm_config: &Config) -> Result<RunConfig, Error> {
         cache_size: args.cache_size,
         json: args.json,
         in_process: args.in_process,
+        local_socket: args.local_socket,
     })
 }
 
@@ -623,8 +629,12 @@ fn on_local_server(
         requirements: Vec::new(),
         auto_deps: false,
     };
+    let socket = config
+        .local_socket
+        .clone()
+        .unwrap_or_else(|| crate::home::local_socket(&dvm_config.home));
     crate::local::try_run(
-        &dvm_config.home,
+        &socket,
         &request,
         source,
         &input.stdin,

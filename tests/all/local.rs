@@ -226,9 +226,10 @@ fn expect_printed(home: &Path, n: u32) {
 
 /// Starts `dvm run` on a script that prints `started` then spins, and returns once the line
 /// arrived (so the run is on the server).
-fn start_spinning(home: &Path) -> Child {
+fn start_spinning(home: &Path, flags: &[&str]) -> Child {
     let mut child = dvm_in(home)
         .args(["run", "--runtime", "python", "--timeout", "10m"])
+        .args(flags)
         .args(["--code", "print('started', flush=True)\nwhile True: pass"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -249,7 +250,7 @@ fn a_client_that_goes_away_cancels_its_run_and_a_server_that_goes_away_is_report
     let mut server = LocalServer::start(home.path(), &["--workers", "1", "--no-warm"]);
 
     // With one worker, the next run is served only once the spinning one was cancelled.
-    let mut spinning = start_spinning(home.path());
+    let mut spinning = start_spinning(home.path(), &[]);
     spinning.kill().unwrap();
     spinning.wait().unwrap();
     let started = Instant::now();
@@ -260,7 +261,7 @@ fn a_client_that_goes_away_cancels_its_run_and_a_server_that_goes_away_is_report
     );
 
     // The server dies mid-run: the client says so instead of hanging or running it twice.
-    let spinning = start_spinning(home.path());
+    let spinning = start_spinning(home.path(), &[]);
     server.kill();
     let output = spinning.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(3), "{}", show(&output));
@@ -284,6 +285,48 @@ fn a_client_that_goes_away_cancels_its_run_and_a_server_that_goes_away_is_report
         .unwrap();
     assert_eq!(second.status.code(), Some(2), "{}", show(&second));
     assert!(String::from_utf8_lossy(&second.stderr).contains("already listening"));
+}
+
+/// A server on a socket of its own (as `dvm bench` starts one) serves only the runs that name
+/// it, and leaves the home's socket alone: other `dvm run`s never reach it, nor fail when it
+/// stops.
+#[test]
+fn a_run_can_name_its_server_and_a_private_server_leaves_the_homes_socket_alone() {
+    let home = linked_home();
+    let private = home.path().join("run").join("bench-test.sock");
+    let mut server = dvm_in(home.path())
+        .args(["serve", "--no-warm", "--local-socket"])
+        .arg(&private)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&private).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the server never listened"
+        );
+        assert!(server.try_wait().unwrap().is_none(), "the server ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!socket(home.path()).exists());
+    expect_printed(home.path(), 5);
+
+    // A run that names the socket is served there: when the server dies mid-run, it says so.
+    let flag = ["--local-socket", private.to_str().unwrap()];
+    let spinning = start_spinning(home.path(), &flag);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let output = spinning.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", show(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("went away during the run"),
+        "{}",
+        show(&output)
+    );
+    expect_printed(home.path(), 6);
 }
 
 /// The live worker processes of a `dvm serve --processes N` with pid `server`.
