@@ -2,6 +2,7 @@
 //! `cargo build --release --example hello_loop && perf record -g target/release/examples/hello_loop python`
 //! Arguments: RUNTIME [RUNS] [PRELOAD,MODULES] [SCRIPT]. `THREADS=N` runs the loop on N
 //! threads at once and also prints the runs per second of all of them together.
+//! `KEEP_RESIDENT_MIB=N` and `FILL_GAPS=0` change the pool's slot reset.
 
 use std::time::Instant;
 
@@ -32,6 +33,10 @@ fn main() -> Result<(), dvm::Error> {
             .and_then(|n| n.parse::<usize>().ok()),
     ) {
         pool.keep_resident_bytes = mib << 20;
+    }
+    // `FILL_GAPS=0`: leave wasmtime's slot reset as it is (for measuring the lever).
+    if let (Some(pool), Ok("0")) = (config.pool.as_mut(), std::env::var("FILL_GAPS").as_deref()) {
+        pool.fill_resident_gaps = false;
     }
     let dvm = dvm::Dvm::new(config)?;
     let quiet: dvm::Progress = std::sync::Arc::new(|_| {});

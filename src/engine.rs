@@ -44,6 +44,12 @@ pub struct PoolConfig {
     pub keep_resident_bytes: usize,
     /// Idle slots kept warm (memory resident, ready for the same module). Default: 16.
     pub warm_slots: u32,
+    /// When a sandbox ends, also make the gaps between the pages it wrote resident, so that
+    /// the slot's in-place reset keeps them all (wasmtime keeps at most 32 runs of pages and
+    /// unmaps the rest, which the next sandbox faults back in one by one). Costs up to 8 MiB
+    /// per warm slot; python hello 1.4 -> 0.8 ms. Linux only; process-wide once any pooled
+    /// [`Dvm`](crate::Dvm) has turned it on. Default: `true`.
+    pub fill_resident_gaps: bool,
 }
 
 impl Default for PoolConfig {
@@ -55,6 +61,7 @@ impl Default for PoolConfig {
             max_core_instance_bytes: 8 << 20,
             keep_resident_bytes: 32 << 20,
             warm_slots: 16,
+            fill_resident_gaps: true,
         }
     }
 }
@@ -238,7 +245,9 @@ pub(crate) fn engine(
             .max_unused_warm_slots(pool.warm_slots);
         wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
         #[cfg(target_os = "linux")]
-        residency::enable(pool.keep_resident_bytes);
+        if pool.fill_resident_gaps {
+            residency::enable(pool.keep_resident_bytes);
+        }
     }
     wasmtime::Engine::new(&wasm)
         .map_err(|e| crate::error::HostError::wasmtime("set up the engine", e).into())
