@@ -42,6 +42,92 @@ impl Status {
 pub struct Truncated {
     pub stdout: bool,
     pub stderr: bool,
+    /// Display items were dropped: they did not fit in the stdout cap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub display: bool,
+}
+
+/// One display item, as Jupyter's MIME bundles are: the same value in several forms, keyed
+/// by MIME type (`text/plain`, `text/html`, `image/png` in base64, `application/json` as
+/// JSON…). A matplotlib figure shown or left open, `display(obj)`, or a session's final
+/// expression with rich forms (`_repr_html_`, `_repr_png_`…) each make one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "DisplayData")]
+pub struct Display {
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A display item's wire form, checked by [`Display::parse`] before it becomes one.
+#[derive(serde::Deserialize)]
+struct DisplayData {
+    data: serde_json::Map<String, serde_json::Value>,
+}
+
+impl TryFrom<DisplayData> for Display {
+    type Error = String;
+
+    fn try_from(wire: DisplayData) -> Result<Self, String> {
+        Display::parse(wire.data)
+    }
+}
+
+/// MIME types a display item can carry, with the file extension `dvm run --display` gives
+/// each; forms with other types are dropped.
+pub const DISPLAY_TYPES: [(&str, &str); 9] = [
+    ("text/plain", "txt"),
+    ("text/html", "html"),
+    ("text/markdown", "md"),
+    ("text/latex", "tex"),
+    ("image/svg+xml", "svg"),
+    ("image/png", "png"),
+    ("image/jpeg", "jpg"),
+    ("image/gif", "gif"),
+    ("application/json", "json"),
+];
+
+impl Display {
+    /// A display item from forms a guest (or a cache entry) sent: forms of unknown types are
+    /// dropped, binary images must be base64, text forms must be text, and at least one
+    /// form must remain.
+    pub fn parse(forms: serde_json::Map<String, serde_json::Value>) -> Result<Display, String> {
+        use base64::Engine as _;
+        let mut data = serde_json::Map::new();
+        for (mime, value) in forms {
+            if !DISPLAY_TYPES.iter().any(|(known, _)| *known == mime) {
+                continue;
+            }
+            let valid = match (mime.as_str(), &value) {
+                ("application/json", _) => true,
+                ("image/png" | "image/jpeg" | "image/gif", serde_json::Value::String(text)) => {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text)
+                        .is_ok()
+                }
+                (_, serde_json::Value::String(_)) => true,
+                _ => false,
+            };
+            if !valid {
+                return Err(format!("the display form {mime} is not valid"));
+            }
+            data.insert(mime, value);
+        }
+        if data.is_empty() {
+            return Err("a display item has no form of a known type".into());
+        }
+        Ok(Display { data })
+    }
+
+    /// The bytes of the form `mime` as a file holds them (images decoded from base64).
+    pub fn bytes(&self, mime: &str) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        match (mime, self.data.get(mime)?) {
+            ("image/png" | "image/jpeg" | "image/gif", serde_json::Value::String(text)) => {
+                base64::engine::general_purpose::STANDARD.decode(text).ok()
+            }
+            (_, serde_json::Value::String(text)) => Some(text.clone().into_bytes()),
+            (_, value) => serde_json::to_vec_pretty(value).ok(),
+        }
+    }
 }
 
 /// The result of one run.
@@ -83,6 +169,10 @@ pub struct Outcome {
     pub cache: CacheStatus,
     /// The run's result-cache key, when it was eligible.
     pub cache_key: Option<String>,
+    /// What the run displayed (figures, rich values), in order; counted against the stdout
+    /// cap.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub display: Vec<Display>,
 }
 
 impl Outcome {
@@ -123,6 +213,7 @@ impl Outcome {
             files: Vec::new(),
             cache: CacheStatus::Off,
             cache_key: None,
+            display: Vec::new(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One run in one `Store`: the WASI context, captured stdio, limits, and how the run ended.
 
 pub(crate) mod determinism;
+pub(crate) mod display;
 pub(crate) mod files;
 mod iovec;
 pub(crate) mod output;
@@ -192,6 +193,8 @@ pub(crate) struct SandboxState {
     pub(crate) waiting: Option<prestart::Waiting>,
     /// The run that claimed a prestarted sandbox.
     pub(crate) claimed: Option<prestart::Claimed>,
+    /// What the run displayed.
+    pub(crate) display: display::DisplaySink,
 }
 
 /// The guest's monotonic clock: nanoseconds since the sandbox was made, the same zero the
@@ -224,6 +227,7 @@ impl SandboxState {
             virtual_time: None,
             waiting: None,
             claimed: None,
+            display: display::DisplaySink::default(),
         }
     }
 }
@@ -353,6 +357,7 @@ where
         virtual_time,
         waiting: None,
         claimed: None,
+        display: display::DisplaySink::new(limits),
     };
     let mut store = Store::new(pre.module().engine(), state);
     store.set_hostcall_fuel(files::PATH_BYTES);
@@ -448,19 +453,19 @@ impl Prepared {
     /// How the run ended, with everything measured about it.
     fn finish(self, ended: wasmtime::Result<i32>, started: Instant) -> Outcome {
         let Prepared {
-            store,
+            mut store,
             stdout,
             stderr,
             fuel,
         } = self;
-        outcome_of(&store, &stdout, &stderr, &fuel, ended, started)
+        outcome_of(&mut store, &stdout, &stderr, &fuel, ended, started)
     }
 }
 
 /// How a run (or a session's turn) that started at `started` ended, from its store, output
 /// streams and fuel meter. The guest must not be running.
 fn outcome_of(
-    store: &Store<SandboxState>,
+    store: &mut Store<SandboxState>,
     stdout: &CappedOutput,
     stderr: &CappedOutput,
     fuel: &limits::FuelMeter,
@@ -475,6 +480,7 @@ fn outcome_of(
         let memory_peak_bytes = guard.memory_peak;
         let out = stdout.take();
         let err = stderr.take();
+        let (display, display_truncated) = store.data_mut().display.take();
         Outcome {
             status,
             exit_code,
@@ -483,6 +489,7 @@ fn outcome_of(
             truncated: Truncated {
                 stdout: out.truncated,
                 stderr: err.truncated,
+                display: display_truncated,
             },
             stdout: out.kept,
             stderr: err.kept,
@@ -494,6 +501,7 @@ fn outcome_of(
             files: Vec::new(),
             cache: crate::outcome::CacheStatus::Off,
             cache_key: None,
+            display,
         }
     }
 }

@@ -54,8 +54,8 @@ impl Runtime {
                         .map(|active| Box::new(active) as Box<dyn Send>)
                 })
             })?;
-        // A first, silent call: the packages go on sys.path; a session started from a dvm
-        // snapshot reseeds the random generators the snapshot holds and drops the script
+        // A first, silent call: display is set up (figures, rich values), the packages go on
+        // sys.path; a session started from a dvm snapshot reseeds the random generators the snapshot holds and drops the script
         // runner it defines, so the session's namespace is what a cold one has.
         let mut setup_call = String::new();
         if site.is_some() {
@@ -69,7 +69,8 @@ impl Runtime {
                 &super::runtime::guest_env(&setup_env, &env_for_setup),
             ));
         }
-        if !setup_call.is_empty() {
+        setup_call.push_str(guest::python::session_display_setup());
+        {
             let outcome = session.run(&setup_call, &RunInput::default())?;
             if outcome.status != crate::Status::Ok {
                 return Err(crate::error::HostError::Guest(format!(

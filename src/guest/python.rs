@@ -32,6 +32,137 @@ pub(crate) fn turn_argv() -> Vec<String> {
     vec![ARGV0.to_string()]
 }
 
+/// The Python source of `__dvm_display_install(sys, session)`, which makes what a run
+/// displays reach the host (through the `host.call` door, op `display`) as MIME bundles:
+/// `display(obj)` (a builtin, as in IPython), matplotlib figures shown (`plt.show()`) or
+/// left open at the end, and in sessions a final expression with rich forms
+/// (`_repr_html_`, `_repr_png_`…; pandas' DataFrames). It registers a `_dvm_display`
+/// module and returns its `flush()`, which shows and closes the open figures.
+macro_rules! display_installer {
+    () => {
+        r#"def __dvm_display_install(sys, session):
+    import builtins
+    module = type(sys)("_dvm_display")
+    rich = (("_repr_html_", "text/html"), ("_repr_markdown_", "text/markdown"),
+            ("_repr_svg_", "image/svg+xml"), ("_repr_png_", "image/png"),
+            ("_repr_jpeg_", "image/jpeg"), ("_repr_json_", "application/json"),
+            ("_repr_latex_", "text/latex"))
+
+    def is_figure(value):
+        figure = sys.modules.get("matplotlib.figure")
+        return figure is not None and isinstance(value, figure.Figure)
+
+    def bundle(value):
+        import base64, json
+        data = {}
+        if not isinstance(value, type):
+            for method, mime in rich:
+                form = getattr(value, method, None)
+                if not callable(form):
+                    continue
+                try:
+                    form = form()
+                except Exception:
+                    continue
+                if isinstance(form, tuple) and len(form) == 2:
+                    form = form[0]
+                if form is None:
+                    continue
+                if mime in ("image/png", "image/jpeg"):
+                    if isinstance(form, (bytes, bytearray)):
+                        form = base64.b64encode(form).decode("ascii")
+                    elif not isinstance(form, str):
+                        continue
+                elif mime == "application/json":
+                    try:
+                        json.dumps(form)
+                    except Exception:
+                        continue
+                elif isinstance(form, (bytes, bytearray)):
+                    form = bytes(form).decode("utf-8", "replace")
+                elif not isinstance(form, str):
+                    continue
+                data[mime] = form
+            if is_figure(value):
+                import io
+                buffer = io.BytesIO()
+                value.savefig(buffer, format="png")
+                data["image/png"] = base64.b64encode(buffer.getvalue()).decode("ascii")
+        data["text/plain"] = repr(value)
+        return data
+
+    def send(data):
+        import json, _host
+        try:
+            _host.call(json.dumps({"v": 1, "op": "display", "data": data}).encode())
+        except OSError:
+            pass
+
+    def emit(value):
+        send(bundle(value))
+        if is_figure(value):
+            pyplot = sys.modules.get("matplotlib.pyplot")
+            if pyplot is not None:
+                pyplot.close(value)
+
+    def display(*values, **options):
+        for value in values:
+            emit(value)
+
+    def flush():
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None:
+            return
+        if pyplot.show is not show:
+            pyplot.show = show
+        for number in pyplot.get_fignums():
+            send(bundle(pyplot.figure(number)))
+        pyplot.close("all")
+
+    def show(*args, **options):
+        flush()
+
+    def displayhook(value):
+        if value is None:
+            return
+        sys.__displayhook__(value)
+        if is_figure(value):
+            emit(value)
+            return
+        data = bundle(value)
+        if len(data) > 1:
+            send(data)
+
+    module.display, module.flush, module.show = display, flush, show
+    sys.modules["_dvm_display"] = module
+    builtins.display = display
+    if session:
+        sys.displayhook = displayhook
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.show = show
+    else:
+        # pyplot imported later keeps its own show(), which for Agg only warns and leaves
+        # the figures open: the flush at the end shows them.
+        import warnings
+        warnings.filterwarnings(
+            "ignore", "FigureCanvasAgg is non-interactive", UserWarning)
+    return flush
+"#
+    };
+}
+
+/// The session turn that follows each of a session's turns: shows the figures left open.
+pub(crate) const DISPLAY_FLUSH: &str = "__import__('_dvm_display').flush()";
+
+/// Sets up display in a session (see [`display_installer`]).
+pub(crate) fn session_display_setup() -> &'static str {
+    concat!(
+        display_installer!(),
+        "__dvm_display_install(__import__('sys'), True)\ndel __dvm_display_install\n"
+    )
+}
+
 /// Runs a script exactly as `python path args…` would: in the real `__main__`, with
 /// `sys.argv` and `sys.path[0]` set, no echo of a final expression, a traceback that starts
 /// at the script (this function's own frames are left out), and at the end what interpreter
@@ -43,9 +174,13 @@ pub(crate) fn turn_argv() -> Vec<String> {
 /// runner uses are imported when it is defined (in the snapshot), and the environment is
 /// replaced key by key: `os.environ.update(pairs)` asks whether a list is a `Mapping`, an ABC
 /// check that walks every subclass of `Mapping` and cost a hello run a tenth of its time.
-const RUNNER: &str = r#"def __dvm_run(path, argv, source, env=None, _modules=tuple(
-        map(__import__, ("sys", "os", "atexit", "__main__")))):
+const RUNNER: &str = concat!(
+    display_installer!(),
+    r#"def __dvm_run(path, argv, source, env=None, _modules=tuple(
+        map(__import__, ("sys", "os", "atexit", "__main__"))),
+        _display=__dvm_display_install):
     sys, os, atexit, __main__ = _modules
+    flush_display = _display(sys, False)
     if env is not None:
         environ = os.environ
         for key in list(environ):
@@ -74,6 +209,10 @@ const RUNNER: &str = r#"def __dvm_run(path, argv, source, env=None, _modules=tup
             traceback.print_exception(type(error), error, tb)
             raise SystemExit(1)
     finally:
+        try:
+            flush_display()
+        except Exception:
+            pass
         atexit._run_exitfuncs()
         namespace.clear()
         for stream in (sys.stdout, sys.stderr):
@@ -81,7 +220,9 @@ const RUNNER: &str = r#"def __dvm_run(path, argv, source, env=None, _modules=tup
                 stream.flush()
             except Exception:
                 pass
-"#;
+"#,
+    "del __dvm_display_install\n",
+);
 
 /// The first turn of a session started from a dvm snapshot: the environment becomes the
 /// session's (the snapshot's guest read its own), the random generators the snapshot holds
@@ -195,13 +336,120 @@ pub(crate) fn turn_entry(code: String) -> crate::sandbox::Entry {
     })
 }
 
-/// Adds `host.call(req_ptr, req_len, out_ptr_ptr, out_len_ptr) -> i32`, closed for now: no
-/// host tools are bound to a sandbox yet.
+/// Adds `host.call(req_ptr, req_len, out_ptr_ptr, out_len_ptr) -> i32`. It answers one op,
+/// `display` (a JSON frame `{"v":1,"op":"display","data":{MIME: form…}}`, checked by
+/// [`crate::Display::parse`] and kept within the run's stdout cap); every other request is
+/// refused as before host tools exist (−1: the guest raises ConnectionRefusedError).
 pub(crate) fn add_host_door(linker: &mut Linker<SandboxState>) -> Result<(), Error> {
     linker
-        .func_wrap("host", "call", |_: i32, _: i32, _: i32, _: i32| DOOR_CLOSED)
+        .func_wrap(
+            "host",
+            "call",
+            |mut caller: wasmtime::Caller<'_, SandboxState>,
+             request: i32,
+             len: i32,
+             out_ptr: i32,
+             out_len: i32|
+             -> wasmtime::Result<i32> {
+                match door_request(&mut caller, request, len) {
+                    Some(reply) => door_reply(&mut caller, reply, out_ptr, out_len),
+                    None => Ok(DOOR_CLOSED),
+                }
+            },
+        )
         .map_err(|e| crate::error::HostError::wasmtime("define host.call", e))?;
     Ok(())
+}
+
+/// Answer of the host door to a request it could not read (the guest raises OSError).
+const DOOR_FAULT: i32 = -2;
+
+/// A request through the door, as far as the host reads it.
+#[derive(serde::Deserialize)]
+struct DoorRequest {
+    v: u32,
+    op: String,
+    #[serde(default)]
+    data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Reads and handles one door request: the reply, or `None` to refuse it (not a frame of
+/// an op the host answers, or outside the guest's memory).
+fn door_request(
+    caller: &mut wasmtime::Caller<'_, SandboxState>,
+    request: i32,
+    len: i32,
+) -> Option<&'static [u8]> {
+    let memory = caller.get_export("memory")?.into_memory()?;
+    let (start, len) = (request as u32 as usize, len as u32 as usize);
+    let room = caller.data().display.room();
+    if len as u64 > room {
+        // Too large to keep: not read at all.
+        caller.data_mut().display.refuse();
+        return Some(br#"{"ok":false,"error":"over the output cap"}"#);
+    }
+    let bytes = memory
+        .data(&*caller)
+        .get(start..start.checked_add(len)?)?
+        .to_vec();
+    let frame = serde_json::from_slice::<DoorRequest>(&bytes).ok()?;
+    if frame.v != 1 || frame.op != "display" {
+        return None;
+    }
+    Some(match crate::Display::parse(frame.data) {
+        Ok(item) => {
+            if caller.data_mut().display.push(item, len as u64) {
+                br#"{"ok":true}"#
+            } else {
+                br#"{"ok":false,"error":"over the output cap"}"#
+            }
+        }
+        Err(_) => br#"{"ok":false,"error":"not a display item"}"#,
+    })
+}
+
+/// Hands `reply` to the guest: memory from its `host_alloc`, then the address and length
+/// (u32, little-endian) at the two out-pointers.
+fn door_reply(
+    caller: &mut wasmtime::Caller<'_, SandboxState>,
+    reply: &[u8],
+    out_ptr: i32,
+    out_len: i32,
+) -> wasmtime::Result<i32> {
+    let Some(alloc) = caller
+        .get_export("host_alloc")
+        .and_then(|export| export.into_func())
+    else {
+        return Ok(DOOR_FAULT);
+    };
+    let alloc = alloc.typed::<i32, i32>(&*caller)?;
+    let at = alloc.call(&mut *caller, reply.len() as i32)?;
+    let Some(memory) = caller
+        .get_export("memory")
+        .and_then(|export| export.into_memory())
+    else {
+        return Ok(DOOR_FAULT);
+    };
+    if at == 0 {
+        return Ok(DOOR_FAULT);
+    }
+    let written = memory
+        .write(&mut *caller, at as u32 as usize, reply)
+        .and_then(|()| {
+            memory.write(
+                &mut *caller,
+                out_ptr as u32 as usize,
+                &(at as u32).to_le_bytes(),
+            )
+        })
+        .and_then(|()| {
+            memory.write(
+                &mut *caller,
+                out_len as u32 as usize,
+                &(reply.len() as u32).to_le_bytes(),
+            )
+        });
+    Ok(if written.is_ok() { 0 } else { DOOR_FAULT })
 }
 
 /// Whether `module` exports a function taking `params` i32s and returning one i32.

@@ -171,6 +171,9 @@ struct StoredOutcome {
     memory_peak_bytes: u64,
     trap: Option<String>,
     files: Vec<StoredFile>,
+    /// Checked as a guest's are when an entry is read ([`crate::Display::parse`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    display: Vec<crate::Display>,
 }
 
 /// One cache entry.
@@ -232,6 +235,7 @@ impl StoredOutcome {
             memory_peak_bytes: outcome.memory_peak_bytes,
             trap: outcome.trap.clone(),
             files,
+            display: outcome.display.clone(),
         })
     }
 
@@ -252,6 +256,7 @@ impl StoredOutcome {
             files: self.files.iter().map(StoredFile::output_file).collect(),
             cache: CacheStatus::Hit,
             cache_key: None,
+            display: self.display.clone(),
         }
     }
 }

@@ -160,6 +160,7 @@ fn one_turn(
         state.guard.rebind(limits);
         state.files.rebind(limits);
         state.cancel = turn.input.cancel.clone().unwrap_or_default();
+        state.display = super::display::DisplaySink::new(limits);
         // `Limits::validate` (checked by the caller) keeps the deadline within days.
         state.deadline = started + limits.deadline;
     }
@@ -167,6 +168,15 @@ fn one_turn(
         .arm(&mut *store)
         .map_err(wasmtime::Error::new)
         .and_then(|()| call_turn(store, instance, &turn.code));
+    // Figures the turn left open are shown (as a notebook cell's are), by a turn of their
+    // own: appended to the user's code, it would no longer end with their final expression.
+    // It shares the turn's fuel, deadline and output; a trap in it ends the turn as one.
+    let value = match value {
+        Ok(code) if code < 256 => {
+            call_turn(store, instance, crate::guest::python::DISPLAY_FLUSH).map(|_| code)
+        }
+        other => other,
+    };
     let end = match &value {
         Ok(value) if *value >= 256 => TurnEnd::Exited,
         Ok(_) => TurnEnd::Open,

@@ -6,6 +6,7 @@ mod cache;
 mod cli;
 mod crates_names;
 mod deps;
+mod display;
 mod errors;
 mod errors_wire;
 mod escape;

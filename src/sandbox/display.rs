@@ -1,0 +1,55 @@
+//! What a run displays (figures, rich values): items the guest sends through the host door,
+//! kept within the run's stdout cap.
+
+use crate::limits::Limits;
+use crate::outcome::Display;
+
+/// The display items of the current run or turn.
+#[derive(Debug, Default)]
+pub(crate) struct DisplaySink {
+    items: Vec<Display>,
+    /// Bytes of the requests the kept items came in.
+    bytes: u64,
+    /// Bytes of display a run may keep: the stdout cap.
+    cap: u64,
+    truncated: bool,
+}
+
+impl DisplaySink {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        DisplaySink {
+            cap: limits.stdout_bytes,
+            ..DisplaySink::default()
+        }
+    }
+
+    /// The most bytes one display request may have: a request past what is left of the cap
+    /// could not be kept anyway, so it is not read.
+    pub(crate) fn room(&self) -> u64 {
+        self.cap.saturating_sub(self.bytes)
+    }
+
+    /// Keeps `item` (sent in `request_bytes`) if it fits; otherwise marks the run's display
+    /// truncated. Returns whether it was kept.
+    pub(crate) fn push(&mut self, item: Display, request_bytes: u64) -> bool {
+        if request_bytes > self.room() {
+            self.truncated = true;
+            return false;
+        }
+        self.bytes += request_bytes;
+        self.items.push(item);
+        true
+    }
+
+    /// Marks the run's display truncated (a request too large to read).
+    pub(crate) fn refuse(&mut self) {
+        self.truncated = true;
+    }
+
+    /// The items so far and whether any were dropped; the sink is empty afterwards.
+    pub(crate) fn take(&mut self) -> (Vec<Display>, bool) {
+        let truncated = std::mem::take(&mut self.truncated);
+        self.bytes = 0;
+        (std::mem::take(&mut self.items), truncated)
+    }
+}
