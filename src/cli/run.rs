@@ -82,6 +82,11 @@ pub(super) struct RunArgs {
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
 
+    /// Write what the run displayed (figures, rich values) into DIR: `display-N.EXT` for
+    /// each form of item N (`.png`, `.html`, `.txt`, `.json`…).
+    #[arg(long, value_name = "DIR")]
+    display: Option<PathBuf>,
+
     /// Keep the run's workspace on disk afterwards and print where it is.
     #[arg(long)]
     keep: bool,
@@ -405,6 +410,7 @@ fn read_limited(reader: impl Read, path: &Path) -> Result<Vec<u8>, Error> {
 
 pub(super) fn run(args: RunArgs, dvm_config: Config) -> ExitCode {
     let json = args.json;
+    let display_dir = args.display.clone();
     let mut writer = None;
     let result = validate(args, &dvm_config).and_then(|mut config| {
         if !config.json {
@@ -466,10 +472,61 @@ pub(super) fn run(args: RunArgs, dvm_config: Config) -> ExitCode {
         let _ = std::io::stdout().lock().write_all(&outcome.stdout);
         let _ = std::io::stderr().lock().write_all(&outcome.stderr);
     }
+    if let (Some(dir), Ok((outcome, _))) = (&display_dir, &result) {
+        match write_display(&outcome.display, dir) {
+            Ok(0) => {}
+            Ok(written) => note!("dvm: --display: {written} files in {}", dir.display()),
+            Err(why) => note!("dvm: --display: {why}"),
+        }
+    }
     match result {
         Ok((outcome, extra)) => render(&outcome, extra, json),
         Err(error) => render_error(&error, json),
     }
+}
+
+/// Writes each form of each display item to `dir` as `display-N.EXT` (N from 1), and
+/// returns how many files it wrote. The names are dvm's own; nothing in `dir` is followed
+/// (each file is written beside its target and renamed over it).
+fn write_display(items: &[crate::Display], dir: &Path) -> Result<usize, String> {
+    use std::os::fd::AsFd;
+    if items.is_empty() {
+        return Ok(0);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let parent =
+        crate::fs::open_dir(dir).map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+    let mut written = 0;
+    for (n, item) in items.iter().enumerate() {
+        for (mime, extension) in crate::DISPLAY_TYPES {
+            let Some(bytes) = item.bytes(mime) else {
+                continue;
+            };
+            let name = format!("display-{}.{extension}", n + 1);
+            let temp = format!(".dvm-display-{:016x}", rand::random::<u64>());
+            let put = crate::fs::create_file_at(parent.as_fd(), temp.as_ref(), true)
+                .and_then(|mut file| file.write_all(&bytes))
+                .and_then(|()| {
+                    rustix::fs::renameat(
+                        parent.as_fd(),
+                        temp.as_str(),
+                        parent.as_fd(),
+                        name.as_str(),
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            if let Err(error) = put {
+                let _ = rustix::fs::unlinkat(
+                    parent.as_fd(),
+                    temp.as_str(),
+                    rustix::fs::AtFlags::empty(),
+                );
+                return Err(format!("cannot write {name}: {error}"));
+            }
+            written += 1;
+        }
+    }
+    Ok(written)
 }
 
 /// Runs what `dvm run` was asked to, returning the outcome and the runtime's id and version.

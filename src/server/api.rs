@@ -378,6 +378,12 @@ async fn respond(
     tokio::spawn(async move {
         let last = match state.execute(job).await {
             Ok((run_id, outcome)) => {
+                // What the run displayed, an event per item, before the result (which
+                // carries them too).
+                for item in &outcome.display {
+                    let data = serde_json::json!({ "data": item.data }).to_string();
+                    let _ = events.send(Event::default().event("display").data(data));
+                }
                 let mut body = outcome.to_json();
                 body["run_id"] = run_id.into();
                 body["runtime"] = runtime.into();

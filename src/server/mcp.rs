@@ -141,7 +141,8 @@ fn failure(message: impl Into<String>) -> ToolResult {
     )]))
 }
 
-/// What a model sees of an outcome.
+/// What a model sees of an outcome. Images the run displayed are left out of the JSON (it
+/// says where they went): [`with_images`] sends them as image content.
 fn summary(outcome: &crate::Outcome) -> serde_json::Value {
     let mut value = outcome.to_json();
     if let Some(object) = value.as_object_mut() {
@@ -149,7 +150,40 @@ fn summary(outcome: &crate::Outcome) -> serde_json::Value {
             object.remove(noise);
         }
     }
+    let mut image = 0;
+    if let Some(items) = value.get_mut("display").and_then(|d| d.as_array_mut()) {
+        for item in items {
+            let Some(data) = item.get_mut("data").and_then(|d| d.as_object_mut()) else {
+                continue;
+            };
+            for mime in IMAGE_TYPES {
+                if let Some(form) = data.get_mut(mime) {
+                    image += 1;
+                    *form = format!("(image {image}, sent as image content)").into();
+                }
+            }
+        }
+    }
     value
+}
+
+/// Display forms a model is shown as images.
+const IMAGE_TYPES: [&str; 3] = ["image/png", "image/jpeg", "image/gif"];
+
+/// The outcome's summary as text, then each image it displayed as image content, so a model
+/// can look at its chart.
+fn with_images(value: serde_json::Value, outcome: &crate::Outcome) -> ToolResult {
+    let mut blocks = vec![ContentBlock::text(
+        serde_json::to_string_pretty(&value).unwrap_or_default(),
+    )];
+    for item in &outcome.display {
+        for mime in IMAGE_TYPES {
+            if let Some(serde_json::Value::String(data)) = item.data.get(mime) {
+                blocks.push(ContentBlock::image(data.clone(), mime));
+            }
+        }
+    }
+    Ok(CallToolResult::success(blocks))
 }
 
 impl DvmTools {
@@ -206,7 +240,8 @@ impl DvmTools {
         description = "Run a program in a fresh WebAssembly sandbox (no network, hard time and \
         memory limits) and return its status, exit code, stdout, stderr and the files it \
         wrote. It runs in this connection's workspace, where write_file puts files; relative \
-        paths work. Python runs CPython 3.15 with numpy and pandas available."
+        paths work. Python runs CPython 3.15 with numpy and pandas available; matplotlib \
+        figures shown or left open (and display(obj)) come back as images."
     )]
     async fn run_code(&self, Parameters(args): Parameters<RunCodeArgs>) -> ToolResult {
         let runtime = args.runtime.unwrap_or_else(|| "python".into());
@@ -272,7 +307,7 @@ impl DvmTools {
         let workspace = self.workspace.clone();
         let _ = tokio::task::spawn_blocking(move || workspace.remove(&name)).await;
         match ran {
-            Ok((_, outcome)) => text(summary(&outcome)),
+            Ok((_, outcome)) => with_images(summary(&outcome), &outcome),
             Err(error) => failure(error.message),
         }
     }
@@ -396,8 +431,8 @@ impl DvmTools {
 
     #[tool(
         description = "Run code in a session. Earlier calls' variables and imports are \
-        there; the value of a final bare expression is printed. Returns status, stdout, \
-        stderr. A call stopped by a limit (time, memory) or calling exit() ends the session."
+        there; the value of a final bare expression is printed (DataFrames also as HTML in \
+        display). Returns status, stdout, stderr; figures come back as images. A call stopped by a limit (time, memory) or calling exit() ends the session."
     )]
     async fn run_in_session(&self, Parameters(args): Parameters<RunInSessionArgs>) -> ToolResult {
         let sandbox = match self.state.sandbox(&args.session_id) {
@@ -444,7 +479,7 @@ impl DvmTools {
                 let mut value = summary(&outcome);
                 value["session_open"] =
                     sandbox.session.as_ref().is_some_and(|s| s.is_open()).into();
-                text(value)
+                with_images(value, &outcome)
             }
             Err(error) => failure(error.message),
         }

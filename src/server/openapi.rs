@@ -67,6 +67,9 @@ pub(super) struct RunResult {
     files: Vec<OutputFile>,
     cache: CacheStatus,
     cache_key: Option<String>,
+    /// What the run displayed (figures, rich values), in order; absent when nothing was.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    display: Vec<DisplayItem>,
     /// The run's id (also in the `X-Dvm-Run-Id` header): the client's `run_id`, or a
     /// new UUID v4.
     run_id: String,
@@ -103,11 +106,23 @@ pub(super) enum CacheStatus {
     Miss,
 }
 
+/// One display item: the same value in several forms, keyed by MIME type (`text/plain`,
+/// `text/html`, `image/png` as base64, `application/json` as JSON…), as Jupyter's bundles.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DisplayItem {
+    #[schema(value_type = Object)]
+    data: serde_json::Map<String, serde_json::Value>,
+}
+
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Truncated {
     stdout: bool,
     stderr: bool,
+    /// Display items were dropped at the stdout cap; absent when none were.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    display: bool,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -154,3 +154,35 @@ print(send(json.dumps({"v": 1, "op": "display", "data": {"text/plain": 5}}).enco
             + "b'{\"ok\":false,\"error\":\"not a display item\"}'\n"
     );
 }
+
+/// `dvm run --display DIR` writes each form to a file of its own; a link planted where one
+/// goes is replaced, never written through.
+#[test]
+fn the_command_line_writes_each_form_to_a_file_and_follows_no_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("shown");
+    std::fs::create_dir(&out).unwrap();
+    let honeypot = dir.path().join("honeypot.txt");
+    std::fs::write(&honeypot, "untouched").unwrap();
+    std::os::unix::fs::symlink(&honeypot, out.join("display-1.txt")).unwrap();
+    let script = dir.path().join("fig.py");
+    std::fs::write(&script, format!("{FIGURE}display('hello')\n")).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dvm"))
+        .args(["run", "--in-process", "--display"])
+        .arg(&out)
+        .arg(&script)
+        .env("DVM_HOME", shared_home())
+        .env_remove("DVM_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_eq!(std::fs::read_to_string(&honeypot).unwrap(), "untouched");
+    assert_eq!(
+        std::fs::read_to_string(out.join("display-1.txt")).unwrap(),
+        "'hello'"
+    );
+    let png = std::fs::read(out.join("display-2.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(out.join("display-2.txt").exists());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--display: 3 files in"));
+}

@@ -570,3 +570,31 @@ fn a_job_runs_inline_code_or_an_entry_in_its_workspace() {
         "{error}"
     );
 }
+
+/// MCP `run_code` hands the model the figures a run shows as image content, and keeps their
+/// bytes out of the JSON text.
+#[test]
+fn mcp_run_code_returns_figures_as_images() {
+    let mut mcp = Mcp::start();
+    let code = "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n\
+        plt.plot([1, 2, 3], [2, 1, 3])\nplt.show()\nprint('drawn')";
+    let reply = mcp.request(
+        "tools/call",
+        json!({"name": "run_code", "arguments": {"code": code}}),
+    );
+    let content = reply["result"]["content"].as_array().expect("content");
+    let text: Value = serde_json::from_str(content[0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(text["stdout"], "drawn\n", "{reply}");
+    assert_eq!(
+        text["display"][0]["data"]["image/png"],
+        "(image 1, sent as image content)"
+    );
+    assert_eq!(content.len(), 2, "{reply}");
+    assert_eq!(content[1]["type"], "image");
+    assert_eq!(content[1]["mimeType"], "image/png");
+    use base64::Engine as _;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(content[1]["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}

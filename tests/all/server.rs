@@ -530,6 +530,37 @@ mod in_process {
     }
 
     #[test]
+    fn what_a_streamed_run_displays_arrives_as_display_events_before_the_result() {
+        let state = state(|_| {});
+        runtime().block_on(async {
+            let (status, _, body) = send(
+                &state,
+                "POST",
+                "/execute",
+                &[
+                    ("content-type", "application/json"),
+                    ("accept", "text/event-stream"),
+                ],
+                json!({"code": "print('a')\ndisplay({'k': 1})\nprint('b')"}).to_string(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+            let text = String::from_utf8(body).unwrap();
+            let events: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("event: "))
+                .collect();
+            let display = events.iter().position(|e| *e == "display").expect(&text);
+            assert_eq!(events.last(), Some(&"result"), "{text}");
+            assert!(display < events.len() - 1, "{text}");
+            assert!(
+                text.contains(r#"{"data":{"text/plain":"{'k': 1}"}}"#),
+                "{text}"
+            );
+        });
+    }
+
+    #[test]
     fn output_streams_as_events_and_runs_can_be_cancelled() {
         let state = state(|_| {});
         runtime().block_on(async {
