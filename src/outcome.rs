@@ -296,6 +296,26 @@ pub enum CacheStatus {
 mod tests {
     use super::*;
 
+    #[test]
+    fn display_items_keep_known_forms_and_refuse_malformed_ones() {
+        let forms = |value: serde_json::Value| value.as_object().unwrap().clone();
+        let item = Display::parse(forms(serde_json::json!({
+            "text/plain": "x", "x-evil/type": "dropped", "application/json": {"a": 1}
+        })))
+        .unwrap();
+        assert_eq!(item.data.len(), 2);
+        assert!(!item.data.contains_key("x-evil/type"));
+        assert_eq!(item.bytes("text/plain").unwrap(), b"x");
+        assert!(Display::parse(forms(serde_json::json!({"image/png": "%%"}))).is_err());
+        assert!(Display::parse(forms(serde_json::json!({"text/html": 5}))).is_err());
+        assert!(Display::parse(forms(serde_json::json!({"y/z": "a"}))).is_err());
+        // A stored or wired item is checked the same way when it is read back.
+        let bad: Result<Display, _> = serde_json::from_str(r#"{"data":{"image/png":"!!"}}"#);
+        assert!(bad.is_err());
+        let png = Display::parse(forms(serde_json::json!({"image/png": "iVBORw0K"}))).unwrap();
+        assert_eq!(png.bytes("image/png").unwrap(), b"\x89PNG\r\n");
+    }
+
     fn sample() -> Outcome {
         Outcome {
             status: Status::Limit,
@@ -307,6 +327,7 @@ mod tests {
             truncated: Truncated {
                 stdout: true,
                 stderr: false,
+                display: false,
             },
             limit: Some(LimitKind::Fuel),
             fuel_used: 5,
@@ -320,6 +341,7 @@ mod tests {
             }],
             cache: CacheStatus::Miss,
             cache_key: Some("k".into()),
+            display: Vec::new(),
         }
     }
 

@@ -354,6 +354,15 @@ mod tests {
             files: Vec::new(),
             cache: crate::results::CacheStatus::Miss,
             cache_key: Some("k".into()),
+            display: vec![
+                crate::Display::parse(
+                    serde_json::json!({"text/plain": "x", "image/png": "iVBORw0K"})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                )
+                .unwrap(),
+            ],
         };
         let wire = WireOutcome::of("r", "w", 2, Ok(outcome.clone()));
         let json = serde_json::to_vec(&wire).unwrap();

@@ -724,6 +724,7 @@ mod tests {
             files: Vec::new(),
             cache: crate::results::CacheStatus::Off,
             cache_key: None,
+            display: Vec::new(),
         };
         let verdict = |outcome: &Outcome, expected: Option<&str>, stdout: &str| {
             Verdict::of(outcome, expected, stdout).0
