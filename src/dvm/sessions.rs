@@ -47,12 +47,20 @@ impl Runtime {
         let (setup_env, env_for_setup) = (setup.env.clone(), options.env.clone());
         let session =
             crate::session::Session::start(&self.spec.id, workspace, move |ready, turns| {
-                sandbox::session::serve(&pre, &setup, &env, ready, turns, || {
-                    dvm.inner
-                        .ticker
-                        .activate()
-                        .map(|active| Box::new(active) as Box<dyn Send>)
-                })
+                sandbox::session::serve(
+                    &pre,
+                    &setup,
+                    &env,
+                    guest::python::DISPLAY_FLUSH,
+                    ready,
+                    turns,
+                    || {
+                        dvm.inner
+                            .ticker
+                            .activate()
+                            .map(|active| Box::new(active) as Box<dyn Send>)
+                    },
+                )
             })?;
         // A first, silent call: display is set up (figures, rich values), the packages go on
         // sys.path; a session started from a dvm snapshot reseeds the random generators the snapshot holds and drops the script

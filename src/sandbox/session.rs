@@ -56,6 +56,7 @@ pub(crate) fn serve(
     pre: &InstancePre<SandboxState>,
     setup: &GuestSetup,
     env: &[(String, String)],
+    after_turn: &'static str,
     ready: SyncSender<Result<(), Error>>,
     turns: Receiver<Turn>,
     mut activate: impl FnMut() -> Result<Box<dyn Send>, Error>,
@@ -109,7 +110,13 @@ pub(crate) fn serve(
                 continue;
             }
         };
-        let (outcome, end) = one_turn(&mut store, instance, &turn, &stdin, &stdout, &stderr);
+        let (outcome, end) = one_turn(
+            &mut store,
+            instance,
+            &turn,
+            after_turn,
+            (&stdin, &stdout, &stderr),
+        );
         drop(active);
         let _ = turn.done.send(Ok((outcome, end == TurnEnd::Open)));
         match end {
@@ -144,9 +151,8 @@ fn one_turn(
     store: &mut Store<SandboxState>,
     instance: Instance,
     turn: &Turn,
-    stdin: &LateInput,
-    stdout: &SwitchOutput,
-    stderr: &SwitchOutput,
+    after_turn: &str,
+    (stdin, stdout, stderr): (&LateInput, &SwitchOutput, &SwitchOutput),
 ) -> (Outcome, TurnEnd) {
     let started = Instant::now();
     let limits = &turn.input.limits;
@@ -168,12 +174,13 @@ fn one_turn(
         .arm(&mut *store)
         .map_err(wasmtime::Error::new)
         .and_then(|()| call_turn(store, instance, &turn.code));
-    // Figures the turn left open are shown (as a notebook cell's are), by a turn of their
-    // own: appended to the user's code, it would no longer end with their final expression.
-    // It shares the turn's fuel, deadline and output; a trap in it ends the turn as one.
+    // `after_turn` (the python guest's: show the figures the turn left open, as a notebook
+    // cell does) runs as a turn of its own: appended to the user's code, it would no longer
+    // end with their final expression. It shares the turn's fuel, deadline and output; a
+    // trap in it ends the turn as one.
     let value = match value {
-        Ok(code) if code < 256 => {
-            call_turn(store, instance, crate::guest::python::DISPLAY_FLUSH).map(|_| code)
+        Ok(code) if code < 256 && !after_turn.is_empty() => {
+            call_turn(store, instance, after_turn).map(|_| code)
         }
         other => other,
     };
