@@ -27,6 +27,11 @@ pub(crate) fn blobs(home: &Path) -> PathBuf {
     home.join("store").join("v1").join("blobs")
 }
 
+/// Session snapshots (signed manifests; their bytes are blobs): `sessions/v1/`.
+pub(crate) fn session_snapshots(home: &Path) -> PathBuf {
+    home.join("sessions").join("v1")
+}
+
 /// The Python package store: `packages/v1/python/`.
 pub(crate) fn python_packages(home: &Path) -> PathBuf {
     home.join("packages").join("v1").join("python")

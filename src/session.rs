@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::outcome::Outcome;
 use crate::sandbox::RunInput;
-use crate::sandbox::session::Turn;
+use crate::sandbox::session::{Image, Request, Turn};
 use crate::workspace::Workspace;
 
 /// What a session is opened with.
@@ -31,12 +31,21 @@ pub struct SessionOptions {
     pub env: Vec<(String, String)>,
 }
 
+/// What a session can be copied into: made by the runtime that opened it.
+pub(crate) struct Copies {
+    /// A new live session of the same runtime and options from `image`, in `workspace`.
+    pub resume: Box<dyn Fn(Workspace, Arc<Image>) -> Result<Session, Error> + Send + Sync>,
+    /// Stores `image` and `workspace` as a snapshot; returns its id.
+    pub store: Box<dyn Fn(&Image, &Workspace) -> Result<String, Error> + Send + Sync>,
+}
+
 /// A live interpreter. Calls are served one at a time, in order; dropping or closing the
 /// session frees its instance, thread and (unless kept) workspace.
 pub struct Session {
     runtime: String,
     workspace: Workspace,
-    turns: Mutex<Option<SyncSender<Turn>>>,
+    copies: Option<Arc<Copies>>,
+    turns: Mutex<Option<SyncSender<Request>>>,
     open: Arc<AtomicBool>,
     calls: AtomicU64,
     created: Instant,
@@ -60,10 +69,11 @@ impl Session {
     pub(crate) fn start(
         runtime: &str,
         workspace: Workspace,
-        serve: impl FnOnce(SyncSender<Result<(), Error>>, Receiver<Turn>) + Send + 'static,
+        copies: Option<Arc<Copies>>,
+        serve: impl FnOnce(SyncSender<Result<(), Error>>, Receiver<Request>) + Send + 'static,
     ) -> Result<Session, Error> {
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-        let (turns_tx, turns_rx) = std::sync::mpsc::sync_channel::<Turn>(0);
+        let (turns_tx, turns_rx) = std::sync::mpsc::sync_channel::<Request>(0);
         let open = Arc::new(AtomicBool::new(true));
         let closed = open.clone();
         let thread = std::thread::Builder::new()
@@ -95,6 +105,7 @@ impl Session {
         Ok(Session {
             runtime: runtime.to_string(),
             workspace,
+            copies,
             turns: Mutex::new(Some(turns_tx)),
             open,
             calls: AtomicU64::new(0),
@@ -131,7 +142,7 @@ impl Session {
             done: done_tx,
         };
         sender
-            .send(turn)
+            .send(Request::Turn(turn))
             .map_err(|_| Error::SessionClosed(self.runtime.clone()))?;
         let (mut outcome, open) = done_rx
             .recv()
@@ -144,6 +155,57 @@ impl Session {
         }
         outcome.files = self.workspace.changes(&before, input.limits.disk_bytes)?;
         Ok(outcome)
+    }
+
+    /// The session's state between calls (waits for a call in progress to end).
+    fn capture(&self) -> Result<Image, Error> {
+        let sender = self
+            .turns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .filter(|_| self.is_open())
+            .ok_or_else(|| Error::SessionClosed(self.runtime.clone()))?;
+        let (reply, captured) = std::sync::mpsc::sync_channel(1);
+        sender
+            .send(Request::Capture(reply))
+            .map_err(|_| Error::SessionClosed(self.runtime.clone()))?;
+        captured
+            .recv()
+            .map_err(|_| Error::SessionClosed(self.runtime.clone()))?
+    }
+
+    fn copies(&self) -> Result<&Copies, Error> {
+        self.copies.as_deref().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "this `{}` session cannot be copied (it has installed packages)",
+                self.runtime
+            ))
+        })
+    }
+
+    /// `count` new, independent sessions that go on from where this one stands: the same
+    /// variables, imports and random state, and a copy of its files each. The next call in a
+    /// fork gives what it would have given here. Files the session keeps open across calls
+    /// are not carried over (they read as closed in the forks).
+    pub fn fork(&self, count: usize) -> Result<Vec<Session>, Error> {
+        let copies = self.copies()?;
+        let image = Arc::new(self.capture()?);
+        (0..count)
+            .map(|_| {
+                let workspace = self.workspace.duplicate()?;
+                (copies.resume)(workspace, image.clone())
+            })
+            .collect()
+    }
+
+    /// Stores the session's state (memory, clock, files) as a signed snapshot under the home
+    /// and returns its id, for [`Runtime::resume`](crate::Runtime::resume). The session goes
+    /// on unchanged.
+    pub fn snapshot(&self) -> Result<String, Error> {
+        let copies = self.copies()?;
+        let image = self.capture()?;
+        (copies.store)(&image, &self.workspace)
     }
 
     /// Forgets the calls so far (the session's own setup call).

@@ -413,6 +413,21 @@ impl Workspace {
             .map_err(io_error(format!("cannot write {path}")))
     }
 
+    /// Makes the directory `guest` (and its parents); one already there is fine.
+    pub fn create_dir(&self, guest: &str) -> Result<(), Error> {
+        let path = WorkspacePath::parse(guest)?;
+        let parent = open_parent(self.root()?.as_fd(), &path, true)
+            .map_err(io_error(format!("cannot create the directories of {path}")))?;
+        match rustix::fs::mkdirat(
+            parent.as_fd(),
+            path.split_last().1,
+            rustix::fs::Mode::from_raw_mode(0o755),
+        ) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+            Err(e) => Err(io_error(format!("cannot create {path}"))(e.into())),
+        }
+    }
+
     /// Reads the file `guest`, refusing one larger than `max_bytes` (before reading it), a
     /// symlink or anything but a regular file.
     pub fn read(&self, guest: &str, max_bytes: u64) -> Result<Vec<u8>, Error> {
@@ -476,6 +491,26 @@ impl Workspace {
         Ok(open_parent(self.root()?.as_fd(), &path, false)
             .and_then(|parent| crate::fs::stat_at(parent.as_fd(), path.split_last().1))
             .is_ok())
+    }
+
+    /// A new workspace holding a copy of this one's files (links are copied as links, never
+    /// followed).
+    pub fn duplicate(&self) -> Result<Workspace, Error> {
+        let copy = Workspace::new()?;
+        let entries = std::fs::read_dir(self.path())
+            .map_err(io_error(format!("cannot list {}", self.path().display())))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error("cannot list the workspace".to_string()))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                return Err(Error::InvalidInput(format!(
+                    "the workspace has a name that is not UTF-8 ({}); rename it first",
+                    name.to_string_lossy()
+                )));
+            };
+            copy.upload(&entry.path(), name)?;
+        }
+        Ok(copy)
     }
 
     /// Copies a host file or directory into the workspace at `guest` (relative, or under

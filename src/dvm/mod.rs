@@ -22,10 +22,12 @@ mod prestart;
 mod program;
 mod run;
 mod runtime;
+mod session_snapshots;
 mod sessions;
 
 pub use program::Program;
 pub use runtime::{Runtime, RuntimeStatus};
+pub use session_snapshots::delete_session_snapshot;
 
 /// The dvm runtime: a configured engine, its epoch ticker and compiled-module cache.
 /// Cheap to clone; clones share everything.

@@ -9,6 +9,14 @@ use crate::guest::{self, Abi};
 use crate::sandbox::{self, RunInput};
 use crate::workspace::Workspace;
 
+/// A started session, the package site it mounts, and the runtime's environment under the
+/// user's.
+type StartedSession = (
+    crate::session::Session,
+    Option<(std::path::PathBuf, &'static str)>,
+    Vec<(String, String)>,
+);
+
 impl Runtime {
     /// Whether [`Runtime::session`] works for this runtime (it needs the python guest's
     /// `turn` export).
@@ -32,36 +40,9 @@ impl Runtime {
             Some(workspace) => workspace,
             None => Workspace::new()?,
         };
-        let input = RunInput {
-            packages: options.packages.clone(),
-            ..RunInput::default()
-        };
-        let site = self.package_site(&input)?;
-        let setup = self.script_setup_with(
-            workspace.scratch(),
-            site.as_ref().map(|(site, _)| site.as_path()),
-        );
-        let pre = self.program.pre.clone();
-        let dvm = self.program.dvm.clone();
-        let env = options.env.clone();
-        let (setup_env, env_for_setup) = (setup.env.clone(), options.env.clone());
-        let session =
-            crate::session::Session::start(&self.spec.id, workspace, move |ready, turns| {
-                sandbox::session::serve(
-                    &pre,
-                    &setup,
-                    &env,
-                    guest::python::DISPLAY_FLUSH,
-                    ready,
-                    turns,
-                    || {
-                        dvm.inner
-                            .ticker
-                            .activate()
-                            .map(|active| Box::new(active) as Box<dyn Send>)
-                    },
-                )
-            })?;
+        let (session, site, setup_env) =
+            self.start_session(workspace, &options.env, options.packages.clone(), None)?;
+        let env_for_setup = options.env.clone();
         // A first, silent call: display is set up (figures, rich values), the packages go on
         // sys.path; a session started from a dvm snapshot reseeds the random generators the snapshot holds and drops the script
         // runner it defines, so the session's namespace is what a cold one has.
@@ -90,6 +71,73 @@ impl Runtime {
             session.forget_calls();
         }
         Ok(session)
+    }
+
+    /// Starts a session's thread on `workspace`, from `image` when one is given (a fork or a
+    /// resumed snapshot, which needs no setup call). Returns the session, the package site it
+    /// mounts and the runtime's environment under the user's.
+    pub(super) fn start_session(
+        &self,
+        workspace: Workspace,
+        env: &[(String, String)],
+        packages: Option<deps::PackageSet>,
+        image: Option<std::sync::Arc<sandbox::session::Image>>,
+    ) -> Result<StartedSession, Error> {
+        let input = RunInput {
+            packages: packages.clone(),
+            ..RunInput::default()
+        };
+        let site = self.package_site(&input)?;
+        let setup = self.script_setup_with(
+            workspace.scratch(),
+            site.as_ref().map(|(site, _)| site.as_path()),
+        );
+        let setup_env = setup.env.clone();
+        // A session with installed packages is not copied: its copies would need the same
+        // packages mounted (not yet recorded in a snapshot).
+        let copies = packages.is_none().then(|| {
+            let (resumer, storer) = (self.clone(), self.clone());
+            let (resume_env, store_env) = (env.to_vec(), env.to_vec());
+            std::sync::Arc::new(crate::session::Copies {
+                resume: Box::new(move |workspace, image| {
+                    resumer
+                        .start_session(workspace, &resume_env, None, Some(image))
+                        .map(|(session, _, _)| session)
+                }),
+                store: Box::new(move |image, workspace| {
+                    storer.store_snapshot(image, workspace, &store_env)
+                }),
+            })
+        });
+        let pre = self.program.pre.clone();
+        let dvm = self.program.dvm.clone();
+        let env = env.to_vec();
+        let hooks = sandbox::session::Hooks {
+            after_turn: guest::python::DISPLAY_FLUSH,
+            before_capture: guest::python::BEFORE_CAPTURE,
+        };
+        let session = crate::session::Session::start(
+            &self.spec.id,
+            workspace,
+            copies,
+            move |ready, turns| {
+                sandbox::session::serve(
+                    &pre,
+                    &setup,
+                    &env,
+                    (hooks, image.as_deref()),
+                    ready,
+                    turns,
+                    || {
+                        dvm.inner
+                            .ticker
+                            .activate()
+                            .map(|active| Box::new(active) as Box<dyn Send>)
+                    },
+                )
+            },
+        )?;
+        Ok((session, site, setup_env))
     }
 
     /// Keeps `count` python instances alive after one turn of `code` each (what an idle

@@ -155,6 +155,12 @@ macro_rules! display_installer {
 /// The session turn that follows each of a session's turns: shows the figures left open.
 pub(crate) const DISPLAY_FLUSH: &str = "__import__('_dvm_display').flush()";
 
+/// Run before a session's state is copied: matplotlib's cached fonts read their files
+/// through descriptors of this session's sandbox, which a copy does not have (as the warm
+/// snapshot's warm-up does, see `guest::snapshot`).
+pub(crate) const BEFORE_CAPTURE: &str = "(lambda fonts: fonts and fonts._get_font.cache_clear())\
+    (__import__('sys').modules.get('matplotlib.font_manager'))";
+
 /// Sets up display in a session (see [`display_installer`]).
 pub(crate) fn session_display_setup() -> &'static str {
     concat!(

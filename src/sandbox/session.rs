@@ -19,6 +19,39 @@ use crate::outcome::Outcome;
 /// How long `shutdown()` may take when a session closes.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
+/// What a session's thread is asked to do, in order.
+pub(crate) enum Request {
+    Turn(Turn),
+    /// Copy the instance's state (between turns, so no guest code is running).
+    Capture(SyncSender<Result<Image, Error>>),
+}
+
+/// A session between turns: everything a fresh instance of the same module needs to go on
+/// from where the session stands. That is its linear memory, and how far its clock had
+/// run: the python module's one mutable global is the stack pointer, which is back at its
+/// initial value whenever no turn runs, and its tables are never written.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub(crate) memory: Vec<u8>,
+    /// The guest's monotonic clock when captured; the clock of a session restored from the
+    /// image goes on from there, so it never runs backwards.
+    pub(crate) clock: Duration,
+}
+
+/// Guest-specific code a session runs around its turns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hooks {
+    /// Run after each turn that leaves the session open (as a turn of its own, sharing the
+    /// turn's limits and output); empty for none.
+    pub after_turn: &'static str,
+    /// Run before the state is captured, with output dropped: drops what refers to the
+    /// session's own host resources (open descriptors) that a copy would not have.
+    pub before_capture: &'static str,
+}
+
+/// Bytes compared (and copied when they differ) at a time when an image is restored.
+const RESTORE_CHUNK: usize = 64 << 10;
+
 /// One turn: code, and the run settings it takes (limits, stdin, on_output, cancel).
 pub(crate) struct Turn {
     pub code: String,
@@ -56,12 +89,15 @@ pub(crate) fn serve(
     pre: &InstancePre<SandboxState>,
     setup: &GuestSetup,
     env: &[(String, String)],
-    after_turn: &'static str,
+    (hooks, image): (Hooks, Option<&Image>),
     ready: SyncSender<Result<(), Error>>,
-    turns: Receiver<Turn>,
+    turns: Receiver<Request>,
     mut activate: impl FnMut() -> Result<Box<dyn Send>, Error>,
 ) {
-    let started = Instant::now();
+    // A session restored from an image keeps its clock running from the image's reading.
+    let started = image
+        .and_then(|image| Instant::now().checked_sub(image.clock))
+        .unwrap_or_else(Instant::now);
     let stdin = LateInput::default();
     let (stdout, stderr) = (SwitchOutput::default(), SwitchOutput::default());
     let input = RunInput {
@@ -91,7 +127,11 @@ pub(crate) fn serve(
             })
         });
         drop(active);
-        Ok((store, instance?))
+        let instance = instance?;
+        if let Some(image) = image {
+            restore(&mut store, instance, image)?;
+        }
+        Ok((store, instance))
     });
     let (mut store, instance) = match created {
         Ok(created) => created,
@@ -102,7 +142,14 @@ pub(crate) fn serve(
     };
     let _ = ready.send(Ok(()));
     let mut sound = true;
-    for turn in turns {
+    for request in turns {
+        let turn = match request {
+            Request::Turn(turn) => turn,
+            Request::Capture(reply) => {
+                let _ = reply.send(capture(&mut store, instance, hooks.before_capture, started));
+                continue;
+            }
+        };
         let active = match activate() {
             Ok(active) => active,
             Err(error) => {
@@ -114,7 +161,7 @@ pub(crate) fn serve(
             &mut store,
             instance,
             &turn,
-            after_turn,
+            hooks.after_turn,
             (&stdin, &stdout, &stderr),
         );
         drop(active);
@@ -214,6 +261,73 @@ pub(crate) fn call_turn(
     }
     memory.write(&mut *store, ptr as u32 as usize, code.as_bytes())?;
     turn.call(&mut *store, (ptr, len))
+}
+
+/// Writes `image`'s memory into a fresh instance: grows the memory to the image's size and
+/// copies the chunks that differ from what the instance starts with.
+fn restore(
+    store: &mut Store<SandboxState>,
+    instance: Instance,
+    image: &Image,
+) -> Result<(), Error> {
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| crate::error::HostError::Guest("the guest exports no memory".into()))?;
+    let current = memory.data_size(&*store);
+    if image.memory.len() < current || image.memory.len() % (64 << 10) != 0 {
+        return Err(Error::InvalidInput(format!(
+            "the session image has {} bytes of memory; this module starts with {current}",
+            image.memory.len()
+        )));
+    }
+    let pages = ((image.memory.len() - current) / (64 << 10)) as u64;
+    if pages > 0 {
+        memory.grow(&mut *store, pages).map_err(|e| {
+            Error::InvalidInput(format!(
+                "the session image needs {} bytes of memory, over the session's limit: {e}",
+                image.memory.len()
+            ))
+        })?;
+    }
+    let data = memory.data_mut(&mut *store);
+    for (at, chunk) in image.memory.chunks(RESTORE_CHUNK).enumerate() {
+        let target = &mut data[at * RESTORE_CHUNK..at * RESTORE_CHUNK + chunk.len()];
+        if target != chunk {
+            target.copy_from_slice(chunk);
+        }
+    }
+    Ok(())
+}
+
+/// Copies the session's state after running `before` (output dropped, default limits).
+fn capture(
+    store: &mut Store<SandboxState>,
+    instance: Instance,
+    before: &str,
+    started: Instant,
+) -> Result<Image, Error> {
+    if !before.is_empty() {
+        let state = store.data_mut();
+        state.deadline = Instant::now() + SHUTDOWN_DEADLINE;
+        state.cancel = Default::default();
+        FuelMeter::new(&Limits::default()).arm(&mut *store)?;
+        let status = call_turn(store, instance, before).map_err(|e| {
+            crate::error::HostError::Guest(format!("the session could not be captured: {e}"))
+        })?;
+        if status & 0xff != 0 {
+            return Err(crate::error::HostError::Guest(
+                "the session could not be prepared for capture".into(),
+            )
+            .into());
+        }
+    }
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| crate::error::HostError::Guest("the guest exports no memory".into()))?;
+    Ok(Image {
+        memory: memory.data(&*store).to_vec(),
+        clock: started.elapsed(),
+    })
 }
 
 /// Calls the guest's `shutdown()` (atexit handlers, flushing) under a short deadline, with

@@ -38,6 +38,7 @@ mod sec_server;
 mod sec_wasi;
 mod server;
 mod session;
+mod session_copies;
 mod support;
 mod validate;
 mod warm;

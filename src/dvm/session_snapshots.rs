@@ -1,0 +1,301 @@
+//! Session snapshots on disk: a signed manifest under `$DVM_HOME/sessions/v1/<id>.json` whose
+//! bytes are blobs of the content store. Memory is kept in 64 KiB chunks, only those that
+//! differ from what the module's fresh instance starts with (all-zero ones as a mark, not a
+//! blob), so snapshots of similar sessions share their chunks; the workspace's files are blobs
+//! too. A snapshot is resumed only when signed by a trusted key and made from the very
+//! module the runtime runs; every blob is hashed again when it is read.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::Runtime;
+use crate::error::Error;
+use crate::results::signing::{SignedBy, SigningKey, Trust};
+use crate::sandbox::{self, session::Image};
+use crate::store::BlobStore;
+use crate::workspace::{EntryKind, Workspace};
+
+/// Bytes of memory per chunk.
+const CHUNK: usize = 64 << 10;
+/// What a signature over a manifest is made for.
+const DOMAIN: &str = "dvm session snapshot v1";
+/// The largest manifest read.
+const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+/// The largest workspace file a snapshot keeps.
+const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// What a snapshot holds.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    id: String,
+    runtime: String,
+    version: String,
+    /// blake3 of the module the session ran: only that module can resume it.
+    module: String,
+    memory_bytes: u64,
+    clock_ns: u64,
+    env: Vec<(String, String)>,
+    /// Chunks that differ from the module's initial memory: index, and the blob holding it
+    /// (`None`: all zero).
+    chunks: Vec<(u64, Option<String>)>,
+    files: Vec<FileRecord>,
+    /// Unix seconds.
+    created: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRecord {
+    path: String,
+    /// `None` for a directory.
+    blake3: Option<String>,
+    size: u64,
+}
+
+/// A manifest as written: its JSON and the signature over it.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sealed {
+    format: u32,
+    #[serde(flatten)]
+    signed: SignedBy,
+    body: String,
+}
+
+/// Checks a snapshot id before it becomes a file name: 32 lowercase hex digits.
+fn check_id(id: &str) -> Result<(), Error> {
+    if id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "`{id}` is not a session snapshot id (32 lowercase hex digits)"
+        )))
+    }
+}
+
+fn manifest_path(home: &std::path::Path, id: &str) -> std::path::PathBuf {
+    crate::home::session_snapshots(home).join(format!("{id}.json"))
+}
+
+fn io(action: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| crate::error::HostError::Io { action, source }.into()
+}
+
+fn not_found(id: &str) -> Error {
+    Error::InvalidInput(format!("no session snapshot `{id}`"))
+}
+
+impl Runtime {
+    /// Stores a session's `image` and `workspace` (see [`crate::Session::snapshot`]).
+    pub(super) fn store_snapshot(
+        &self,
+        image: &Image,
+        workspace: &Workspace,
+        env: &[(String, String)],
+    ) -> Result<String, Error> {
+        let home = self.program.dvm.config().home.clone();
+        let blobs = BlobStore::new(&home);
+        let add = |bytes: &[u8]| -> Result<String, Error> {
+            let added = blobs
+                .add(&mut &bytes[..], bytes.len() as u64)
+                .map_err(io("store a session snapshot's bytes".into()))?;
+            Ok(added.blake3.to_hex().to_string())
+        };
+        let chunks = sandbox::with_initial_memory(&self.program.pre, |initial| {
+            let mut chunks = Vec::new();
+            for (index, chunk) in image.memory.chunks(CHUNK).enumerate() {
+                let at = index * CHUNK;
+                let start = initial.get(at..at + chunk.len());
+                if start == Some(chunk) {
+                    continue;
+                }
+                if chunk.iter().all(|&b| b == 0) {
+                    // Past the initial memory, growth gives zeros anyway.
+                    if start.is_some() {
+                        chunks.push((index as u64, None));
+                    }
+                    continue;
+                }
+                chunks.push((index as u64, Some(add(chunk)?)));
+            }
+            Ok::<_, Error>(chunks)
+        })??;
+        let mut files = Vec::new();
+        for entry in workspace.list()? {
+            match entry.kind {
+                EntryKind::Dir => files.push(FileRecord {
+                    path: entry.path,
+                    blake3: None,
+                    size: 0,
+                }),
+                EntryKind::File => {
+                    let bytes = workspace.read(&entry.path, MAX_FILE_BYTES)?;
+                    files.push(FileRecord {
+                        blake3: Some(add(&bytes)?),
+                        size: bytes.len() as u64,
+                        path: entry.path,
+                    });
+                }
+                EntryKind::Symlink => tracing::warn!(
+                    "session snapshot: the link {} in the workspace is not kept",
+                    entry.path
+                ),
+            }
+        }
+        let id = format!("{:032x}", rand::random::<u128>());
+        let manifest = Manifest {
+            id: id.clone(),
+            runtime: self.spec.id.clone(),
+            version: self.spec.version.clone(),
+            module: self.program.digest.to_hex().to_string(),
+            memory_bytes: image.memory.len() as u64,
+            clock_ns: u64::try_from(image.clock.as_nanos()).unwrap_or(u64::MAX),
+            env: env.to_vec(),
+            chunks,
+            files,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        let body = serde_json::to_string(&manifest)
+            .map_err(|e| crate::error::HostError::Guest(format!("encode a snapshot: {e}")))?;
+        let key = SigningKey::home(&home)?;
+        let sealed = Sealed {
+            format: 1,
+            signed: SignedBy::new(&key, DOMAIN, &[body.as_bytes()]),
+            body,
+        };
+        let bytes = serde_json::to_vec(&sealed)
+            .map_err(|e| crate::error::HostError::Guest(format!("encode a snapshot: {e}")))?;
+        let dir = crate::home::session_snapshots(&home);
+        crate::home::create_private_dir(&dir).map_err(|e| {
+            let (action, source) = e.into_parts();
+            Error::from(crate::error::HostError::Io { action, source })
+        })?;
+        let mut temp = tempfile::NamedTempFile::new_in(&dir)
+            .map_err(io(format!("write a snapshot in {}", dir.display())))?;
+        std::io::Write::write_all(&mut temp, &bytes)
+            .map_err(io(format!("write a snapshot in {}", dir.display())))?;
+        temp.persist(manifest_path(&home, &id))
+            .map_err(|e| io(format!("write a snapshot in {}", dir.display()))(e.error))?;
+        Ok(id)
+    }
+
+    /// A new live session from the snapshot `id` (see [`crate::Session::snapshot`]): its
+    /// variables, clock and files. The snapshot must be signed by a trusted key (the home's
+    /// own, or one the configuration trusts) and made by this runtime's module.
+    pub fn resume(&self, id: &str) -> Result<crate::Session, Error> {
+        check_id(id)?;
+        let config = self.program.dvm.config();
+        let path = manifest_path(&config.home, id);
+        let bytes = match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() > MAX_MANIFEST_BYTES => {
+                return Err(Error::InvalidInput(format!(
+                    "the session snapshot `{id}` is larger than {MAX_MANIFEST_BYTES} bytes"
+                )));
+            }
+            Ok(_) => std::fs::read(&path).map_err(io(format!("read {}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found(id)),
+            Err(source) => return Err(io(format!("read {}", path.display()))(source)),
+        };
+        let refused = |why: String| {
+            Error::InvalidInput(format!("the session snapshot `{id}` is not used: {why}"))
+        };
+        let sealed: Sealed =
+            serde_json::from_slice(&bytes).map_err(|e| refused(format!("unreadable ({e})")))?;
+        let mut trust = Trust::of_config(config);
+        trust.add(SigningKey::home(&config.home)?.public());
+        trust
+            .verify(&sealed.signed, DOMAIN, &[sealed.body.as_bytes()])
+            .map_err(|why| refused(why.to_string()))?;
+        let manifest: Manifest =
+            serde_json::from_str(&sealed.body).map_err(|e| refused(format!("unreadable ({e})")))?;
+        if manifest.id != id {
+            return Err(refused("it names another id".into()));
+        }
+        let module = self.program.digest.to_hex();
+        if manifest.runtime != self.spec.id || manifest.module != module.as_str() {
+            return Err(refused(format!(
+                "it was made by {} with module {}, and this runtime is {} with module {module}",
+                manifest.runtime, manifest.module, self.spec.id
+            )));
+        }
+        let memory_bytes = usize::try_from(manifest.memory_bytes)
+            .ok()
+            .filter(|&n| n as u64 <= crate::limits::MAX_MEMORY_BYTES && n.is_multiple_of(CHUNK))
+            .ok_or_else(|| refused("its memory size is out of range".into()))?;
+        let blobs = BlobStore::new(&config.home);
+        let read_blob = |hash: &str, size: usize| -> Result<Vec<u8>, Error> {
+            let hash = blake3::Hash::from_hex(hash)
+                .map_err(|_| refused(format!("`{hash}` is not a blake3 hash")))?;
+            let path = blobs.path(&hash);
+            let meta = std::fs::symlink_metadata(&path)
+                .map_err(|_| refused(format!("its bytes {hash} are missing")))?;
+            if !meta.is_file() || meta.len() != size as u64 {
+                return Err(refused(format!("its bytes {hash} are damaged")));
+            }
+            let bytes = std::fs::read(&path).map_err(io(format!("read {}", path.display())))?;
+            if blake3::hash(&bytes) != hash {
+                return Err(refused(format!("its bytes {hash} are damaged")));
+            }
+            Ok(bytes)
+        };
+        let memory = sandbox::with_initial_memory(&self.program.pre, |initial| {
+            if initial.len() > memory_bytes {
+                return Err(refused("its memory is smaller than the module's".into()));
+            }
+            let mut memory = initial.to_vec();
+            memory.resize(memory_bytes, 0);
+            for (index, hash) in &manifest.chunks {
+                let at = usize::try_from(*index)
+                    .ok()
+                    .and_then(|i| i.checked_mul(CHUNK))
+                    .filter(|&at| at < memory_bytes)
+                    .ok_or_else(|| refused("a chunk lies past its memory".into()))?;
+                let chunk = &mut memory[at..at + CHUNK];
+                match hash {
+                    None => chunk.fill(0),
+                    Some(hash) => chunk.copy_from_slice(&read_blob(hash, CHUNK)?),
+                }
+            }
+            Ok(memory)
+        })??;
+        let workspace = Workspace::new()?;
+        for file in &manifest.files {
+            match &file.blake3 {
+                None => workspace.create_dir(&file.path)?,
+                Some(hash) => {
+                    let size = usize::try_from(file.size)
+                        .ok()
+                        .filter(|&n| n as u64 <= MAX_FILE_BYTES)
+                        .ok_or_else(|| refused(format!("{} is too large", file.path)))?;
+                    workspace.write(&file.path, &read_blob(hash, size)?)?;
+                }
+            }
+        }
+        let image = Image {
+            memory,
+            clock: std::time::Duration::from_nanos(manifest.clock_ns),
+        };
+        self.start_session(workspace, &manifest.env, None, Some(Arc::new(image)))
+            .map(|(session, _, _)| session)
+    }
+}
+
+/// Removes the session snapshot `id` from `home` (its blobs stay in the store, shared).
+/// Returns whether there was one.
+pub fn delete_session_snapshot(home: &std::path::Path, id: &str) -> Result<bool, Error> {
+    check_id(id)?;
+    let path = manifest_path(home, id);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(io(format!("remove {}", path.display()))(source)),
+    }
+}
