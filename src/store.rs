@@ -103,6 +103,29 @@ impl BlobStore {
         })
     }
 
+    /// Stores `bytes` (already in memory, e.g. a chunk of a session's memory) under their
+    /// blake3. A blob of that name and size already there is kept as it is: readers of these
+    /// blobs hash them again anyway. Not synced to disk one by one (a snapshot writes
+    /// thousands); a blob lost in a crash makes what names it refused, never wrong.
+    pub(crate) fn put(&self, bytes: &[u8]) -> std::io::Result<blake3::Hash> {
+        let hash = blake3::hash(bytes);
+        let target = self.path(&hash);
+        if std::fs::symlink_metadata(&target)
+            .is_ok_and(|meta| meta.is_file() && meta.len() == bytes.len() as u64)
+        {
+            return Ok(hash);
+        }
+        let dir = target.parent().expect("blob paths have a parent");
+        std::fs::create_dir_all(dir)?;
+        let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+        temp.write_all(bytes)?;
+        let mut permissions = temp.as_file().metadata()?.permissions();
+        permissions.set_readonly(true);
+        temp.as_file().set_permissions(permissions)?;
+        temp.persist(&target).map_err(|e| e.error)?;
+        Ok(hash)
+    }
+
     /// Re-hashes a blob; true when its contents still match its name.
     pub(crate) fn verify(&self, hash: &blake3::Hash) -> std::io::Result<bool> {
         let mut hasher = blake3::Hasher::new();

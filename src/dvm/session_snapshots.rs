@@ -102,10 +102,10 @@ impl Runtime {
         let home = self.program.dvm.config().home.clone();
         let blobs = BlobStore::new(&home);
         let add = |bytes: &[u8]| -> Result<String, Error> {
-            let added = blobs
-                .add(&mut &bytes[..], bytes.len() as u64)
+            let hash = blobs
+                .put(bytes)
                 .map_err(io("store a session snapshot's bytes".into()))?;
-            Ok(added.blake3.to_hex().to_string())
+            Ok(hash.to_hex().to_string())
         };
         let chunks = sandbox::with_initial_memory(&self.program.pre, |initial| {
             let mut chunks = Vec::new();
