@@ -63,7 +63,10 @@ pub mod workspace;
 
 pub use crate::artifact::{ArtifactLimits, ArtifactStore, ArtifactSummary};
 pub use crate::deps::{PackageRequest, PackageSet};
-pub use crate::dvm::{Dvm, Program, Runtime, RuntimeStatus, delete_session_snapshot};
+pub use crate::dvm::{
+    Dvm, Program, Runtime, RuntimeStatus, SessionSnapshotInfo, delete_session_snapshot,
+    session_snapshot_info,
+};
 pub use crate::engine::cache::ModuleSource;
 pub use crate::engine::{Config, PoolConfig, WarmBuilds};
 pub use crate::error::{

@@ -27,7 +27,7 @@ mod sessions;
 
 pub use program::Program;
 pub use runtime::{Runtime, RuntimeStatus};
-pub use session_snapshots::delete_session_snapshot;
+pub use session_snapshots::{SessionSnapshotInfo, delete_session_snapshot, session_snapshot_info};
 
 /// The dvm runtime: a configured engine, its epoch ticker and compiled-module cache.
 /// Cheap to clone; clones share everything.

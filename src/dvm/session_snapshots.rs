@@ -193,32 +193,10 @@ impl Runtime {
     pub fn resume(&self, id: &str) -> Result<crate::Session, Error> {
         check_id(id)?;
         let config = self.program.dvm.config();
-        let path = manifest_path(&config.home, id);
-        let bytes = match std::fs::metadata(&path) {
-            Ok(meta) if meta.len() > MAX_MANIFEST_BYTES => {
-                return Err(Error::InvalidInput(format!(
-                    "the session snapshot `{id}` is larger than {MAX_MANIFEST_BYTES} bytes"
-                )));
-            }
-            Ok(_) => std::fs::read(&path).map_err(io(format!("read {}", path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found(id)),
-            Err(source) => return Err(io(format!("read {}", path.display()))(source)),
-        };
+        let manifest = read_manifest(config, id)?.ok_or_else(|| not_found(id))?;
         let refused = |why: String| {
             Error::InvalidInput(format!("the session snapshot `{id}` is not used: {why}"))
         };
-        let sealed: Sealed =
-            serde_json::from_slice(&bytes).map_err(|e| refused(format!("unreadable ({e})")))?;
-        let mut trust = Trust::of_config(config);
-        trust.add(SigningKey::home(&config.home)?.public());
-        trust
-            .verify(&sealed.signed, DOMAIN, &[sealed.body.as_bytes()])
-            .map_err(|why| refused(why.to_string()))?;
-        let manifest: Manifest =
-            serde_json::from_str(&sealed.body).map_err(|e| refused(format!("unreadable ({e})")))?;
-        if manifest.id != id {
-            return Err(refused("it names another id".into()));
-        }
         let module = self.program.digest.to_hex();
         if manifest.runtime != self.spec.id || manifest.module != module.as_str() {
             return Err(refused(format!(
@@ -298,4 +276,76 @@ pub fn delete_session_snapshot(home: &std::path::Path, id: &str) -> Result<bool,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(source) => Err(io(format!("remove {}", path.display()))(source)),
     }
+}
+
+/// What [`session_snapshot_info`] tells about a snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionSnapshotInfo {
+    pub id: String,
+    pub runtime: String,
+    pub version: String,
+    /// blake3 of the module the session ran (only it can resume the snapshot).
+    pub module: String,
+    /// The session's linear memory.
+    pub memory_bytes: u64,
+    /// Its 64 KiB chunks that differ from the module's initial memory (the rest are not
+    /// stored).
+    pub changed_chunks: u64,
+    /// Files and directories of its workspace.
+    pub files: u64,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+/// The snapshot `id` under `config`'s home, checked as a resume checks it (the signature of a
+/// trusted key); `None` when there is none.
+pub fn session_snapshot_info(
+    config: &crate::Config,
+    id: &str,
+) -> Result<Option<SessionSnapshotInfo>, Error> {
+    check_id(id)?;
+    let Some(manifest) = read_manifest(config, id)? else {
+        return Ok(None);
+    };
+    Ok(Some(SessionSnapshotInfo {
+        id: manifest.id,
+        runtime: manifest.runtime,
+        version: manifest.version,
+        module: manifest.module,
+        memory_bytes: manifest.memory_bytes,
+        changed_chunks: manifest.chunks.len() as u64,
+        files: manifest.files.len() as u64,
+        created: manifest.created,
+    }))
+}
+
+/// Reads and checks the manifest of snapshot `id` (a checked id); `None` when there is none.
+fn read_manifest(config: &crate::Config, id: &str) -> Result<Option<Manifest>, Error> {
+    let path = manifest_path(&config.home, id);
+    let bytes = match std::fs::metadata(&path) {
+        Ok(meta) if meta.len() > MAX_MANIFEST_BYTES => {
+            return Err(Error::InvalidInput(format!(
+                "the session snapshot `{id}` is larger than {MAX_MANIFEST_BYTES} bytes"
+            )));
+        }
+        Ok(_) => std::fs::read(&path).map_err(io(format!("read {}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io(format!("read {}", path.display()))(source)),
+    };
+    let refused = |why: String| {
+        Error::InvalidInput(format!("the session snapshot `{id}` is not used: {why}"))
+    };
+    let sealed: Sealed =
+        serde_json::from_slice(&bytes).map_err(|e| refused(format!("unreadable ({e})")))?;
+    let mut trust = Trust::of_config(config);
+    trust.add(SigningKey::home(&config.home)?.public());
+    trust
+        .verify(&sealed.signed, DOMAIN, &[sealed.body.as_bytes()])
+        .map_err(|why| refused(why.to_string()))?;
+    let manifest: Manifest =
+        serde_json::from_str(&sealed.body).map_err(|e| refused(format!("unreadable ({e})")))?;
+    if manifest.id != id {
+        return Err(refused("it names another id".into()));
+    }
+    Ok(Some(manifest))
 }

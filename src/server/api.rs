@@ -37,6 +37,12 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/sessions/{id}", get(show_sandbox).delete(delete_sandbox))
         .route("/sandboxes/{id}/execute", post(execute_in))
         .route("/sessions/{id}/execute", post(execute_in))
+        .route("/sessions/{id}/snapshot", post(snapshot_session))
+        .route("/sessions/{id}/fork", post(fork_session))
+        .route(
+            "/snapshots/{id}",
+            get(show_snapshot).delete(delete_snapshot),
+        )
         .route("/sandboxes/{id}/cancel", post(cancel_in))
         .route("/sessions/{id}/cancel", post(cancel_in))
         .route("/sandboxes/{id}/packages", post(install_in))
@@ -442,6 +448,115 @@ pub(super) struct CreateRequest {
     /// On `/sandboxes`: make it a session (one live interpreter).
     #[serde(default)]
     session: bool,
+    /// Start the session from this session snapshot (`POST /sessions/{id}/snapshot`):
+    /// variables, imports and files as they were. Its runtime is the snapshot's; no
+    /// `requirements` or `env` with it.
+    #[serde(default)]
+    from_snapshot: Option<String>,
+}
+
+/// How many copies `POST /sessions/{id}/fork` makes.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(examples(json!({"count": 3})))]
+pub(super) struct ForkRequest {
+    /// 1 to 16. Default: 1.
+    #[serde(default)]
+    count: Option<u32>,
+}
+
+/// The most forks one request makes.
+const MAX_FORKS: u32 = 16;
+
+fn snapshot_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no session snapshot `{id}`"),
+    )
+}
+
+async fn snapshot_session(
+    State(state): Shared,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let sandbox = state.sandbox(&id)?;
+    if sandbox.session.is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            format!("`{id}` is a sandbox, not a session: only sessions have snapshots"),
+        ));
+    }
+    let _hold = sandbox.busy.clone().lock_owned().await;
+    let config = state.dvm.config().clone();
+    let info = super::blocking(move || {
+        let session = sandbox
+            .session
+            .as_ref()
+            .ok_or_else(|| crate::Error::InvalidInput("only sessions have snapshots".into()))?;
+        let snapshot = session.snapshot()?;
+        crate::session_snapshot_info(&config, &snapshot)?
+            .ok_or_else(|| crate::Error::InvalidInput("the snapshot was not kept".into()))
+    })
+    .await?;
+    let mut body = serde_json::to_value(info).unwrap_or_default();
+    body["session_id"] = id.into();
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+async fn fork_session(
+    state: Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: ForkRequest = json_or_default(&headers, &body)?;
+    let count = request.count.unwrap_or(1);
+    if !(1..=MAX_FORKS).contains(&count) {
+        return Err(ApiError::bad_request(format!(
+            "count must be from 1 to {MAX_FORKS}, not {count}"
+        )));
+    }
+    let State(state) = state;
+    let parent = state.sandbox(&id)?;
+    let limits = parent.limits.clone();
+    let _hold = parent.busy.clone().lock_owned().await;
+    let forks = state
+        .copy_session(
+            super::SessionCopy::Fork(parent.clone()),
+            count as usize,
+            limits,
+        )
+        .await?;
+    let sessions: Vec<serde_json::Value> = forks.iter().map(|s| s.describe()).collect();
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({ "sessions": sessions })),
+    )
+        .into_response())
+}
+
+async fn show_snapshot(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let config = state.dvm.config().clone();
+    let lookup = id.clone();
+    match super::blocking(move || crate::session_snapshot_info(&config, &lookup)).await? {
+        Some(info) => Ok(axum::Json(info).into_response()),
+        None => Err(snapshot_not_found(&id)),
+    }
+}
+
+async fn delete_snapshot(
+    State(state): Shared,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let home = state.dvm.config().home.clone();
+    let lookup = id.clone();
+    if super::blocking(move || crate::delete_session_snapshot(&home, &lookup)).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(snapshot_not_found(&id))
+    }
 }
 
 async fn create_sandbox(
@@ -485,6 +600,39 @@ async fn create(
     let limits = request
         .limits
         .apply(&default_limits(&state), &state.config)?;
+    if let Some(snapshot) = request.from_snapshot {
+        if !session {
+            return Err(ApiError::bad_request(
+                "from_snapshot makes a session: POST /sessions, or `session: true`",
+            ));
+        }
+        if !request.requirements.is_empty() || !request.env.is_empty() {
+            return Err(ApiError::bad_request(
+                "a session from a snapshot has the snapshot's packages and environment: \
+                 leave out requirements and env",
+            ));
+        }
+        let config = state.dvm.config().clone();
+        let lookup = snapshot.clone();
+        let info = super::blocking(move || crate::session_snapshot_info(&config, &lookup))
+            .await?
+            .ok_or_else(|| snapshot_not_found(&snapshot))?;
+        if let Some(runtime) = &request.runtime
+            && *runtime != info.runtime
+        {
+            return Err(ApiError::bad_request(format!(
+                "the snapshot is of `{}`, not `{runtime}`",
+                info.runtime
+            )));
+        }
+        let copy = super::SessionCopy::Snapshot {
+            id: snapshot,
+            runtime: info.runtime,
+        };
+        let made = state.copy_session(copy, 1, limits).await?;
+        let describe = made.first().map(|s| s.describe()).unwrap_or_default();
+        return Ok((StatusCode::CREATED, axum::Json(describe)).into_response());
+    }
     let sandbox = state
         .create_sandbox(
             request.runtime.as_deref().unwrap_or("python"),

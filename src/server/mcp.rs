@@ -88,6 +88,26 @@ pub struct CreateSessionArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SnapshotSessionArgs {
+    /// The session to snapshot.
+    pub session_id: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct RestoreSessionArgs {
+    /// A snapshot_id from snapshot_session.
+    pub snapshot_id: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ForkSessionArgs {
+    /// The session to fork.
+    pub session_id: String,
+    /// How many copies, 1 to 16 (default 1).
+    pub count: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct RunInSessionArgs {
     /// The session from create_session.
     pub session_id: String,
@@ -481,6 +501,93 @@ impl DvmTools {
                     sandbox.session.as_ref().is_some_and(|s| s.is_open()).into();
                 with_images(value, &outcome)
             }
+            Err(error) => failure(error.message),
+        }
+    }
+
+    #[tool(
+        description = "Save a session (its variables, imports and files) as a snapshot that \
+        outlives the session and the server. Returns snapshot_id, for restore_session."
+    )]
+    async fn snapshot_session(
+        &self,
+        Parameters(args): Parameters<SnapshotSessionArgs>,
+    ) -> ToolResult {
+        let sandbox = match self.state.sandbox(&args.session_id) {
+            Ok(sandbox) if sandbox.session.is_some() => sandbox,
+            Ok(_) => return failure(format!("`{}` is a sandbox, not a session", args.session_id)),
+            Err(error) => return failure(error.message),
+        };
+        let _hold = sandbox.busy.clone().lock_owned().await;
+        let taken = super::blocking(move || match &sandbox.session {
+            Some(session) => session.snapshot(),
+            None => Err(crate::Error::InvalidInput("not a session".into())),
+        })
+        .await;
+        match taken {
+            Ok(id) => text(serde_json::json!({ "snapshot_id": id, "session_id": args.session_id })),
+            Err(error) => failure(error.message),
+        }
+    }
+
+    #[tool(
+        description = "Start a new session from a snapshot_session snapshot: variables, \
+        imports and files as they were. Returns session_id."
+    )]
+    async fn restore_session(
+        &self,
+        Parameters(args): Parameters<RestoreSessionArgs>,
+    ) -> ToolResult {
+        let config = self.state.dvm.config().clone();
+        let id = args.snapshot_id.clone();
+        let info = match super::blocking(move || crate::session_snapshot_info(&config, &id)).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return failure(format!("no session snapshot `{}`", args.snapshot_id)),
+            Err(error) => return failure(error.message),
+        };
+        let copy = super::SessionCopy::Snapshot {
+            id: args.snapshot_id,
+            runtime: info.runtime,
+        };
+        let limits = super::default_limits(&self.state.config);
+        match self.state.copy_session(copy, 1, limits).await {
+            Ok(made) => text(serde_json::json!({
+                "session_id": made.first().map(|s| s.id.clone()),
+                "runtime": made.first().map(|s| s.runtime.clone()),
+            })),
+            Err(error) => failure(error.message),
+        }
+    }
+
+    #[tool(
+        description = "Fork a session into count new sessions (default 1) that go on from \
+        where it stands, each with a copy of its files: try several next steps from the \
+        same state. Returns session_ids."
+    )]
+    async fn fork_session(&self, Parameters(args): Parameters<ForkSessionArgs>) -> ToolResult {
+        let count = args.count.unwrap_or(1);
+        if !(1..=16).contains(&count) {
+            return failure(format!("count must be from 1 to 16, not {count}"));
+        }
+        let parent = match self.state.sandbox(&args.session_id) {
+            Ok(sandbox) if sandbox.session.is_some() => sandbox,
+            Ok(_) => return failure(format!("`{}` is a sandbox, not a session", args.session_id)),
+            Err(error) => return failure(error.message),
+        };
+        let limits = parent.limits.clone();
+        let _hold = parent.busy.clone().lock_owned().await;
+        match self
+            .state
+            .copy_session(
+                super::SessionCopy::Fork(parent.clone()),
+                count as usize,
+                limits,
+            )
+            .await
+        {
+            Ok(made) => text(serde_json::json!({
+                "session_ids": made.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+            })),
             Err(error) => failure(error.message),
         }
     }

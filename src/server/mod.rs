@@ -601,6 +601,14 @@ impl Limiter {
 
 /// A sandbox (a workspace where each execution is a fresh interpreter) or a session (a
 /// workspace with one interpreter that lives across executions).
+/// Where [`AppState::copy_session`] copies from.
+pub enum SessionCopy {
+    /// A snapshot on disk, of `runtime`.
+    Snapshot { id: String, runtime: String },
+    /// A live session.
+    Fork(Arc<Sandbox>),
+}
+
 pub struct Sandbox {
     pub id: String,
     pub runtime: String,
@@ -1098,6 +1106,30 @@ impl AppState {
             }))
         })??;
         let (workspace, session, packages, reservation) = built;
+        Ok(self.register(
+            id,
+            runtime_id,
+            (workspace, session, packages),
+            env,
+            limits,
+            reservation,
+        ))
+    }
+
+    /// Adds a made sandbox (or session) to the live ones.
+    fn register(
+        &self,
+        id: String,
+        runtime_id: &str,
+        (workspace, session, packages): (
+            Workspace,
+            Option<Session>,
+            Option<crate::deps::PackageSet>,
+        ),
+        env: Vec<(String, String)>,
+        limits: Limits,
+        reservation: Reservation,
+    ) -> Arc<Sandbox> {
         let now = Instant::now();
         let removal = DropOffThread::new(workspace.clone());
         let sandbox = Arc::new(Sandbox {
@@ -1119,7 +1151,67 @@ impl AppState {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, sandbox.clone());
-        Ok(sandbox)
+        sandbox
+    }
+
+    /// Sessions made from a snapshot on disk (one) or as forks of a live session (`count`),
+    /// each admitted as a new session is, with `limits` as their default limits.
+    pub async fn copy_session(
+        &self,
+        from: SessionCopy,
+        count: usize,
+        limits: Limits,
+    ) -> Result<Vec<Arc<Sandbox>>, ApiError> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            ));
+        }
+        let (runtime_id, env) = match &from {
+            SessionCopy::Snapshot { runtime, .. } => (runtime.clone(), Vec::new()),
+            SessionCopy::Fork(parent) => (parent.runtime.clone(), parent.env.clone()),
+        };
+        let runtime = self.runtime(&runtime_id).await?;
+        let mut reservations = Vec::with_capacity(count);
+        for _ in 0..count {
+            reservations.push(self.admit(Some((limits.memory_bytes, runtime.pool_units())))?);
+        }
+        let made = tokio::task::spawn_blocking(move || -> Result<Vec<Session>, Error> {
+            match from {
+                SessionCopy::Snapshot { id, .. } => Ok(vec![runtime.resume(&id)?]),
+                SessionCopy::Fork(parent) => match &parent.session {
+                    Some(session) => session.fork(count),
+                    None => Err(Error::InvalidInput(format!(
+                        "`{}` is a sandbox, not a session: only sessions fork",
+                        parent.id
+                    ))),
+                },
+            }
+        })
+        .await
+        .map_err(|e| {
+            ApiError::from(Error::from(crate::error::HostError::Task {
+                what: "copying the session",
+                source: Box::new(e),
+            }))
+        })??;
+        Ok(made
+            .into_iter()
+            .zip(reservations)
+            .map(|(session, reservation)| {
+                let workspace = session.workspace().clone();
+                self.register(
+                    new_id(),
+                    &runtime_id,
+                    (workspace, Some(session), None),
+                    env.clone(),
+                    limits.clone(),
+                    reservation,
+                )
+            })
+            .collect())
     }
 
     pub fn sandbox(&self, id: &str) -> Result<Arc<Sandbox>, ApiError> {

@@ -16,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::LimitsRequest;
-use super::api::{CreateRequest, ExecuteRequest, InstallRequest};
+use super::api::{CreateRequest, ExecuteRequest, ForkRequest, InstallRequest};
 use super::judge0::{Batch, StatusBody, SubmissionRequest};
 
 /// The document as JSON.
@@ -188,6 +188,38 @@ pub(super) struct SandboxInfo {
 pub(super) enum SandboxKind {
     Sandbox,
     Session,
+}
+
+/// A session snapshot (`POST /sessions/{id}/snapshot`, `GET /snapshots/{id}`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SnapshotInfo {
+    /// The snapshot's id: `from_snapshot` of `POST /sessions` resumes it.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
+    id: String,
+    runtime: String,
+    version: String,
+    /// blake3 of the module the session ran; only it can resume the snapshot.
+    module: String,
+    memory_bytes: u64,
+    /// 64 KiB chunks of memory that differ from the module's initial memory (only these
+    /// are stored).
+    changed_chunks: u64,
+    /// Files and directories of its workspace.
+    files: u64,
+    /// Unix seconds.
+    created: u64,
+    /// The session it was taken of (on `POST /sessions/{id}/snapshot` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<String>,
+}
+
+/// `POST /sessions/{id}/fork`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Forked {
+    /// The new sessions, each going on from where the session stood.
+    sessions: Vec<SandboxInfo>,
 }
 
 /// `POST /runs/{run_id}/cancel`.
@@ -544,6 +576,41 @@ mod ops {
                   (status = "4XX", description = "No such run in flight (404), or refused", body = ErrorBody)))]
     fn cancel_run() {}
 
+    /// Snapshot a session between executions: its memory, clock and files, signed under the
+    /// server's home. It survives a restart; `POST /sessions` with `from_snapshot` resumes
+    /// it.
+    #[utoipa::path(post, path = "/sessions/{id}/snapshot", tag = "native",
+        params(("id" = String, Path, description = "The session's id")),
+        responses((status = 201, description = "Taken", body = SnapshotInfo),
+                  (status = "4XX", description = "No such session (404), a sandbox (422), or refused", body = ErrorBody),
+                  (status = "5XX", description = "Failed", body = ErrorBody)))]
+    fn sessions_snapshot() {}
+
+    /// Fork a session into `count` new sessions that go on from where it stands, each with
+    /// a copy of its files.
+    #[utoipa::path(post, path = "/sessions/{id}/fork", tag = "native",
+        params(("id" = String, Path, description = "The session's id")),
+        request_body(content = ForkRequest, content_type = "application/json",
+            description = "Optional: an empty body makes one fork"),
+        responses((status = 201, description = "Forked", body = Forked),
+                  (status = "4XX", description = "No such session (404), a sandbox, over the session cap, or refused", body = ErrorBody),
+                  (status = "5XX", description = "Failed", body = ErrorBody)))]
+    fn sessions_fork() {}
+
+    /// Describe a session snapshot (checked as a resume checks it).
+    #[utoipa::path(get, path = "/snapshots/{id}", tag = "native",
+        params(("id" = String, Path, description = "The snapshot's id")),
+        responses((status = 200, description = "The snapshot", body = SnapshotInfo),
+                  (status = "4XX", description = "No such snapshot (404), a malformed id, or refused", body = ErrorBody)))]
+    fn snapshots_show() {}
+
+    /// Remove a session snapshot.
+    #[utoipa::path(delete, path = "/snapshots/{id}", tag = "native",
+        params(("id" = String, Path, description = "The snapshot's id")),
+        responses((status = 204, description = "Removed"),
+                  (status = "4XX", description = "No such snapshot (404), or a malformed id", body = ErrorBody)))]
+    fn snapshots_delete() {}
+
     macro_rules! sandbox_ops {
         ($base:literal, $one:literal, $execute_path:literal, $cancel_path:literal,
          $install_path:literal, $files_path:literal, $file_path:literal, $list:ident, $create:ident, $show:ident, $close:ident,
@@ -789,6 +856,7 @@ mod ops {
     ),
     paths(
         ops::health, ops::metrics, ops::openapi, ops::runtimes, ops::execute, ops::cancel_run,
+        ops::sessions_snapshot, ops::sessions_fork, ops::snapshots_show, ops::snapshots_delete,
         ops::sandboxes_list, ops::sandboxes_create, ops::sandboxes_show, ops::sandboxes_close,
         ops::sandboxes_execute, ops::sandboxes_cancel, ops::sandboxes_install,
         ops::sandboxes_files, ops::sandboxes_read, ops::sandboxes_write, ops::sandboxes_remove,

@@ -607,6 +607,57 @@ fn every_operation_answers_as_documented() {
                 .await;
             assert_eq!(put.status, StatusCode::CREATED);
             c.get(&t("/{id}/files"), &p("/files")).await;
+            if base == "/sessions" {
+                let taken = c
+                    .json("POST", &t("/{id}/snapshot"), &p("/snapshot"), &Value::Null)
+                    .await;
+                assert_eq!(taken.status, StatusCode::CREATED);
+                let snapshot = taken.json()["id"].as_str().unwrap().to_string();
+                let one = |rest: &str| format!("/snapshots/{snapshot}{rest}");
+                c.get("/snapshots/{id}", &one("")).await;
+                c.get("/snapshots/{id}", "/snapshots/not-an-id").await;
+                let resumed = c
+                    .json("POST", base, base, &json!({ "from_snapshot": snapshot }))
+                    .await;
+                assert_eq!(resumed.status, StatusCode::CREATED);
+                let forked = c
+                    .json(
+                        "POST",
+                        &t("/{id}/fork"),
+                        &p("/fork"),
+                        &example(&t("/{id}/fork")),
+                    )
+                    .await;
+                assert_eq!(forked.status, StatusCode::CREATED);
+                c.json("POST", &t("/{id}/fork"), &p("/fork"), &json!({"count": 99}))
+                    .await;
+                let removed = c
+                    .call(
+                        "DELETE",
+                        "/snapshots/{id}",
+                        &one(""),
+                        &[HOST],
+                        Body::empty(),
+                    )
+                    .await;
+                assert_eq!(removed.status, StatusCode::NO_CONTENT);
+                c.call(
+                    "DELETE",
+                    "/snapshots/{id}",
+                    &one(""),
+                    &[HOST],
+                    Body::empty(),
+                )
+                .await;
+            } else {
+                c.json(
+                    "POST",
+                    "/sessions/{id}/snapshot",
+                    &format!("/sessions/{id}/snapshot"),
+                    &Value::Null,
+                )
+                .await;
+            }
             let read = c
                 .get(&t("/{id}/files/{path}"), &p("/files/dir/a.txt"))
                 .await;

@@ -598,3 +598,41 @@ fn mcp_run_code_returns_figures_as_images() {
         .unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }
+
+/// MCP: a session snapshot restored into a new session, and forks, each with the state.
+#[test]
+fn mcp_sessions_snapshot_restore_and_fork() {
+    let mut mcp = Mcp::start();
+    let json_of = |(error, text): (bool, String)| -> Value {
+        assert!(!error, "{text}");
+        serde_json::from_str(&text).unwrap()
+    };
+    let session = json_of(mcp.tool("create_session", json!({})));
+    let id = session["session_id"].as_str().unwrap().to_string();
+    json_of(mcp.tool(
+        "run_in_session",
+        json!({"session_id": id, "code": "x = 41"}),
+    ));
+    let snapshot = json_of(mcp.tool("snapshot_session", json!({"session_id": id})));
+    let snapshot_id = snapshot["snapshot_id"].as_str().unwrap().to_string();
+    let restored = json_of(mcp.tool("restore_session", json!({"snapshot_id": snapshot_id})));
+    let restored_id = restored["session_id"].as_str().unwrap().to_string();
+    let seen = json_of(mcp.tool(
+        "run_in_session",
+        json!({"session_id": restored_id, "code": "x + 1"}),
+    ));
+    assert_eq!(seen["stdout"], "42\n", "{seen}");
+    let forked = json_of(mcp.tool("fork_session", json!({"session_id": id, "count": 2})));
+    let ids = forked["session_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 2);
+    for fork in ids {
+        let seen = json_of(mcp.tool(
+            "run_in_session",
+            json!({"session_id": fork, "code": "x * 2"}),
+        ));
+        assert_eq!(seen["stdout"], "82\n", "{seen}");
+    }
+    let (error, _) = mcp.tool("restore_session", json!({"snapshot_id": "../../x"}));
+    assert!(error);
+    dvm::delete_session_snapshot(&shared_home(), &snapshot_id).unwrap();
+}

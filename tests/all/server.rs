@@ -351,6 +351,111 @@ mod in_process {
     }
 
     #[test]
+    fn sessions_snapshot_resume_and_fork_over_http() {
+        let state = state(|_| {});
+        runtime().block_on(async {
+            let (status, session) = json_call(&state, "POST", "/sessions", Value::Null).await;
+            assert_eq!(status, StatusCode::CREATED, "{session}");
+            let id = session["id"].as_str().unwrap().to_string();
+            let run = |code: &str| json!({ "code": code });
+            let execute = |id: String, code: &'static str| {
+                let state = state.clone();
+                async move {
+                    json_call(
+                        &state,
+                        "POST",
+                        &format!("/sessions/{id}/execute"),
+                        run(code),
+                    )
+                    .await
+                }
+            };
+            let (_, set) =
+                execute(id.clone(), "x = 41\nopen('f.txt', 'w').write('file')\nNone").await;
+            assert_eq!(set["status"], "ok", "{set}");
+
+            let (status, snapshot) = json_call(
+                &state,
+                "POST",
+                &format!("/sessions/{id}/snapshot"),
+                Value::Null,
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{snapshot}");
+            assert_eq!(snapshot["session_id"], id.as_str());
+            let snapshot_id = snapshot["id"].as_str().unwrap().to_string();
+            let (status, shown) = json_call(
+                &state,
+                "GET",
+                &format!("/snapshots/{snapshot_id}"),
+                Value::Null,
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{shown}");
+            assert_eq!(shown["runtime"], "python");
+
+            // The session goes on; a resumed copy has what it had at the snapshot.
+            execute(id.clone(), "x = 0").await;
+            let (status, resumed) = json_call(
+                &state,
+                "POST",
+                "/sessions",
+                json!({ "from_snapshot": snapshot_id }),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{resumed}");
+            let resumed_id = resumed["id"].as_str().unwrap().to_string();
+            assert_ne!(resumed_id, id);
+            let (_, seen) = execute(resumed_id, "print(x + 1, open('f.txt').read())").await;
+            assert_eq!(seen["stdout"], "42 file\n", "{seen}");
+
+            let (status, forked) = json_call(
+                &state,
+                "POST",
+                &format!("/sessions/{id}/fork"),
+                json!({ "count": 2 }),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{forked}");
+            let forks = forked["sessions"].as_array().unwrap();
+            assert_eq!(forks.len(), 2);
+            for fork in forks {
+                let (_, seen) = execute(fork["id"].as_str().unwrap().to_string(), "x").await;
+                assert_eq!(seen["stdout"], "0\n", "{seen}");
+            }
+
+            for (body, expected) in [(json!({"count": 0}), 400), (json!({"count": 17}), 400)] {
+                let (status, _) =
+                    json_call(&state, "POST", &format!("/sessions/{id}/fork"), body).await;
+                assert_eq!(status.as_u16(), expected);
+            }
+            let (status, _) =
+                json_call(&state, "GET", "/snapshots/..%2F..%2Fetc", Value::Null).await;
+            assert_eq!(status.as_u16(), 422);
+            let (status, gone) = json_call(
+                &state,
+                "DELETE",
+                &format!("/snapshots/{snapshot_id}"),
+                Value::Null,
+            )
+            .await;
+            assert_eq!(status, StatusCode::NO_CONTENT, "{gone}");
+            for (method, path, body) in [
+                ("GET", format!("/snapshots/{snapshot_id}"), Value::Null),
+                ("DELETE", format!("/snapshots/{snapshot_id}"), Value::Null),
+                (
+                    "POST",
+                    "/sessions".to_string(),
+                    json!({ "from_snapshot": snapshot_id }),
+                ),
+            ] {
+                let (status, body) = json_call(&state, method, &path, body).await;
+                assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+            }
+        });
+    }
+
+    #[test]
     fn sessions_keep_state_files_and_end_on_a_limit() {
         let state = state(|_| {});
         runtime().block_on(async {
