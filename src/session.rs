@@ -31,12 +31,15 @@ pub struct SessionOptions {
     pub env: Vec<(String, String)>,
 }
 
+/// Starts a new live session of the same runtime and options from an image, in a workspace.
+pub(crate) type Resume = Box<dyn Fn(Workspace, Arc<Image>) -> Result<Session, Error> + Send + Sync>;
+/// Stores an image and a workspace as a snapshot; returns its id.
+pub(crate) type Store = Box<dyn Fn(&Image, &Workspace) -> Result<String, Error> + Send + Sync>;
+
 /// What a session can be copied into: made by the runtime that opened it.
 pub(crate) struct Copies {
-    /// A new live session of the same runtime and options from `image`, in `workspace`.
-    pub resume: Box<dyn Fn(Workspace, Arc<Image>) -> Result<Session, Error> + Send + Sync>,
-    /// Stores `image` and `workspace` as a snapshot; returns its id.
-    pub store: Box<dyn Fn(&Image, &Workspace) -> Result<String, Error> + Send + Sync>,
+    pub resume: Resume,
+    pub store: Store,
 }
 
 /// A live interpreter. Calls are served one at a time, in order; dropping or closing the
@@ -142,7 +145,7 @@ impl Session {
             done: done_tx,
         };
         sender
-            .send(Request::Turn(turn))
+            .send(Request::Turn(Box::new(turn)))
             .map_err(|_| Error::SessionClosed(self.runtime.clone()))?;
         let (mut outcome, open) = done_rx
             .recv()

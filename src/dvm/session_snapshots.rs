@@ -174,10 +174,14 @@ impl Runtime {
         let bytes = serde_json::to_vec(&sealed)
             .map_err(|e| crate::error::HostError::Guest(format!("encode a snapshot: {e}")))?;
         let dir = crate::home::session_snapshots(&home);
-        crate::home::create_private_dir(&dir).map_err(|e| {
-            let (action, source) = e.into_parts();
-            Error::from(crate::error::HostError::Io { action, source })
-        })?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io(format!("create {}", dir.display())))?;
+        }
         let mut temp = tempfile::NamedTempFile::new_in(&dir)
             .map_err(io(format!("write a snapshot in {}", dir.display())))?;
         std::io::Write::write_all(&mut temp, &bytes)

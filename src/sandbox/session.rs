@@ -21,7 +21,7 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What a session's thread is asked to do, in order.
 pub(crate) enum Request {
-    Turn(Turn),
+    Turn(Box<Turn>),
     /// Copy the instance's state (between turns, so no guest code is running).
     Capture(SyncSender<Result<Image, Error>>),
 }
@@ -144,7 +144,7 @@ pub(crate) fn serve(
     let mut sound = true;
     for request in turns {
         let turn = match request {
-            Request::Turn(turn) => turn,
+            Request::Turn(turn) => *turn,
             Request::Capture(reply) => {
                 let _ = reply.send(capture(&mut store, instance, hooks.before_capture, started));
                 continue;
@@ -274,7 +274,7 @@ fn restore(
         .get_memory(&mut *store, "memory")
         .ok_or_else(|| crate::error::HostError::Guest("the guest exports no memory".into()))?;
     let current = memory.data_size(&*store);
-    if image.memory.len() < current || image.memory.len() % (64 << 10) != 0 {
+    if image.memory.len() < current || !image.memory.len().is_multiple_of(64 << 10) {
         return Err(Error::InvalidInput(format!(
             "the session image has {} bytes of memory; this module starts with {current}",
             image.memory.len()

@@ -202,12 +202,15 @@ fn run_script(script: &str, args: &[&str], server: Option<&Server>) -> serde_jso
 const ALL_TOOLS: &[&str] = &[
     "close_session",
     "create_session",
+    "fork_session",
     "install_packages",
     "list_files",
     "list_runtimes",
     "read_file",
+    "restore_session",
     "run_code",
     "run_in_session",
+    "snapshot_session",
     "write_file",
 ];
 

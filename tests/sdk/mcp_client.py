@@ -25,6 +25,9 @@ TOOLS = {
     "create_session",
     "run_in_session",
     "close_session",
+    "snapshot_session",
+    "restore_session",
+    "fork_session",
     "list_runtimes",
 }
 # Bounds for one tool call and for the whole script; the first install may download.
@@ -166,6 +169,17 @@ async def exercise(session):
     await run_ok(session, {"session_id": session_id, "code": "x = 2"}, "", tool="run_in_session")
     second = await run_ok(session, {"session_id": session_id, "code": "x * 21"}, "42\n", tool="run_in_session")
     check(second.get("session_open") is True, f"session closed after a plain call: {second}")
+    # Copies: a snapshot restored into a new session, and forks, go on from x == 2.
+    snapshot = await call_json(session, "snapshot_session", {"session_id": session_id})
+    snapshot_id = snapshot.get("snapshot_id")
+    check(bool(snapshot_id), f"snapshot_session gave no snapshot_id: {snapshot}")
+    restored = await call_json(session, "restore_session", {"snapshot_id": snapshot_id})
+    await run_ok(session, {"session_id": restored.get("session_id"), "code": "x + 40"}, "42\n", tool="run_in_session")
+    forked = await call_json(session, "fork_session", {"session_id": session_id, "count": 2})
+    fork_ids = forked.get("session_ids") or []
+    check(len(fork_ids) == 2, f"fork_session answered {forked}")
+    for fork_id in fork_ids:
+        await run_ok(session, {"session_id": fork_id, "code": "x * 3"}, "6\n", tool="run_in_session")
     closed = await call_json(session, "close_session", {"session_id": session_id})
     check(closed.get("closed") == session_id, f"close_session answered {closed}")
     after = await session.call_tool("run_in_session", {"session_id": session_id, "code": "x"})
