@@ -123,13 +123,7 @@ impl Session {
     /// The outcome's `files` lists what the call changed in the workspace.
     pub fn run(&self, code: &str, input: &RunInput) -> Result<Outcome, Error> {
         input.limits.validate()?;
-        let sender = self
-            .turns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .filter(|_| self.is_open())
-            .ok_or_else(|| Error::SessionClosed(self.runtime.clone()))?;
+        let sender = self.sender()?;
         self.touch();
         let before = self.workspace.state()?;
         let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
@@ -160,15 +154,19 @@ impl Session {
         Ok(outcome)
     }
 
-    /// The session's state between calls (waits for a call in progress to end).
-    fn capture(&self) -> Result<Image, Error> {
-        let sender = self
-            .turns
+    /// Where the session's thread takes requests, while it is open.
+    fn sender(&self) -> Result<SyncSender<Request>, Error> {
+        self.turns
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .filter(|_| self.is_open())
-            .ok_or_else(|| Error::SessionClosed(self.runtime.clone()))?;
+            .ok_or_else(|| Error::SessionClosed(self.runtime.clone()))
+    }
+
+    /// The session's state between calls (waits for a call in progress to end).
+    fn capture(&self) -> Result<Image, Error> {
+        let sender = self.sender()?;
         let (reply, captured) = std::sync::mpsc::sync_channel(1);
         sender
             .send(Request::Capture(reply))

@@ -891,13 +891,7 @@ impl AppState {
         self: &Arc<Self>,
         mut job: Execution,
     ) -> Result<(String, Outcome), ApiError> {
-        if self.shutting_down.load(Ordering::Acquire) {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the server is shutting down",
-            ));
-        }
+        self.refuse_when_shutting_down()?;
         let run_id = job.run_id.take().unwrap_or_else(new_id);
         let cancel = job.input.cancel.clone().unwrap_or_default();
         job.input.cancel = Some(cancel.clone());
@@ -1047,13 +1041,7 @@ impl AppState {
         env: Vec<(String, String)>,
         limits: Limits,
     ) -> Result<Arc<Sandbox>, ApiError> {
-        if self.shutting_down.load(Ordering::Acquire) {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the server is shutting down",
-            ));
-        }
+        self.refuse_when_shutting_down()?;
         let runtime = self.runtime(runtime_id).await?;
         if session && !runtime.supports_sessions() {
             return Err(ApiError::new(
@@ -1116,6 +1104,18 @@ impl AppState {
         ))
     }
 
+    /// Refuses new sandboxes and sessions once the server is shutting down.
+    fn refuse_when_shutting_down(&self) -> Result<(), ApiError> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            ));
+        }
+        Ok(())
+    }
+
     /// Adds a made sandbox (or session) to the live ones.
     fn register(
         &self,
@@ -1162,13 +1162,7 @@ impl AppState {
         count: usize,
         limits: Limits,
     ) -> Result<Vec<Arc<Sandbox>>, ApiError> {
-        if self.shutting_down.load(Ordering::Acquire) {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the server is shutting down",
-            ));
-        }
+        self.refuse_when_shutting_down()?;
         let (runtime_id, env) = match &from {
             SessionCopy::Snapshot { runtime, .. } => (runtime.clone(), Vec::new()),
             SessionCopy::Fork(parent) => (parent.runtime.clone(), parent.env.clone()),
