@@ -323,8 +323,9 @@ pub fn session_snapshot_info(
     }))
 }
 
-/// Reads and checks the manifest of snapshot `id` (a checked id); `None` when there is none.
+/// Reads and checks the manifest of snapshot `id`; `None` when there is none.
 fn read_manifest(config: &crate::Config, id: &str) -> Result<Option<Manifest>, Error> {
+    check_id(id)?;
     let path = manifest_path(&config.home, id);
     let bytes = match std::fs::metadata(&path) {
         Ok(meta) if meta.len() > MAX_MANIFEST_BYTES => {

@@ -141,13 +141,13 @@ macro_rules! display_installer {
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
         pyplot.show = show
-    else:
-        # pyplot imported later keeps its own show(), which for Agg only warns and leaves
-        # the figures open: the flush at the end shows them.
-        import warnings
-        warnings.filterwarnings(
-            "ignore", "FigureCanvasAgg is non-interactive", UserWarning)
     return flush
+# A pyplot imported after the installer keeps its own show(), which for Agg only warns and
+# leaves the figures open: the flush at the end shows them. The filter is set once, where the
+# installer is defined (in the snapshot, or when a session is set up), not on every run: it
+# compiles a pattern.
+__import__("warnings").filterwarnings(
+    "ignore", "FigureCanvasAgg is non-interactive", UserWarning)
 "#
     };
 }
