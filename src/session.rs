@@ -4,10 +4,12 @@
 //! output caps, stdin and cancellation; a final bare expression is echoed on stdout. The
 //! session's files live in its workspace, which stays readable and writable between calls.
 //!
-//! Only the `python` runtime has sessions: its guest exports `turn(code)`, which runs code in
-//! a persistent `__main__`. The other guests are WASI commands that exit after one program
-//! (see the README). A call that a limit or a fault stops ends the session: a trap unwinds
-//! the interpreter mid-instruction, so its state cannot be trusted; so does `exit()`.
+//! The `python` and `javascript` runtimes have sessions: their guests export `turn(code)`,
+//! which runs code in a persistent `__main__` (python) or global scope (javascript, with
+//! top-level `await`; the promises and timers a call starts settle within it).
+//! `python-lite` is a WASI command that exits after one program (see the README). A call
+//! that a limit or a fault stops ends the session: a trap unwinds the interpreter
+//! mid-instruction, so its state cannot be trusted; so does `exit()`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};

@@ -37,7 +37,7 @@ ZIG_FILE=ziglang-0.17.1-py3-none-manylinux_2_12_x86_64.manylinux2010_x86_64.musl
 ZIG_SHA256=ea6cc5d87b033cf0aedfbc8f9549a908cae6c50ac31f1698188fa48a74524b54
 
 # Expected output (the build is deterministic; see README.md).
-QJS_WASM_SHA256=aba46154aba1c8877617d1e57e2edd494107dad7525e29972393f05f2951b276
+QJS_WASM_SHA256=9c8d5563c65eeb45c74ca1e994bd659b034a01e44036834047704f5e5821164c
 # -----------------------------------------------------------------------------------------
 
 die() { echo "build.sh: error: $*" >&2; exit 1; }
@@ -52,8 +52,8 @@ command -v cargo >/dev/null || die "cargo not found (needed to fetch the $CRATE_
 command -v sha256sum >/dev/null || die "sha256sum not found"
 
 RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-[ -f "$RECIPE_DIR/console.py" ] && [ -f "$RECIPE_DIR/modules.py" ] ||
-    die "console.py and modules.py must sit beside build.sh"
+[ -f "$RECIPE_DIR/console.py" ] && [ -f "$RECIPE_DIR/modules.py" ] && [ -f "$RECIPE_DIR/session.c" ] ||
+    die "console.py, modules.py and session.c must sit beside build.sh"
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 START=$(date +%s)
 
@@ -153,10 +153,13 @@ for f in qjs.c quickjs-libc.c gen/repl.c gen/standalone.c; do
     cp "$TREE/$f" "$SRC/$f"
 done
 cp "$TREE/LICENSE" "$SRC/LICENSE"
-# dvm's changes to the sources: console.error/warn write to stderr (see console.py), and
-# bare module specifiers resolve from /node_modules (see modules.py).
+# dvm's changes to the sources: console.error/warn write to stderr (see console.py), bare
+# module specifiers resolve from /node_modules (see modules.py), and the session entry
+# points `turn`, `host_alloc` and `shutdown` (session.c, appended to qjs.c so that it shares
+# the shell's context set-up and module loader).
 python3 "$RECIPE_DIR/console.py" "$SRC/quickjs-libc.c"
 python3 "$RECIPE_DIR/modules.py" "$SRC/qjs.c"
+cat "$RECIPE_DIR/session.c" >>"$SRC/qjs.c"
 # The mix is sound only while these hold; fail loudly if a pin bump breaks them.
 cmp -s "$ENGINE/quickjs-libc.h" "$TREE/quickjs-libc.h" ||
     die "quickjs-libc.h differs between $SDIST_NAME $SDIST_VERSION and $CRATE_NAME $CRATE_VERSION"

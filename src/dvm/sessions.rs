@@ -18,8 +18,8 @@ type StartedSession = (
 );
 
 impl Runtime {
-    /// Whether [`Runtime::session`] works for this runtime (it needs the python guest's
-    /// `turn` export).
+    /// Whether [`Runtime::session`] works for this runtime (it needs a guest with a `turn`
+    /// export: `python`'s and `javascript`'s).
     pub fn supports_sessions(&self) -> bool {
         self.capabilities().sessions
     }
@@ -32,7 +32,8 @@ impl Runtime {
         if !self.supports_sessions() {
             return Err(Error::InvalidInput(format!(
                 "`{}` has no sessions: its guest is a WASI command that exits after one \
-                 program; use the `python` runtime for a session, or run one-shot",
+                 program; use the `python` or `javascript` runtime for a session, or run \
+                 one-shot",
                 self.spec.id
             )));
         }
@@ -42,6 +43,11 @@ impl Runtime {
         };
         let (session, site, setup_env) =
             self.start_session(workspace, &options.env, options.packages.clone(), None)?;
+        if self.program.abi != Abi::PythonReactor {
+            // The javascript guest needs no set-up call: its first turn sets the runtime up,
+            // and packages resolve from the mounted /node_modules.
+            return Ok(session);
+        }
         let env_for_setup = options.env.clone();
         // A first, silent call: display is set up (figures, rich values), the packages go on
         // sys.path; a session started from a dvm snapshot reseeds the random generators the snapshot holds and drops the script
@@ -112,9 +118,12 @@ impl Runtime {
         let pre = self.program.pre.clone();
         let dvm = self.program.dvm.clone();
         let env = env.to_vec();
-        let hooks = sandbox::session::Hooks {
-            after_turn: guest::python::DISPLAY_FLUSH,
-            before_capture: guest::python::BEFORE_CAPTURE,
+        let hooks = match self.program.abi {
+            Abi::PythonReactor => sandbox::session::Hooks {
+                after_turn: guest::python::DISPLAY_FLUSH,
+                before_capture: guest::python::BEFORE_CAPTURE,
+            },
+            Abi::Command => sandbox::session::Hooks::default(),
         };
         let session = crate::session::Session::start(
             &self.spec.id,

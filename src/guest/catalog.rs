@@ -161,6 +161,11 @@ pub struct RuntimeSpec {
     /// Environment the runtime needs; the user's `--env` overrides it.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// A WASI command that also exports the session entry points `turn(code, len)`,
+    /// `host_alloc(len)` and `shutdown()` (the QuickJS build does), so one instance can be
+    /// kept for a session instead of being started with `_start`.
+    #[serde(default)]
+    pub turns: bool,
 }
 
 impl RuntimeSpec {
@@ -169,11 +174,12 @@ impl RuntimeSpec {
     }
 
     /// What the runtime supports, from its ABI and language: the python reactor keeps
-    /// sessions and snapshots; a Python WASI command can be prestarted instead.
+    /// sessions and snapshots, as does a command with the session entry points
+    /// ([`RuntimeSpec::turns`]); a Python WASI command can be prestarted instead.
     pub fn capabilities(&self) -> Capabilities {
         let reactor = self.abi == AbiKind::PythonReactor;
         Capabilities {
-            sessions: reactor,
+            sessions: reactor || self.turns,
             preload: reactor,
             prestart: self.abi == AbiKind::WasiCommand && self.language == Language::Python,
         }
@@ -291,6 +297,9 @@ mod tests {
         assert!(python.capabilities().sessions && !python.capabilities().prestart);
         let lite = catalog.get("python-lite").unwrap().capabilities();
         assert!(lite.prestart && !lite.sessions && !lite.preload);
+        let javascript = catalog.get("javascript").unwrap();
+        assert!(javascript.turns && javascript.abi == AbiKind::WasiCommand);
+        assert!(javascript.capabilities().sessions && !javascript.capabilities().preload);
         for runtime in catalog.runtimes() {
             for hash in std::iter::once(&runtime.package.sha256)
                 .chain(runtime.artifacts.iter().map(|a| &a.sha256))

@@ -40,6 +40,10 @@ const RECIPES: &[(&str, &[(&str, &str)])] = &[(
             "modules.py",
             include_str!("../../guest-toolchains/quickjs/modules.py"),
         ),
+        (
+            "session.c",
+            include_str!("../../guest-toolchains/quickjs/session.c"),
+        ),
     ],
 )];
 

@@ -1,5 +1,5 @@
-//! The sandbox side of a session: one python instance kept alive on its own thread, serving
-//! turns one at a time. Each turn takes its own limits, stdin, output sinks and
+//! The sandbox side of a session: one guest instance (python's, or javascript's) kept alive on
+//! its own thread, serving turns one at a time. Each turn takes its own limits, stdin, output sinks and
 //! cancellation, exactly as a fresh run would; the store, the instance and the interpreter's
 //! `__main__` carry over.
 
@@ -28,8 +28,8 @@ pub(crate) enum Request {
 
 /// A session between turns: everything a fresh instance of the same module needs to go on
 /// from where the session stands. That is its linear memory, and how far its clock had
-/// run: the python module's one mutable global is the stack pointer, which is back at its
-/// initial value whenever no turn runs, and its tables are never written.
+/// run: the python and javascript modules' one mutable global is the stack pointer, which
+/// is back at its initial value whenever no turn runs, and their tables are never written.
 #[derive(Debug, Clone)]
 pub struct Image {
     pub(crate) memory: Vec<u8>,
@@ -38,8 +38,8 @@ pub struct Image {
     pub(crate) clock: Duration,
 }
 
-/// Guest-specific code a session runs around its turns.
-#[derive(Debug, Clone, Copy)]
+/// Guest-specific code a session runs around its turns (none by default).
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Hooks {
     /// Run after each turn that leaves the session open (as a turn of its own, sharing the
     /// turn's limits and output); empty for none.
@@ -242,8 +242,8 @@ fn one_turn(
     (outcome, end)
 }
 
-/// Writes `code` into the python guest and calls `turn(ptr, len)`; returns its raw result
-/// (the status in the low byte; 256 and up after `exit()`).
+/// Writes `code` into the guest and calls `turn(ptr, len)`; returns its raw result (the
+/// status in the low byte; 256 and up after python's `exit()`).
 pub(crate) fn call_turn(
     store: &mut Store<SandboxState>,
     instance: Instance,
@@ -253,11 +253,11 @@ pub(crate) fn call_turn(
     let turn = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "turn")?;
     let memory = instance
         .get_memory(&mut *store, "memory")
-        .ok_or_else(|| wasmtime::format_err!("the python guest exports no memory"))?;
+        .ok_or_else(|| wasmtime::format_err!("the guest exports no memory"))?;
     let len = i32::try_from(code.len())?;
     let ptr = host_alloc.call(&mut *store, len)?;
     if ptr == 0 {
-        wasmtime::bail!("the python guest could not allocate {len} bytes for the code");
+        wasmtime::bail!("the guest could not allocate {len} bytes for the code");
     }
     memory.write(&mut *store, ptr as u32 as usize, code.as_bytes())?;
     turn.call(&mut *store, (ptr, len))

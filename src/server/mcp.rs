@@ -81,7 +81,7 @@ pub struct ListArgs {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct CreateSessionArgs {
-    /// Only `python` has sessions (the default).
+    /// `python` (the default) or `javascript`; `python-lite` has no sessions.
     pub runtime: Option<String>,
     /// Packages on the session's sys.path (PEP 508, pure-Python wheels).
     pub requirements: Option<Vec<String>>,
@@ -423,8 +423,9 @@ impl DvmTools {
     }
 
     #[tool(
-        description = "Start a Python session: one interpreter kept alive across \
-        run_in_session calls, like a notebook kernel (variables and imports carry over). It \
+        description = "Start a session: one interpreter (runtime `python`, the default, or \
+        `javascript`) kept alive across run_in_session calls, like a notebook kernel \
+        (variables and imports carry over; a final expression is echoed). It \
         has a workspace of its own. Returns session_id. Close it with close_session; an idle \
         session is closed after a while."
     )]

@@ -1049,8 +1049,8 @@ impl AppState {
                 "invalid_input",
                 format!(
                     "`{runtime_id}` has no sessions: its guest is a WASI command that exits \
-                     after each program; use the `python` runtime, or a sandbox (files carry \
-                     over, interpreter state does not)"
+                     after each program; use the `python` or `javascript` runtime, or a \
+                     sandbox (files carry over, interpreter state does not)"
                 ),
             ));
         }

@@ -564,11 +564,32 @@ mod in_process {
                 json_call(&state, "GET", &format!("/sessions/{id}"), Value::Null).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "an ended session is reaped");
 
-            let (status, refused) = json_call(
+            // A javascript session over HTTP: globals carry over, top-level await settles.
+            let (status, js) = json_call(
                 &state,
                 "POST",
                 "/sessions",
                 json!({"runtime": "javascript"}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{js}");
+            let js_path = format!("/sessions/{}/execute", js["id"].as_str().unwrap());
+            let (_, first) = json_call(&state, "POST", &js_path, run("let total = 40")).await;
+            assert_eq!(first["status"], "ok", "{first}");
+            let (_, second) = json_call(
+                &state,
+                "POST",
+                &js_path,
+                run("await Promise.resolve(total + 2)"),
+            )
+            .await;
+            assert_eq!(second["stdout"], "42\n", "{second}");
+
+            let (status, refused) = json_call(
+                &state,
+                "POST",
+                "/sessions",
+                json!({"runtime": "python-lite"}),
             )
             .await;
             assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");

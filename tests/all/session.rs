@@ -136,13 +136,160 @@ fn files_and_packages_live_in_the_session() {
     assert_eq!(session.workspace().read("out.txt", 100).unwrap(), b"42");
     assert!(call(&session, "open('out.txt').read()").files.is_empty());
 
-    let javascript = runtime("javascript").session(SessionOptions::default());
+    let lite = runtime("python-lite").session(SessionOptions::default());
     assert!(
-        javascript
-            .unwrap_err()
+        lite.unwrap_err()
             .to_string()
-            .contains("use the `python` runtime")
+            .contains("use the `python` or `javascript` runtime")
     );
+}
+
+/// A JavaScript call: its outcome, with the status and output checked by the caller.
+fn js(session: &dvm::Session, code: &str) -> dvm::Outcome {
+    session.run(code, &RunInput::default()).unwrap()
+}
+
+#[track_caller]
+fn js_ok(session: &dvm::Session, code: &str) -> String {
+    let outcome = js(session, code);
+    assert_eq!(outcome.status, Status::Ok, "{code}: {}", describe(&outcome));
+    stdout(&outcome)
+}
+
+#[test]
+fn javascript_sessions_keep_globals_echo_values_and_settle_promises() {
+    let session = runtime("javascript")
+        .session(SessionOptions::default())
+        .unwrap();
+    // Declarations of every kind carry over; a declaration alone echoes nothing.
+    assert_eq!(
+        js_ok(
+            &session,
+            "let x = 20; var y = 1; const z = 3;\nfunction twice(a) { return a * 2 }\nclass P {}"
+        ),
+        ""
+    );
+    assert_eq!(js_ok(&session, "x + y + z"), "24\n");
+    assert_eq!(js_ok(&session, "twice(x)"), "40\n");
+    assert_eq!(js_ok(&session, "x = 21; twice(x)"), "42\n");
+    // Values are shown as a REPL shows them.
+    assert_eq!(
+        js_ok(
+            &session,
+            "const o = {a: 1, b: 'two', c: [1, 2n], d: null}; o"
+        ),
+        "{ a: 1, b: 'two', c: [ 1, 2n ], d: null }\n"
+    );
+    assert_eq!(js_ok(&session, "'it\\'s'"), "'it\\'s'\n");
+    assert_eq!(
+        js_ok(
+            &session,
+            "[new Map([[1, 'a']]), new Set([2]), new P(), twice, P]"
+        ),
+        "[ Map(1) { 1 => 'a' }, Set(1) { 2 }, P {}, [Function: twice], [class P] ]\n"
+    );
+    assert_eq!(
+        js_ok(&session, "const self = {}; self.me = self; self"),
+        "{ me: [Circular] }\n"
+    );
+    assert_eq!(js_ok(&session, "undefined"), "");
+    assert_eq!(js_ok(&session, "console.log('printed'); 7"), "printed\n7\n");
+
+    // Top-level await settles within the call, as do the jobs and timers it starts; the
+    // value shows when it settles, before what runs after it.
+    assert_eq!(
+        js_ok(
+            &session,
+            "await new Promise(resolve => os.setTimeout(() => resolve(x * 2), 20))"
+        ),
+        "42\n"
+    );
+    assert_eq!(
+        js_ok(
+            &session,
+            "let got; Promise.resolve(5).then(v => { got = v });\n\
+             os.setTimeout(() => console.log('later', got), 10); 'now'"
+        ),
+        "'now'\nlater 5\n"
+    );
+    assert_eq!(js_ok(&session, "got"), "5\n");
+    let imported = js_ok(&session, "const m = await import('qjs:std'); typeof m.exit");
+    assert_eq!(imported, "'function'\n");
+
+    // Errors are reported and the session goes on.
+    let thrown = js(&session, "throw new Error('boom')");
+    assert_eq!(thrown.status, Status::Error);
+    assert!(stderr(&thrown).contains("boom"), "{}", describe(&thrown));
+    let syntax = js(&session, "let = ;");
+    assert_eq!(syntax.status, Status::Error);
+    assert!(
+        stderr(&syntax).contains("SyntaxError"),
+        "{}",
+        describe(&syntax)
+    );
+    let rejected = js(&session, "await Promise.reject(new TypeError('no'))");
+    assert_eq!(rejected.status, Status::Error);
+    assert!(
+        stderr(&rejected).contains("TypeError: no"),
+        "{}",
+        describe(&rejected)
+    );
+    let lost = js(&session, "Promise.reject(new Error('lost')); 1");
+    assert_eq!(lost.status, Status::Error);
+    assert_eq!(stdout(&lost), "1\n");
+    assert!(
+        stderr(&lost).contains("Uncaught (in promise)") && stderr(&lost).contains("lost"),
+        "{}",
+        describe(&lost)
+    );
+    let stuck = js(&session, "await new Promise(() => {})");
+    assert_eq!(stuck.status, Status::Error);
+    assert!(
+        stderr(&stuck).contains("never settled"),
+        "{}",
+        describe(&stuck)
+    );
+    assert!(session.is_open());
+    assert_eq!(js_ok(&session, "x"), "21\n");
+
+    // Each call has its own stdin, read to its end.
+    for text in ["abc", "de"] {
+        let read = session
+            .run("std.in.readAsString().toUpperCase()", &with_stdin(text))
+            .unwrap();
+        assert_eq!(stdout(&read), format!("'{}'\n", text.to_uppercase()));
+    }
+
+    // Files live in the session's workspace.
+    js_ok(&session, "std.writeFile('out.txt', String(x * 2))");
+    assert_eq!(session.workspace().read("out.txt", 100).unwrap(), b"42");
+
+    // `std.exit` ends the session with its status.
+    let exited = js(&session, "console.log('bye'); std.exit(3)");
+    assert_eq!(exited.exit_code, Some(3), "{}", describe(&exited));
+    assert_eq!(stdout(&exited), "bye\n");
+    assert!(!session.is_open());
+}
+
+#[test]
+fn a_javascript_call_past_its_limit_ends_the_session_alone() {
+    let session = runtime("javascript")
+        .session(SessionOptions::default())
+        .unwrap();
+    js_ok(&session, "let n = 0");
+    let spun = session
+        .run(
+            "for (;;) n++",
+            &limits(|l| l.deadline = Duration::from_millis(300)),
+        )
+        .unwrap();
+    expect_limit(&spun, dvm::LimitKind::Deadline, "a spinning call");
+    assert!(!session.is_open());
+    // Another session is untouched by it, and starts clean.
+    let other = runtime("javascript")
+        .session(SessionOptions::default())
+        .unwrap();
+    assert_eq!(js_ok(&other, "typeof n"), "'undefined'\n");
 }
 
 #[test]

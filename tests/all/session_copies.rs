@@ -72,6 +72,43 @@ fn forks_go_on_where_the_session_stands_and_then_on_their_own() {
 }
 
 #[test]
+fn javascript_sessions_fork_and_resume_where_they_stand() {
+    let session = runtime("javascript")
+        .session(SessionOptions::default())
+        .unwrap();
+    call(
+        &session,
+        "let n = 41; const seen = new Map([[1, 'a']]);\n\
+         let state = 7; const next = () => (state = (state * 48271) % 2147483647);\n\
+         next(); std.writeFile('notes.txt', 'kept')",
+    );
+    let probe = "[n, seen.get(1), next(), std.loadFile('notes.txt')]";
+    let forks = session.fork(2).unwrap();
+    let expected = call(&session, probe);
+    assert_eq!(expected, "[ 41, 'a', 1278240558, 'kept' ]\n");
+    for fork in &forks {
+        assert_eq!(call(fork, probe), expected, "a fork's next call differs");
+    }
+    call(&forks[0], "n++; std.writeFile('notes.txt', 'changed')");
+    assert_eq!(
+        call(&forks[0], "[n, std.loadFile('notes.txt')]"),
+        "[ 42, 'changed' ]\n"
+    );
+    assert_eq!(
+        call(&forks[1], "[n, std.loadFile('notes.txt')]"),
+        "[ 41, 'kept' ]\n"
+    );
+
+    let id = forks[0].snapshot().unwrap();
+    let resumed = runtime("javascript").resume(&id).unwrap();
+    assert_eq!(
+        call(&resumed, "await Promise.resolve([n, seen.size])"),
+        "[ 42, 1 ]\n"
+    );
+    assert!(dvm::delete_session_snapshot(&shared_home(), &id).unwrap());
+}
+
+#[test]
 fn a_snapshot_is_resumed_as_it_was_and_only_as_it_was_signed() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let session = busy_session();

@@ -1,0 +1,306 @@
+
+/* ---- dvm: sessions. Appended to qjs.c by build.sh; see README.md beside it. ----
+ *
+ * A session is one instance of this module that the host never starts with `_start`: it
+ * calls `turn(code, len)` once per call instead, with the code written into memory it got
+ * from `host_alloc(len)`. The first turn sets up the runtime as `qjs --std --stack-size 512`
+ * does; every turn then evaluates its code as a global script with top-level `await`, runs
+ * the promise jobs and timers it left until nothing is pending, and writes the value of its
+ * final expression to stdout. Globals (`var`, `let`, `const`, functions, classes) carry
+ * over from turn to turn. `turn` returns the status: 0, or 1 after an uncaught error, an
+ * unhandled rejection or a top-level `await` nothing left could settle. `std.exit(n)` ends
+ * the instance as it ends a program. Output is flushed at the end of every turn. */
+
+extern void __wasm_call_ctors(void);
+
+static JSRuntime *dvm_rt;
+static JSContext *dvm_ctx;
+/* The echo formatter: a function kept here, never reachable from guest code. */
+static JSValue dvm_inspect;
+
+/* Promises rejected with no handler, as the rejection tracker reports them; a handler
+ * attached later in the turn takes its promise off again. */
+typedef struct {
+    JSValue promise;
+    JSValue reason;
+} DvmRejection;
+static DvmRejection *dvm_rejections;
+static size_t dvm_rejection_count, dvm_rejection_cap;
+
+static char dvm_argv0[] = "qjs";
+static char *dvm_argv[] = { dvm_argv0, NULL };
+
+/* Node-like echo of a value: strings quoted, objects and arrays one line when short. */
+static const char dvm_inspect_source[] =
+    "(() => {\n"
+    "  const seen = new Set();\n"
+    "  const quote = s => \"'\" + s.replace(/[\\\\']/g, c => '\\\\' + c)\n"
+    "    .replace(/\\n/g, '\\\\n') + \"'\";\n"
+    "  const key = k => typeof k === 'symbol' ? '[' + k.toString() + ']'\n"
+    "    : /^[A-Za-z_$][\\w$]*$/.test(k) ? k : quote(k);\n"
+    "  const name = v => {\n"
+    "    const proto = Object.getPrototypeOf(v);\n"
+    "    const c = proto && proto.constructor;\n"
+    "    return proto === null ? '[Object: null prototype]'\n"
+    "      : typeof c === 'function' && c.name && c !== Object ? c.name : '';\n"
+    "  };\n"
+    "  const wrap = (open, parts, close) => {\n"
+    "    if (parts.length === 0) return open + close;\n"
+    "    const line = open + ' ' + parts.join(', ') + ' ' + close;\n"
+    "    if (line.length <= 76 && !line.includes('\\n')) return line;\n"
+    "    return open + '\\n' + parts.map(p => '  ' + p.replace(/\\n/g, '\\n  '))\n"
+    "      .join(',\\n') + '\\n' + close;\n"
+    "  };\n"
+    "  const some = (items, shown) => items.length > 100\n"
+    "    ? shown.concat(['... ' + (items.length - 100) + ' more items']) : shown;\n"
+    "  const fmt = (v, depth) => {\n"
+    "    switch (typeof v) {\n"
+    "      case 'string': return quote(v);\n"
+    "      case 'number': return Object.is(v, -0) ? '-0' : String(v);\n"
+    "      case 'bigint': return v + 'n';\n"
+    "      case 'symbol': return v.toString();\n"
+    "      case 'function': {\n"
+    "        const n = v.name || '(anonymous)';\n"
+    "        return /^class[\\s{]/.test(Function.prototype.toString.call(v))\n"
+    "          ? '[class ' + n + ']' : '[Function: ' + n + ']';\n"
+    "      }\n"
+    "      case 'undefined': case 'boolean': return String(v);\n"
+    "    }\n"
+    "    if (v === null) return 'null';\n"
+    "    if (seen.has(v)) return '[Circular]';\n"
+    "    if (v instanceof Error) return String(v.stack || '').includes(v.message)\n"
+    "      ? String(v.stack).trimEnd() : (String(v) + '\\n' + String(v.stack || '')).trimEnd();\n"
+    "    if (v instanceof Date) return isNaN(v) ? 'Invalid Date' : v.toISOString();\n"
+    "    if (v instanceof RegExp) return String(v);\n"
+    "    if (v instanceof Promise) return 'Promise {}';\n"
+    "    if (v instanceof WeakMap || v instanceof WeakSet) return name(v) + ' { <items unknown> }';\n"
+    "    if (depth > 2) return Array.isArray(v) ? '[Array]' : '[' + (name(v) || 'Object') + ']';\n"
+    "    seen.add(v);\n"
+    "    try {\n"
+    "      const d = depth + 1;\n"
+    "      if (Array.isArray(v))\n"
+    "        return wrap('[', some(v, v.slice(0, 100).map(x => fmt(x, d))), ']');\n"
+    "      if (v instanceof Map)\n"
+    "        return wrap('Map(' + v.size + ') {', some([...v.keys()], [...v].slice(0, 100)\n"
+    "          .map(([k, x]) => fmt(k, d) + ' => ' + fmt(x, d))), '}');\n"
+    "      if (v instanceof Set)\n"
+    "        return wrap('Set(' + v.size + ') {', some([...v], [...v].slice(0, 100)\n"
+    "          .map(x => fmt(x, d))), '}');\n"
+    "      if (ArrayBuffer.isView(v) && typeof v.length === 'number')\n"
+    "        return wrap(name(v) + '(' + v.length + ') [',\n"
+    "          some(v, Array.from(v.slice(0, 100), x => fmt(x, d))), ']');\n"
+    "      const keys = Reflect.ownKeys(v)\n"
+    "        .filter(k => Object.prototype.propertyIsEnumerable.call(v, k));\n"
+    "      const parts = some(keys, keys.slice(0, 100).map(k => key(k) + ': ' + fmt(v[k], d)));\n"
+    "      const n = name(v);\n"
+    "      return wrap(n ? n + ' {' : '{', parts, '}');\n"
+    "    } finally {\n"
+    "      seen.delete(v);\n"
+    "    }\n"
+    "  };\n"
+    "  return v => fmt(v, 0);\n"
+    "})()\n";
+
+static void dvm_track_rejection(JSContext *ctx, JSValueConst promise, JSValueConst reason,
+                                bool is_handled, void *opaque)
+{
+    size_t i;
+    for (i = 0; i < dvm_rejection_count; i++) {
+        if (JS_VALUE_GET_PTR(dvm_rejections[i].promise) == JS_VALUE_GET_PTR(promise))
+            break;
+    }
+    if (is_handled) {
+        if (i < dvm_rejection_count) {
+            JS_FreeValue(ctx, dvm_rejections[i].promise);
+            JS_FreeValue(ctx, dvm_rejections[i].reason);
+            dvm_rejections[i] = dvm_rejections[--dvm_rejection_count];
+        }
+        return;
+    }
+    if (i < dvm_rejection_count)
+        return;
+    if (dvm_rejection_count == dvm_rejection_cap) {
+        size_t cap = dvm_rejection_cap ? dvm_rejection_cap * 2 : 8;
+        DvmRejection *grown = realloc(dvm_rejections, cap * sizeof(*grown));
+        if (!grown)
+            return;
+        dvm_rejections = grown;
+        dvm_rejection_cap = cap;
+    }
+    dvm_rejections[dvm_rejection_count].promise = JS_DupValue(ctx, promise);
+    dvm_rejections[dvm_rejection_count].reason = JS_DupValue(ctx, reason);
+    dvm_rejection_count++;
+}
+
+/* Reports the rejections no handler took by the end of the turn, and forgets them;
+ * returns 1 when there were any. */
+static int dvm_report_rejections(JSContext *ctx)
+{
+    size_t i, count = dvm_rejection_count;
+    for (i = 0; i < count; i++) {
+        fputs("Uncaught (in promise) ", stderr);
+        JS_Throw(ctx, JS_DupValue(ctx, dvm_rejections[i].reason));
+        js_std_dump_error(ctx);
+        JS_FreeValue(ctx, dvm_rejections[i].promise);
+        JS_FreeValue(ctx, dvm_rejections[i].reason);
+    }
+    dvm_rejection_count = 0;
+    return count > 0;
+}
+
+/* Sets the runtime up once, as `qjs --std --stack-size 512` does; the state lives in
+ * memory, so a session restored from an image finds it done. */
+static int dvm_session_init(void)
+{
+    static const char std_globals[] =
+        "import * as bjson from 'qjs:bjson';\n"
+        "import * as std from 'qjs:std';\n"
+        "import * as os from 'qjs:os';\n"
+        "globalThis.bjson = bjson;\n"
+        "globalThis.std = std;\n"
+        "globalThis.os = os;\n";
+    if (dvm_ctx)
+        return 0;
+    __wasm_call_ctors();
+    qjs__argc = 1;
+    qjs__argv = dvm_argv;
+    dvm_rt = JS_NewRuntime();
+    if (!dvm_rt)
+        return -1;
+    JS_SetMaxStackSize(dvm_rt, 512 * 1024);
+    js_std_set_worker_new_context_func(JS_NewCustomContext);
+    js_std_init_handlers(dvm_rt);
+    dvm_ctx = JS_NewCustomContext(dvm_rt);
+    if (!dvm_ctx)
+        return -1;
+    JS_SetModuleLoaderFunc2(dvm_rt, dvm_module_normalize, js_module_loader,
+                            js_module_check_attributes, NULL);
+    JS_SetHostPromiseRejectionTracker(dvm_rt, dvm_track_rejection, NULL);
+    js_std_add_helpers(dvm_ctx, 0, NULL);
+    if (eval_buf(dvm_ctx, std_globals, strlen(std_globals), "<input>", JS_EVAL_TYPE_MODULE))
+        return -1;
+    dvm_inspect = JS_Eval(dvm_ctx, dvm_inspect_source, strlen(dvm_inspect_source), "<dvm>",
+                          JS_EVAL_TYPE_GLOBAL);
+    if (JS_IsException(dvm_inspect)) {
+        js_std_dump_error(dvm_ctx);
+        return -1;
+    }
+    return 0;
+}
+
+static void dvm_echo(JSContext *ctx, JSValueConst value)
+{
+    JSValue shown = JS_Call(ctx, dvm_inspect, JS_UNDEFINED, 1, &value);
+    size_t len;
+    const char *text = NULL;
+    if (!JS_IsException(shown))
+        text = JS_ToCStringLen(ctx, &len, shown);
+    if (!text) {
+        JS_FreeValue(ctx, JS_GetException(ctx));
+        text = JS_ToCStringLen(ctx, &len, value);
+    }
+    if (text) {
+        fwrite(text, 1, len, stdout);
+        fputc('\n', stdout);
+        JS_FreeCString(ctx, text);
+    } else {
+        JS_FreeValue(ctx, JS_GetException(ctx));
+        fputs("[a value that cannot be shown]\n", stdout);
+    }
+    JS_FreeValue(ctx, shown);
+}
+
+/* Shows the value of a settled turn, or reports its error; returns the status. */
+static int dvm_settled(JSContext *ctx, JSValueConst promise)
+{
+    if (JS_PromiseState(ctx, promise) == JS_PROMISE_REJECTED) {
+        /* Reported here as the turn's error, not again as an unhandled rejection. */
+        dvm_track_rejection(ctx, promise, JS_UNDEFINED, true, NULL);
+        JS_Throw(ctx, JS_PromiseResult(ctx, promise));
+        js_std_dump_error(ctx);
+        return 1;
+    }
+    JSValue result = JS_PromiseResult(ctx, promise);
+    JSValue value = JS_GetPropertyStr(ctx, result, "value");
+    if (JS_IsException(value))
+        JS_FreeValue(ctx, JS_GetException(ctx));
+    else if (!JS_IsUndefined(value))
+        dvm_echo(ctx, value);
+    JS_FreeValue(ctx, value);
+    JS_FreeValue(ctx, result);
+    return 0;
+}
+
+/* Room for `len` bytes of code and the terminating NUL `turn` writes after them. */
+__attribute__((export_name("host_alloc"))) void *dvm_host_alloc(int32_t len)
+{
+    return len < 0 ? NULL : malloc((size_t)len + 1);
+}
+
+__attribute__((export_name("turn"))) int32_t dvm_turn(char *code, int32_t len)
+{
+    JSContext *ctx;
+    JSValue promise;
+    int status = 0;
+
+    if (dvm_session_init() < 0) {
+        free(code);
+        fputs("qjs: the session could not be set up\n", stderr);
+        fflush(stderr);
+        return 2;
+    }
+    ctx = dvm_ctx;
+    JS_UpdateStackTop(dvm_rt);
+    /* Each turn has stdin of its own: forget the last one's end of file. */
+    clearerr(stdin);
+    code[len] = '\0';
+    promise = JS_Eval(ctx, code, (size_t)len, "<turn>",
+                      JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_ASYNC);
+    free(code);
+    if (JS_IsException(promise)) {
+        js_std_dump_error(ctx);
+        status = 1;
+    } else {
+        /* Run promise jobs and timers until none is left; the turn's own value is shown
+         * as soon as it settles, before what runs after it (as a REPL does). */
+        bool settled = false;
+        for (;;) {
+            int next;
+            if (!settled && JS_PromiseState(ctx, promise) != JS_PROMISE_PENDING) {
+                status |= dvm_settled(ctx, promise);
+                settled = true;
+            }
+            next = js_std_loop_once(ctx);
+            if (next == -1)
+                break;
+            if (next == -2) {
+                js_std_dump_error(ctx);
+                status = 1;
+            } else if (next > 0) {
+                js_std_poll_io(ctx, next);
+            }
+        }
+        if (!settled) {
+            if (JS_PromiseState(ctx, promise) != JS_PROMISE_PENDING) {
+                status |= dvm_settled(ctx, promise);
+            } else {
+                fputs("Error: the turn's top-level await never settled: nothing left to run "
+                      "could settle what it waits for\n", stderr);
+                status = 1;
+            }
+        }
+        JS_FreeValue(ctx, promise);
+    }
+    status |= dvm_report_rejections(ctx);
+    fflush(stdout);
+    fflush(stderr);
+    return status;
+}
+
+/* When the session closes: flush what is buffered. */
+__attribute__((export_name("shutdown"))) int32_t dvm_shutdown(void)
+{
+    fflush(stdout);
+    fflush(stderr);
+    return 0;
+}
