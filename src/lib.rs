@@ -83,6 +83,6 @@ pub use crate::limits::{LimitKind, Limits, OutputOverflow};
 pub use crate::outcome::{DISPLAY_TYPES, Display, Outcome, Status, Truncated};
 pub use crate::profile::{ConfigFile, Profile};
 pub use crate::sandbox::determinism::Determinism;
-pub use crate::sandbox::{CancelHandle, OutputCallback, RunInput, Stream};
+pub use crate::sandbox::{CancelHandle, DisplayCallback, OutputCallback, RunInput, Stream};
 pub use crate::session::{Session, SessionOptions};
 pub use crate::workspace::{CopyReport, Grant, OutputFile, Workspace, WorkspacePath};

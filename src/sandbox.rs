@@ -20,6 +20,7 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{HostMonotonicClock, I32Exit, WasiCtxBuilder};
 
 use self::output::CappedOutput;
+pub use self::display::DisplayCallback;
 pub use self::output::{OutputCallback, Stream};
 use crate::error::Error;
 use crate::limits::{self, LimitKind, Limits, ResourceGuard};
@@ -42,6 +43,9 @@ pub struct RunInput {
     pub limits: Limits,
     /// Receives kept output as the guest writes it. Default: none (output is only captured).
     pub on_output: Option<OutputCallback>,
+    /// Receives each display item the run keeps (a figure, a rich value) as the guest sends
+    /// it; the outcome's `display` has them all too. Default: none.
+    pub on_display: Option<DisplayCallback>,
     /// Lets another thread stop the run (`limit: "cancelled"`). Default: none.
     pub cancel: Option<CancelHandle>,
     /// The workspace to run in (mounted at `/workspace`, the working directory). Default:
@@ -68,6 +72,7 @@ impl std::fmt::Debug for RunInput {
             .field("stdin_bytes", &self.stdin.len())
             .field("limits", &self.limits)
             .field("on_output", &self.on_output.is_some())
+            .field("on_display", &self.on_display.is_some())
             .field("cancel", &self.cancel.is_some())
             .field("workspace", &self.workspace)
             .field("grants", &self.grants)
@@ -357,7 +362,7 @@ where
         virtual_time,
         waiting: None,
         claimed: None,
-        display: display::DisplaySink::new(limits),
+        display: display::DisplaySink::new(limits, input.on_display.clone()),
     };
     let mut store = Store::new(pre.module().engine(), state);
     store.set_hostcall_fuel(files::PATH_BYTES);

@@ -135,6 +135,7 @@ impl Session {
                 stdin: input.stdin.clone(),
                 limits: input.limits.clone(),
                 on_output: input.on_output.clone(),
+                on_display: input.on_display.clone(),
                 cancel: input.cancel.clone(),
                 ..RunInput::default()
             },

@@ -1,13 +1,19 @@
 //! What a run displays (figures, rich values): items the guest sends through the host door,
 //! kept within the run's stdout cap.
 
+use std::sync::Arc;
+
 use crate::limits::Limits;
 use crate::outcome::Display;
 
+/// Receives each display item a run keeps, as the guest sends it (before the run ends).
+pub type DisplayCallback = Arc<dyn Fn(&Display) + Send + Sync>;
+
 /// The display items of the current run or turn.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct DisplaySink {
     items: Vec<Display>,
+    callback: Option<DisplayCallback>,
     /// Bytes of the requests the kept items came in.
     bytes: u64,
     /// Bytes of display a run may keep: the stdout cap.
@@ -15,10 +21,24 @@ pub(crate) struct DisplaySink {
     truncated: bool,
 }
 
+impl std::fmt::Debug for DisplaySink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DisplaySink")
+            .field("items", &self.items.len())
+            .field("bytes", &self.bytes)
+            .field("cap", &self.cap)
+            .field("truncated", &self.truncated)
+            .field("callback", &self.callback.is_some())
+            .finish()
+    }
+}
+
 impl DisplaySink {
-    pub(crate) fn new(limits: &Limits) -> Self {
+    /// An empty sink for a run with these limits; `callback` hears of each item kept.
+    pub(crate) fn new(limits: &Limits, callback: Option<DisplayCallback>) -> Self {
         DisplaySink {
             cap: limits.stdout_bytes,
+            callback,
             ..DisplaySink::default()
         }
     }
@@ -37,6 +57,9 @@ impl DisplaySink {
             return false;
         }
         self.bytes += request_bytes;
+        if let Some(callback) = &self.callback {
+            callback(&item);
+        }
         self.items.push(item);
         true
     }

@@ -213,7 +213,8 @@ fn one_turn(
         state.guard.rebind(limits);
         state.files.rebind(limits);
         state.cancel = turn.input.cancel.clone().unwrap_or_default();
-        state.display = super::display::DisplaySink::new(limits);
+        state.display =
+            super::display::DisplaySink::new(limits, turn.input.on_display.clone());
         // `Limits::validate` (checked by the caller) keeps the deadline within days.
         state.deadline = started + limits.deadline;
     }

@@ -367,6 +367,15 @@ async fn respond(
             cancel.cancel();
         }
     }));
+    // Display items go out as the guest sends them; those a run could not send live (a
+    // cached outcome, a run in a worker process) go out after it, before the result.
+    let shown = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let displays = events.clone();
+    let counted = shown.clone();
+    job.input.on_display = Some(Arc::new(move |item: &crate::Display| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = displays.send(display_event(item));
+    }));
     let _ = events.send(
         Event::default()
             .event("start")
@@ -384,11 +393,11 @@ async fn respond(
     tokio::spawn(async move {
         let last = match state.execute(job).await {
             Ok((run_id, outcome)) => {
-                // What the run displayed, an event per item, before the result (which
-                // carries them too).
-                for item in &outcome.display {
-                    let data = serde_json::json!({ "data": item.data }).to_string();
-                    let _ = events.send(Event::default().event("display").data(data));
+                // What the run displayed and was not sent live, an event per item, before
+                // the result (which carries them all).
+                let sent = shown.load(std::sync::atomic::Ordering::Relaxed);
+                for item in outcome.display.iter().skip(sent) {
+                    let _ = events.send(display_event(item));
                 }
                 let mut body = outcome.to_json();
                 body["run_id"] = run_id.into();
@@ -412,6 +421,12 @@ async fn respond(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// The SSE event of one display item: `{"data": {MIME: content}}`.
+fn display_event(item: &crate::Display) -> Event {
+    let data = serde_json::json!({ "data": item.data }).to_string();
+    Event::default().event("display").data(data)
 }
 
 async fn cancel_run(

@@ -656,7 +656,7 @@ mod in_process {
     }
 
     #[test]
-    fn what_a_streamed_run_displays_arrives_as_display_events_before_the_result() {
+    fn what_a_streamed_run_displays_arrives_as_display_events_as_it_happens() {
         let state = state(|_| {});
         runtime().block_on(async {
             let (status, _, body) = send(
@@ -667,18 +667,37 @@ mod in_process {
                     ("content-type", "application/json"),
                     ("accept", "text/event-stream"),
                 ],
-                json!({"code": "print('a')\ndisplay({'k': 1})\nprint('b')"}).to_string(),
+                json!({"code": "print('a', flush=True)\ndisplay({'k': 1})\nprint('b', flush=True)"})
+                    .to_string(),
             )
             .await;
             assert_eq!(status, StatusCode::OK);
             let text = String::from_utf8(body).unwrap();
-            let events: Vec<&str> = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("event: "))
+            let events: Vec<(&str, &str)> = text
+                .split("\n\n")
+                .filter_map(|block| {
+                    let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+                    let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+                    Some((name, data))
+                })
                 .collect();
-            let display = events.iter().position(|e| *e == "display").expect(&text);
-            assert_eq!(events.last(), Some(&"result"), "{text}");
-            assert!(display < events.len() - 1, "{text}");
+            // Live, in the order the guest made them: a, the item, b; then the result. Sent
+            // once, not again after the run.
+            let order: Vec<&str> = events
+                .iter()
+                .filter(|(name, _)| *name != "start")
+                .map(|(name, data)| match *name {
+                    "stdout" => {
+                        if data.contains('a') {
+                            "a"
+                        } else {
+                            "b"
+                        }
+                    }
+                    other => other,
+                })
+                .collect();
+            assert_eq!(order, ["a", "display", "b", "result"], "{text}");
             assert!(
                 text.contains(r#"{"data":{"text/plain":"{'k': 1}"}}"#),
                 "{text}"
