@@ -19,8 +19,8 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{HostMonotonicClock, I32Exit, WasiCtxBuilder};
 
-use self::output::CappedOutput;
 pub use self::display::DisplayCallback;
+use self::output::CappedOutput;
 pub use self::output::{OutputCallback, Stream};
 use crate::error::Error;
 use crate::limits::{self, LimitKind, Limits, ResourceGuard};

@@ -232,8 +232,10 @@ impl Runtime {
             if initial.len() > memory_bytes {
                 return Err(refused("its memory is smaller than the module's".into()));
             }
-            let mut memory = initial.to_vec();
-            memory.resize(memory_bytes, 0);
+            let mut memory = sandbox::session::MemoryCopy::zeroed(memory_bytes).map_err(|e| {
+                crate::error::HostError::Guest(format!("no memory to resume a session: {e}"))
+            })?;
+            memory[..initial.len()].copy_from_slice(initial);
             for (index, hash) in &manifest.chunks {
                 let at = usize::try_from(*index)
                     .ok()

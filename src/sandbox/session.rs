@@ -30,9 +30,9 @@ pub(crate) enum Request {
 /// from where the session stands. That is its linear memory, and how far its clock had
 /// run: the python and javascript modules' one mutable global is the stack pointer, which
 /// is back at its initial value whenever no turn runs, and their tables are never written.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Image {
-    pub(crate) memory: Vec<u8>,
+    pub(crate) memory: MemoryCopy,
     /// The guest's monotonic clock when captured; the clock of a session restored from the
     /// image goes on from there, so it never runs backwards.
     pub(crate) clock: Duration,
@@ -49,8 +49,80 @@ pub(crate) struct Hooks {
     pub before_capture: &'static str,
 }
 
-/// Bytes compared (and copied when they differ) at a time when an image is restored.
-const RESTORE_CHUNK: usize = 64 << 10;
+/// A copy of a guest's linear memory, in an anonymous private mapping of its own that is
+/// faulted in by the kernel in one call (`MAP_POPULATE`) instead of a page fault per 4 KiB
+/// page as the copy is written: most of the cost of copying a large memory.
+pub(crate) struct MemoryCopy {
+    base: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by the value alone (no aliases), like a `Vec<u8>`.
+unsafe impl Send for MemoryCopy {}
+unsafe impl Sync for MemoryCopy {}
+
+impl MemoryCopy {
+    /// `len` zero bytes.
+    pub(crate) fn zeroed(len: usize) -> std::io::Result<MemoryCopy> {
+        if len == 0 {
+            return Ok(MemoryCopy {
+                base: std::ptr::NonNull::dangling(),
+                len: 0,
+            });
+        }
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks; nothing else
+        // refers to it, and it is unmapped once, in `drop`.
+        let base = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::POPULATE,
+            )
+        }?;
+        let base = std::ptr::NonNull::new(base.cast::<u8>())
+            .ok_or_else(|| std::io::Error::other("mmap returned a null mapping"))?;
+        Ok(MemoryCopy { base, len })
+    }
+
+    /// A copy of `bytes`.
+    pub(crate) fn of(bytes: &[u8]) -> std::io::Result<MemoryCopy> {
+        let mut copy = MemoryCopy::zeroed(bytes.len())?;
+        copy.copy_from_slice(bytes);
+        Ok(copy)
+    }
+}
+
+impl std::ops::Deref for MemoryCopy {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `base` maps `len` readable bytes for as long as `self` lives (or is
+        // dangling with `len` 0).
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for MemoryCopy {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for MemoryCopy {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: the mapping made in `zeroed`, unmapped only here.
+            let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.len) };
+        }
+    }
+}
+
+impl std::fmt::Debug for MemoryCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MemoryCopy({} bytes)", self.len)
+    }
+}
 
 /// One turn: code, and the run settings it takes (limits, stdin, on_output, cancel).
 pub(crate) struct Turn {
@@ -213,8 +285,7 @@ fn one_turn(
         state.guard.rebind(limits);
         state.files.rebind(limits);
         state.cancel = turn.input.cancel.clone().unwrap_or_default();
-        state.display =
-            super::display::DisplaySink::new(limits, turn.input.on_display.clone());
+        state.display = super::display::DisplaySink::new(limits, turn.input.on_display.clone());
         // `Limits::validate` (checked by the caller) keeps the deadline within days.
         state.deadline = started + limits.deadline;
     }
@@ -265,7 +336,7 @@ pub(crate) fn call_turn(
 }
 
 /// Writes `image`'s memory into a fresh instance: grows the memory to the image's size and
-/// copies the chunks that differ from what the instance starts with.
+/// copies it in.
 fn restore(
     store: &mut Store<SandboxState>,
     instance: Instance,
@@ -291,12 +362,24 @@ fn restore(
         })?;
     }
     let data = memory.data_mut(&mut *store);
-    for (at, chunk) in image.memory.chunks(RESTORE_CHUNK).enumerate() {
-        let target = &mut data[at * RESTORE_CHUNK..at * RESTORE_CHUNK + chunk.len()];
-        if target != chunk {
-            target.copy_from_slice(chunk);
-        }
-    }
+    // Faulting every page in with one call, then copying, takes about two thirds of the
+    // time of comparing chunk by chunk and letting each page fault as it is written (171 MiB:
+    // 70 ms against 100–107 ms here). Populating only makes pages private with the contents
+    // they already have; every byte is then overwritten.
+    // SAFETY: the range is the memory's accessible bytes, and no guest code runs.
+    let _ = unsafe {
+        rustix::mm::madvise(
+            data.as_mut_ptr().cast(),
+            data.len(),
+            rustix::mm::Advice::LinuxPopulateWrite,
+        )
+    };
+    let target = data.get_mut(..image.memory.len()).ok_or_else(|| {
+        crate::error::HostError::Guest(
+            "the session's memory did not grow to the image's size".into(),
+        )
+    })?;
+    target.copy_from_slice(&image.memory);
     Ok(())
 }
 
@@ -325,8 +408,11 @@ fn capture(
     let memory = instance
         .get_memory(&mut *store, "memory")
         .ok_or_else(|| crate::error::HostError::Guest("the guest exports no memory".into()))?;
+    let memory = MemoryCopy::of(memory.data(&*store)).map_err(|source| {
+        crate::error::HostError::Guest(format!("no memory for a copy of the session: {source}"))
+    })?;
     Ok(Image {
-        memory: memory.data(&*store).to_vec(),
+        memory,
         clock: started.elapsed(),
     })
 }
