@@ -318,6 +318,10 @@ pub enum LimitKind {
     Disk,
     /// The guest created more files than its quota, or had too many open.
     Files,
+    /// The guest called host tools more times than the run's budget.
+    #[serde(rename = "tool_calls")]
+    #[strum(serialize = "tool_calls")]
+    ToolCalls,
 }
 
 impl LimitKind {

@@ -173,6 +173,27 @@ pub struct Outcome {
     /// cap.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub display: Vec<Display>,
+    /// The host tools the guest called, in order (see [`crate::HostTools`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// One call of a host tool, as the outcome records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ToolCall {
+    /// The tool's name, as the guest asked for it.
+    pub name: String,
+    /// Bytes of the guest's request.
+    pub request_bytes: u64,
+    /// Bytes of the answer handed back to the guest (0 when there was none).
+    pub response_bytes: u64,
+    /// Wall-clock time of the call (`ms` in JSON, fractional milliseconds).
+    #[serde(rename = "ms", with = "millis")]
+    pub duration: Duration,
+    /// Why the call failed (unknown tool, bad arguments, the tool's own error, a timeout, an
+    /// answer over the cap); `None` when it succeeded.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 impl Outcome {
@@ -214,6 +235,7 @@ impl Outcome {
             cache: CacheStatus::Off,
             cache_key: None,
             display: Vec::new(),
+            tool_calls: Vec::new(),
         }
     }
 }
@@ -342,6 +364,7 @@ mod tests {
             cache: CacheStatus::Miss,
             cache_key: Some("k".into()),
             display: Vec::new(),
+            tool_calls: Vec::new(),
         }
     }
 

@@ -9,6 +9,7 @@ mod poll;
 pub(crate) mod prestart;
 pub(crate) mod session;
 pub(crate) mod threads;
+pub(crate) mod tools;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -22,6 +23,7 @@ use wasmtime_wasi::{HostMonotonicClock, I32Exit, WasiCtxBuilder};
 pub use self::display::DisplayCallback;
 use self::output::CappedOutput;
 pub use self::output::{OutputCallback, Stream};
+pub use self::tools::{DEFAULT_TOOL_TIMEOUT, HostTool, HostTools, ToolHandler};
 use crate::error::Error;
 use crate::limits::{self, LimitKind, Limits, ResourceGuard};
 use crate::outcome::{Outcome, Status, Truncated};
@@ -46,6 +48,9 @@ pub struct RunInput {
     /// Receives each display item the run keeps (a figure, a rich value) as the guest sends
     /// it; the outcome's `display` has them all too. Default: none.
     pub on_display: Option<DisplayCallback>,
+    /// Host tools the guest may call (`import dvm_tools` in Python). A run with tools is
+    /// never answered from or kept in the result cache. Default: none.
+    pub tools: Option<Arc<HostTools>>,
     /// Lets another thread stop the run (`limit: "cancelled"`). Default: none.
     pub cancel: Option<CancelHandle>,
     /// The workspace to run in (mounted at `/workspace`, the working directory). Default:
@@ -73,6 +78,7 @@ impl std::fmt::Debug for RunInput {
             .field("limits", &self.limits)
             .field("on_output", &self.on_output.is_some())
             .field("on_display", &self.on_display.is_some())
+            .field("tools", &self.tools.as_ref().map(|t| t.tools().len()))
             .field("cancel", &self.cancel.is_some())
             .field("workspace", &self.workspace)
             .field("grants", &self.grants)
@@ -169,6 +175,8 @@ pub(crate) enum Stop {
     FilesCreated(u64),
     #[error("the guest had more than {0} files open")]
     FilesOpen(u64),
+    #[error("the guest called host tools more than its budget of {0} times")]
+    ToolCalls(u32),
 }
 
 impl Stop {
@@ -179,6 +187,7 @@ impl Stop {
             Stop::Output => LimitKind::Output,
             Stop::Disk(_) => LimitKind::Disk,
             Stop::FilesCreated(_) | Stop::FilesOpen(_) => LimitKind::Files,
+            Stop::ToolCalls(_) => LimitKind::ToolCalls,
         }
     }
 }
@@ -200,6 +209,8 @@ pub(crate) struct SandboxState {
     pub(crate) claimed: Option<prestart::Claimed>,
     /// What the run displayed.
     pub(crate) display: display::DisplaySink,
+    /// The host tools the run may call, and its calls.
+    pub(crate) tools: tools::ToolDoor,
 }
 
 /// The guest's monotonic clock: nanoseconds since the sandbox was made, the same zero the
@@ -233,6 +244,7 @@ impl SandboxState {
             waiting: None,
             claimed: None,
             display: display::DisplaySink::default(),
+            tools: tools::ToolDoor::default(),
         }
     }
 }
@@ -363,6 +375,7 @@ where
         waiting: None,
         claimed: None,
         display: display::DisplaySink::new(limits, input.on_display.clone()),
+        tools: tools::ToolDoor::new(input.tools.clone()),
     };
     let mut store = Store::new(pre.module().engine(), state);
     store.set_hostcall_fuel(files::PATH_BYTES);
@@ -486,6 +499,7 @@ fn outcome_of(
         let out = stdout.take();
         let err = stderr.take();
         let (display, display_truncated) = store.data_mut().display.take();
+        let tool_calls = store.data_mut().tools.take();
         Outcome {
             status,
             exit_code,
@@ -507,6 +521,7 @@ fn outcome_of(
             cache: crate::outcome::CacheStatus::Off,
             cache_key: None,
             display,
+            tool_calls,
         }
     }
 }

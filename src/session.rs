@@ -50,6 +50,8 @@ pub struct Session {
     runtime: String,
     workspace: Workspace,
     copies: Option<Arc<Copies>>,
+    /// Whether the guest reaches host tools ([`RunInput::tools`]).
+    host_tools: bool,
     turns: Mutex<Option<SyncSender<Request>>>,
     open: Arc<AtomicBool>,
     calls: AtomicU64,
@@ -74,7 +76,7 @@ impl Session {
     pub(crate) fn start(
         runtime: &str,
         workspace: Workspace,
-        copies: Option<Arc<Copies>>,
+        (copies, host_tools): (Option<Arc<Copies>>, bool),
         serve: impl FnOnce(SyncSender<Result<(), Error>>, Receiver<Request>) + Send + 'static,
     ) -> Result<Session, Error> {
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
@@ -111,6 +113,7 @@ impl Session {
             runtime: runtime.to_string(),
             workspace,
             copies,
+            host_tools,
             turns: Mutex::new(Some(turns_tx)),
             open,
             calls: AtomicU64::new(0),
@@ -125,6 +128,12 @@ impl Session {
     /// The outcome's `files` lists what the call changed in the workspace.
     pub fn run(&self, code: &str, input: &RunInput) -> Result<Outcome, Error> {
         input.limits.validate()?;
+        if input.tools.is_some() && !self.host_tools {
+            return Err(Error::InvalidInput(format!(
+                "a `{}` session cannot call host tools: they reach python guests only",
+                self.runtime
+            )));
+        }
         let sender = self.sender()?;
         self.touch();
         let before = self.workspace.state()?;
@@ -136,6 +145,7 @@ impl Session {
                 limits: input.limits.clone(),
                 on_output: input.on_output.clone(),
                 on_display: input.on_display.clone(),
+                tools: input.tools.clone(),
                 cancel: input.cancel.clone(),
                 ..RunInput::default()
             },

@@ -112,6 +112,7 @@ impl Runtime {
             || !input.grants.is_empty()
             || input.packages.is_some()
             || input.deterministic.is_some()
+            || input.tools.is_some()
         {
             return None;
         }

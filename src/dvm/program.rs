@@ -75,6 +75,13 @@ impl Program {
     }
 
     pub(super) fn run_with(&self, setup: GuestSetup, input: &RunInput) -> Result<Outcome, Error> {
+        if input.tools.is_some() {
+            // Only the python guest has the door tools are called through.
+            return Err(Error::InvalidInput(format!(
+                "`{}` cannot call host tools: they reach python guests only",
+                self.name
+            )));
+        }
         self.run_entry(setup, input, self.abi.entry())
     }
 

@@ -66,9 +66,18 @@ pub(super) fn in_workspace(
     }
     let results = &dvm.inner.results;
     let key = match (input.deterministic, &input.cache) {
-        (Some(determinism), crate::results::CacheMode::Auto) if grants.is_empty() => Some(
-            result_key(identity, input, script, &workspace, determinism)?,
-        ),
+        // A run with host tools depends on what they answer: never cached.
+        (Some(determinism), crate::results::CacheMode::Auto)
+            if grants.is_empty() && input.tools.is_none() =>
+        {
+            Some(result_key(
+                identity,
+                input,
+                script,
+                &workspace,
+                determinism,
+            )?)
+        }
         _ => None,
     };
     if let Some(key) = &key

@@ -288,6 +288,9 @@ impl Runtime {
                                 deps::GUEST_SITE
                             );
                         }
+                        if input.tools.is_some() {
+                            code = format!("{}{code}", guest::python::TOOLS_INSTALL);
+                        }
                         self.program
                             .run_entry(setup, input, guest::python::turn_entry(code))
                     }

@@ -122,13 +122,14 @@ impl Runtime {
             Abi::PythonReactor => sandbox::session::Hooks {
                 after_turn: guest::python::DISPLAY_FLUSH,
                 before_capture: guest::python::BEFORE_CAPTURE,
+                tools_setup: guest::python::TOOLS_INSTALL,
             },
             Abi::Command => sandbox::session::Hooks::default(),
         };
         let session = crate::session::Session::start(
             &self.spec.id,
             workspace,
-            copies,
+            (copies, self.program.abi == Abi::PythonReactor),
             move |ready, turns| {
                 sandbox::session::serve(
                     &pre,

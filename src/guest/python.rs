@@ -152,6 +152,79 @@ __import__("warnings").filterwarnings(
     };
 }
 
+/// Python that makes `import dvm_tools` give the host tools bound to the run: `call(name,
+/// args)`, `ToolError`, `tools` (name → function) and one function per tool, with the
+/// tool's parameters (positional: the `required` ones in their order, then the others; or
+/// by keyword) and a docstring made from
+/// its description and schema. It asks the host for the tools through the door (op `list`);
+/// run first in a turn whose run has tools.
+pub(crate) const TOOLS_INSTALL: &str = r#"def __dvm_tools_install():
+    import sys, json, types, _host
+    module = types.ModuleType(
+        "dvm_tools", "Host tools: functions of the program that started this sandbox.")
+
+    class ToolError(Exception):
+        """A host tool failed or refused the call."""
+    ToolError.__module__ = "dvm_tools"
+
+    def door(frame):
+        return json.loads(_host.call(json.dumps(frame).encode()))
+
+    def call(name, args=None, /, **kwargs):
+        """Calls the host tool `name` with the JSON object `args` (and keyword
+        arguments) and returns its JSON answer; raises ToolError when it fails."""
+        arguments = dict(args or {})
+        arguments.update(kwargs)
+        reply = door({"v": 1, "op": "call", "tool": name, "args": arguments})
+        if not reply.get("ok"):
+            raise ToolError(reply.get("error") or "the tool failed")
+        return reply.get("result")
+
+    def make(spec):
+        name = spec["name"]
+        schema = spec.get("parameters") or {}
+        properties = schema.get("properties") or {}
+        required = [p for p in schema.get("required") or [] if p in properties]
+        order = required + [p for p in properties if p not in required]
+
+        def tool(*args, **kwargs):
+            if len(args) > len(order):
+                raise TypeError(f"{name}() takes {len(order)} positional arguments "
+                                f"but {len(args)} were given")
+            arguments = dict(zip(order, args))
+            for key in kwargs:
+                if key in arguments:
+                    raise TypeError(f"{name}() got multiple values for argument '{key}'")
+            arguments.update(kwargs)
+            missing = [p for p in order if p in required and p not in arguments]
+            if missing:
+                raise TypeError(f"{name}() missing required arguments: {', '.join(missing)}")
+            return call(name, arguments)
+
+        tool.__name__ = tool.__qualname__ = name
+        tool.__module__ = "dvm_tools"
+        lines = [spec.get("description") or f"The host tool {name}."]
+        if properties:
+            lines += ["", "Parameters:"]
+            for key in order:
+                info = properties[key] if isinstance(properties[key], dict) else {}
+                optional = "" if key in required else ", optional"
+                text = info.get("description", "")
+                lines.append(f"    {key} ({info.get('type', 'any')}{optional})"
+                             + (f": {text}" if text else ""))
+        tool.__doc__ = "\n".join(lines)
+        return tool
+
+    module.ToolError, module.call, module.tools = ToolError, call, {}
+    for spec in door({"v": 1, "op": "list"}).get("tools", []):
+        module.tools[spec["name"]] = made = make(spec)
+        setattr(module, spec["name"], made)
+    module.__all__ = ["call", "ToolError", "tools", *module.tools]
+    sys.modules["dvm_tools"] = module
+__dvm_tools_install()
+del __dvm_tools_install
+"#;
+
 /// The session turn that follows each of a session's turns: shows the figures left open.
 pub(crate) const DISPLAY_FLUSH: &str = "__import__('_dvm_display').flush()";
 
@@ -342,10 +415,15 @@ pub(crate) fn turn_entry(code: String) -> crate::sandbox::Entry {
     })
 }
 
-/// Adds `host.call(req_ptr, req_len, out_ptr_ptr, out_len_ptr) -> i32`. It answers one op,
-/// `display` (a JSON frame `{"v":1,"op":"display","data":{MIME: form…}}`, checked by
-/// [`crate::Display::parse`] and kept within the run's stdout cap); every other request is
-/// refused as before host tools exist (−1: the guest raises ConnectionRefusedError).
+/// Adds `host.call(req_ptr, req_len, out_ptr_ptr, out_len_ptr) -> i32`. It answers JSON
+/// frames `{"v":1,"op":…}`:
+/// - `display` (`"data": {MIME: form…}`, checked by [`crate::Display::parse`] and kept
+///   within the run's stdout cap);
+/// - `list` and `call` (`"tool": NAME, "args": {…}`) when host tools are bound to the run
+///   (see [`crate::HostTools`]): every call is held to the tools' caps, budget and timeout
+///   and to the run's deadline and cancellation, and recorded.
+///
+/// Every other request is refused (−1: the guest raises ConnectionRefusedError).
 pub(crate) fn add_host_door(linker: &mut Linker<SandboxState>) -> Result<(), Error> {
     linker
         .func_wrap(
@@ -357,8 +435,8 @@ pub(crate) fn add_host_door(linker: &mut Linker<SandboxState>) -> Result<(), Err
              out_ptr: i32,
              out_len: i32|
              -> wasmtime::Result<i32> {
-                match door_request(&mut caller, request, len) {
-                    Some(reply) => door_reply(&mut caller, reply, out_ptr, out_len),
+                match door_request(&mut caller, request, len)? {
+                    Some(reply) => door_reply(&mut caller, &reply, out_ptr, out_len),
                     None => Ok(DOOR_CLOSED),
                 }
             },
@@ -377,41 +455,166 @@ struct DoorRequest {
     op: String,
     #[serde(default)]
     data: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    tool: Option<String>,
+    #[serde(default)]
+    args: serde_json::Value,
+}
+
+/// A JSON reply `{"ok": false, "error": message}`.
+fn refusal(message: &str) -> Vec<u8> {
+    let message = serde_json::Value::from(message);
+    format!(r#"{{"ok":false,"error":{message}}}"#).into_bytes()
 }
 
 /// Reads and handles one door request: the reply, or `None` to refuse it (not a frame of
-/// an op the host answers, or outside the guest's memory).
+/// an op the host answers, or outside the guest's memory). An error stops the run (a tool
+/// call past the budget, the deadline or a cancel while a tool ran).
 fn door_request(
     caller: &mut wasmtime::Caller<'_, SandboxState>,
     request: i32,
     len: i32,
-) -> Option<&'static [u8]> {
-    let memory = caller.get_export("memory")?.into_memory()?;
+) -> wasmtime::Result<Option<Vec<u8>>> {
+    let Some(memory) = caller
+        .get_export("memory")
+        .and_then(|export| export.into_memory())
+    else {
+        return Ok(None);
+    };
     let (start, len) = (request as u32 as usize, len as u32 as usize);
     let room = caller.data().display.room();
-    if len as u64 > room {
-        // Too large to keep: not read at all.
+    let tool_cap = caller
+        .data()
+        .tools
+        .tools()
+        .map_or(0, |tools| tools.max_request_bytes);
+    if len as u64 > room.max(tool_cap) {
+        // Too large for anything the door keeps: not read at all.
+        if tool_cap == 0 {
+            caller.data_mut().display.refuse();
+        }
+        return Ok(Some(refusal("the request is over the cap")));
+    }
+    let Some(bytes) = start
+        .checked_add(len)
+        .and_then(|end| memory.data(&*caller).get(start..end))
+        .map(<[u8]>::to_vec)
+    else {
+        return Ok(None);
+    };
+    let Ok(frame) = serde_json::from_slice::<DoorRequest>(&bytes) else {
+        return Ok(None);
+    };
+    if frame.v != 1 {
+        return Ok(None);
+    }
+    match frame.op.as_str() {
+        "display" => Ok(Some(display_request(caller, frame.data, len as u64))),
+        "list" => Ok(caller.data().tools.tools().map(|tools| {
+            let specs: Vec<serde_json::Value> =
+                tools.tools().iter().map(crate::HostTool::spec).collect();
+            serde_json::json!({"ok": true, "tools": specs})
+                .to_string()
+                .into_bytes()
+        })),
+        "call" => tool_request(caller, frame, len as u64),
+        _ => Ok(None),
+    }
+}
+
+/// Keeps a display item if it fits in what is left of the cap.
+fn display_request(
+    caller: &mut wasmtime::Caller<'_, SandboxState>,
+    data: serde_json::Map<String, serde_json::Value>,
+    len: u64,
+) -> Vec<u8> {
+    if len > caller.data().display.room() {
         caller.data_mut().display.refuse();
-        return Some(br#"{"ok":false,"error":"over the output cap"}"#);
+        return refusal("over the output cap");
     }
-    let bytes = memory
-        .data(&*caller)
-        .get(start..start.checked_add(len)?)?
-        .to_vec();
-    let frame = serde_json::from_slice::<DoorRequest>(&bytes).ok()?;
-    if frame.v != 1 || frame.op != "display" {
-        return None;
-    }
-    Some(match crate::Display::parse(frame.data) {
+    match crate::Display::parse(data) {
         Ok(item) => {
-            if caller.data_mut().display.push(item, len as u64) {
-                br#"{"ok":true}"#
+            if caller.data_mut().display.push(item, len) {
+                br#"{"ok":true}"#.to_vec()
             } else {
-                br#"{"ok":false,"error":"over the output cap"}"#
+                refusal("over the output cap")
             }
         }
-        Err(_) => br#"{"ok":false,"error":"not a display item"}"#,
-    })
+        Err(_) => refusal("not a display item"),
+    }
+}
+
+/// Calls a host tool for the guest and records the call.
+fn tool_request(
+    caller: &mut wasmtime::Caller<'_, SandboxState>,
+    frame: DoorRequest,
+    len: u64,
+) -> wasmtime::Result<Option<Vec<u8>>> {
+    use crate::sandbox::tools::{self, Waited};
+    let Some(tools) = caller.data().tools.tools().cloned() else {
+        return Ok(None);
+    };
+    if len > tools.max_request_bytes {
+        return Ok(Some(refusal("the request is over the cap")));
+    }
+    if caller.data().tools.made() >= tools.max_calls as usize {
+        return Err(crate::sandbox::Stop::ToolCalls(tools.max_calls).into());
+    }
+    let name = frame.tool.unwrap_or_default();
+    let started = std::time::Instant::now();
+    let mut record = crate::ToolCall {
+        name: name.chars().take(128).collect(),
+        request_bytes: len,
+        response_bytes: 0,
+        duration: std::time::Duration::ZERO,
+        error: None,
+    };
+    let answer = match (tools.get(&name), frame.args) {
+        (None, _) => Err(format!("there is no host tool named `{}`", record.name)),
+        (Some(_), args) if !(args.is_object() || args.is_null()) => {
+            Err("a tool's arguments must be a JSON object".to_string())
+        }
+        (Some(tool), args) => {
+            let args = if args.is_null() {
+                serde_json::Value::Object(Default::default())
+            } else {
+                args
+            };
+            let (deadline, cancel) = (caller.data().deadline, caller.data().cancel.clone());
+            match tools::call(tool, args, deadline, &cancel) {
+                Waited::Answer(answer) => answer,
+                Waited::Deadline => return Err(crate::sandbox::Stop::Deadline.into()),
+                Waited::Cancelled => return Err(crate::sandbox::Stop::Cancelled.into()),
+            }
+        }
+    };
+    let reply = match answer {
+        Ok(result) => {
+            let reply = serde_json::json!({"ok": true, "result": result})
+                .to_string()
+                .into_bytes();
+            if reply.len() as u64 > tools.max_response_bytes {
+                let message = format!(
+                    "the answer of `{}` is {} bytes, over the cap of {}",
+                    record.name,
+                    reply.len(),
+                    tools.max_response_bytes
+                );
+                record.error = Some(message.clone());
+                refusal(&message)
+            } else {
+                reply
+            }
+        }
+        Err(message) => {
+            record.error = Some(message.clone());
+            refusal(&message)
+        }
+    };
+    record.response_bytes = reply.len() as u64;
+    record.duration = started.elapsed();
+    caller.data_mut().tools.record(record);
+    Ok(Some(reply))
 }
 
 /// Hands `reply` to the guest: memory from its `host_alloc`, then the address and length

@@ -363,6 +363,13 @@ mod tests {
                 )
                 .unwrap(),
             ],
+            tool_calls: vec![crate::ToolCall {
+                name: "search".into(),
+                request_bytes: 40,
+                response_bytes: 12,
+                duration: std::time::Duration::from_micros(1500),
+                error: None,
+            }],
         };
         let wire = WireOutcome::of("r", "w", 2, Ok(outcome.clone()));
         let json = serde_json::to_vec(&wire).unwrap();

@@ -257,6 +257,7 @@ impl StoredOutcome {
             cache: CacheStatus::Hit,
             cache_key: None,
             display: self.display.clone(),
+            tool_calls: Vec::new(),
         }
     }
 }

@@ -69,8 +69,11 @@ impl DisplaySink {
         self.truncated = true;
     }
 
-    /// The items so far and whether any were dropped; the sink is empty afterwards.
+    /// The items so far and whether any were dropped, at the end of a run or turn: the sink
+    /// is empty afterwards and lets its callback go (a session's sink outlives the turn, and
+    /// a callback kept would keep, say, the turn's event stream open).
     pub(crate) fn take(&mut self) -> (Vec<Display>, bool) {
+        self.callback = None;
         let truncated = std::mem::take(&mut self.truncated);
         self.bytes = 0;
         (std::mem::take(&mut self.items), truncated)

@@ -47,6 +47,9 @@ pub(crate) struct Hooks {
     /// Run before the state is captured, with output dropped: drops what refers to the
     /// session's own host resources (open descriptors) that a copy would not have.
     pub before_capture: &'static str,
+    /// Run before each turn that has host tools bound (as a turn of its own, sharing the
+    /// turn's limits and output): makes them importable.
+    pub tools_setup: &'static str,
 }
 
 /// A copy of a guest's linear memory, in an anonymous private mapping of its own that is
@@ -233,7 +236,7 @@ pub(crate) fn serve(
             &mut store,
             instance,
             &turn,
-            hooks.after_turn,
+            hooks,
             (&stdin, &stdout, &stderr),
         );
         drop(active);
@@ -270,9 +273,10 @@ fn one_turn(
     store: &mut Store<SandboxState>,
     instance: Instance,
     turn: &Turn,
-    after_turn: &str,
+    hooks: Hooks,
     (stdin, stdout, stderr): (&LateInput, &SwitchOutput, &SwitchOutput),
 ) -> (Outcome, TurnEnd) {
+    let after_turn = hooks.after_turn;
     let started = Instant::now();
     let limits = &turn.input.limits;
     let (out, err) = CappedOutput::pair(limits, turn.input.on_output.clone());
@@ -286,13 +290,25 @@ fn one_turn(
         state.files.rebind(limits);
         state.cancel = turn.input.cancel.clone().unwrap_or_default();
         state.display = super::display::DisplaySink::new(limits, turn.input.on_display.clone());
+        state.tools = super::tools::ToolDoor::new(turn.input.tools.clone());
         // `Limits::validate` (checked by the caller) keeps the deadline within days.
         state.deadline = started + limits.deadline;
     }
+    let tools_setup = match turn.input.tools {
+        Some(_) => hooks.tools_setup,
+        None => "",
+    };
     let value = fuel
         .arm(&mut *store)
         .map_err(wasmtime::Error::new)
-        .and_then(|()| call_turn(store, instance, &turn.code));
+        .and_then(|()| match tools_setup {
+            "" => Ok(0),
+            setup => call_turn(store, instance, setup),
+        })
+        .and_then(|setup| match setup & 0xff {
+            0 => call_turn(store, instance, &turn.code),
+            _ => Ok(setup),
+        });
     // `after_turn` (the python guest's: show the figures the turn left open, as a notebook
     // cell does) runs as a turn of its own: appended to the user's code, it would no longer
     // end with their final expression. It shares the turn's fuel, deadline and output; a

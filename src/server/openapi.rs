@@ -70,6 +70,9 @@ pub(super) struct RunResult {
     /// What the run displayed (figures, rich values), in order; absent when nothing was.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     display: Vec<DisplayItem>,
+    /// The host tools the run called, in order; absent when it called none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallRecord>,
     /// The run's id (also in the `X-Dvm-Run-Id` header): the client's `run_id`, or a
     /// new UUID v4.
     run_id: String,
@@ -96,6 +99,8 @@ pub(super) enum LimitKind {
     Cancelled,
     Disk,
     Files,
+    #[serde(rename = "tool_calls")]
+    ToolCalls,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -104,6 +109,20 @@ pub(super) enum CacheStatus {
     Off,
     Hit,
     Miss,
+}
+
+/// One call of a host tool.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ToolCall)]
+pub(super) struct ToolCallRecord {
+    name: String,
+    request_bytes: u64,
+    response_bytes: u64,
+    /// Wall-clock time of the call, in milliseconds.
+    ms: f64,
+    /// Why the call failed; null when it succeeded.
+    error: Option<String>,
 }
 
 /// One display item: the same value in several forms, keyed by MIME type (`text/plain`,

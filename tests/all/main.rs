@@ -40,5 +40,6 @@ mod server;
 mod session;
 mod session_copies;
 mod support;
+mod tools;
 mod validate;
 mod warm;

@@ -725,6 +725,7 @@ mod tests {
             cache: crate::results::CacheStatus::Off,
             cache_key: None,
             display: Vec::new(),
+            tool_calls: Vec::new(),
         };
         let verdict = |outcome: &Outcome, expected: Option<&str>, stdout: &str| {
             Verdict::of(outcome, expected, stdout).0
