@@ -31,6 +31,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/runtimes", get(runtimes))
         .route("/execute", post(execute_once))
         .route("/runs/{run_id}/cancel", post(cancel_run))
+        .route("/runs/{run_id}/tool_results/{call_id}", post(tool_result))
         .route("/sandboxes", get(list_sandboxes).post(create_sandbox))
         .route("/sessions", get(list_sandboxes).post(create_session))
         .route("/sandboxes/{id}", get(show_sandbox).delete(delete_sandbox))
@@ -232,7 +233,35 @@ pub(super) struct ExecuteRequest {
     /// Run deterministically with this seed (result-cacheable).
     #[serde(default)]
     seed: Option<u64>,
+    /// Host tools the client answers (python): the guest calls them through `dvm_tools`,
+    /// each call comes as a `tool_call` event on the execution's stream (so `stream` must be
+    /// set), answered with `POST /runs/{run_id}/tool_results/{call_id}`.
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    tools: Vec<ToolDeclaration>,
 }
+
+/// A host tool a client declares and answers.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ToolDeclaration {
+    /// The function's name in the guest (`dvm_tools.NAME`): letters, digits and `_`.
+    name: String,
+    /// Told to the guest (its docstring).
+    #[serde(default)]
+    description: String,
+    /// A JSON schema (`"type": "object"`) of the arguments.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    parameters: serde_json::Value,
+    /// How long the client may take to answer one call [default: 30000].
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    timeout_ms: Option<u64>,
+}
+
+/// Most tools one execution may declare.
+const MAX_DECLARED_TOOLS: usize = 64;
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct StreamQuery {
@@ -326,7 +355,8 @@ async fn execute_once(
         run_id: request.run_id.clone(),
         on_start: None,
     };
-    respond(state, job, wants_stream(&request, &query, &headers)).await
+    let stream = wants_stream(&request, &query, &headers);
+    respond(state, job, stream, &request.tools).await
 }
 
 /// Runs the job and answers with its outcome as JSON, or as a stream of events.
@@ -334,8 +364,25 @@ async fn respond(
     state: Arc<AppState>,
     mut job: Execution,
     stream: bool,
+    tools: &[ToolDeclaration],
 ) -> Result<Response, ApiError> {
     let runtime = job.runtime.clone();
+    if !tools.is_empty() && !stream {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "host tools are called back over the execution's event stream: ask for one \
+             (`\"stream\": true`), then answer each `tool_call` event with POST \
+             /runs/{run_id}/tool_results/{call_id}",
+        ));
+    }
+    if tools.len() > MAX_DECLARED_TOOLS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            format!("at most {MAX_DECLARED_TOOLS} tools may be declared"),
+        ));
+    }
     if !stream {
         let (run_id, outcome) = state.execute(job).await?;
         let mut body = outcome.to_json();
@@ -352,6 +399,14 @@ async fn respond(
     job.run_id = Some(run_id.clone());
     let cancel = job.input.cancel.clone().unwrap_or_default();
     job.input.cancel = Some(cancel.clone());
+    if !tools.is_empty() {
+        job.input.tools = Some(Arc::new(client_tools(
+            &state,
+            &run_id,
+            tools,
+            events.downgrade(),
+        )?));
+    }
     let chunks = events.clone();
     job.input.on_output = Some(Arc::new(move |stream: Stream, bytes: &[u8]| {
         let name = match stream {
@@ -421,6 +476,96 @@ async fn respond(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// The tools a client declared, each answered by the client: a call becomes a `tool_call`
+/// event (`{id, name, args}`) on the run's stream, and waits for
+/// `POST /runs/{run_id}/tool_results/{id}` (or its timeout). The stream is held weakly, so a
+/// call left waiting never keeps a finished run's stream open.
+fn client_tools(
+    state: &Arc<AppState>,
+    run_id: &str,
+    declared: &[ToolDeclaration],
+    events: tokio::sync::mpsc::WeakUnboundedSender<Event>,
+) -> Result<crate::HostTools, ApiError> {
+    let mut tools = crate::HostTools::new();
+    for declaration in declared {
+        let timeout = std::time::Duration::from_millis(
+            declaration
+                .timeout_ms
+                .unwrap_or(crate::DEFAULT_TOOL_TIMEOUT.as_millis() as u64)
+                .clamp(1, 600_000),
+        );
+        let (state, run_id, events) = (state.clone(), run_id.to_string(), events.clone());
+        let name = declaration.name.clone();
+        let tool = crate::HostTool::new(
+            declaration.name.clone(),
+            declaration.description.clone(),
+            declaration.parameters.clone(),
+            move |args: serde_json::Value| {
+                let call_id = super::new_id();
+                let (answer, answered) = std::sync::mpsc::sync_channel(1);
+                state.tool_answers_insert(&call_id, &run_id, answer);
+                let event = Event::default().event("tool_call").data(
+                    serde_json::json!({ "id": call_id, "name": name, "args": args }).to_string(),
+                );
+                let sent = events
+                    .upgrade()
+                    .is_some_and(|events| events.send(event).is_ok());
+                let result = if sent {
+                    // The door gives up at `timeout`; a little longer here, then the call
+                    // is forgotten.
+                    answered
+                        .recv_timeout(timeout + std::time::Duration::from_secs(1))
+                        .unwrap_or_else(|_| Err(format!("no answer to tool call {call_id}")))
+                } else {
+                    Err("the client that declared the tool went away".to_string())
+                };
+                state.tool_answers_remove(&call_id);
+                result
+            },
+        )
+        .map_err(ApiError::from)?
+        .with_timeout(timeout);
+        tools = tools.with(tool).map_err(ApiError::from)?;
+    }
+    Ok(tools)
+}
+
+/// `POST /runs/{run_id}/tool_results/{call_id}`: the client's answer to a tool call, as
+/// `{"result": JSON}` or `{"error": "message"}`.
+async fn tool_result(
+    State(state): Shared,
+    Path((run_id, call_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let answer = match body.as_object() {
+        Some(fields) if fields.len() == 1 && fields.contains_key("result") => {
+            Ok(fields["result"].clone())
+        }
+        Some(fields) if fields.len() == 1 && fields.get("error").is_some_and(|e| e.is_string()) => {
+            Err(fields
+                .get("error")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .chars()
+                .take(4096)
+                .collect::<String>())
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "answer a tool call with {\"result\": JSON} or {\"error\": \"message\"}",
+            ));
+        }
+    };
+    if state.answer_tool_call(&run_id, &call_id, answer) {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found(
+            "tool call waiting for an answer",
+            &call_id,
+        ))
+    }
 }
 
 /// The SSE event of one display item: `{"data": {MIME: content}}`.
@@ -745,7 +890,8 @@ async fn execute_in(
         run_id: request.run_id.clone(),
         on_start: None,
     };
-    respond(state, job, wants_stream(&request, &query, &headers)).await
+    let stream = wants_stream(&request, &query, &headers);
+    respond(state, job, stream, &request.tools).await
 }
 
 /// A session's calls stay within the memory it reserved when it was made.

@@ -719,6 +719,15 @@ pub struct AppState {
     admission: Arc<Mutex<Admission>>,
     /// The most pool slots one instance of a runtime loaded so far takes.
     unit_ceiling: AtomicUsize,
+    /// Tool calls waiting for their client's answer, by call id: the run they belong to
+    /// and where the answer goes.
+    tool_answers: Mutex<HashMap<String, PendingToolCall>>,
+}
+
+/// A tool call of a run, waiting for the client that declared the tool.
+struct PendingToolCall {
+    run_id: String,
+    answer: std::sync::mpsc::SyncSender<Result<serde_json::Value, String>>,
 }
 
 /// One run the server queues: a script in a runtime, or a call in a session (the facade's
@@ -746,6 +755,51 @@ pub(crate) struct Execution {
 }
 
 impl AppState {
+    fn tool_answers_insert(
+        &self,
+        call_id: &str,
+        run_id: &str,
+        answer: std::sync::mpsc::SyncSender<Result<serde_json::Value, String>>,
+    ) {
+        self.tool_answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                call_id.to_string(),
+                PendingToolCall {
+                    run_id: run_id.to_string(),
+                    answer,
+                },
+            );
+    }
+
+    fn tool_answers_remove(&self, call_id: &str) {
+        self.tool_answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(call_id);
+    }
+
+    /// Hands `answer` to the tool call `call_id` of run `run_id`; false when no such call
+    /// is waiting.
+    fn answer_tool_call(
+        &self,
+        run_id: &str,
+        call_id: &str,
+        answer: Result<serde_json::Value, String>,
+    ) -> bool {
+        let mut waiting = self
+            .tool_answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match waiting.get(call_id) {
+            Some(pending) if pending.run_id == run_id => waiting
+                .remove(call_id)
+                .is_some_and(|pending| pending.answer.try_send(answer).is_ok()),
+            _ => false,
+        }
+    }
+
     pub fn new(config: ServerConfig, dvm: Dvm) -> Arc<AppState> {
         let limiter = Limiter::new(config.workers, config.queue);
         // Entries that do not parse were refused by `ServerConfig::validate`; here they
@@ -768,6 +822,7 @@ impl AppState {
             access: RwLock::new(access),
             admission: Arc::default(),
             unit_ceiling: AtomicUsize::new(1),
+            tool_answers: Mutex::default(),
         })
     }
 

@@ -249,6 +249,19 @@ pub(super) struct Cancelled {
     cancelled: String,
 }
 
+/// The answer to a tool call: exactly one of `result` (any JSON, handed to the guest) and
+/// `error` (a message the guest raises as `dvm_tools.ToolError`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(examples(json!({"result": {"rows": 3}})))]
+pub(super) struct ToolAnswer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    result: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
 /// What `POST …/packages` installed.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -595,6 +608,15 @@ mod ops {
                   (status = "4XX", description = "No such run in flight (404), or refused", body = ErrorBody)))]
     fn cancel_run() {}
 
+    /// Answer a host tool call of a streamed run: the `id` of its `tool_call` event.
+    #[utoipa::path(post, path = "/runs/{run_id}/tool_results/{call_id}", tag = "native",
+        params(("run_id" = String, Path, description = "The run's id"),
+               ("call_id" = String, Path, description = "The `id` of the `tool_call` event")),
+        request_body(content = ToolAnswer, content_type = "application/json"),
+        responses((status = 204, description = "Handed to the waiting call"),
+                  (status = "4XX", description = "No such call waiting (404), or not one of the two answers (400)", body = ErrorBody)))]
+    fn tool_result() {}
+
     /// Snapshot a session between executions: its memory, clock and files, signed under the
     /// server's home. It survives a restart; `POST /sessions` with `from_snapshot` resumes
     /// it.
@@ -875,6 +897,7 @@ mod ops {
     ),
     paths(
         ops::health, ops::metrics, ops::openapi, ops::runtimes, ops::execute, ops::cancel_run,
+        ops::tool_result,
         ops::sessions_snapshot, ops::sessions_fork, ops::snapshots_show, ops::snapshots_delete,
         ops::sandboxes_list, ops::sandboxes_create, ops::sandboxes_show, ops::sandboxes_close,
         ops::sandboxes_execute, ops::sandboxes_cancel, ops::sandboxes_install,

@@ -24,7 +24,8 @@ fn limit_kind_and_status_names_are_their_json_names() {
             "output",
             "cancelled",
             "disk",
-            "files"
+            "files",
+            "tool_calls"
         ]
     );
     for kind in LimitKind::VARIANTS {

@@ -544,6 +544,26 @@ fn every_operation_answers_as_documented() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(cancelled);
+        // Tool answers: nothing waits under a made-up id; neither answer is refused.
+        let path = "/runs/{run_id}/tool_results/{call_id}";
+        let none = c
+            .json(
+                "POST",
+                path,
+                "/runs/slow-run/tool_results/no-such-call",
+                &json!({"result": 1}),
+            )
+            .await;
+        assert_eq!(none.status, StatusCode::NOT_FOUND);
+        let bad = c
+            .json(
+                "POST",
+                path,
+                "/runs/slow-run/tool_results/no-such-call",
+                &json!({"x": 1}),
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
         let slow = slow.await.unwrap();
         check(&doc, "POST", "/execute", &slow).unwrap();
         assert_eq!(slow.json()["limit"], "cancelled");

@@ -656,6 +656,120 @@ mod in_process {
     }
 
     #[test]
+    fn a_streamed_run_calls_the_clients_tools_and_waits_for_its_answers() {
+        use futures_util::StreamExt as _;
+        let state = state(|_| {});
+        runtime().block_on(async {
+            let lookup = json!({
+                "name": "lookup",
+                "description": "The length of a key.",
+                "parameters": {"type": "object", "properties": {"key": {"type": "string"}},
+                               "required": ["key"]},
+                "timeout_ms": 10000
+            });
+            let code = "import dvm_tools\nfrom dvm_tools import lookup\n\
+                        print(sum(lookup(k) for k in ['a', 'bb', 'ccc']))\n\
+                        try:\n    lookup('zzzz')\nexcept dvm_tools.ToolError as e:\n\
+                        \x20   print('refused:', e)\n";
+            // Tools are answered over the stream: a plain request is refused.
+            let (status, refused) = json_call(
+                &state,
+                "POST",
+                "/execute",
+                json!({"code": code, "tools": [lookup.clone()]}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+            let (status, refused) = json_call(
+                &state,
+                "POST",
+                "/execute",
+                json!({"code": code, "stream": true,
+                       "tools": [{"name": "not a name", "parameters": {}}]}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+
+            let request = Request::builder()
+                .method("POST")
+                .uri("/execute")
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    json!({"code": code, "stream": true, "run_id": "tools-run",
+                           "tools": [lookup]})
+                    .to_string(),
+                ))
+                .unwrap();
+            let response = dvm::server::router(state.clone())
+                .oneshot(request)
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let mut chunks = response.into_body().into_data_stream();
+            let (mut text, mut seen, mut calls) = (String::new(), 0, Vec::new());
+            while let Some(Ok(chunk)) = chunks.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = text[seen..].find("\n\n") {
+                    let block = text[seen..seen + end].to_string();
+                    seen += end + 2;
+                    if !block.contains("event: tool_call") {
+                        continue;
+                    }
+                    let data = block
+                        .lines()
+                        .find_map(|l| l.strip_prefix("data: "))
+                        .unwrap();
+                    let call: Value = serde_json::from_str(data).unwrap();
+                    assert_eq!(call["name"], "lookup", "{call}");
+                    let key = call["args"]["key"].as_str().unwrap().to_string();
+                    calls.push(key.clone());
+                    let path = format!(
+                        "/runs/tools-run/tool_results/{}",
+                        call["id"].as_str().unwrap()
+                    );
+                    // A malformed answer and another run's id are refused; the call waits on.
+                    let (status, _) = json_call(&state, "POST", &path, json!({"nope": 1})).await;
+                    assert_eq!(status, StatusCode::BAD_REQUEST);
+                    let other = path.replace("tools-run", "other-run");
+                    let (status, _) = json_call(&state, "POST", &other, json!({"result": 1})).await;
+                    assert_eq!(status, StatusCode::NOT_FOUND);
+                    let answer = if key == "zzzz" {
+                        json!({"error": "unknown key"})
+                    } else {
+                        json!({"result": key.len()})
+                    };
+                    let (status, _, body) = send(
+                        &state,
+                        "POST",
+                        &path,
+                        &[("content-type", "application/json")],
+                        answer.to_string(),
+                    )
+                    .await;
+                    assert_eq!(status, StatusCode::NO_CONTENT, "{body:?}");
+                    // Answered once: a second answer finds nothing waiting.
+                    let (status, _) = json_call(&state, "POST", &path, json!({"result": 0})).await;
+                    assert_eq!(status, StatusCode::NOT_FOUND);
+                }
+            }
+            assert_eq!(calls, ["a", "bb", "ccc", "zzzz"], "{text}");
+            let result = text
+                .split("\n\n")
+                .find(|block| block.contains("event: result"))
+                .and_then(|block| block.lines().find_map(|l| l.strip_prefix("data: ")))
+                .expect(&text);
+            let result: Value = serde_json::from_str(result).unwrap();
+            assert_eq!(result["stdout"], "6\nrefused: unknown key\n", "{result}");
+            assert_eq!(
+                result["tool_calls"].as_array().unwrap().len(),
+                4,
+                "{result}"
+            );
+            assert_eq!(result["tool_calls"][3]["error"], "unknown key");
+        });
+    }
+
+    #[test]
     fn what_a_streamed_run_displays_arrives_as_display_events_as_it_happens() {
         let state = state(|_| {});
         runtime().block_on(async {
