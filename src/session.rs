@@ -130,7 +130,8 @@ impl Session {
         input.limits.validate()?;
         if input.tools.is_some() && !self.host_tools {
             return Err(Error::InvalidInput(format!(
-                "a `{}` session cannot call host tools: they reach python guests only",
+                "a `{}` session cannot call host tools: its guest has no door to them (the \
+                 python and javascript runtimes do)",
                 self.runtime
             )));
         }

@@ -37,7 +37,7 @@ ZIG_FILE=ziglang-0.17.1-py3-none-manylinux_2_12_x86_64.manylinux2010_x86_64.musl
 ZIG_SHA256=ea6cc5d87b033cf0aedfbc8f9549a908cae6c50ac31f1698188fa48a74524b54
 
 # Expected output (the build is deterministic; see README.md).
-QJS_WASM_SHA256=9c8d5563c65eeb45c74ca1e994bd659b034a01e44036834047704f5e5821164c
+QJS_WASM_SHA256=2a712645534a5b1e16db0ff81fdfdcb9881945d898112f538c99d5387e70ebcc
 # -----------------------------------------------------------------------------------------
 
 die() { echo "build.sh: error: $*" >&2; exit 1; }

@@ -19,6 +19,11 @@ import sys
 NORMALIZER = r'''
 #include <sys/stat.h>
 
+/* dvm: the module loader, defined in session.c (appended to this file): `dvm:host` and
+ * `dvm:tools`, and files as js_module_loader loads them. */
+JSModuleDef *dvm_module_loader(JSContext *ctx, const char *name, void *opaque,
+                               JSValueConst attributes);
+
 /* dvm: module names. See guest-toolchains/quickjs/modules.py. */
 static int dvm_is_file(const char *path)
 {
@@ -117,7 +122,7 @@ EDITS = [
     ),
     (
         "    JS_SetModuleLoaderFunc2(rt, NULL, js_module_loader, js_module_check_attributes, NULL);\n",
-        "    JS_SetModuleLoaderFunc2(rt, dvm_module_normalize, js_module_loader,\n"
+        "    JS_SetModuleLoaderFunc2(rt, dvm_module_normalize, dvm_module_loader,\n"
         "                            js_module_check_attributes, NULL);\n",
     ),
 ]

@@ -173,7 +173,7 @@ static int dvm_session_init(void)
     dvm_ctx = JS_NewCustomContext(dvm_rt);
     if (!dvm_ctx)
         return -1;
-    JS_SetModuleLoaderFunc2(dvm_rt, dvm_module_normalize, js_module_loader,
+    JS_SetModuleLoaderFunc2(dvm_rt, dvm_module_normalize, dvm_module_loader,
                             js_module_check_attributes, NULL);
     JS_SetHostPromiseRejectionTracker(dvm_rt, dvm_track_rejection, NULL);
     js_std_add_helpers(dvm_ctx, 0, NULL);
@@ -303,4 +303,133 @@ __attribute__((export_name("shutdown"))) int32_t dvm_shutdown(void)
     fflush(stdout);
     fflush(stderr);
     return 0;
+}
+
+/* ---- dvm: host tools. `import { search } from 'dvm:tools'` (or `import * as tools`)
+ * gives the host tools bound to the run, as in python's dvm_tools: `call(name, args)`,
+ * `ToolError`, `tools` (name -> function) and one export per tool. They reach the host
+ * through the `host.call` door, as the python guest's do: JSON frames, op `list` and
+ * `call`. The module is made when first imported, from the list the host gives; importing
+ * it in a run without tools throws. Names JavaScript reserves stay in `tools` only. */
+
+__attribute__((import_module("host"), import_name("call")))
+extern int32_t dvm_door(const char *request, int32_t len, char **reply, int32_t *reply_len);
+
+/* `call(request)` of the `dvm:host` module: one door request, its reply as a string. */
+static JSValue dvm_js_door(JSContext *ctx, JSValueConst this_val, int argc,
+                           JSValueConst *argv)
+{
+    size_t len;
+    char *reply = NULL;
+    int32_t reply_len = 0, status;
+    const char *request = JS_ToCStringLen(ctx, &len, argv[0]);
+    if (!request)
+        return JS_EXCEPTION;
+    status = dvm_door(request, (int32_t)len, &reply, &reply_len);
+    JS_FreeCString(ctx, request);
+    if (status == -1)
+        return JS_ThrowReferenceError(ctx, "no host tools are bound to this run");
+    if (status != 0 || !reply || reply_len < 0)
+        return JS_ThrowInternalError(ctx, "the host door failed");
+    JSValue out = JS_NewStringLen(ctx, reply, (size_t)reply_len);
+    free(reply);
+    return out;
+}
+
+static int dvm_host_module_init(JSContext *ctx, JSModuleDef *m)
+{
+    return JS_SetModuleExport(ctx, m, "call", JS_NewCFunction(ctx, dvm_js_door, "call", 1));
+}
+
+/* Makes the source of `dvm:tools` from the host's list (a JSON string). */
+static const char dvm_tools_maker[] =
+    "(list => {\n"
+    "  const reserved = new Set(('break case catch class const continue debugger default '\n"
+    "    + 'delete do else enum export extends false finally for function if implements '\n"
+    "    + 'import in instanceof interface let new null package private protected public '\n"
+    "    + 'return static super switch this throw true try typeof var void while with '\n"
+    "    + 'yield await arguments eval call tools ToolError').split(' '));\n"
+    "  const names = JSON.parse(list).tools.map(t => t.name)\n"
+    "    .filter(n => /^[A-Za-z_$][\\w$]*$/.test(n) && !reserved.has(n));\n"
+    "  return `import { call as door } from 'dvm:host';\n"
+    "export class ToolError extends Error {\n"
+    "  constructor(message) { super(message); this.name = 'ToolError'; }\n"
+    "}\n"
+    "export function call(name, args = {}) {\n"
+    "  const reply = JSON.parse(door(JSON.stringify({ v: 1, op: 'call', tool: name, args })));\n"
+    "  if (!reply.ok) throw new ToolError(reply.error || 'the tool failed');\n"
+    "  return reply.result;\n"
+    "}\n"
+    "const specs = JSON.parse(${JSON.stringify(list)}).tools;\n"
+    "const make = spec => {\n"
+    "  const schema = spec.parameters || {};\n"
+    "  const props = Object.keys(schema.properties || {});\n"
+    "  const required = (schema.required || []).filter(p => props.includes(p));\n"
+    "  const order = [...required, ...props.filter(p => !required.includes(p))];\n"
+    "  const tool = (...args) => {\n"
+    "    const one = args.length === 1 && args[0] !== null && typeof args[0] === 'object'\n"
+    "      && !Array.isArray(args[0]);\n"
+    "    const named = one ? { ...args[0] } : {};\n"
+    "    if (!one) args.forEach((value, i) => { named[order[i]] = value; });\n"
+    "    const missing = required.filter(p => !(p in named));\n"
+    "    if (missing.length)\n"
+    "      throw new TypeError(spec.name + '() missing required arguments: ' + missing.join(', '));\n"
+    "    return call(spec.name, named);\n"
+    "  };\n"
+    "  Object.defineProperty(tool, 'name', { value: spec.name });\n"
+    "  tool.description = spec.description;\n"
+    "  tool.parameters = schema;\n"
+    "  return tool;\n"
+    "};\n"
+    "export const tools = Object.fromEntries(specs.map(spec => [spec.name, make(spec)]));\n"
+    "` + names.map(n => `export const ${n} = tools[${JSON.stringify(n)}];\\n`).join('');\n"
+    "})\n";
+
+/* The module loader: `dvm:host` and `dvm:tools` are made here; every other name is a file,
+ * as qjs loads it. */
+JSModuleDef *dvm_module_loader(JSContext *ctx, const char *name, void *opaque,
+                               JSValueConst attributes)
+{
+    if (!strcmp(name, "dvm:host")) {
+        JSModuleDef *m = JS_NewCModule(ctx, name, dvm_host_module_init);
+        if (m && JS_AddModuleExport(ctx, m, "call") < 0)
+            return NULL;
+        return m;
+    }
+    if (!strcmp(name, "dvm:tools")) {
+        JSValue maker, list, source, module;
+        const char *text;
+        size_t len;
+        JSModuleDef *m = NULL;
+        JSValue request = JS_NewString(ctx, "{\"v\":1,\"op\":\"list\"}");
+        if (JS_IsException(request))
+            return NULL;
+        list = dvm_js_door(ctx, JS_UNDEFINED, 1, (JSValueConst *)&request);
+        JS_FreeValue(ctx, request);
+        if (JS_IsException(list))
+            return NULL;
+        maker = JS_Eval(ctx, dvm_tools_maker, strlen(dvm_tools_maker), "<dvm:tools>",
+                        JS_EVAL_TYPE_GLOBAL);
+        if (JS_IsException(maker)) {
+            JS_FreeValue(ctx, list);
+            return NULL;
+        }
+        source = JS_Call(ctx, maker, JS_UNDEFINED, 1, (JSValueConst *)&list);
+        JS_FreeValue(ctx, maker);
+        JS_FreeValue(ctx, list);
+        if (JS_IsException(source))
+            return NULL;
+        text = JS_ToCStringLen(ctx, &len, source);
+        JS_FreeValue(ctx, source);
+        if (!text)
+            return NULL;
+        module = JS_Eval(ctx, text, len, name, JS_EVAL_TYPE_MODULE | JS_EVAL_FLAG_COMPILE_ONLY);
+        JS_FreeCString(ctx, text);
+        if (JS_IsException(module))
+            return NULL;
+        m = JS_VALUE_GET_PTR(module);
+        JS_FreeValue(ctx, module);
+        return m;
+    }
+    return js_module_loader(ctx, name, opaque, attributes);
 }

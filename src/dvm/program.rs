@@ -75,10 +75,10 @@ impl Program {
     }
 
     pub(super) fn run_with(&self, setup: GuestSetup, input: &RunInput) -> Result<Outcome, Error> {
-        if input.tools.is_some() {
-            // Only the python guest has the door tools are called through.
+        if input.tools.is_some() && !crate::guest::has_door(self.pre.module()) {
             return Err(Error::InvalidInput(format!(
-                "`{}` cannot call host tools: they reach python guests only",
+                "`{}` cannot call host tools: its module does not import the `host.call` door \
+                 they are called through (the python and javascript runtimes do)",
                 self.name
             )));
         }

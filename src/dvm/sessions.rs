@@ -129,7 +129,7 @@ impl Runtime {
         let session = crate::session::Session::start(
             &self.spec.id,
             workspace,
-            (copies, self.program.abi == Abi::PythonReactor),
+            (copies, guest::has_door(self.program.pre.module())),
             move |ready, turns| {
                 sandbox::session::serve(
                     &pre,

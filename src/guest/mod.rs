@@ -46,12 +46,11 @@ impl Abi {
         }
     }
 
-    /// The linker this ABI's guests run against.
+    /// The linker this ABI's guests run against: WASI, and the `host.call` door (for the
+    /// guests that import it: python's and javascript's).
     pub(crate) fn linker(self, engine: &wasmtime::Engine) -> Result<Linker<SandboxState>, Error> {
         let mut linker = wasi_linker(engine)?;
-        if self == Abi::PythonReactor {
-            python::add_host_door(&mut linker)?;
-        }
+        python::add_host_door(&mut linker)?;
         Ok(linker)
     }
 
@@ -143,6 +142,13 @@ pub(crate) fn to_wasm(what: &str, bytes: Vec<u8>, is_text: bool) -> Result<Vec<u
             what: what.to_string(),
             message: e.to_string(),
         })
+}
+
+/// Whether `module` imports the `host.call` door, through which it reaches host tools.
+pub(crate) fn has_door(module: &Module) -> bool {
+    module
+        .imports()
+        .any(|import| import.module() == "host" && import.name() == "call")
 }
 
 /// Checks that every import of `module` is provided, naming the first that is not.

@@ -240,20 +240,90 @@ fn without_tools_the_door_stays_shut_and_other_guests_refuse_them() {
     );
     assert!(outcome.tool_calls.is_empty());
 
+    // A guest with no door refuses tools with an error that says why.
     let tools = HostTools::new().with(double_tool()).unwrap();
-    let error = runtime("javascript")
-        .run_script("main.js", b"console.log(1)", &with_tools(tools.clone()))
+    let error = runtime("python-lite")
+        .run_script("main.py", b"print(1)", &with_tools(tools))
         .unwrap_err()
         .to_string();
-    assert!(error.contains("python guests only"), "{error}");
+    assert!(
+        error.contains("does not import the `host.call` door"),
+        "{error}"
+    );
+
+    // JavaScript without tools: the module cannot be imported, the door is shut.
+    let outcome = runtime("javascript")
+        .run_script(
+            "main.mjs",
+            b"try { await import('dvm:tools') } catch (e) { console.log(e.message) }",
+            &RunInput::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        stdout(&outcome),
+        "no host tools are bound to this run\n",
+        "{}",
+        describe(&outcome)
+    );
+}
+
+#[test]
+fn javascript_calls_host_tools_through_dvm_tools() {
+    let seen = Seen::default();
+    let tools = HostTools::new()
+        .with(search_tool(&seen))
+        .unwrap()
+        .with(double_tool())
+        .unwrap();
+    let source = "import { search, double, call, tools, ToolError } from 'dvm:tools';\n\
+        const found = ['a', 'e', 'ta'].map(q => search(q).length).reduce((a, b) => a + b);\n\
+        console.log(found, double(21), call('double', { n: 4 }),\n\
+                    JSON.stringify(search({ query: 'a', limit: 1 })));\n\
+        try { call('nope') } catch (e) { console.log(e instanceof ToolError, e.message) }\n\
+        try { search() } catch (e) { console.log(e.name, e.message) }\n\
+        console.log(Object.keys(tools).sort().join(','), search.description);\n";
+    let outcome = runtime("javascript")
+        .run_script("main.mjs", source.as_bytes(), &with_tools(tools.clone()))
+        .unwrap();
+    assert_eq!(outcome.status, Status::Ok, "{}", describe(&outcome));
+    assert_eq!(
+        stdout(&outcome),
+        "8 42 8 [{\"title\":\"alpha\"}]\n\
+         true there is no host tool named `nope`\n\
+         TypeError search() missing required arguments: query\n\
+         double,search Finds the records whose title contains `query`.\n"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 4);
+    assert_eq!(outcome.tool_calls.len(), 7, "{:?}", outcome.tool_calls);
+
+    // In a session: imported in one call, called in the next; a call without tools finds
+    // the door shut.
     let session = runtime("javascript")
         .session(SessionOptions::default())
         .unwrap();
-    let error = session
-        .run("1", &with_tools(tools))
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("python guests only"), "{error}");
+    let turn = session
+        .run(
+            "const { search } = await import('dvm:tools'); search('e').length",
+            &with_tools(tools.clone()),
+        )
+        .unwrap();
+    assert_eq!(stdout(&turn), "2\n", "{}", describe(&turn));
+    let turn = session
+        .run("search('ta').map(hit => hit.title)", &with_tools(tools))
+        .unwrap();
+    assert_eq!(
+        stdout(&turn),
+        "[ 'beta', 'delta' ]\n",
+        "{}",
+        describe(&turn)
+    );
+    let shut = session.run("search('a')", &RunInput::default()).unwrap();
+    assert_eq!(shut.status, Status::Error);
+    assert!(
+        stderr(&shut).contains("no host tools are bound"),
+        "{}",
+        describe(&shut)
+    );
 }
 
 #[test]
