@@ -56,6 +56,15 @@ fn double_tool() -> HostTool {
     .unwrap()
 }
 
+/// Both tools above, the search tool recording into `seen`.
+fn search_and_double(seen: &Seen) -> HostTools {
+    HostTools::new()
+        .with(search_tool(seen))
+        .unwrap()
+        .with(double_tool())
+        .unwrap()
+}
+
 fn with_tools(tools: HostTools) -> RunInput {
     RunInput {
         tools: Some(Arc::new(tools)),
@@ -70,11 +79,7 @@ fn run(code: &str, input: &RunInput) -> dvm::Outcome {
 #[test]
 fn a_program_calls_host_tools_in_a_loop_and_every_call_is_recorded() {
     let seen = Seen::default();
-    let tools = HostTools::new()
-        .with(search_tool(&seen))
-        .unwrap()
-        .with(double_tool())
-        .unwrap();
+    let tools = search_and_double(&seen);
     let outcome = run(
         "import dvm_tools\nfrom dvm_tools import search, double\n\
          found = sum(len(search(q)) for q in ['a', 'e', 'ta'])\n\
@@ -270,11 +275,7 @@ fn without_tools_the_door_stays_shut_and_other_guests_refuse_them() {
 #[test]
 fn javascript_calls_host_tools_through_dvm_tools() {
     let seen = Seen::default();
-    let tools = HostTools::new()
-        .with(search_tool(&seen))
-        .unwrap()
-        .with(double_tool())
-        .unwrap();
+    let tools = search_and_double(&seen);
     let source = "import { search, double, call, tools, ToolError } from 'dvm:tools';\n\
         const found = ['a', 'e', 'ta'].map(q => search(q).length).reduce((a, b) => a + b);\n\
         console.log(found, double(21), call('double', { n: 4 }),\n\
