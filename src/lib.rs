@@ -80,12 +80,12 @@ pub use crate::job::{
     Discovery, Job, JobOutcome, JobSource, LockFile, MAX_SCRIPT_BYTES, read_script,
 };
 pub use crate::limits::{LimitKind, Limits, OutputOverflow};
-pub use crate::outcome::{DISPLAY_TYPES, Display, Outcome, Status, ToolCall, Truncated};
+pub use crate::outcome::{DISPLAY_TYPES, Display, NetRequest, Outcome, Status, ToolCall, Truncated};
 pub use crate::profile::{ConfigFile, Profile};
 pub use crate::sandbox::determinism::Determinism;
 pub use crate::sandbox::{
-    CancelHandle, DEFAULT_TOOL_TIMEOUT, DisplayCallback, HostTool, HostTools, OutputCallback,
-    RunInput, Stream, ToolHandler,
+    AllowedHost, CancelHandle, DEFAULT_NET_TIMEOUT, DEFAULT_TOOL_TIMEOUT, DisplayCallback,
+    HostTool, HostTools, NetPolicy, OutputCallback, Resolver, RunInput, Stream, ToolHandler,
 };
 pub use crate::session::{Session, SessionOptions};
 pub use crate::workspace::{CopyReport, Grant, OutputFile, Workspace, WorkspacePath};

@@ -176,6 +176,28 @@ pub struct Outcome {
     /// The host tools the guest called, in order (see [`crate::HostTools`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
+    /// The HTTP requests the guest made through the host, in order (see
+    /// [`crate::NetPolicy`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub net: Vec<NetRequest>,
+}
+
+/// One HTTP request the guest made through the host, as the outcome records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetRequest {
+    pub method: String,
+    /// The URL as the guest asked for it (at most 2,048 characters kept).
+    pub url: String,
+    /// The response's status; `None` when there was no response.
+    pub status: Option<u16>,
+    /// Bytes of the response body handed to the guest.
+    pub bytes: u64,
+    /// Wall-clock time of the request (`ms` in JSON, fractional milliseconds).
+    #[serde(rename = "ms", with = "millis")]
+    pub duration: Duration,
+    /// Why the request was refused or failed; `None` when a response came back.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// One call of a host tool, as the outcome records it.
@@ -236,6 +258,7 @@ impl Outcome {
             cache_key: None,
             display: Vec::new(),
             tool_calls: Vec::new(),
+            net: Vec::new(),
         }
     }
 }
@@ -365,6 +388,7 @@ mod tests {
             cache_key: Some("k".into()),
             display: Vec::new(),
             tool_calls: Vec::new(),
+            net: Vec::new(),
         }
     }
 

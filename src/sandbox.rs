@@ -9,6 +9,7 @@ mod poll;
 pub(crate) mod prestart;
 pub(crate) mod session;
 pub(crate) mod threads;
+pub(crate) mod net;
 pub(crate) mod tools;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,7 @@ use wasmtime_wasi::{HostMonotonicClock, I32Exit, WasiCtxBuilder};
 pub use self::display::DisplayCallback;
 use self::output::CappedOutput;
 pub use self::output::{OutputCallback, Stream};
+pub use self::net::{AllowedHost, DEFAULT_NET_TIMEOUT, NetPolicy, Resolver};
 pub use self::tools::{DEFAULT_TOOL_TIMEOUT, HostTool, HostTools, ToolHandler};
 use crate::error::Error;
 use crate::limits::{self, LimitKind, Limits, ResourceGuard};
@@ -51,6 +53,11 @@ pub struct RunInput {
     /// Host tools the guest may call (`import dvm_tools` in Python). A run with tools is
     /// never answered from or kept in the result cache. Default: none.
     pub tools: Option<Arc<HostTools>>,
+    /// The hosts the guest may reach over HTTP, through the host (`urllib`, `http.client`
+    /// and `requests` in Python, `fetch` in JavaScript). A run with network is never
+    /// answered from or kept in the result cache, and a deterministic run refuses it.
+    /// Default: none, no network.
+    pub net: Option<Arc<NetPolicy>>,
     /// Lets another thread stop the run (`limit: "cancelled"`). Default: none.
     pub cancel: Option<CancelHandle>,
     /// The workspace to run in (mounted at `/workspace`, the working directory). Default:
@@ -79,6 +86,7 @@ impl std::fmt::Debug for RunInput {
             .field("on_output", &self.on_output.is_some())
             .field("on_display", &self.on_display.is_some())
             .field("tools", &self.tools.as_ref().map(|t| t.tools().len()))
+            .field("net", &self.net.as_ref().map(|n| n.allowed().len()))
             .field("cancel", &self.cancel.is_some())
             .field("workspace", &self.workspace)
             .field("grants", &self.grants)
@@ -211,6 +219,8 @@ pub(crate) struct SandboxState {
     pub(crate) display: display::DisplaySink,
     /// The host tools the run may call, and its calls.
     pub(crate) tools: tools::ToolDoor,
+    /// The hosts the run may reach, and its requests.
+    pub(crate) net: net::NetDoor,
 }
 
 /// The guest's monotonic clock: nanoseconds since the sandbox was made, the same zero the
@@ -245,6 +255,7 @@ impl SandboxState {
             claimed: None,
             display: display::DisplaySink::default(),
             tools: tools::ToolDoor::default(),
+            net: net::NetDoor::default(),
         }
     }
 }
@@ -376,6 +387,7 @@ where
         claimed: None,
         display: display::DisplaySink::new(limits, input.on_display.clone()),
         tools: tools::ToolDoor::new(input.tools.clone()),
+        net: net::NetDoor::new(input.net.clone()),
     };
     let mut store = Store::new(pre.module().engine(), state);
     store.set_hostcall_fuel(files::PATH_BYTES);
@@ -500,6 +512,7 @@ fn outcome_of(
         let err = stderr.take();
         let (display, display_truncated) = store.data_mut().display.take();
         let tool_calls = store.data_mut().tools.take();
+        let net = store.data_mut().net.take();
         Outcome {
             status,
             exit_code,
@@ -522,6 +535,7 @@ fn outcome_of(
             cache_key: None,
             display,
             tool_calls,
+            net,
         }
     }
 }

@@ -128,6 +128,13 @@ impl Session {
     /// The outcome's `files` lists what the call changed in the workspace.
     pub fn run(&self, code: &str, input: &RunInput) -> Result<Outcome, Error> {
         input.limits.validate()?;
+        if input.net.is_some() && !self.host_tools {
+            return Err(Error::InvalidInput(format!(
+                "a `{}` session cannot use the network: its guest has no door to the host (the \
+                 python and javascript runtimes do)",
+                self.runtime
+            )));
+        }
         if input.tools.is_some() && !self.host_tools {
             return Err(Error::InvalidInput(format!(
                 "a `{}` session cannot call host tools: its guest has no door to them (the \
@@ -147,6 +154,7 @@ impl Session {
                 on_output: input.on_output.clone(),
                 on_display: input.on_display.clone(),
                 tools: input.tools.clone(),
+                net: input.net.clone(),
                 cancel: input.cancel.clone(),
                 ..RunInput::default()
             },

@@ -78,6 +78,12 @@ pub(super) struct RunArgs {
     #[arg(long = "grant", value_name = "HOST:GUEST[:ro|rw]", value_parser = parse_grant)]
     grants: Vec<crate::Grant>,
 
+    /// Let the guest reach this host over HTTP, through dvm (repeatable): `HOST`, `HOST:PORT`,
+    /// `*.example.com`, or an address (`127.0.0.1:8080`, `[::1]:8080`). Names resolving to
+    /// private, loopback or link-local addresses are refused unless allowed by address.
+    #[arg(long = "allow-net", value_name = "HOST[:PORT]", value_parser = parse_allowed_host)]
+    allow_net: Vec<crate::AllowedHost>,
+
     /// Copy the files the run created or changed in its workspace into DIR.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -166,6 +172,10 @@ impl DepsArgs {
     fn is_empty(&self) -> bool {
         self.with.is_empty() && !self.auto && !self.locked
     }
+}
+
+fn parse_allowed_host(text: &str) -> Result<crate::AllowedHost, String> {
+    text.parse().map_err(|e: Error| e.to_string())
 }
 
 fn parse_grant(text: &str) -> Result<crate::Grant, String> {
@@ -345,6 +355,17 @@ fn validate(args: RunArgs, dvm_config: &Config) -> Result<RunConfig, Error> {
         }
         Some(workspace)
     };
+    let allow_net: Vec<crate::AllowedHost> = profile
+        .as_ref()
+        .map(|profile| profile.allow_net.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(args.allow_net)
+        .collect();
+    let net = match allow_net.is_empty() {
+        true => None,
+        false => Some(std::sync::Arc::new(crate::NetPolicy::new(allow_net)?)),
+    };
     Ok(RunConfig {
         target,
         preload: args.preload,
@@ -356,6 +377,7 @@ fn validate(args: RunArgs, dvm_config: &Config) -> Result<RunConfig, Error> {
             limits,
             workspace,
             grants: args.grants,
+            net,
             cache: if args.no_cache {
                 crate::results::CacheMode::Off
             } else {
@@ -664,6 +686,7 @@ fn on_local_server(
     let input = &config.input;
     let host_paths = input.workspace.is_some()
         || !input.grants.is_empty()
+        || input.net.is_some()
         || config.out.is_some()
         || config.keep
         || !config.deps.is_empty()

@@ -113,6 +113,7 @@ impl Runtime {
             || input.packages.is_some()
             || input.deterministic.is_some()
             || input.tools.is_some()
+            || input.net.is_some()
         {
             return None;
         }

@@ -82,6 +82,13 @@ impl Program {
                 self.name
             )));
         }
+        if input.net.is_some() && !crate::guest::has_door(self.pre.module()) {
+            return Err(Error::InvalidInput(format!(
+                "`{}` cannot use the network: its module does not import the `host.call` door \
+                 requests go through (the python and javascript runtimes do)",
+                self.name
+            )));
+        }
         self.run_entry(setup, input, self.abi.entry())
     }
 

@@ -45,6 +45,14 @@ pub(super) fn in_workspace(
     run: impl FnOnce(&Workspace, Vec<Mount>) -> Result<Outcome, Error>,
 ) -> Result<Outcome, Error> {
     input.limits.validate()?;
+    if input.net.is_some() && input.deterministic.is_some() {
+        return Err(Error::InvalidInput(
+            "a deterministic run cannot use the network: what a host answers is not part of \
+             the run, so it would not repeat. Drop the determinism (--seed/--deterministic) or \
+             the allowed hosts"
+                .into(),
+        ));
+    }
     let grants = input
         .grants
         .iter()
@@ -66,9 +74,9 @@ pub(super) fn in_workspace(
     }
     let results = &dvm.inner.results;
     let key = match (input.deterministic, &input.cache) {
-        // A run with host tools depends on what they answer: never cached.
+        // A run with host tools or the network depends on what they answer: never cached.
         (Some(determinism), crate::results::CacheMode::Auto)
-            if grants.is_empty() && input.tools.is_none() =>
+            if grants.is_empty() && input.tools.is_none() && input.net.is_none() =>
         {
             Some(result_key(
                 identity,

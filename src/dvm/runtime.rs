@@ -291,6 +291,9 @@ impl Runtime {
                         if input.tools.is_some() {
                             code = format!("{}{code}", guest::python::TOOLS_INSTALL);
                         }
+                        if input.net.is_some() {
+                            code = format!("{}{code}", guest::python::NET_INSTALL);
+                        }
                         self.program
                             .run_entry(setup, input, guest::python::turn_entry(code))
                     }

@@ -123,6 +123,7 @@ impl Runtime {
                 after_turn: guest::python::DISPLAY_FLUSH,
                 before_capture: guest::python::BEFORE_CAPTURE,
                 tools_setup: guest::python::TOOLS_INSTALL,
+                net_setup: guest::python::NET_INSTALL,
             },
             Abi::Command => sandbox::session::Hooks::default(),
         };

@@ -225,6 +225,204 @@ __dvm_tools_install()
 del __dvm_tools_install
 "#;
 
+/// Python that sends the guest's HTTP through the host (op `http` of the door), for a run
+/// that allows the network: `http.client`'s connections (and so `urllib.request`, with
+/// https) exchange whole requests and responses with the host instead of opening sockets,
+/// and `requests` gets a transport adapter when it is imported. Refusals raise
+/// `ConnectionRefusedError` (urllib wraps it in `URLError`; requests in `ConnectionError`),
+/// timeouts `TimeoutError`. Installing it twice (a session's turns) changes nothing.
+pub(crate) const NET_INSTALL: &str = r#"def __dvm_net_install():
+    import sys
+    if "_dvm_net" in sys.modules:
+        return
+    import io, json, types, binascii, socket, _host
+    import http.client, urllib.request
+    net = types.ModuleType("_dvm_net", "HTTP through the host, to the hosts the run allows.")
+
+    def exchange(method, url, headers, body, timeout=None):
+        frame = {"v": 1, "op": "http", "method": method, "url": url,
+                 "headers": [[str(k), str(v)] for k, v in headers],
+                 "body": binascii.b2a_base64(body or b"", newline=False).decode()}
+        if isinstance(timeout, (int, float)) and timeout > 0:
+            frame["timeout"] = float(timeout)
+        reply = json.loads(_host.call(json.dumps(frame).encode()))
+        if not reply.get("ok"):
+            message = reply.get("error") or "the request failed"
+            if reply.get("kind") == "timeout":
+                raise TimeoutError(message)
+            if reply.get("kind") == "failed":
+                raise ConnectionError(message)
+            raise ConnectionRefusedError(message)
+        return (reply["status"], reply.get("reason") or "", reply.get("headers") or [],
+                binascii.a2b_base64(reply.get("body") or ""))
+
+    def body_bytes(data):
+        if data is None:
+            return b""
+        if isinstance(data, str):
+            return data.encode("iso-8859-1")
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            return bytes(data)
+        if hasattr(data, "read"):
+            return body_bytes(data.read())
+        return b"".join(body_bytes(part) for part in data)
+
+    class _Sock:
+        def __init__(self, data):
+            self.data = data
+        def makefile(self, *args, **kwargs):
+            return io.BytesIO(self.data)
+        def close(self):
+            pass
+
+    class HTTPConnection(http.client.HTTPConnection):
+        """An http.client connection whose requests the host sends."""
+        _scheme = "http"
+
+        def connect(self):
+            self.sock = None
+
+        def putrequest(self, method, url, skip_host=False, skip_accept_encoding=False):
+            self._dvm = [method, url, [], []]
+
+        def putheader(self, header, *values):
+            text = lambda v: v.decode("latin-1") if isinstance(v, bytes) else str(v)
+            self._dvm[2].append((text(header), ", ".join(text(v) for v in values)))
+
+        def endheaders(self, message_body=None, *, encode_chunked=False):
+            if message_body is not None:
+                self.send(message_body)
+
+        def send(self, data):
+            if getattr(self, "_dvm", None) is None:
+                raise http.client.CannotSendRequest()
+            self._dvm[3].append(body_bytes(data))
+
+        def request(self, method, url, body=None, headers={}, *, encode_chunked=False):
+            # Sent here, as a connection would fail here: urllib wraps the error in URLError.
+            super().request(method, url, body, headers, encode_chunked=encode_chunked)
+            self._dvm_response = self._exchange()
+
+        def getresponse(self):
+            response, self._dvm_response = getattr(self, "_dvm_response", None), None
+            return response or self._exchange()
+
+        def _exchange(self):
+            pending, self._dvm = getattr(self, "_dvm", None), None
+            if pending is None:
+                raise http.client.ResponseNotReady()
+            method, url, headers, body = pending
+            if not url.startswith(("http://", "https://")):
+                host = f"[{self.host}]" if ":" in self.host else self.host
+                url = f"{self._scheme}://{host}:{self.port}{url}"
+            timeout = self.timeout if isinstance(self.timeout, (int, float)) else None
+            status, reason, got, content = exchange(method, url, headers, b"".join(body), timeout)
+            lines = [f"HTTP/1.1 {status} {reason}"]
+            lines += [f"{k}: {v}" for k, v in got
+                      if k.lower() not in ("transfer-encoding", "content-length", "connection")]
+            lines.append(f"Content-Length: {len(content)}")
+            raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + content
+            response = http.client.HTTPResponse(_Sock(raw), method=method)
+            response.begin()
+            return response
+
+        def close(self):
+            self._dvm = None
+            self.sock = None
+
+    class HTTPSConnection(HTTPConnection):
+        """An https connection: the host makes the TLS connection and checks its certificate."""
+        _scheme = "https"
+        default_port = 443
+
+        def __init__(self, host, port=None, *, context=None, key_file=None, cert_file=None,
+                     check_hostname=None, **kwargs):
+            super().__init__(host, port, **kwargs)
+
+    class HTTPSHandler(urllib.request.AbstractHTTPHandler):
+        def __init__(self, debuglevel=None, context=None, check_hostname=None):
+            super().__init__(debuglevel or 0)
+
+        def https_open(self, req):
+            return self.do_open(HTTPSConnection, req)
+
+        https_request = urllib.request.AbstractHTTPHandler.do_request_
+
+    http.client.HTTPConnection = HTTPConnection
+    http.client.HTTPSConnection = HTTPSConnection
+    urllib.request.HTTPSHandler = HTTPSHandler
+    urllib.request._opener = None
+
+    def patch_requests(adapters):
+        from requests.models import Response
+        from requests.structures import CaseInsensitiveDict
+        from requests.utils import get_encoding_from_headers
+        from requests import exceptions
+
+        class HostAdapter(adapters.BaseAdapter):
+            """Sends requests' requests through the host."""
+            def __init__(self, *args, **kwargs):
+                super().__init__()
+
+            def send(self, request, stream=False, timeout=None, verify=True, cert=None,
+                     proxies=None):
+                if isinstance(timeout, tuple):
+                    timeout = sum(t for t in timeout if t) or None
+                try:
+                    status, reason, got, content = exchange(
+                        request.method, request.url, request.headers.items(),
+                        body_bytes(request.body), timeout)
+                except TimeoutError as e:
+                    raise exceptions.ReadTimeout(e, request=request)
+                except OSError as e:
+                    raise exceptions.ConnectionError(e, request=request)
+                response = Response()
+                response.status_code, response.reason = status, reason
+                headers = CaseInsensitiveDict()
+                for k, v in got:
+                    headers[k] = f"{headers[k]}, {v}" if k in headers else v
+                response.headers = headers
+                response.encoding = get_encoding_from_headers(headers)
+                response.raw = io.BytesIO(content)
+                response._content, response._content_consumed = content, True
+                response.url, response.request, response.connection = request.url, request, self
+                return response
+
+            def close(self):
+                pass
+
+        adapters.HTTPAdapter = HostAdapter
+        sessions = sys.modules.get("requests.sessions")
+        if sessions is not None:
+            sessions.HTTPAdapter = HostAdapter
+
+    class _RequestsHook:
+        """Gives `requests` the host's adapter as soon as `requests.adapters` is loaded."""
+        def find_spec(self, fullname, path, target=None):
+            if fullname != "requests.adapters":
+                return None
+            import importlib.machinery
+            spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+            if spec is None or spec.loader is None:
+                return spec
+            load = spec.loader.exec_module
+            def exec_module(module):
+                load(module)
+                patch_requests(module)
+            spec.loader.exec_module = exec_module
+            return spec
+
+    if "requests.adapters" in sys.modules:
+        patch_requests(sys.modules["requests.adapters"])
+    else:
+        sys.meta_path.insert(0, _RequestsHook())
+    net.exchange = exchange
+    net.HTTPConnection, net.HTTPSConnection = HTTPConnection, HTTPSConnection
+    sys.modules["_dvm_net"] = net
+__dvm_net_install()
+del __dvm_net_install
+"#;
+
 /// The session turn that follows each of a session's turns: shows the figures left open.
 pub(crate) const DISPLAY_FLUSH: &str = "__import__('_dvm_display').flush()";
 
@@ -459,6 +657,25 @@ struct DoorRequest {
     tool: Option<String>,
     #[serde(default)]
     args: serde_json::Value,
+    #[serde(flatten)]
+    http: HttpFrame,
+}
+
+/// The fields of an `http` request through the door.
+#[derive(serde::Deserialize, Default)]
+struct HttpFrame {
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    /// The body, in base64.
+    #[serde(default)]
+    body: String,
+    /// The guest's own timeout, in seconds.
+    #[serde(default)]
+    timeout: Option<f64>,
 }
 
 /// A JSON reply `{"ok": false, "error": message}`.
@@ -487,7 +704,11 @@ fn door_request(
         .data()
         .tools
         .tools()
-        .map_or(0, |tools| tools.max_request_bytes);
+        .map_or(0, |tools| tools.max_request_bytes)
+        .max(caller.data().net.policy().map_or(0, |net| {
+            // A body travels in base64, in a frame with the URL and headers.
+            net.max_request_bytes.saturating_mul(4) / 3 + 64 * 1024
+        }));
     if len as u64 > room.max(tool_cap) {
         // Too large for anything the door keeps: not read at all.
         if tool_cap == 0 {
@@ -518,6 +739,7 @@ fn door_request(
                 .into_bytes()
         })),
         "call" => tool_request(caller, frame, len as u64),
+        "http" => http_request(caller, frame.http),
         _ => Ok(None),
     }
 }
@@ -614,6 +836,102 @@ fn tool_request(
     record.response_bytes = reply.len() as u64;
     record.duration = started.elapsed();
     caller.data_mut().tools.record(record);
+    Ok(Some(reply))
+}
+
+/// A JSON reply `{"ok": false, "error": message, "kind": kind}` for a request that failed.
+fn net_refusal(failure: &crate::sandbox::net::NetFailure) -> Vec<u8> {
+    serde_json::json!({"ok": false, "error": failure.message(), "kind": failure.kind()})
+        .to_string()
+        .into_bytes()
+}
+
+/// Sends an HTTP request for the guest through the host's client, if the run allows the
+/// network, and records it. The reply has the status, reason, headers and the body in
+/// base64.
+fn http_request(
+    caller: &mut wasmtime::Caller<'_, SandboxState>,
+    frame: HttpFrame,
+) -> wasmtime::Result<Option<Vec<u8>>> {
+    use crate::sandbox::net::{self, NetFailure, Sent};
+    use base64::Engine as _;
+    let Some(policy) = caller.data().net.policy().cloned() else {
+        return Ok(Some(net_refusal(&NetFailure::Refused(
+            "this run has no network: allow hosts with --allow-net HOST[:PORT]".into(),
+        ))));
+    };
+    let method = frame
+        .method
+        .unwrap_or_else(|| "GET".into())
+        .to_ascii_uppercase();
+    let url = frame.url.unwrap_or_default();
+    let started = std::time::Instant::now();
+    let mut record = crate::NetRequest {
+        method: method.chars().take(32).collect(),
+        url: url.chars().take(2048).collect(),
+        status: None,
+        bytes: 0,
+        duration: std::time::Duration::ZERO,
+        error: None,
+    };
+    let body = base64::engine::general_purpose::STANDARD.decode(frame.body.as_bytes());
+    let timeout = frame
+        .timeout
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .map(|t| std::time::Duration::from_secs_f64(t.min(86_400.0)));
+    let answer = if caller.data().net.made() >= policy.max_requests as usize {
+        Err(NetFailure::Refused(format!(
+            "this run made its {} requests: no more are allowed",
+            policy.max_requests
+        )))
+    } else {
+        match body {
+            Err(_) => Err(NetFailure::Refused("the body is not base64".into())),
+            Ok(body) if body.len() as u64 > policy.max_request_bytes => {
+                Err(NetFailure::Refused(format!(
+                    "the request body is {} bytes, over the cap of {}",
+                    body.len(),
+                    policy.max_request_bytes
+                )))
+            }
+            Ok(body) => {
+                let request = net::HttpRequest {
+                    method,
+                    url,
+                    headers: frame.headers,
+                    body,
+                    timeout,
+                };
+                let (deadline, cancel) = (caller.data().deadline, caller.data().cancel.clone());
+                match net::send(&policy, request, deadline, &cancel) {
+                    Sent::Answer(answer) => answer,
+                    Sent::Deadline => return Err(crate::sandbox::Stop::Deadline.into()),
+                    Sent::Cancelled => return Err(crate::sandbox::Stop::Cancelled.into()),
+                }
+            }
+        }
+    };
+    let reply = match answer {
+        Ok(response) => {
+            record.status = Some(response.status);
+            record.bytes = response.body.len() as u64;
+            serde_json::json!({
+                "ok": true,
+                "status": response.status,
+                "reason": response.reason,
+                "headers": response.headers,
+                "body": base64::engine::general_purpose::STANDARD.encode(&response.body),
+            })
+            .to_string()
+            .into_bytes()
+        }
+        Err(failure) => {
+            record.error = Some(failure.message().to_string());
+            net_refusal(&failure)
+        }
+    };
+    record.duration = started.elapsed();
+    caller.data_mut().net.record(record);
     Ok(Some(reply))
 }
 

@@ -258,6 +258,7 @@ impl StoredOutcome {
             cache_key: None,
             display: self.display.clone(),
             tool_calls: Vec::new(),
+            net: Vec::new(),
         }
     }
 }

@@ -50,6 +50,8 @@ pub(crate) struct Hooks {
     /// Run before each turn that has host tools bound (as a turn of its own, sharing the
     /// turn's limits and output): makes them importable.
     pub tools_setup: &'static str,
+    /// Run before each turn that may use the network (as `tools_setup` is).
+    pub net_setup: &'static str,
 }
 
 /// A copy of a guest's linear memory, in an anonymous private mapping of its own that is
@@ -291,17 +293,20 @@ fn one_turn(
         state.cancel = turn.input.cancel.clone().unwrap_or_default();
         state.display = super::display::DisplaySink::new(limits, turn.input.on_display.clone());
         state.tools = super::tools::ToolDoor::new(turn.input.tools.clone());
+        state.net = super::net::NetDoor::new(turn.input.net.clone());
         // `Limits::validate` (checked by the caller) keeps the deadline within days.
         state.deadline = started + limits.deadline;
     }
-    let tools_setup = match turn.input.tools {
-        Some(_) => hooks.tools_setup,
-        None => "",
+    let tools_setup = match (&turn.input.tools, &turn.input.net) {
+        (Some(_), Some(_)) => format!("{}\n{}", hooks.tools_setup, hooks.net_setup),
+        (Some(_), None) => hooks.tools_setup.to_string(),
+        (None, Some(_)) => hooks.net_setup.to_string(),
+        (None, None) => String::new(),
     };
     let value = fuel
         .arm(&mut *store)
         .map_err(wasmtime::Error::new)
-        .and_then(|()| match tools_setup {
+        .and_then(|()| match tools_setup.as_str() {
             "" => Ok(0),
             setup => call_turn(store, instance, setup),
         })

@@ -726,6 +726,7 @@ mod tests {
             cache_key: None,
             display: Vec::new(),
             tool_calls: Vec::new(),
+            net: Vec::new(),
         };
         let verdict = |outcome: &Outcome, expected: Option<&str>, stdout: &str| {
             Verdict::of(outcome, expected, stdout).0
