@@ -23,6 +23,8 @@ NORMALIZER = r'''
  * `dvm:tools`, and files as js_module_loader loads them. */
 JSModuleDef *dvm_module_loader(JSContext *ctx, const char *name, void *opaque,
                                JSValueConst attributes);
+/* dvm: the global `fetch`, defined in session.c: HTTP through the host door. */
+void dvm_add_fetch(JSContext *ctx);
 
 /* dvm: module names. See guest-toolchains/quickjs/modules.py. */
 static int dvm_is_file(const char *path)
@@ -124,6 +126,10 @@ EDITS = [
         "    JS_SetModuleLoaderFunc2(rt, NULL, js_module_loader, js_module_check_attributes, NULL);\n",
         "    JS_SetModuleLoaderFunc2(rt, dvm_module_normalize, dvm_module_loader,\n"
         "                            js_module_check_attributes, NULL);\n",
+    ),
+    (
+        '    js_init_module_bjson(ctx, "qjs:bjson");\n',
+        '    js_init_module_bjson(ctx, "qjs:bjson");\n    dvm_add_fetch(ctx);\n',
     ),
 ]
 

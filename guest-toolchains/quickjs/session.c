@@ -433,3 +433,141 @@ JSModuleDef *dvm_module_loader(JSContext *ctx, const char *name, void *opaque,
     }
     return js_module_loader(ctx, name, opaque, attributes);
 }
+
+/* ---- dvm: `fetch`. A global `fetch(url, {method, headers, body, redirect})` that sends
+ * the request through the host door (op `http`), which reaches only the hosts the run
+ * allows. It resolves to a Response (`status`, `ok`, `statusText`, `headers`, `url`,
+ * `redirected`, `text()`, `json()`, `arrayBuffer()`, `bytes()`) and rejects with a
+ * TypeError when the host refuses or the request fails, as fetch does. Redirects are
+ * followed here (at most 20), so each hop is a request of its own that the host checks and
+ * records. The implementation is compiled on the first call: runs that never fetch do not
+ * pay for it. */
+static const char dvm_fetch_maker[] =
+    "(function (door) {\n"
+    "const A = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';\n"
+    "const encode = (b) => { const out = [];\n"
+    "  for (let i = 0; i < b.length; i += 3) {\n"
+    "    const n = (b[i] << 16) | ((b[i + 1] ?? 0) << 8) | (b[i + 2] ?? 0);\n"
+    "    out.push(A[(n >> 18) & 63] + A[(n >> 12) & 63] + (i + 1 < b.length ? A[(n >> 6) & 63] : '=')\n"
+    "      + (i + 2 < b.length ? A[n & 63] : '='));\n"
+    "  }\n"
+    "  return out.join(''); };\n"
+    "const decode = (t) => { const s = t.replace(/=+$/, '');\n"
+    "  const out = new Uint8Array(Math.floor(s.length * 3 / 4)); let acc = 0, bits = 0, j = 0;\n"
+    "  for (let i = 0; i < s.length; i++) { acc = ((acc << 6) | A.indexOf(s[i])) & 0xffffff; bits += 6;\n"
+    "    if (bits >= 8) { bits -= 8; out[j++] = (acc >> bits) & 255; } }\n"
+    "  return out; };\n"
+    "const utf8 = (s) => { const t = unescape(encodeURIComponent(s)); const b = new Uint8Array(t.length);\n"
+    "  for (let i = 0; i < t.length; i++) b[i] = t.charCodeAt(i); return b; };\n"
+    "const text = (b) => { let t = '';\n"
+    "  for (let i = 0; i < b.length; i += 8192) t += String.fromCharCode.apply(null, b.subarray(i, i + 8192));\n"
+    "  try { return decodeURIComponent(escape(t)); } catch { return t; } };\n"
+    "class Headers {\n"
+    "  #map = new Map();\n"
+    "  constructor(init) {\n"
+    "    if (init == null) return;\n"
+    "    const pairs = init instanceof Headers ? [...init] : Array.isArray(init) ? init : Object.entries(init);\n"
+    "    for (const [k, v] of pairs) this.append(k, v);\n"
+    "  }\n"
+    "  append(k, v) { k = String(k).toLowerCase(); const old = this.#map.get(k);\n"
+    "    this.#map.set(k, old === undefined ? String(v) : old + ', ' + v); }\n"
+    "  set(k, v) { this.#map.set(String(k).toLowerCase(), String(v)); }\n"
+    "  get(k) { return this.#map.get(String(k).toLowerCase()) ?? null; }\n"
+    "  has(k) { return this.#map.has(String(k).toLowerCase()); }\n"
+    "  delete(k) { this.#map.delete(String(k).toLowerCase()); }\n"
+    "  forEach(f, self) { for (const [k, v] of this) f.call(self, v, k, this); }\n"
+    "  *entries() { yield* [...this.#map].sort((a, b) => a[0] < b[0] ? -1 : 1); }\n"
+    "  *keys() { for (const [k] of this.entries()) yield k; }\n"
+    "  *values() { for (const [, v] of this.entries()) yield v; }\n"
+    "  [Symbol.iterator]() { return this.entries(); }\n"
+    "}\n"
+    "class Response {\n"
+    "  #body;\n"
+    "  constructor(body, init = {}) {\n"
+    "    this.#body = body instanceof Uint8Array ? body : utf8(body == null ? '' : String(body));\n"
+    "    this.status = init.status ?? 200; this.statusText = init.statusText ?? '';\n"
+    "    this.headers = new Headers(init.headers); this.ok = this.status >= 200 && this.status < 300;\n"
+    "    this.url = init.url ?? ''; this.redirected = !!init.redirected; this.bodyUsed = false;\n"
+    "  }\n"
+    "  async bytes() { this.bodyUsed = true; return this.#body.slice(); }\n"
+    "  async arrayBuffer() { return (await this.bytes()).buffer; }\n"
+    "  async text() { return text(await this.bytes()); }\n"
+    "  async json() { return JSON.parse(await this.text()); }\n"
+    "}\n"
+    "const bodyOf = (body) => {\n"
+    "  if (body == null) return new Uint8Array(0);\n"
+    "  if (body instanceof Uint8Array) return body;\n"
+    "  if (body instanceof ArrayBuffer) return new Uint8Array(body);\n"
+    "  if (ArrayBuffer.isView(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);\n"
+    "  return utf8(String(body)); };\n"
+    "const resolve = (base, loc) => {\n"
+    "  if (/^[a-z][a-z0-9+.-]*:/i.test(loc)) return loc;\n"
+    "  const m = /^([a-z][a-z0-9+.-]*:)\\/\\/([^/?#]*)([^?#]*)/i.exec(base);\n"
+    "  if (!m) return loc;\n"
+    "  if (loc.startsWith('//')) return m[1] + loc;\n"
+    "  if (loc.startsWith('/')) return m[1] + '//' + m[2] + loc;\n"
+    "  return m[1] + '//' + m[2] + m[3].replace(/[^/]*$/, '') + loc; };\n"
+    "async function fetch(input, init = {}) {\n"
+    "  let url = String(typeof input === 'object' && input && 'url' in input ? input.url : input);\n"
+    "  let method = String(init.method ?? 'GET').toUpperCase();\n"
+    "  const headers = [...new Headers(init.headers)];\n"
+    "  let body = bodyOf(init.body);\n"
+    "  if (typeof init.body === 'string' && !headers.some(([k]) => k === 'content-type'))\n"
+    "    headers.push(['content-type', 'text/plain;charset=UTF-8']);\n"
+    "  for (let hop = 0; ; hop++) {\n"
+    "    let reply;\n"
+    "    try {\n"
+    "      reply = JSON.parse(door(JSON.stringify({ v: 1, op: 'http', method, url, headers, body: encode(body) })));\n"
+    "    } catch (e) { throw new TypeError('fetch failed: ' + e.message); }\n"
+    "    if (!reply.ok) throw new TypeError('fetch failed: ' + reply.error);\n"
+    "    const response = new Response(decode(reply.body), { status: reply.status,\n"
+    "      statusText: reply.reason, headers: reply.headers, url, redirected: hop > 0 });\n"
+    "    const location = response.headers.get('location');\n"
+    "    if (![301, 302, 303, 307, 308].includes(reply.status) || !location || init.redirect === 'manual')\n"
+    "      return response;\n"
+    "    if (init.redirect === 'error') throw new TypeError('fetch failed: redirected to ' + location);\n"
+    "    if (hop >= 20) throw new TypeError('fetch failed: more than 20 redirects');\n"
+    "    url = resolve(url, location);\n"
+    "    if (reply.status === 303 || ((reply.status === 301 || reply.status === 302) && method === 'POST')) {\n"
+    "      method = 'GET'; body = new Uint8Array(0); }\n"
+    "  }\n"
+    "}\n"
+    "if (!globalThis.Headers) globalThis.Headers = Headers;\n"
+    "if (!globalThis.Response) globalThis.Response = Response;\n"
+    "return fetch;\n"
+    "})\n";
+
+static JSValue dvm_js_fetch(JSContext *ctx, JSValueConst this_val, int argc,
+                            JSValueConst *argv)
+{
+    JSValue global = JS_GetGlobalObject(ctx);
+    JSValue impl = JS_GetPropertyStr(ctx, global, "__dvm_fetch");
+    if (JS_IsUndefined(impl)) {
+        JSValue door, maker = JS_Eval(ctx, dvm_fetch_maker, strlen(dvm_fetch_maker),
+                                      "<dvm:fetch>", JS_EVAL_TYPE_GLOBAL);
+        if (JS_IsException(maker)) {
+            JS_FreeValue(ctx, global);
+            return maker;
+        }
+        door = JS_NewCFunction(ctx, dvm_js_door, "door", 1);
+        impl = JS_Call(ctx, maker, JS_UNDEFINED, 1, (JSValueConst *)&door);
+        JS_FreeValue(ctx, door);
+        JS_FreeValue(ctx, maker);
+        if (JS_IsException(impl)) {
+            JS_FreeValue(ctx, global);
+            return impl;
+        }
+        JS_DefinePropertyValueStr(ctx, global, "__dvm_fetch", JS_DupValue(ctx, impl), 0);
+    }
+    JS_FreeValue(ctx, global);
+    JSValue result = JS_Call(ctx, impl, JS_UNDEFINED, argc, argv);
+    JS_FreeValue(ctx, impl);
+    return result;
+}
+
+void dvm_add_fetch(JSContext *ctx)
+{
+    JSValue global = JS_GetGlobalObject(ctx);
+    JS_SetPropertyStr(ctx, global, "fetch", JS_NewCFunction(ctx, dvm_js_fetch, "fetch", 2));
+    JS_FreeValue(ctx, global);
+}
