@@ -80,7 +80,9 @@ pub use crate::job::{
     Discovery, Job, JobOutcome, JobSource, LockFile, MAX_SCRIPT_BYTES, read_script,
 };
 pub use crate::limits::{LimitKind, Limits, OutputOverflow};
-pub use crate::outcome::{DISPLAY_TYPES, Display, NetRequest, Outcome, Status, ToolCall, Truncated};
+pub use crate::outcome::{
+    DISPLAY_TYPES, Display, NetRequest, Outcome, Status, ToolCall, Truncated,
+};
 pub use crate::profile::{ConfigFile, Profile};
 pub use crate::sandbox::determinism::Determinism;
 pub use crate::sandbox::{

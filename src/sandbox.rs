@@ -4,12 +4,12 @@ pub(crate) mod determinism;
 pub(crate) mod display;
 pub(crate) mod files;
 mod iovec;
+pub(crate) mod net;
 pub(crate) mod output;
 mod poll;
 pub(crate) mod prestart;
 pub(crate) mod session;
 pub(crate) mod threads;
-pub(crate) mod net;
 pub(crate) mod tools;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,9 +22,9 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{HostMonotonicClock, I32Exit, WasiCtxBuilder};
 
 pub use self::display::DisplayCallback;
+pub use self::net::{AllowedHost, DEFAULT_NET_TIMEOUT, NetPolicy, Resolver};
 use self::output::CappedOutput;
 pub use self::output::{OutputCallback, Stream};
-pub use self::net::{AllowedHost, DEFAULT_NET_TIMEOUT, NetPolicy, Resolver};
 pub use self::tools::{DEFAULT_TOOL_TIMEOUT, HostTool, HostTools, ToolHandler};
 use crate::error::Error;
 use crate::limits::{self, LimitKind, Limits, ResourceGuard};

@@ -105,7 +105,9 @@ impl std::str::FromStr for AllowedHost {
                 HostMatch::Address(IpAddr::V4(ip))
             } else if let Some(suffix) = host.strip_prefix("*.") {
                 if !is_dns_name(suffix) || !suffix.contains('.') {
-                    return Err(bad("a wildcard covers the names under a domain of two labels or more"));
+                    return Err(bad(
+                        "a wildcard covers the names under a domain of two labels or more",
+                    ));
                 }
                 HostMatch::Under(format!(".{suffix}"))
             } else if is_dns_name(host) {
@@ -194,9 +196,7 @@ enum UrlHost {
 /// An IPv4-mapped IPv6 address as its IPv4 address; others as they are.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }
@@ -535,7 +535,9 @@ mod client {
             None => return Err(NetFailure::Refused("the URL has no host".into())),
         };
         let port = url.port_or_known_default().unwrap_or(80);
-        policy.check_host(&host, port).map_err(NetFailure::Refused)?;
+        policy
+            .check_host(&host, port)
+            .map_err(NetFailure::Refused)?;
         if let UrlHost::Name(name) = &host {
             // Refused early with a clear message; the client's resolver checks again.
             policy.resolve(name).map_err(NetFailure::Refused)?;
@@ -590,18 +592,13 @@ mod client {
             .collect();
         let cap = policy.max_response_bytes;
         let mut body = Vec::new();
-        response
-            .take(cap + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::TimedOut
-                    || e.to_string().contains("timed out")
-                {
-                    NetFailure::Timeout(format!("reading the body: {e}"))
-                } else {
-                    NetFailure::Failed(format!("reading the body: {e}"))
-                }
-            })?;
+        response.take(cap + 1).read_to_end(&mut body).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::TimedOut || e.to_string().contains("timed out") {
+                NetFailure::Timeout(format!("reading the body: {e}"))
+            } else {
+                NetFailure::Failed(format!("reading the body: {e}"))
+            }
+        })?;
         if body.len() as u64 > cap {
             return Err(NetFailure::Failed(format!(
                 "the response body is over the cap of {cap} bytes"
@@ -732,8 +729,8 @@ mod tests {
 
     #[test]
     fn hosts_ports_and_addresses_are_matched_as_written() {
-        let policy = NetPolicy::parse(["api.example.com:443", "*.data.org", "127.0.0.1:8080"])
-            .unwrap();
+        let policy =
+            NetPolicy::parse(["api.example.com:443", "*.data.org", "127.0.0.1:8080"]).unwrap();
         let name = |n: &str| UrlHost::Name(n.into());
         assert!(policy.check_host(&name("api.example.com"), 443).is_ok());
         assert!(policy.check_host(&name("api.example.com"), 80).is_err());
@@ -786,8 +783,14 @@ mod tests {
             .unwrap()
             .with_resolver(table.clone());
         let err = policy.resolve("inside.test").unwrap_err();
-        assert!(err.contains("10.0.0.7") && err.contains("internal"), "{err}");
-        assert_eq!(policy.resolve("mixed.test").unwrap(), ["1.1.1.1".parse::<IpAddr>().unwrap()]);
+        assert!(
+            err.contains("10.0.0.7") && err.contains("internal"),
+            "{err}"
+        );
+        assert_eq!(
+            policy.resolve("mixed.test").unwrap(),
+            ["1.1.1.1".parse::<IpAddr>().unwrap()]
+        );
         assert!(policy.resolve("mapped.test").is_err());
         let named = NetPolicy::parse(["inside.test", "10.0.0.7"])
             .unwrap()

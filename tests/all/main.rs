@@ -20,6 +20,7 @@ mod limits;
 mod llm;
 mod local;
 mod nats;
+mod net;
 mod openapi;
 mod parity;
 mod preload;
