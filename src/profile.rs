@@ -64,10 +64,10 @@ pub struct Profile {
     pub packages: Vec<String>,
     #[serde(default)]
     pub limits: LimitSettings,
-    /// Hosts runs may reach over HTTP, each `HOST[:PORT]` (`*.example.com` wildcards); see
-    /// [`crate::NetPolicy`].
+    /// Hosts runs may reach over HTTP, each `HOST[:PORT]` (`*.example.com` wildcards),
+    /// parsed into `AllowedHost`s where a run is made (see `NetPolicy`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allow_net: Vec<crate::AllowedHost>,
+    pub allow_net: Vec<String>,
 }
 
 /// Limits as a profile writes them; each one left out keeps the default.

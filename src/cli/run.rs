@@ -174,7 +174,7 @@ impl DepsArgs {
     }
 }
 
-fn parse_allowed_host(text: &str) -> Result<crate::AllowedHost, String> {
+pub(super) fn parse_allowed_host(text: &str) -> Result<crate::AllowedHost, String> {
     text.parse().map_err(|e: Error| e.to_string())
 }
 
@@ -355,13 +355,15 @@ fn validate(args: RunArgs, dvm_config: &Config) -> Result<RunConfig, Error> {
         }
         Some(workspace)
     };
-    let allow_net: Vec<crate::AllowedHost> = profile
-        .as_ref()
-        .map(|profile| profile.allow_net.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(args.allow_net)
-        .collect();
+    let mut allow_net = Vec::new();
+    if let Some(profile) = &profile {
+        for entry in &profile.allow_net {
+            allow_net.push(entry.parse::<crate::AllowedHost>().map_err(|e| {
+                Error::InvalidInput(format!("profile `{}`, allow_net: {e}", profile.source))
+            })?);
+        }
+    }
+    allow_net.extend(args.allow_net);
     let net = match allow_net.is_empty() {
         true => None,
         false => Some(std::sync::Arc::new(crate::NetPolicy::new(allow_net)?)),

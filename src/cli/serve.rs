@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::common::{async_runtime, shutdown_signal};
 use super::nats::{NatsArgs, nats_dvm};
 use super::output::{progress_display, render_error};
+use super::run::parse_allowed_host;
 use crate::profile::{parse_duration, parse_size as parse_bytes};
 use crate::{Config, Dvm, Error};
 
@@ -53,6 +54,11 @@ pub(super) struct ServeArgs {
     /// dvm.internal; requests for other hosts get 403.
     #[arg(long = "allow-host", value_name = "NAME")]
     allow_hosts: Vec<String>,
+    /// A host executions may let their guests reach over HTTP (repeatable): `HOST`,
+    /// `HOST:PORT`, `*.example.com` or an address. Each request names the hosts it needs
+    /// (`allow_net`), within these; none by default.
+    #[arg(long = "allow-net", value_name = "HOST[:PORT]", value_parser = parse_allowed_host)]
+    allow_net: Vec<crate::AllowedHost>,
     /// Largest memory cap a request may ask for [default: 512MiB, the default cap].
     #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     max_memory: Option<u64>,
@@ -168,6 +174,7 @@ pub(super) fn serve(args: ServeArgs, dvm_config: Config) -> ExitCode {
             shutdown_grace: args.shutdown_grace,
             allowed_origins: args.allow_origins,
             allowed_hosts: args.allow_hosts,
+            allow_net: args.allow_net,
             max_limits,
             session_memory_bytes: args.session_memory.unwrap_or(defaults.session_memory_bytes),
             pool_slots: slots as usize,

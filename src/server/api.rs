@@ -239,6 +239,13 @@ pub(super) struct ExecuteRequest {
     #[serde(default)]
     #[schema(max_items = 64)]
     tools: Vec<ToolDeclaration>,
+    /// Hosts the guest may reach over HTTP through the server (`HOST`, `HOST:PORT`,
+    /// `*.example.com`, `127.0.0.1:8080`), each within what the server's operator allows
+    /// (`dvm serve --allow-net`); requests are recorded in the outcome's `net`. Not with
+    /// `seed`.
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    allow_net: Vec<String>,
 }
 
 /// A host tool a client declares and answers.
@@ -294,6 +301,7 @@ impl ExecuteRequest {
             stdin: self.stdin.clone().unwrap_or_default().into_bytes(),
             limits: limits.apply(base, &state.config)?,
             deterministic: self.seed.map(|seed| crate::Determinism { seed }),
+            net: net_policy(&self.allow_net, state)?,
             ..RunInput::default()
         })
     }
@@ -313,6 +321,53 @@ impl ExecuteRequest {
         }
         Ok(files)
     }
+}
+
+/// The network a request asks for, if the server allows all of it: each entry must be
+/// within one the operator allowed (`dvm serve --allow-net`).
+fn net_policy(
+    entries: &[String],
+    state: &AppState,
+) -> Result<Option<Arc<crate::NetPolicy>>, ApiError> {
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    if entries.len() > 64 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "at most 64 hosts may be allowed",
+        ));
+    }
+    let ceiling = &state.config.allow_net;
+    let mut allowed = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let host: crate::AllowedHost = entry.parse().map_err(ApiError::from)?;
+        if !ceiling.iter().any(|outer| host.within(outer)) {
+            let hint = match ceiling.is_empty() {
+                true => "this server allows no network (its operator can allow hosts with `dvm \
+                         serve --allow-net`)"
+                    .to_string(),
+                false => format!(
+                    "this server allows only {}",
+                    ceiling
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_net",
+                format!("`{host}` may not be allowed: {hint}"),
+            ));
+        }
+        allowed.push(host);
+    }
+    Ok(Some(Arc::new(
+        crate::NetPolicy::new(allowed).map_err(ApiError::from)?,
+    )))
 }
 
 fn default_limits(state: &AppState) -> Limits {

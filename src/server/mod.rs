@@ -72,6 +72,9 @@ pub struct ServerConfig {
     /// Host names (optionally with a port) every route answers besides the loopback ones
     /// on the bound port (the DNS-rebinding check), for a server reached by name.
     pub allowed_hosts: Vec<String>,
+    /// The hosts executions may let their guests reach over HTTP (each request names
+    /// which, within these); none by default: no request gets the network.
+    pub allow_net: Vec<crate::AllowedHost>,
     /// The largest limits a request may ask for; requests above one are refused. The
     /// server's default limits are within them.
     pub max_limits: MaxLimits,
@@ -253,6 +256,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            allow_net: Vec::new(),
             max_limits: MaxLimits::default(),
             session_memory_bytes: default_session_memory(),
             pool_slots: crate::PoolConfig::default().slots as usize,
@@ -1021,6 +1025,9 @@ impl AppState {
             && job.sandbox.is_none()
             && job.input.workspace.is_none()
             && job.input.on_output.is_none()
+            // Host tools and the network are answered by this process.
+            && job.input.tools.is_none()
+            && job.input.net.is_none()
         {
             return self.remote(queue, job, timeout).await;
         }

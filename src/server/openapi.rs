@@ -73,6 +73,9 @@ pub(super) struct RunResult {
     /// The host tools the run called, in order; absent when it called none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCallRecord>,
+    /// The HTTP requests the guest made through the server, in order; absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    net: Vec<NetRecord>,
     /// The run's id (also in the `X-Dvm-Run-Id` header): the client's `run_id`, or a
     /// new UUID v4.
     run_id: String,
@@ -122,6 +125,24 @@ pub(super) struct ToolCallRecord {
     /// Wall-clock time of the call, in milliseconds.
     ms: f64,
     /// Why the call failed; null when it succeeded.
+    error: Option<String>,
+}
+
+/// One HTTP request of the guest (see `allow_net`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NetRequest)]
+pub(super) struct NetRecord {
+    method: String,
+    /// The URL the guest asked for.
+    url: String,
+    /// The response's status; null when none came back (refused or failed).
+    status: Option<u16>,
+    /// Bytes of the response body handed to the guest.
+    bytes: u64,
+    /// Wall-clock time of the request, in milliseconds.
+    ms: f64,
+    /// Why the request was refused or failed; null when a response came back.
     error: Option<String>,
 }
 

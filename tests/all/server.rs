@@ -655,6 +655,92 @@ mod in_process {
         });
     }
 
+    /// A loopback HTTP server answering every request with `ok`; it counts requests.
+    fn ok_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = (&stream).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            }
+        });
+        (port, count)
+    }
+
+    #[test]
+    fn executions_get_only_the_network_the_operator_allows() {
+        let (port, count) = ok_server();
+        let allowed = format!("127.0.0.1:{port}");
+        let code = format!(
+            "import urllib.request\nprint(urllib.request.urlopen('http://{allowed}/').read().decode())"
+        );
+        let open = state(|config| config.allow_net = vec![allowed.parse().unwrap()]);
+        let closed = state(|_| {});
+        runtime().block_on(async {
+            let (status, body) = json_call(
+                &open,
+                "POST",
+                "/execute",
+                json!({"code": code, "allow_net": [allowed]}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["stdout"], "ok\n", "{body}");
+            assert_eq!(body["net"][0]["status"], 200, "{body}");
+            assert_eq!(body["net"][0]["bytes"], 2, "{body}");
+            // More than the operator allows, or anything on a server that allows nothing.
+            for (state, entry, says) in [
+                (&open, "127.0.0.1", "this server allows only 127.0.0.1:"),
+                (&open, "example.com", "this server allows only"),
+                (&closed, allowed.as_str(), "allows no network"),
+            ] {
+                let (status, body) = json_call(
+                    state,
+                    "POST",
+                    "/execute",
+                    json!({"code": code, "allow_net": [entry]}),
+                )
+                .await;
+                assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+                assert_eq!(body["error"]["kind"], "forbidden_net", "{body}");
+                assert!(
+                    body["error"]["message"].as_str().unwrap().contains(says),
+                    "{body}"
+                );
+            }
+            let (status, body) = json_call(
+                &open,
+                "POST",
+                "/execute",
+                json!({"code": code, "allow_net": ["http://x/"]}),
+            )
+            .await;
+            assert!(status.is_client_error(), "{status} {body}");
+            let (status, body) = json_call(
+                &open,
+                "POST",
+                "/execute",
+                json!({"code": code, "allow_net": [allowed], "seed": 1}),
+            )
+            .await;
+            assert!(status.is_client_error(), "{status} {body}");
+            // Without allow_net the guest has no network, even on an open server.
+            let (status, body) = json_call(&open, "POST", "/execute", json!({"code": code})).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_ne!(body["stdout"], "ok\n", "{body}");
+        });
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn a_streamed_run_calls_the_clients_tools_and_waits_for_its_answers() {
         use futures_util::StreamExt as _;
