@@ -370,6 +370,14 @@ mod tests {
                 duration: std::time::Duration::from_micros(1500),
                 error: None,
             }],
+            net: vec![crate::NetRequest {
+                method: "GET".into(),
+                url: "http://127.0.0.1:9/x".into(),
+                status: None,
+                bytes: 0,
+                duration: std::time::Duration::from_micros(300),
+                error: Some("refused".into()),
+            }],
         };
         let wire = WireOutcome::of("r", "w", 2, Ok(outcome.clone()));
         let json = serde_json::to_vec(&wire).unwrap();
@@ -382,6 +390,8 @@ mod tests {
         );
         assert_eq!(back.exit_code, Some(3));
         assert_eq!(back.cache_key.as_deref(), Some("k"));
+        assert_eq!(back.tool_calls, outcome.tool_calls);
+        assert_eq!(back.net, outcome.net);
         let failed = WireOutcome::of("r", "w", 1, Err(Error::InvalidInput("no".into())));
         assert!(matches!(failed.into_outcome(), Err(Error::InvalidInput(_))));
         let broken = WireOutcome::of("r", "w", 1, Err(Error::Internal("disk".into())));
