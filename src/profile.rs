@@ -269,6 +269,11 @@ pub struct ConfigFile {
     /// `[cache]`: keys whose result-cache entries are trusted.
     #[serde(default)]
     pub cache: CacheSettings,
+    /// `[mcp_upstream]`: `NAME = "COMMAND ARGS…"` or `NAME = "https://…/mcp"`, the MCP
+    /// servers whose tools `dvm serve` and `dvm mcp` give guest code (code mode), besides
+    /// those of `--mcp-upstream`.
+    #[serde(default)]
+    pub mcp_upstream: BTreeMap<String, String>,
 }
 
 /// The configuration file `$DVM_CONFIG` names, if it is set and not empty. Read by

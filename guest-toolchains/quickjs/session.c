@@ -307,7 +307,9 @@ __attribute__((export_name("shutdown"))) int32_t dvm_shutdown(void)
 
 /* ---- dvm: host tools. `import { search } from 'dvm:tools'` (or `import * as tools`)
  * gives the host tools bound to the run, as in python's dvm_tools: `call(name, args)`,
- * `ToolError`, `tools` (name -> function) and one export per tool. They reach the host
+ * `ToolError`, `tools` (name -> function), one export per tool, and one object per group
+ * of tools (an MCP server's, in code mode: `import { github } from 'dvm:tools'`,
+ * `github.search_issues(...)`). They reach the host
  * through the `host.call` door, as the python guest's do: JSON frames, op `list` and
  * `call`. The module is made when first imported, from the list the host gives; importing
  * it in a run without tools throws. Names JavaScript reserves stay in `tools` only. */
@@ -349,8 +351,10 @@ static const char dvm_tools_maker[] =
     "    + 'import in instanceof interface let new null package private protected public '\n"
     "    + 'return static super switch this throw true try typeof var void while with '\n"
     "    + 'yield await arguments eval call tools ToolError').split(' '));\n"
-    "  const names = JSON.parse(list).tools.map(t => t.name)\n"
-    "    .filter(n => /^[A-Za-z_$][\\w$]*$/.test(n) && !reserved.has(n));\n"
+    "  const listed = JSON.parse(list).tools;\n"
+    "  const usable = n => /^[A-Za-z_$][\\w$]*$/.test(n) && !reserved.has(n);\n"
+    "  const names = listed.filter(t => !t.group).map(t => t.name).filter(usable);\n"
+    "  const groups = [...new Set(listed.filter(t => t.group).map(t => t.group))].filter(usable);\n"
     "  return `import { call as door } from 'dvm:host';\n"
     "export class ToolError extends Error {\n"
     "  constructor(message) { super(message); this.name = 'ToolError'; }\n"
@@ -361,6 +365,7 @@ static const char dvm_tools_maker[] =
     "  return reply.result;\n"
     "}\n"
     "const specs = JSON.parse(${JSON.stringify(list)}).tools;\n"
+    "const qualified = spec => spec.group ? spec.group + '.' + spec.name : spec.name;\n"
     "const make = spec => {\n"
     "  const schema = spec.parameters || {};\n"
     "  const props = Object.keys(schema.properties || {});\n"
@@ -374,15 +379,18 @@ static const char dvm_tools_maker[] =
     "    const missing = required.filter(p => !(p in named));\n"
     "    if (missing.length)\n"
     "      throw new TypeError(spec.name + '() missing required arguments: ' + missing.join(', '));\n"
-    "    return call(spec.name, named);\n"
+    "    return call(qualified(spec), named);\n"
     "  };\n"
     "  Object.defineProperty(tool, 'name', { value: spec.name });\n"
     "  tool.description = spec.description;\n"
     "  tool.parameters = schema;\n"
     "  return tool;\n"
     "};\n"
-    "export const tools = Object.fromEntries(specs.map(spec => [spec.name, make(spec)]));\n"
-    "` + names.map(n => `export const ${n} = tools[${JSON.stringify(n)}];\\n`).join('');\n"
+    "export const tools = Object.fromEntries(specs.map(spec => [qualified(spec), make(spec)]));\n"
+    "const group = g => Object.fromEntries(specs.filter(s => s.group === g)\n"
+    "  .map(s => [s.name, tools[qualified(s)]]));\n"
+    "` + names.map(n => `export const ${n} = tools[${JSON.stringify(n)}];\\n`).join('')\n"
+    "  + groups.map(g => `export const ${g} = group(${JSON.stringify(g)});\\n`).join('');\n"
     "})\n";
 
 /* The module loader: `dvm:host` and `dvm:tools` are made here; every other name is a file,

@@ -13,17 +13,25 @@ pub(super) struct McpArgs {
     /// Largest deadline a tool call may ask for.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     max_timeout: Duration,
+    /// An MCP server whose tools guest code may call (repeatable; "code mode"), as in
+    /// `dvm serve --mcp-upstream`: `NAME=COMMAND ARGS…` or `NAME=https://…/mcp`.
+    #[arg(long = "mcp-upstream", value_name = "NAME=COMMAND|URL", value_parser = super::serve::parse_upstream)]
+    mcp_upstream: Vec<crate::server::upstream::UpstreamSpec>,
 }
 
 pub(super) fn mcp(args: McpArgs, config: Config) -> ExitCode {
     let result = (|| -> Result<(), Error> {
         let dvm = Dvm::new(config)?;
+        let upstreams = super::serve::upstream_specs(&args.mcp_upstream, dvm.config())?;
         let config = crate::server::ServerConfig {
             max_timeout: args.max_timeout,
             ..crate::server::ServerConfig::default()
         };
         let state = crate::server::AppState::new(config, dvm);
-        async_runtime()?.block_on(crate::server::mcp::serve_stdio(state))
+        async_runtime()?.block_on(async {
+            super::serve::connect_upstreams(&state, &upstreams).await?;
+            crate::server::mcp::serve_stdio(state).await
+        })
     })();
     match result {
         Ok(()) => ExitCode::SUCCESS,

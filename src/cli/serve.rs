@@ -59,6 +59,12 @@ pub(super) struct ServeArgs {
     /// (`allow_net`), within these; none by default.
     #[arg(long = "allow-net", value_name = "HOST[:PORT]", value_parser = parse_allowed_host)]
     allow_net: Vec<crate::AllowedHost>,
+    /// An MCP server whose tools guest code may call (repeatable; "code mode"):
+    /// `NAME=COMMAND ARGS…` (started by dvm, spoken to over stdio; no shell) or
+    /// `NAME=https://…/mcp` (streamable HTTP). Its tools are `dvm_tools.NAME.TOOL` in the
+    /// guest, and MCP's run_code lists them. Also `[mcp_upstream]` in the config file.
+    #[arg(long = "mcp-upstream", value_name = "NAME=COMMAND|URL", value_parser = parse_upstream)]
+    mcp_upstream: Vec<crate::server::upstream::UpstreamSpec>,
     /// Largest memory cap a request may ask for [default: 512MiB, the default cap].
     #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     max_memory: Option<u64>,
@@ -250,7 +256,9 @@ pub(super) fn serve(args: ServeArgs, dvm_config: Config) -> ExitCode {
                     ""
                 }
             );
+            let upstreams = upstream_specs(&args.mcp_upstream, dvm.config())?;
             let state = crate::server::AppState::new(config, dvm);
+            connect_upstreams(&state, &upstreams).await?;
             if let Some(queue) = queue {
                 state.set_queue(queue);
             }
@@ -346,5 +354,44 @@ fn warm(dvm: &Dvm, no_warm: bool, prestart: u64) -> Result<(), Error> {
         dvm.runtime_with_progress("python-lite", &progress_display(false))?
             .prestart(prestart as usize)?;
     }
+    Ok(())
+}
+
+pub(super) fn parse_upstream(text: &str) -> Result<crate::server::upstream::UpstreamSpec, String> {
+    text.parse().map_err(|e: Error| e.to_string())
+}
+
+/// The upstreams of `--mcp-upstream` and of the configuration file's `[mcp_upstream]`.
+pub(super) fn upstream_specs(
+    flags: &[crate::server::upstream::UpstreamSpec],
+    config: &Config,
+) -> Result<Vec<crate::server::upstream::UpstreamSpec>, Error> {
+    let file = crate::ConfigFile::load_from(&config.config_file_path())?;
+    let mut specs = Vec::new();
+    for (name, target) in &file.mcp_upstream {
+        specs.push(
+            crate::server::upstream::UpstreamSpec::new(name, target).map_err(|e| {
+                Error::InvalidInput(format!("{}, [mcp_upstream]: {e}", file.source))
+            })?,
+        );
+    }
+    specs.extend(flags.iter().cloned());
+    Ok(specs)
+}
+
+/// Connects to the upstreams and gives their tools to `state`'s runs.
+pub(super) async fn connect_upstreams(
+    state: &crate::server::AppState,
+    specs: &[crate::server::upstream::UpstreamSpec],
+) -> Result<(), Error> {
+    if specs.is_empty() {
+        return Ok(());
+    }
+    let upstreams = crate::server::upstream::Upstreams::connect(specs).await?;
+    note!(
+        "dvm: code mode: tools of {} MCP upstream(s) for guest code",
+        specs.len()
+    );
+    state.set_upstreams(upstreams);
     Ok(())
 }

@@ -180,7 +180,7 @@ pub(crate) const TOOLS_INSTALL: &str = r#"def __dvm_tools_install():
             raise ToolError(reply.get("error") or "the tool failed")
         return reply.get("result")
 
-    def make(spec):
+    def make(spec, qualified, home):
         name = spec["name"]
         schema = spec.get("parameters") or {}
         properties = schema.get("properties") or {}
@@ -199,10 +199,10 @@ pub(crate) const TOOLS_INSTALL: &str = r#"def __dvm_tools_install():
             missing = [p for p in order if p in required and p not in arguments]
             if missing:
                 raise TypeError(f"{name}() missing required arguments: {', '.join(missing)}")
-            return call(name, arguments)
+            return call(qualified, arguments)
 
         tool.__name__ = tool.__qualname__ = name
-        tool.__module__ = "dvm_tools"
+        tool.__module__ = home
         lines = [spec.get("description") or f"The host tool {name}."]
         if properties:
             lines += ["", "Parameters:"]
@@ -215,11 +215,33 @@ pub(crate) const TOOLS_INSTALL: &str = r#"def __dvm_tools_install():
         tool.__doc__ = "\n".join(lines)
         return tool
 
+    # A session's earlier turn may have had other tools.
+    for stale in [key for key in sys.modules if key.startswith("dvm_tools.")]:
+        del sys.modules[stale]
     module.ToolError, module.call, module.tools = ToolError, call, {}
+    module.__path__ = []
+    module.__all__ = ["call", "ToolError", "tools"]
     for spec in door({"v": 1, "op": "list"}).get("tools", []):
-        module.tools[spec["name"]] = made = make(spec)
-        setattr(module, spec["name"], made)
-    module.__all__ = ["call", "ToolError", "tools", *module.tools]
+        group = spec.get("group")
+        if group:
+            home = f"dvm_tools.{group}"
+            sub = sys.modules.get(home)
+            if sub is None:
+                sub = types.ModuleType(home, f"The tools of {group}.")
+                sub.__all__ = []
+                sys.modules[home] = sub
+                setattr(module, group, sub)
+                module.__all__.append(group)
+            qualified = f"{group}.{spec['name']}"
+            made = make(spec, qualified, home)
+            setattr(sub, spec["name"], made)
+            sub.__all__.append(spec["name"])
+        else:
+            qualified = spec["name"]
+            made = make(spec, qualified, "dvm_tools")
+            setattr(module, qualified, made)
+            module.__all__.append(qualified)
+        module.tools[qualified] = made
     sys.modules["dvm_tools"] = module
 __dvm_tools_install()
 del __dvm_tools_install

@@ -34,6 +34,8 @@ const KEYWORDS: &[&str] = &[
 #[derive(Clone)]
 pub struct HostTool {
     name: String,
+    /// The module the tool is in, under `dvm_tools` (an MCP server's name in code mode).
+    group: Option<String>,
     description: String,
     parameters: Value,
     handler: ToolHandler,
@@ -44,6 +46,7 @@ impl std::fmt::Debug for HostTool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostTool")
             .field("name", &self.name)
+            .field("group", &self.group)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -100,14 +103,22 @@ impl HostTool {
                     "the `properties` of tool `{name}` must be an object"
                 )));
             };
-            if let Some(bad) = properties.keys().find(|key| !is_identifier(key)) {
+            // Parameters are passed by name (any name a JSON object can have), and by
+            // position in the schema's order; the guest's docstring shows them.
+            if let Some(bad) = properties
+                .keys()
+                .find(|key| key.is_empty() || key.len() > 128 || key.chars().any(char::is_control))
+            {
                 return Err(Error::InvalidInput(format!(
-                    "tool `{name}` has a parameter `{bad}` that cannot be a Python name"
+                    "tool `{name}` has a parameter `{}` that is empty, over 128 bytes or has \
+                     control characters",
+                    bad.escape_debug()
                 )));
             }
         }
         Ok(HostTool {
             name,
+            group: None,
             description: description.into(),
             parameters: schema,
             handler: Arc::new(handler),
@@ -140,17 +151,47 @@ impl HostTool {
         self
     }
 
+    /// Puts the tool in the module `dvm_tools.GROUP` (an identifier, as a tool's name is):
+    /// `from dvm_tools.GROUP import NAME` in Python, and called as `GROUP.NAME`.
+    pub fn in_group(mut self, group: impl Into<String>) -> Result<HostTool, Error> {
+        let group = group.into();
+        if !is_identifier(&group) || RESERVED_NAMES.contains(&group.as_str()) {
+            return Err(Error::InvalidInput(format!(
+                "`{group}` cannot name a group of host tools: use letters, digits and `_` (not \
+                 first), at most 64, not a Python keyword nor one of {RESERVED_NAMES:?}"
+            )));
+        }
+        self.group = Some(group);
+        Ok(self)
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// What the guest is told about the tool: `{name, description, parameters}`.
+    pub fn group(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
+    /// The name calls use: `GROUP.NAME`, or `NAME` outside a group.
+    pub fn qualified_name(&self) -> String {
+        match &self.group {
+            Some(group) => format!("{group}.{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// What the guest is told about the tool: `{name, group?, description, parameters}`.
     pub fn spec(&self) -> Value {
-        serde_json::json!({
+        let mut spec = serde_json::json!({
             "name": self.name,
             "description": self.description,
             "parameters": self.parameters,
-        })
+        });
+        if let Some(group) = &self.group {
+            spec["group"] = Value::from(group.as_str());
+        }
+        spec
     }
 }
 
@@ -201,24 +242,56 @@ impl HostTools {
         HostTools::default()
     }
 
-    /// Adds `tool`; a second tool of the same name is refused.
+    /// Adds `tool`; a second tool of the same name (in the same group), or a tool named as
+    /// a group, is refused.
     pub fn with(mut self, tool: HostTool) -> Result<HostTools, Error> {
-        if self.get(&tool.name).is_some() {
+        let qualified = tool.qualified_name();
+        if self.get(&qualified).is_some() {
             return Err(Error::InvalidInput(format!(
-                "two host tools are named `{}`",
-                tool.name
+                "two host tools are named `{qualified}`"
+            )));
+        }
+        let clash = |named: &HostTool, group: &HostTool| {
+            named.group.is_none() && group.group.as_deref() == Some(named.name.as_str())
+        };
+        if self
+            .tools
+            .iter()
+            .any(|other| clash(&tool, other) || clash(other, &tool))
+        {
+            return Err(Error::InvalidInput(format!(
+                "the host tool `{qualified}` and a group of tools have one name"
             )));
         }
         self.tools.push(tool);
         Ok(self)
     }
 
+    /// These tools and `other`'s together (the bounds are these tools').
+    pub fn merged(&self, other: &HostTools) -> Result<HostTools, Error> {
+        let mut merged = HostTools {
+            tools: Vec::new(),
+            ..self.clone()
+        };
+        for tool in self.tools.iter().chain(&other.tools) {
+            merged = merged.with(tool.clone())?;
+        }
+        Ok(merged)
+    }
+
     pub fn tools(&self) -> &[HostTool] {
         &self.tools
     }
 
+    /// The tool a call names: `NAME`, or `GROUP.NAME`.
     pub(crate) fn get(&self, name: &str) -> Option<&HostTool> {
-        self.tools.iter().find(|tool| tool.name == name)
+        let (group, name) = match name.split_once('.') {
+            Some((group, name)) => (Some(group), name),
+            None => (None, name),
+        };
+        self.tools
+            .iter()
+            .find(|tool| tool.name == name && tool.group.as_deref() == group)
     }
 }
 
@@ -340,8 +413,24 @@ mod tests {
         }
         assert!(HostTool::new("search", "", serde_json::json!([1]), ok).is_err());
         assert!(HostTool::new("search", "", serde_json::json!({"type": "string"}), ok).is_err());
-        let bad_param = serde_json::json!({"type": "object", "properties": {"a b": {}}});
+        let bad_param = serde_json::json!({"type": "object", "properties": {"a\nb": {}}});
         assert!(HostTool::new("search", "", bad_param, ok).is_err());
+        let dashed = serde_json::json!({"type": "object", "properties": {"repo-name": {}}});
+        assert!(HostTool::new("search", "", dashed, ok).is_ok());
+        let grouped = HostTool::new("search", "", Value::Null, ok)
+            .unwrap()
+            .in_group("github")
+            .unwrap();
+        assert_eq!(grouped.qualified_name(), "github.search");
+        assert_eq!(grouped.spec()["group"], "github");
+        assert!(grouped.clone().in_group("not a group").is_err());
+        let github = HostTool::new("github", "", Value::Null, ok).unwrap();
+        let both = HostTools::new().with(grouped.clone()).unwrap();
+        assert!(
+            both.clone().with(github).is_err(),
+            "a tool named as a group"
+        );
+        assert!(both.get("github.search").is_some() && both.get("search").is_none());
         let tool = HostTool::new("search", "Finds.", Value::Null, ok).unwrap();
         assert_eq!(tool.spec()["parameters"]["type"], "object");
         let tools = HostTools::new().with(tool.clone()).unwrap();

@@ -438,6 +438,8 @@ async fn respond(
             format!("at most {MAX_DECLARED_TOOLS} tools may be declared"),
         ));
     }
+    // Code mode: the upstream MCP servers' tools, for code that asks for them.
+    job.input.tools = state.upstream_tools(&job.code);
     if !stream {
         let (run_id, outcome) = state.execute(job).await?;
         let mut body = outcome.to_json();
@@ -455,12 +457,11 @@ async fn respond(
     let cancel = job.input.cancel.clone().unwrap_or_default();
     job.input.cancel = Some(cancel.clone());
     if !tools.is_empty() {
-        job.input.tools = Some(Arc::new(client_tools(
-            &state,
-            &run_id,
-            tools,
-            events.downgrade(),
-        )?));
+        let declared = client_tools(&state, &run_id, tools, events.downgrade())?;
+        job.input.tools = Some(Arc::new(match &job.input.tools {
+            Some(upstream) => declared.merged(upstream).map_err(ApiError::from)?,
+            None => declared,
+        }));
     }
     let chunks = events.clone();
     job.input.on_output = Some(Arc::new(move |stream: Stream, bytes: &[u8]| {

@@ -213,6 +213,28 @@ impl DvmTools {
             .admit(None)
             .map_err(|refused| crate::Error::QueueFull(refused.message))?;
         let workspace = Workspace::new()?;
+        let mut tool_router = Self::tool_router();
+        if let Some(upstreams) = state.upstreams() {
+            // Code mode: the model learns here which tools its programs can call.
+            for name in ["run_code", "run_in_session"] {
+                if let Some(route) = tool_router.map.get_mut(name) {
+                    let told = route.attr.description.as_deref().unwrap_or_default();
+                    route.attr.description = Some(
+                        format!(
+                            "{told}\n\nThe program can call these tools (Python: `from \
+                             dvm_tools.GROUP import TOOL`, then `TOOL(...)` with the tool's \
+                             parameters, positional or by name; it returns the tool's JSON \
+                             and raises dvm_tools.ToolError when the tool fails. JavaScript: \
+                             `import {{ GROUP }} from 'dvm:tools'`, then `GROUP.TOOL(...)`). \
+                             Call them in loops and filter in code; print only what \
+                             matters:\n{}",
+                            upstreams.describe()
+                        )
+                        .into(),
+                    );
+                }
+            }
+        }
         Ok(DvmTools {
             state,
             _place: Arc::new(place),
@@ -220,7 +242,7 @@ impl DvmTools {
             workspace,
             packages: Arc::default(),
             running: Arc::default(),
-            tool_router: Self::tool_router(),
+            tool_router,
         })
     }
 
@@ -304,6 +326,7 @@ impl DvmTools {
             Ok(prepared) => prepared,
             Err(error) => return failure(error.message),
         };
+        let tools = self.state.upstream_tools(&args.code);
         let job = Execution {
             runtime: runtime.clone(),
             code: args.code,
@@ -314,6 +337,7 @@ impl DvmTools {
                 limits,
                 workspace: Some(self.workspace.clone()),
                 packages,
+                tools,
                 ..RunInput::default()
             },
             sandbox: None,
@@ -479,6 +503,7 @@ impl DvmTools {
             Ok(limits) => limits,
             Err(error) => return failure(error.message),
         };
+        let tools = self.state.upstream_tools(&args.code);
         let job = Execution {
             runtime: sandbox.runtime.clone(),
             code: args.code,
@@ -486,6 +511,7 @@ impl DvmTools {
             input: RunInput {
                 stdin: args.stdin.unwrap_or_default().into_bytes(),
                 limits,
+                tools,
                 ..RunInput::default()
             },
             sandbox: Some(sandbox.clone()),

@@ -12,6 +12,7 @@ mod judge0;
 pub mod mcp;
 mod metrics;
 mod openapi;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -726,6 +727,8 @@ pub struct AppState {
     /// Tool calls waiting for their client's answer, by call id: the run they belong to
     /// and where the answer goes.
     tool_answers: Mutex<HashMap<String, PendingToolCall>>,
+    /// The MCP servers code mode calls, and their tools (`--mcp-upstream`).
+    upstreams: std::sync::OnceLock<Arc<upstream::Upstreams>>,
 }
 
 /// A tool call of a run, waiting for the client that declared the tool.
@@ -823,6 +826,7 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             mcp_cancel: tokio_util::sync::CancellationToken::new(),
             queue: std::sync::OnceLock::new(),
+            upstreams: std::sync::OnceLock::new(),
             access: RwLock::new(access),
             admission: Arc::default(),
             unit_ceiling: AtomicUsize::new(1),
@@ -920,6 +924,25 @@ impl AppState {
             memory,
             units,
         })
+    }
+
+    /// Gives the upstream MCP servers' tools to later runs whose code asks for `dvm_tools`
+    /// (set once, before serving: MCP connections list them in `run_code`'s description).
+    pub fn set_upstreams(&self, upstreams: upstream::Upstreams) {
+        let _ = self.upstreams.set(Arc::new(upstreams));
+    }
+
+    pub fn upstreams(&self) -> Option<&Arc<upstream::Upstreams>> {
+        self.upstreams
+            .get()
+            .filter(|upstreams| !upstreams.is_empty())
+    }
+
+    /// The upstream tools for a run of `code`, when it asks for them.
+    pub(crate) fn upstream_tools(&self, code: &str) -> Option<Arc<crate::HostTools>> {
+        self.upstreams()
+            .filter(|_| upstream::wants_tools(code))
+            .map(|upstreams| upstreams.tools().clone())
     }
 
     /// Sends later one-shot runs without files to NATS workers.

@@ -307,3 +307,77 @@ fn mcp_over_http_refuses_browser_origins_it_was_not_told_to_allow() {
     assert_eq!(post(Some("http://localhost:3000")), 200);
     assert_eq!(post(None), 200);
 }
+
+/// The MCP server the code-mode test connects to: `examples/mcp_upstream.rs`, which `cargo
+/// test` builds beside the tests.
+fn upstream_example() -> PathBuf {
+    let dvm = Path::new(env!("CARGO_BIN_EXE_dvm"));
+    let example = dvm
+        .parent()
+        .expect("the binary's directory")
+        .join("examples")
+        .join("mcp_upstream");
+    assert!(
+        example.is_file(),
+        "{} is missing: `cargo test` builds the examples",
+        example.display()
+    );
+    example
+}
+
+#[test]
+fn code_mode_calls_an_upstream_mcp_servers_tools_in_a_loop() {
+    let home = shared_home();
+    let upstream = upstream_example();
+    let results = run_script(
+        "mcp_code_mode.py",
+        &[
+            env!("CARGO_BIN_EXE_dvm"),
+            home.to_str().expect("UTF-8 home"),
+            upstream.to_str().expect("UTF-8 path"),
+        ],
+        None,
+    );
+    // The model is told which tools its programs can call, under their guest names.
+    let described = results["described"].as_str().unwrap_or_default();
+    for line in [
+        "dvm_tools.tracker.search_issues: Issues whose title contains the query.",
+        "dvm_tools.tracker.get_issue: One issue by number.",
+        "dvm_tools.tracker.close_issue",
+    ] {
+        assert!(described.contains(line), "{line} not in {described}");
+    }
+    // One program: a search, a call per hit, errors as exceptions; only the aggregate
+    // comes back.
+    assert_eq!(
+        results["aggregate"],
+        serde_json::json!({
+            "bugs": 3,
+            "labels": {"bug": 3, "parser": 1},
+            "missing": "there is no issue 99",
+            "refused": "issue 1 cannot be closed: the tracker is read-only",
+        }),
+        "{results}"
+    );
+    assert_eq!(
+        results["calls"],
+        serde_json::json!([
+            "tracker.search_issues",
+            "tracker.get_issue",
+            "tracker.get_issue",
+            "tracker.get_issue",
+            "tracker.get_issue",
+            "tracker.close_issue"
+        ]),
+        "{results}"
+    );
+    assert_eq!(
+        results["javascript"],
+        serde_json::json!({"numbers": [1, 3], "title": "Crash when the input is empty"}),
+        "{results}"
+    );
+    assert_eq!(results["javascript_calls"], 2, "{results}");
+    // Code that does not ask for the tools runs without them (and stays cacheable).
+    assert_eq!(results["plain_calls"], 0, "{results}");
+    assert_eq!(results["plain"], "42\n", "{results}");
+}
