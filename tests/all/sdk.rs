@@ -310,7 +310,7 @@ fn mcp_over_http_refuses_browser_origins_it_was_not_told_to_allow() {
 
 /// The MCP server the code-mode test connects to: `examples/mcp_upstream.rs`, which `cargo
 /// test` builds beside the tests.
-fn upstream_example() -> PathBuf {
+pub(crate) fn upstream_example() -> PathBuf {
     let dvm = Path::new(env!("CARGO_BIN_EXE_dvm"));
     let example = dvm
         .parent()

@@ -677,6 +677,33 @@ mod in_process {
     }
 
     #[test]
+    fn http_executions_that_ask_for_dvm_tools_get_the_upstream_tools() {
+        let state = state(|_| {});
+        runtime().block_on(async {
+            let upstream = crate::sdk::upstream_example();
+            let spec =
+                dvm::server::upstream::UpstreamSpec::new("tracker", upstream.to_str().unwrap())
+                    .unwrap();
+            let upstreams = dvm::server::upstream::Upstreams::connect(&[spec])
+                .await
+                .unwrap();
+            state.set_upstreams(upstreams);
+            let code = "from dvm_tools.tracker import search_issues\n\
+                        print(len(search_issues('crash', limit=2)))";
+            let (status, body) = json_call(&state, "POST", "/execute", json!({"code": code})).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["stdout"], "2\n", "{body}");
+            assert_eq!(
+                body["tool_calls"][0]["name"], "tracker.search_issues",
+                "{body}"
+            );
+            let (_, body) =
+                json_call(&state, "POST", "/execute", json!({"code": "print(1)"})).await;
+            assert!(body.get("tool_calls").is_none(), "{body}");
+        });
+    }
+
+    #[test]
     fn executions_get_only_the_network_the_operator_allows() {
         let (port, count) = ok_server();
         let allowed = format!("127.0.0.1:{port}");
