@@ -669,6 +669,16 @@ pub(super) struct CreateRequest {
     /// `requirements` or `env` with it.
     #[serde(default)]
     from_snapshot: Option<String>,
+    /// Host tools every execution in it may call (each execution must then stream): as
+    /// an execution's `tools`, which are added to these (and win on a name).
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    tools: Vec<ToolDeclaration>,
+    /// Hosts every execution in it may reach over HTTP, within the server's
+    /// `--allow-net`; an execution's own `allow_net` replaces them.
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    allow_net: Vec<String>,
 }
 
 /// How many copies `POST /sessions/{id}/fork` makes.
@@ -816,6 +826,20 @@ async fn create(
     let limits = request
         .limits
         .apply(&default_limits(&state), &state.config)?;
+    if request.tools.len() > MAX_DECLARED_TOOLS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            format!("at most {MAX_DECLARED_TOOLS} tools may be declared"),
+        ));
+    }
+    // Checked now (names, schemas, hosts), so that a bad declaration creates nothing.
+    let (unused, _) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    client_tools(&state, "", &request.tools, unused.downgrade())?;
+    let doors = super::SandboxDoors {
+        tools: request.tools.clone(),
+        net: net_policy(&request.allow_net, &state)?,
+    };
     if let Some(snapshot) = request.from_snapshot {
         if !session {
             return Err(ApiError::bad_request(
@@ -846,6 +870,9 @@ async fn create(
             runtime: info.runtime,
         };
         let made = state.copy_session(copy, 1, limits).await?;
+        for sandbox in &made {
+            sandbox.set_doors(doors.clone());
+        }
         let describe = made.first().map(|s| s.describe()).unwrap_or_default();
         return Ok((StatusCode::CREATED, axum::Json(describe)).into_response());
     }
@@ -858,6 +885,7 @@ async fn create(
             limits,
         )
         .await?;
+    sandbox.set_doors(doors);
     Ok((StatusCode::CREATED, axum::Json(sandbox.describe())).into_response())
 }
 
@@ -947,7 +975,19 @@ async fn execute_in(
         on_start: None,
     };
     let stream = wants_stream(&request, &query, &headers);
-    respond(state, job, stream, &request.tools).await
+    // What the sandbox was created with, and the execution's own on top.
+    let doors = sandbox.doors();
+    let mut tools: Vec<ToolDeclaration> = doors
+        .tools
+        .into_iter()
+        .filter(|declared| !request.tools.iter().any(|own| own.name == declared.name))
+        .collect();
+    tools.extend(request.tools.iter().cloned());
+    let mut job = job;
+    if job.input.net.is_none() {
+        job.input.net = doors.net;
+    }
+    respond(state, job, stream, &tools).await
 }
 
 /// A session's calls stay within the memory it reserved when it was made.

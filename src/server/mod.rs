@@ -630,11 +630,21 @@ pub struct Sandbox {
     pub busy: Arc<tokio::sync::Mutex<()>>,
     /// The running execution's cancel handle.
     pub running: Mutex<Option<CancelHandle>>,
+    /// Host tools and network declared at creation, for each of its executions.
+    doors: Mutex<SandboxDoors>,
     /// Its place among the live sessions and sandboxes, given back when it is dropped.
     _reservation: Reservation,
     /// Declared last: holds the workspace's last handle, so its directory is removed off
     /// the async threads.
     _removal: DropOffThread<Workspace>,
+}
+
+/// What a client declared when it created a sandbox or session: tools its executions
+/// call back (over their event streams) and hosts they may reach.
+#[derive(Clone, Default)]
+struct SandboxDoors {
+    tools: Vec<api::ToolDeclaration>,
+    net: Option<Arc<crate::NetPolicy>>,
 }
 
 /// What live sessions and sandboxes hold, counted where they are admitted.
@@ -668,6 +678,17 @@ impl Drop for Reservation {
 }
 
 impl Sandbox {
+    fn doors(&self) -> SandboxDoors {
+        self.doors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_doors(&self, doors: SandboxDoors) {
+        *self.doors.lock().unwrap_or_else(PoisonError::into_inner) = doors;
+    }
+
     fn touch(&self) {
         *self
             .last_used
@@ -1229,6 +1250,7 @@ impl AppState {
             last_used: Mutex::new(now),
             busy: Arc::default(),
             running: Mutex::new(None),
+            doors: Mutex::default(),
             _reservation: reservation,
             _removal: removal,
         });

@@ -704,6 +704,56 @@ mod in_process {
     }
 
     #[test]
+    fn sandboxes_keep_the_tools_and_hosts_they_were_created_with() {
+        let (port, count) = ok_server();
+        let allowed = format!("127.0.0.1:{port}");
+        let state = state(|config| config.allow_net = vec![allowed.parse().unwrap()]);
+        runtime().block_on(async {
+            let (status, made) = json_call(
+                &state,
+                "POST",
+                "/sessions",
+                json!({"allow_net": [allowed],
+                       "tools": [{"name": "lookup", "parameters": {"type": "object"}}]}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{made}");
+            let id = made["id"].as_str().unwrap().to_string();
+            let path = format!("/sessions/{id}/execute");
+            // Tools answer over the stream: a plain execution in it is refused.
+            let (status, body) = json_call(&state, "POST", &path, json!({"code": "1"})).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+            let (status, body) = json_call(&state, "POST", "/sandboxes",
+                json!({"allow_net": [allowed]})).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            let sandbox = body["id"].as_str().unwrap().to_string();
+            let code = format!(
+                "import urllib.request\nprint(urllib.request.urlopen('http://{allowed}/').read().decode())"
+            );
+            let (status, body) = json_call(
+                &state,
+                "POST",
+                &format!("/sandboxes/{sandbox}/execute"),
+                json!({"code": code}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["stdout"], "ok\n", "{body}");
+            // Bad declarations create nothing.
+            let before = state.sandboxes.lock().unwrap().len();
+            for bad in [
+                json!({"tools": [{"name": "not a name"}]}),
+                json!({"allow_net": ["example.com"]}),
+            ] {
+                let (status, body) = json_call(&state, "POST", "/sandboxes", bad).await;
+                assert!(status.is_client_error(), "{status} {body}");
+            }
+            assert_eq!(state.sandboxes.lock().unwrap().len(), before);
+        });
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
     fn executions_get_only_the_network_the_operator_allows() {
         let (port, count) = ok_server();
         let allowed = format!("127.0.0.1:{port}");
