@@ -17,6 +17,10 @@ pub(super) struct McpArgs {
     /// `dvm serve --mcp-upstream`: `NAME=COMMAND ARGS…` or `NAME=https://…/mcp`.
     #[arg(long = "mcp-upstream", value_name = "NAME=COMMAND|URL", value_parser = super::serve::parse_upstream)]
     mcp_upstream: Vec<crate::server::upstream::UpstreamSpec>,
+    /// A host run_code may let programs reach over HTTP (repeatable), as in `dvm serve
+    /// --allow-net`: each call names the hosts it needs (`allow_net`), within these.
+    #[arg(long = "allow-net", value_name = "HOST[:PORT]", value_parser = super::run::parse_allowed_host)]
+    allow_net: Vec<crate::AllowedHost>,
 }
 
 pub(super) fn mcp(args: McpArgs, config: Config) -> ExitCode {
@@ -25,6 +29,7 @@ pub(super) fn mcp(args: McpArgs, config: Config) -> ExitCode {
         let upstreams = super::serve::upstream_specs(&args.mcp_upstream, dvm.config())?;
         let config = crate::server::ServerConfig {
             max_timeout: args.max_timeout,
+            allow_net: args.allow_net,
             ..crate::server::ServerConfig::default()
         };
         let state = crate::server::AppState::new(config, dvm);

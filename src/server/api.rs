@@ -325,7 +325,7 @@ impl ExecuteRequest {
 
 /// The network a request asks for, if the server allows all of it: each entry must be
 /// within one the operator allowed (`dvm serve --allow-net`).
-fn net_policy(
+pub(super) fn net_policy(
     entries: &[String],
     state: &AppState,
 ) -> Result<Option<Arc<crate::NetPolicy>>, ApiError> {

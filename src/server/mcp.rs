@@ -44,6 +44,9 @@ pub struct RunCodeArgs {
     /// A PEP 723 block and a requirements.txt or package.json in the workspace are always
     /// read.
     pub auto_deps: Option<bool>,
+    /// Hosts the program may reach over HTTP (`HOST`, `HOST:PORT`), among those this
+    /// server allows (default: none, no network).
+    pub allow_net: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -214,6 +217,25 @@ impl DvmTools {
             .map_err(|refused| crate::Error::QueueFull(refused.message))?;
         let workspace = Workspace::new()?;
         let mut tool_router = Self::tool_router();
+        if !state.config.allow_net.is_empty()
+            && let Some(route) = tool_router.map.get_mut("run_code")
+        {
+            let told = route.attr.description.as_deref().unwrap_or_default();
+            let hosts: Vec<String> = state
+                .config
+                .allow_net
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            route.attr.description = Some(
+                format!(
+                    "{told}\n\nThe program may reach these hosts over HTTP (urllib, \
+                     requests, fetch) when it names them in allow_net: {}",
+                    hosts.join(", ")
+                )
+                .into(),
+            );
+        }
         if let Some(upstreams) = state.upstreams() {
             // Code mode: the model learns here which tools its programs can call.
             for name in ["run_code", "run_in_session"] {
@@ -327,6 +349,13 @@ impl DvmTools {
             Err(error) => return failure(error.message),
         };
         let tools = self.state.upstream_tools(&args.code);
+        let net = match super::api::net_policy(
+            args.allow_net.as_deref().unwrap_or_default(),
+            &self.state,
+        ) {
+            Ok(net) => net,
+            Err(error) => return failure(error.message),
+        };
         let job = Execution {
             runtime: runtime.clone(),
             code: args.code,
@@ -338,6 +367,7 @@ impl DvmTools {
                 workspace: Some(self.workspace.clone()),
                 packages,
                 tools,
+                net,
                 ..RunInput::default()
             },
             sandbox: None,

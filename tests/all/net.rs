@@ -21,13 +21,13 @@ struct Seen {
 }
 
 /// An HTTP/1.1 server on 127.0.0.1 with a few routes; it records what arrives.
-struct Server {
-    port: u16,
+pub(crate) struct Server {
+    pub(crate) port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Server {
-    fn start() -> Server {
+    pub(crate) fn start() -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -43,14 +43,14 @@ impl Server {
         Server { port, seen }
     }
 
-    fn paths(&self) -> Vec<String> {
+    pub(crate) fn paths(&self) -> Vec<String> {
         let seen = self.seen.lock().unwrap();
         seen.iter()
             .map(|s| format!("{} {}", s.method, s.path))
             .collect()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 

@@ -236,8 +236,13 @@ struct Mcp {
 
 impl Mcp {
     fn start() -> Mcp {
+        Mcp::start_with(&[])
+    }
+
+    fn start_with(args: &[&str]) -> Mcp {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dvm"))
             .arg("mcp")
+            .args(args)
             .env("DVM_HOME", shared_home())
             .env_remove("DVM_LOG")
             .env_remove("DVM_CONFIG")
@@ -635,4 +640,42 @@ fn mcp_sessions_snapshot_restore_and_fork() {
     let (error, _) = mcp.tool("restore_session", json!({"snapshot_id": "../../x"}));
     assert!(error);
     dvm::delete_session_snapshot(&shared_home(), &snapshot_id).unwrap();
+}
+
+/// `dvm mcp --allow-net`: run_code says which hosts it may reach, and a call reaches only
+/// those it names.
+#[test]
+fn mcp_run_code_reaches_only_the_hosts_it_names_among_the_allowed() {
+    let server = crate::net::Server::start();
+    let allowed = format!("127.0.0.1:{}", server.port);
+    let mut mcp = Mcp::start_with(&["--allow-net", &allowed]);
+    let listed = mcp.request("tools/list", json!({}));
+    let run_code = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|tool| tool["name"] == "run_code")
+        .unwrap()
+        .clone();
+    let description = run_code["description"].as_str().unwrap();
+    assert!(description.contains(&allowed), "{description}");
+    let code = format!(
+        "import urllib.request\ntry:\n    print(urllib.request.urlopen('{}').read().decode())\n\
+         except Exception:\n    print('no network')",
+        server.url("/hello")
+    );
+    let (error, text) = mcp.tool("run_code", json!({"code": code, "allow_net": [allowed]}));
+    assert!(!error, "{text}");
+    let reached: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(reached["stdout"], "hello\n", "{text}");
+    assert_eq!(reached["net"][0]["status"], 200, "{text}");
+    let (error, text) = mcp.tool("run_code", json!({"code": code}));
+    assert!(!error, "{text}");
+    assert!(text.contains("no network"), "{text}");
+    let (error, text) = mcp.tool(
+        "run_code",
+        json!({"code": code, "allow_net": ["example.com"]}),
+    );
+    assert!(error && text.contains("may not be allowed"), "{text}");
+    assert_eq!(server.paths(), ["GET /hello"]);
 }
