@@ -216,6 +216,9 @@ impl Upstreams {
     /// Connects to each upstream (starting the commands), lists its tools and makes host
     /// tools of them. Fails when an upstream cannot be reached: the operator named it.
     pub async fn connect(specs: &[UpstreamSpec]) -> Result<Upstreams, Error> {
+        // rmcp's HTTP client is reqwest's, which takes rustls with ring, installed once per
+        // process (another part may have installed it already, which is as good).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let handle = tokio::runtime::Handle::current();
         let mut tools = HostTools::new();
         let mut services = Vec::new();

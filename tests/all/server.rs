@@ -1168,6 +1168,32 @@ mod black_box {
         (status, response.json().unwrap_or(Value::Null))
     }
 
+    /// Code mode over streamable HTTP: one `dvm serve` is the other's MCP upstream, and
+    /// guest code on the outer one calls the inner one's tools.
+    #[test]
+    fn an_upstream_over_streamable_http_gives_its_tools_to_guest_code() {
+        let inner = Server::start(&[]);
+        let upstream = format!("inner={}/mcp", inner.base);
+        let outer = Server::start(&["--mcp-upstream", &upstream, "--no-warm"]);
+        let code = "from dvm_tools.inner import run_code, list_runtimes\n\
+                    ids = sorted(r['id'] for r in list_runtimes())\n\
+                    ran = run_code(code='print(6 * 7)')\n\
+                    print(ids, ran['stdout'].strip())";
+        let (status, body) = post(&outer, "/execute", json!({"code": code}));
+        assert_eq!(status, 200, "{body}\n{}", outer.log.lock().unwrap());
+        let out = body["stdout"].as_str().unwrap_or_default();
+        assert!(
+            out.contains("'javascript'") && out.contains("'python'"),
+            "{body}"
+        );
+        assert!(out.trim_end().ends_with("42"), "{body}");
+        assert_eq!(
+            body["tool_calls"].as_array().map(Vec::len),
+            Some(2),
+            "{body}"
+        );
+    }
+
     fn wait_for_running(server: &Server, count: u64) {
         for _ in 0..400 {
             let health: Value = client()
