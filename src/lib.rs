@@ -87,7 +87,8 @@ pub use crate::profile::{ConfigFile, Profile};
 pub use crate::sandbox::determinism::Determinism;
 pub use crate::sandbox::{
     AllowedHost, CancelHandle, DEFAULT_NET_TIMEOUT, DEFAULT_TOOL_TIMEOUT, DisplayCallback,
-    HostTool, HostTools, NetPolicy, OutputCallback, Resolver, RunInput, Stream, ToolHandler,
+    HostTool, HostTools, NetExchange, NetPolicy, NetRecorder, NetRecording, OutputCallback,
+    Resolver, RunInput, Stream, ToolHandler,
 };
 pub use crate::session::{Session, SessionOptions};
 pub use crate::workspace::{CopyReport, Grant, OutputFile, Workspace, WorkspacePath};

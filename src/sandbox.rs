@@ -22,7 +22,9 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{HostMonotonicClock, I32Exit, WasiCtxBuilder};
 
 pub use self::display::DisplayCallback;
-pub use self::net::{AllowedHost, DEFAULT_NET_TIMEOUT, NetPolicy, Resolver};
+pub use self::net::{
+    AllowedHost, DEFAULT_NET_TIMEOUT, NetExchange, NetPolicy, NetRecorder, NetRecording, Resolver,
+};
 use self::output::CappedOutput;
 pub use self::output::{OutputCallback, Stream};
 pub use self::tools::{DEFAULT_TOOL_TIMEOUT, HostTool, HostTools, ToolHandler};

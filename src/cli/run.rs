@@ -84,6 +84,21 @@ pub(super) struct RunArgs {
     #[arg(long = "allow-net", value_name = "HOST[:PORT]", value_parser = parse_allowed_host)]
     allow_net: Vec<crate::AllowedHost>,
 
+    /// Write every HTTP exchange of the run (requests and responses, bodies included) to
+    /// FILE as JSON, for --net-replay.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "allow_net",
+        conflicts_with = "net_replay"
+    )]
+    net_record: Option<PathBuf>,
+
+    /// Answer the guest's HTTP requests from a recording (--net-record) instead of the
+    /// network: the run repeats, so it may be deterministic and cached.
+    #[arg(long, value_name = "FILE", requires = "allow_net")]
+    net_replay: Option<PathBuf>,
+
     /// Copy the files the run created or changed in its workspace into DIR.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -224,6 +239,8 @@ struct RunConfig {
     json: bool,
     in_process: bool,
     local_socket: Option<std::path::PathBuf>,
+    /// Where the run's HTTP exchanges go (`--net-record`), and what records them.
+    net_record: Option<(PathBuf, crate::NetRecorder)>,
 }
 
 fn target(
@@ -364,9 +381,21 @@ fn validate(args: RunArgs, dvm_config: &Config) -> Result<RunConfig, Error> {
         }
     }
     allow_net.extend(args.allow_net);
+    let mut net_record = None;
     let net = match allow_net.is_empty() {
         true => None,
-        false => Some(std::sync::Arc::new(crate::NetPolicy::new(allow_net)?)),
+        false => {
+            let mut policy = crate::NetPolicy::new(allow_net)?;
+            if let Some(path) = &args.net_replay {
+                policy = policy.replaying(crate::NetRecording::read(path)?);
+            }
+            if let Some(path) = args.net_record {
+                let (recording, recorder) = policy.recording();
+                policy = recording;
+                net_record = Some((path, recorder));
+            }
+            Some(std::sync::Arc::new(policy))
+        }
     };
     Ok(RunConfig {
         target,
@@ -412,6 +441,7 @@ fn validate(args: RunArgs, dvm_config: &Config) -> Result<RunConfig, Error> {
         json: args.json,
         in_process: args.in_process,
         local_socket: args.local_socket,
+        net_record,
     })
 }
 
@@ -468,6 +498,9 @@ pub(super) fn run(args: RunArgs, dvm_config: Config) -> ExitCode {
         }
         let dvm = Dvm::new(dvm_config)?;
         let ran = run_target(&dvm, &config);
+        if let Some((path, recorder)) = &config.net_record {
+            write_recording(path, &recorder.recording())?;
+        }
         if let Some(workspace) = &config.input.workspace {
             if config.keep {
                 note!(
@@ -507,6 +540,25 @@ pub(super) fn run(args: RunArgs, dvm_config: Config) -> ExitCode {
         Ok((outcome, extra)) => render(&outcome, extra, json),
         Err(error) => render_error(&error, json),
     }
+}
+
+/// Writes `recording` to `path` (beside it first, then renamed over it).
+fn write_recording(path: &Path, recording: &crate::NetRecording) -> Result<(), Error> {
+    let failed = |e: &dyn std::fmt::Display| {
+        Error::InvalidInput(format!(
+            "--net-record: cannot write {}: {e}",
+            path.display()
+        ))
+    };
+    let json = serde_json::to_vec_pretty(recording).map_err(|e| failed(&e))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| failed(&e))?;
+    file.write_all(&json).map_err(|e| failed(&e))?;
+    file.persist(path).map_err(|e| failed(&e.error))?;
+    Ok(())
 }
 
 /// Writes each form of each display item to `dir` as `display-N.EXT` (N from 1), and

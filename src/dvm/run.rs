@@ -45,11 +45,16 @@ pub(super) fn in_workspace(
     run: impl FnOnce(&Workspace, Vec<Mount>) -> Result<Outcome, Error>,
 ) -> Result<Outcome, Error> {
     input.limits.validate()?;
-    if input.net.is_some() && input.deterministic.is_some() {
+    if input.deterministic.is_some()
+        && input
+            .net
+            .as_ref()
+            .is_some_and(|net| net.replay_hash().is_none())
+    {
         return Err(Error::InvalidInput(
             "a deterministic run cannot use the network: what a host answers is not part of \
-             the run, so it would not repeat. Drop the determinism (--seed/--deterministic) or \
-             the allowed hosts"
+             the run, so it would not repeat. Drop the determinism (--seed/--deterministic), \
+             the allowed hosts, or replay a recording of the exchanges (--net-replay)"
                 .into(),
         ));
     }
@@ -74,9 +79,12 @@ pub(super) fn in_workspace(
     }
     let results = &dvm.inner.results;
     let key = match (input.deterministic, &input.cache) {
-        // A run with host tools or the network depends on what they answer: never cached.
+        // A run with host tools or the network depends on what they answer: never cached,
+        // unless it replays recorded exchanges (their hash is in the key).
         (Some(determinism), crate::results::CacheMode::Auto)
-            if grants.is_empty() && input.tools.is_none() && input.net.is_none() =>
+            if grants.is_empty()
+                && input.tools.is_none()
+                && input.net.as_ref().is_none_or(|net| net.repeats()) =>
         {
             Some(result_key(
                 identity,
@@ -159,5 +167,11 @@ fn result_key(
     key.bytes(18, &input.stdin)
         .limits(&input.limits)
         .u64(50, determinism.seed);
+    if let Some(net) = &input.net {
+        // Only a replaying policy gets here; what it answers is its recording's.
+        key.str(60, net.replay_hash().unwrap_or_default());
+        let allowed: Vec<String> = net.allowed().iter().map(ToString::to_string).collect();
+        key.strings(61, &allowed);
+    }
     Ok(key.finish())
 }

@@ -242,6 +242,98 @@ pub fn is_internal(ip: IpAddr) -> bool {
     }
 }
 
+/// One HTTP exchange as recorded: what the guest asked and what came back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetExchange {
+    pub method: String,
+    pub url: String,
+    /// blake3 of the request body (hex).
+    pub request_body: String,
+    pub status: u16,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// The response body, in base64.
+    #[serde(default)]
+    pub body: String,
+}
+
+/// The exchanges of a run, in order: written after a recorded run, answered from in a
+/// replayed one (see [`NetPolicy::replaying`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetRecording {
+    pub exchanges: Vec<NetExchange>,
+}
+
+/// The largest recording dvm reads.
+pub const MAX_RECORDING_BYTES: u64 = 256 << 20;
+
+impl NetRecording {
+    /// Reads a recording written by a recorded run. It is input like any other: parsed,
+    /// bounded in size, and nothing in it names a host path.
+    pub fn read(path: &std::path::Path) -> Result<NetRecording, Error> {
+        let unreadable = |why: String| {
+            Error::InvalidInput(format!(
+                "cannot read the recording {}: {why}",
+                path.display()
+            ))
+        };
+        let bytes = match crate::fs::read_regular_file(path, MAX_RECORDING_BYTES) {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(size)) => {
+                return Err(unreadable(format!(
+                    "it is {size} bytes, over the cap of {MAX_RECORDING_BYTES}"
+                )));
+            }
+            Err(e) => return Err(unreadable(e.to_string())),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::InvalidInput(format!(
+                "{} is not a recording of HTTP exchanges: {e}",
+                path.display()
+            ))
+        })
+    }
+
+    /// Its content hash, which a replayed run's result-cache key includes.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        blake3::hash(&json).to_hex().to_string()
+    }
+}
+
+/// Where a recorded run's exchanges go.
+#[derive(Clone, Default)]
+pub struct NetRecorder(Arc<std::sync::Mutex<NetRecording>>);
+
+impl NetRecorder {
+    /// The exchanges recorded so far.
+    pub fn recording(&self) -> NetRecording {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn push(&self, exchange: NetExchange) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .exchanges
+            .push(exchange);
+    }
+}
+
+/// A recording being replayed: each exchange answers once, in order among those that
+/// match (method, URL and request body).
+struct Replay {
+    hash: String,
+    left: std::sync::Mutex<Vec<NetExchange>>,
+}
+
 /// Resolves a host name to its addresses (the system's resolver unless a test gives one).
 pub type Resolver = Arc<dyn Fn(&str) -> std::io::Result<Vec<IpAddr>> + Send + Sync>;
 
@@ -258,6 +350,8 @@ pub struct NetPolicy {
     /// Each request's own time limit; the run's deadline bounds it too.
     pub timeout: Duration,
     resolver: Option<Resolver>,
+    recorder: Option<NetRecorder>,
+    replay: Option<Arc<Replay>>,
     #[cfg(feature = "net")]
     client: Arc<std::sync::OnceLock<Result<reqwest::blocking::Client, String>>>,
 }
@@ -290,9 +384,42 @@ impl NetPolicy {
             max_response_bytes: 10 << 20,
             timeout: DEFAULT_NET_TIMEOUT,
             resolver: None,
+            recorder: None,
+            replay: None,
             #[cfg(feature = "net")]
             client: Arc::default(),
         })
+    }
+
+    /// The same policy, keeping each exchange (with its response body) in the returned
+    /// recorder as well.
+    pub fn recording(mut self) -> (NetPolicy, NetRecorder) {
+        let recorder = NetRecorder::default();
+        self.recorder = Some(recorder.clone());
+        (self, recorder)
+    }
+
+    /// The same policy answering from `recording` and never from the network: a request
+    /// that is not in it (or was answered already as often as it was recorded) is refused.
+    /// A replayed run repeats, so it may be deterministic and cached (the recording's hash
+    /// is part of its key).
+    pub fn replaying(mut self, recording: NetRecording) -> NetPolicy {
+        self.replay = Some(Arc::new(Replay {
+            hash: recording.hash(),
+            left: std::sync::Mutex::new(recording.exchanges),
+        }));
+        self
+    }
+
+    /// Whether a replayed run can be answered from, and kept in, the result cache: it
+    /// replays and does not record.
+    pub fn repeats(&self) -> bool {
+        self.replay.is_some() && self.recorder.is_none()
+    }
+
+    /// The hash of the recording it replays, if it replays one.
+    pub fn replay_hash(&self) -> Option<&str> {
+        self.replay.as_ref().map(|replay| replay.hash.as_str())
     }
 
     /// Parses each entry of `allow` (see [`AllowedHost`]).
@@ -631,6 +758,58 @@ pub(crate) fn exchange(
     ))
 }
 
+/// Sends `request` (or answers it from the policy's replay), recording it when the
+/// policy records.
+fn exchange_or_replay(
+    policy: &NetPolicy,
+    request: HttpRequest,
+    timeout: Duration,
+) -> Result<HttpResponse, NetFailure> {
+    use base64::Engine as _;
+    let body_hash = blake3::hash(&request.body).to_hex().to_string();
+    let (method, url) = (request.method.clone(), request.url.clone());
+    let answer = match &policy.replay {
+        Some(replay) => {
+            let mut left = replay
+                .left
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let found = left.iter().position(|exchange| {
+                exchange.method == method
+                    && exchange.url == url
+                    && exchange.request_body == body_hash
+            });
+            match found.map(|at| left.remove(at)) {
+                None => Err(NetFailure::Refused(format!(
+                    "{method} {url} is not in the recorded exchanges this run replays"
+                ))),
+                Some(exchange) => base64::engine::general_purpose::STANDARD
+                    .decode(exchange.body.as_bytes())
+                    .map(|body| HttpResponse {
+                        status: exchange.status,
+                        reason: exchange.reason,
+                        headers: exchange.headers,
+                        body,
+                    })
+                    .map_err(|_| NetFailure::Failed("a recorded body is not base64".to_string())),
+            }
+        }
+        None => exchange(policy, request, timeout),
+    };
+    if let (Some(recorder), Ok(response)) = (&policy.recorder, &answer) {
+        recorder.push(NetExchange {
+            method,
+            url,
+            request_body: body_hash,
+            status: response.status,
+            reason: response.reason.clone(),
+            headers: response.headers.clone(),
+            body: base64::engine::general_purpose::STANDARD.encode(&response.body),
+        });
+    }
+    answer
+}
+
 /// How a request the door waited on ended.
 pub(crate) enum Sent {
     Answer(Result<HttpResponse, NetFailure>),
@@ -657,7 +836,7 @@ pub(crate) fn send(
     let started = std::thread::Builder::new()
         .name("dvm-net".into())
         .spawn(move || {
-            let _ = answer.send(exchange(&worker, request, budget));
+            let _ = answer.send(exchange_or_replay(&worker, request, budget));
         });
     if let Err(e) = started {
         return Sent::Answer(Err(NetFailure::Failed(format!(

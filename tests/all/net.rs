@@ -481,3 +481,102 @@ fn the_cli_allows_hosts_and_never_uses_the_host_proxy() {
     assert_eq!(output.status.code(), Some(2), "{}", show(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot be an allowed host"));
 }
+
+#[test]
+fn a_recorded_run_replays_without_the_network_deterministically_and_cached() {
+    let server = Server::start();
+    let allow = format!("127.0.0.1:{}", server.port);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("get.py");
+    let marker = format!("{}", std::process::id() ^ server.port as u32);
+    std::fs::write(
+        &script,
+        format!(
+            "import urllib.request\n# {marker}\n\
+             print(urllib.request.urlopen('{}').read().decode())\n\
+             print(urllib.request.urlopen('{}', data=b'x').read().decode())",
+            server.url("/hello"),
+            server.url("/echo")
+        ),
+    )
+    .unwrap();
+    let recording = dir.path().join("exchanges.json");
+    let (script, recording_arg) = (script.to_str().unwrap(), recording.to_str().unwrap());
+    let recorded = crate::cli::dvm(&[
+        "run",
+        "--json",
+        "--allow-net",
+        &allow,
+        "--net-record",
+        recording_arg,
+        script,
+    ]);
+    let json = crate::cli::json(&recorded);
+    assert_eq!(json["stdout"], "hello\nPOST x\n", "{}", show(&recorded));
+    let written: dvm::NetRecording =
+        serde_json::from_slice(&std::fs::read(&recording).unwrap()).unwrap();
+    assert_eq!(written.exchanges.len(), 2);
+    assert_eq!(written.exchanges[1].status, 201);
+    assert_eq!(server.paths().len(), 2);
+    // Replayed: no request reaches the server; deterministic, so cached the second time.
+    let replay = [
+        "run",
+        "--json",
+        "--seed",
+        "7",
+        "--allow-net",
+        &allow,
+        "--net-replay",
+        recording_arg,
+        script,
+    ];
+    for expected_cache in ["miss", "hit"] {
+        let replayed = crate::cli::dvm(&replay);
+        let json = crate::cli::json(&replayed);
+        assert_eq!(json["stdout"], "hello\nPOST x\n", "{}", show(&replayed));
+        assert_eq!(json["cache"], expected_cache, "{}", show(&replayed));
+    }
+    assert_eq!(server.paths().len(), 2, "a replay sent requests");
+    // A request the recording does not have is refused, not sent.
+    let other = dir.path().join("other.py");
+    std::fs::write(
+        &other,
+        format!(
+            "import urllib.request\ntry:\n    urllib.request.urlopen('{}')\nexcept OSError as e:\n    print(e.reason)",
+            server.url("/hello?again")
+        ),
+    )
+    .unwrap();
+    let refused = crate::cli::dvm(&[
+        "run",
+        "--json",
+        "--allow-net",
+        &allow,
+        "--net-replay",
+        recording_arg,
+        other.to_str().unwrap(),
+    ]);
+    let json = crate::cli::json(&refused);
+    assert!(
+        json["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("is not in the recorded exchanges"),
+        "{}",
+        show(&refused)
+    );
+    assert_eq!(server.paths().len(), 2);
+    // Without a replay a deterministic run refuses the network; a broken recording is an
+    // error that says so.
+    let refused = crate::cli::dvm(&["run", "--seed", "1", "--allow-net", &allow, script]);
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot use the network"));
+    std::fs::write(&recording, b"{\"exchanges\": [{\"url\": 5}]}").unwrap();
+    let broken = crate::cli::dvm(&replay);
+    assert_ne!(broken.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&broken.stderr).contains("is not a recording of HTTP exchanges"),
+        "{}",
+        show(&broken)
+    );
+}
