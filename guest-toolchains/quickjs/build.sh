@@ -37,7 +37,7 @@ ZIG_FILE=ziglang-0.17.1-py3-none-manylinux_2_12_x86_64.manylinux2010_x86_64.musl
 ZIG_SHA256=ea6cc5d87b033cf0aedfbc8f9549a908cae6c50ac31f1698188fa48a74524b54
 
 # Expected output (the build is deterministic; see README.md).
-QJS_WASM_SHA256=0cfbb98c558d547d63de861e15fc304b8e0e77b2fcdc22d67072e48e08918278
+QJS_WASM_SHA256=69630c71834e2f3a522650fed59567252510c80187f4161bcd8586dc1651796b
 # -----------------------------------------------------------------------------------------
 
 die() { echo "build.sh: error: $*" >&2; exit 1; }

@@ -448,7 +448,7 @@ JSModuleDef *dvm_module_loader(JSContext *ctx, const char *name, void *opaque,
  * `redirected`, `text()`, `json()`, `arrayBuffer()`, `bytes()`) and rejects with a
  * TypeError when the host refuses or the request fails, as fetch does. Redirects are
  * followed here (at most 20), so each hop is a request of its own that the host checks and
- * records. The implementation is compiled on the first call: runs that never fetch do not
+ * records; a hop to another origin goes without the Authorization and Cookie headers. The implementation is compiled on the first call: runs that never fetch do not
  * pay for it. */
 static const char dvm_fetch_maker[] =
     "(function (door) {\n"
@@ -535,7 +535,12 @@ static const char dvm_fetch_maker[] =
     "      return response;\n"
     "    if (init.redirect === 'error') throw new TypeError('fetch failed: redirected to ' + location);\n"
     "    if (hop >= 20) throw new TypeError('fetch failed: more than 20 redirects');\n"
-    "    url = resolve(url, location);\n"
+    "    const next = resolve(url, location);\n"
+    "    const origin = (u) => (/^[a-z][a-z0-9+.-]*:\\/\\/[^/?#]*/i.exec(u) || [''])[0].toLowerCase();\n"
+    "    if (origin(next) !== origin(url))\n"
+    "      for (let i = headers.length - 1; i >= 0; i--)\n"
+    "        if (['authorization', 'cookie', 'proxy-authorization'].includes(headers[i][0])) headers.splice(i, 1);\n"
+    "    url = next;\n"
     "    if (reply.status === 303 || ((reply.status === 301 || reply.status === 302) && method === 'POST')) {\n"
     "      method = 'GET'; body = new Uint8Array(0); }\n"
     "  }\n"

@@ -901,7 +901,8 @@ fn http_request(
         .timeout
         .filter(|t| t.is_finite() && *t > 0.0)
         .map(|t| std::time::Duration::from_secs_f64(t.min(86_400.0)));
-    let answer = if caller.data().net.made() >= policy.max_requests as usize {
+    let over_budget = caller.data().net.made() >= policy.max_requests as usize;
+    let answer = if over_budget {
         Err(NetFailure::Refused(format!(
             "this run made its {} requests: no more are allowed",
             policy.max_requests
@@ -953,7 +954,7 @@ fn http_request(
         }
     };
     record.duration = started.elapsed();
-    caller.data_mut().net.record(record);
+    caller.data_mut().net.record(record, over_budget);
     Ok(Some(reply))
 }
 

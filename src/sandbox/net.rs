@@ -1,6 +1,7 @@
 //! Allow-listed HTTP: the guest's requests go through a client on the host that reaches only
-//! the hosts the run allows. Names are resolved here, and private, loopback and link-local
-//! addresses are refused unless an allowed entry names that address literally. Each
+//! the hosts the run allows. Names are resolved here, and a name resolving to a private,
+//! loopback or link-local address is refused: such an address is reached only by a URL
+//! that writes it, allowed by an entry that writes it too (with its port). Each
 //! request is bounded (its own timeout, a response cap, a per-run budget, the run's deadline
 //! and cancellation) and recorded in the outcome's `net`. The host's proxies, credentials
 //! and cookies are never used.
@@ -161,11 +162,6 @@ impl AllowedHost {
         }
     }
 
-    /// Whether this entry names `ip` literally (which lets a private address through).
-    fn names(&self, ip: IpAddr) -> bool {
-        matches!(self.host, HostMatch::Address(allowed) if canonical(allowed) == canonical(ip))
-    }
-
     /// Whether every host and port this entry allows, `outer` allows too (a server lets
     /// each request allow some of what its operator allowed).
     pub fn within(&self, outer: &AllowedHost) -> bool {
@@ -221,6 +217,7 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || a == 0
                 || (a == 100 && (64..128).contains(&b))
                 || (a == 192 && b == 0)
+                || (a == 192 && b == 88 && v4.octets()[2] == 99)
                 || (a == 198 && (b == 18 || b == 19))
                 || a >= 240
         }
@@ -237,7 +234,11 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 // carry an IPv4 address the network may route to.
                 || v6.segments()[..6] == [0; 6]
                 || v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+                || v6.segments()[..3] == [0x64, 0xff9b, 1]
                 || first == 0x2002
+                // IPv4-translated (::ffff:0:a.b.c.d) and Teredo (2001::/32).
+                || v6.segments()[..6] == [0, 0, 0, 0, 0xffff, 0]
+                || (first == 0x2001 && v6.segments()[1] == 0)
         }
     }
 }
@@ -465,8 +466,8 @@ impl NetPolicy {
         ))
     }
 
-    /// The addresses of `name` a request may connect to: internal ones only when an entry
-    /// names them literally. An error when none is left.
+    /// The addresses of `name` a request may connect to: never internal ones (those are
+    /// reached by address, under an entry of that address). An error when none is left.
     fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, String> {
         let found = match &self.resolver {
             Some(resolver) => resolver(name),
@@ -478,7 +479,7 @@ impl NetPolicy {
         let kept: Vec<IpAddr> = found
             .into_iter()
             .filter(|ip| {
-                let ok = !is_internal(*ip) || self.allow.iter().any(|entry| entry.names(*ip));
+                let ok = !is_internal(*ip);
                 if !ok {
                     refused = Some(*ip);
                 }
@@ -488,7 +489,12 @@ impl NetPolicy {
         match (kept.is_empty(), refused) {
             (false, _) => Ok(kept),
             (true, Some(ip)) => Err(format!(
-                "{name} resolves to {ip}, an internal address: allow it by address to reach it"
+                "{name} resolves to {ip}, an internal address: write the address in the URL \
+                 and allow it (e.g. --allow-net {}) to reach it",
+                match ip {
+                    IpAddr::V6(v6) => format!("[{v6}]"),
+                    v4 => v4.to_string(),
+                }
             )),
             (true, None) => Err(format!("{name} has no address")),
         }
@@ -500,6 +506,7 @@ impl NetPolicy {
 pub(crate) struct NetDoor {
     policy: Option<Arc<NetPolicy>>,
     requests: Vec<NetRequest>,
+    over_budget_recorded: bool,
 }
 
 impl NetDoor {
@@ -507,6 +514,7 @@ impl NetDoor {
         NetDoor {
             policy,
             requests: Vec::new(),
+            over_budget_recorded: false,
         }
     }
 
@@ -518,13 +526,26 @@ impl NetDoor {
         self.requests.len()
     }
 
-    pub(crate) fn record(&mut self, request: NetRequest) {
+    /// Keeps `request` in the run's record, its error cut to 512 characters. Past the
+    /// budget only the first refusal is kept: a guest looping on refused requests does not
+    /// grow the record.
+    pub(crate) fn record(&mut self, mut request: NetRequest, over_budget: bool) {
+        if over_budget && self.over_budget_recorded {
+            return;
+        }
+        self.over_budget_recorded |= over_budget;
+        if let Some(error) = &mut request.error
+            && error.chars().count() > 512
+        {
+            *error = error.chars().take(509).collect::<String>() + "...";
+        }
         self.requests.push(request);
     }
 
     /// The requests so far, at the end of a run or turn; the policy is unbound.
     pub(crate) fn take(&mut self) -> Vec<NetRequest> {
         self.policy = None;
+        self.over_budget_recorded = false;
         std::mem::take(&mut self.requests)
     }
 }
@@ -592,6 +613,10 @@ const HOST_HEADERS: &[&str] = &[
     "expect",
 ];
 
+/// The most request headers a guest may send, and their bytes in all.
+const MAX_HEADERS: usize = 100;
+const MAX_HEADER_BYTES: usize = 64 << 10;
+
 #[cfg(feature = "net")]
 mod client {
     use std::io::Read;
@@ -599,7 +624,10 @@ mod client {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use super::{HOST_HEADERS, HttpRequest, HttpResponse, NetFailure, NetPolicy, UrlHost};
+    use super::{
+        HOST_HEADERS, HttpRequest, HttpResponse, MAX_HEADER_BYTES, MAX_HEADERS, NetFailure,
+        NetPolicy, UrlHost,
+    };
 
     /// Resolves names for reqwest through the policy, so the addresses a connection uses
     /// are the ones checked (no second lookup an attacker's DNS could answer differently).
@@ -610,7 +638,10 @@ mod client {
             let policy = self.0.clone();
             let name = name.as_str().to_string();
             Box::pin(async move {
-                let addrs = policy.resolve(&name)?;
+                // The system's resolver blocks: off the client's only runtime thread.
+                let addrs = tokio::task::spawn_blocking(move || policy.resolve(&name))
+                    .await
+                    .map_err(|e| format!("the lookup failed: {e}"))??;
                 let addrs: reqwest::dns::Addrs =
                     Box::new(addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)));
                 Ok(addrs)
@@ -675,6 +706,18 @@ mod client {
         let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
             NetFailure::Refused(format!("`{}` is not an HTTP method", request.method))
         })?;
+        if request.headers.len() > MAX_HEADERS
+            || request
+                .headers
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum::<usize>()
+                > MAX_HEADER_BYTES
+        {
+            return Err(NetFailure::Refused(format!(
+                "at most {MAX_HEADERS} request headers of {MAX_HEADER_BYTES} bytes in all"
+            )));
+        }
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in &request.headers {
             let lower = name.to_ascii_lowercase();
@@ -686,7 +729,9 @@ mod client {
             let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
                 NetFailure::Refused(format!("the value of header `{name}` is not allowed"))
             })?;
-            headers.append(name, value);
+            headers
+                .try_append(name, value)
+                .map_err(|_| NetFailure::Refused("too many request headers".into()))?;
         }
         let mut builder = client(policy)?
             .request(method, url)
@@ -947,6 +992,10 @@ mod tests {
             "::ffff:10.0.0.1",
             "::127.0.0.1",
             "64:ff9b::a00:1",
+            "64:ff9b:1::a00:1",
+            "::ffff:0:7f00:1",
+            "2001:0:4136:e378::1",
+            "192.88.99.1",
             "2002:7f00:1::",
         ] {
             assert!(is_internal(internal.parse().unwrap()), "{internal}");
@@ -974,10 +1023,11 @@ mod tests {
             ["1.1.1.1".parse::<IpAddr>().unwrap()]
         );
         assert!(policy.resolve("mapped.test").is_err());
+        // An entry of the address does not open it to names that resolve to it.
         let named = NetPolicy::parse(["inside.test", "10.0.0.7"])
             .unwrap()
             .with_resolver(table);
-        assert!(named.resolve("inside.test").is_ok());
+        assert!(named.resolve("inside.test").is_err());
     }
 
     #[test]

@@ -202,10 +202,15 @@ fn upstream_tool(
             let params =
                 CallToolRequestParams::new(upstream_name.clone()).with_arguments(arguments);
             let peer = peer.clone();
-            let called = handle.block_on(async move { peer.call_tool(params).await });
+            // The door stops waiting at the tool's timeout; the call itself ends soon after,
+            // so a server that never answers leaves no thread behind.
+            let limit = crate::DEFAULT_TOOL_TIMEOUT + Duration::from_secs(1);
+            let called = handle
+                .block_on(async move { tokio::time::timeout(limit, peer.call_tool(params)).await });
             match called {
-                Ok(result) => answer(result),
-                Err(e) => Err(format!("the MCP server did not answer: {e}")),
+                Ok(Ok(result)) => answer(result),
+                Ok(Err(e)) => Err(format!("the MCP server did not answer: {e}")),
+                Err(_) => Err("the MCP server did not answer in time".to_string()),
             }
         },
     )?

@@ -73,7 +73,10 @@ fn the_core_compiles_no_surface_crates() {
     // Each surface feature brings its own crates, and the default (the `dvm` command) all.
     let server = normal_dependencies(&["--no-default-features", "--features", "server"]);
     assert!(server.contains("axum") && server.contains("rmcp"));
-    assert!(!server.contains("async-nats") && !server.contains("reqwest"));
+    // The server reaches MCP upstreams over streamable HTTP through rmcp's reqwest client.
+    assert!(!server.contains("async-nats") && !server.contains("pulldown-cmark"));
+    let net = normal_dependencies(&["--no-default-features", "--features", "net"]);
+    assert!(net.contains("reqwest") && !net.contains("axum") && !net.contains("rmcp"));
     let nats = normal_dependencies(&["--no-default-features", "--features", "nats"]);
     assert!(nats.contains("async-nats") && !nats.contains("axum"));
     let agent = normal_dependencies(&["--no-default-features", "--features", "agent"]);

@@ -125,6 +125,16 @@ fn serve(stream: TcpStream, port: u16, log: &Mutex<Vec<Seen>>) -> std::io::Resul
                 b"",
             ),
             "/big" => reply("200 OK", "", &vec![b'x'; 64 * 1024]),
+            // `/to/PORT/PATH`: a redirect to PATH on another port (another origin).
+            to if to.starts_with("/to/") => {
+                let rest = &to[4..];
+                let (other, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                reply(
+                    "302 Found",
+                    &format!("Location: http://127.0.0.1:{other}{path}\r\n"),
+                    b"",
+                )
+            }
             "/slow" => {
                 stream.write_all(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nContent-Type: text/plain\r\n\r\n",
@@ -270,19 +280,25 @@ except OSError as e:
     );
     assert!(server.paths().is_empty(), "{:?}", server.paths());
     // Named by address too: allowed.
+    // An entry of the address opens it to URLs that write the address, not to names that
+    // resolve to it.
     let both = RunInput {
         net: Some(Arc::new(
-            NetPolicy::parse([format!("localhost:{port}"), "127.0.0.1".to_string()]).unwrap(),
+            NetPolicy::parse([format!("localhost:{port}"), format!("127.0.0.1:{port}")]).unwrap(),
         )),
         ..RunInput::default()
     };
     let outcome = python(
         &format!(
-            "import urllib.request\nprint(urllib.request.urlopen('http://localhost:{port}/hello').read())"
+            "import urllib.request\nprint(urllib.request.urlopen('http://127.0.0.1:{port}/hello').read())\n\
+             try:\n    urllib.request.urlopen('http://localhost:{port}/hello')\nexcept OSError as e:\n    print(e.reason)"
         ),
         &both,
     );
-    assert_eq!(stdout(&outcome), "b'hello'\n", "{}", describe(&outcome));
+    let out = stdout(&outcome);
+    assert!(out.starts_with("b'hello'\n"), "{}", describe(&outcome));
+    assert!(out.contains("write the address in the URL"), "{out}");
+    assert_eq!(server.paths(), ["GET /hello"]);
     // A resolver that answers with a private address (as a hostile DNS server would).
     let rebinding: dvm::Resolver = Arc::new(|_: &str| Ok(vec!["10.1.2.3".parse().unwrap()]));
     let hostile = RunInput {
@@ -579,4 +595,93 @@ fn a_recorded_run_replays_without_the_network_deterministically_and_cached() {
         "{}",
         show(&broken)
     );
+}
+
+#[test]
+fn fetch_drops_credentials_on_a_redirect_to_another_origin() {
+    let (first, second) = (Server::start(), Server::start());
+    let policy = NetPolicy::parse([
+        format!("127.0.0.1:{}", first.port),
+        format!("127.0.0.1:{}", second.port),
+    ])
+    .unwrap();
+    let input = RunInput {
+        net: Some(Arc::new(policy)),
+        ..RunInput::default()
+    };
+    let js = format!(
+        "const r = await fetch('{}', {{ headers: {{ Authorization: 'Bearer s3cret', 'X-Keep': '1' }} }});\n\
+         console.log(r.status, r.redirected, await r.text());",
+        first.url(&format!("/to/{}/hello", second.port))
+    );
+    let outcome = script("javascript", "main.mjs", &js, &input);
+    assert_eq!(
+        stdout(&outcome),
+        "200 true hello\n",
+        "{}",
+        describe(&outcome)
+    );
+    let header = |server: &Server, name: &str| {
+        let seen = server.seen.lock().unwrap();
+        seen[0]
+            .headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    assert_eq!(
+        header(&first, "authorization").as_deref(),
+        Some("Bearer s3cret")
+    );
+    assert_eq!(
+        header(&second, "authorization"),
+        None,
+        "the token went to another origin"
+    );
+    assert_eq!(header(&second, "x-keep").as_deref(), Some("1"));
+}
+
+#[test]
+fn a_guest_looping_past_the_budget_or_flooding_headers_is_bounded() {
+    let server = Server::start();
+    let input = server.allowing(|policy| policy.max_requests = 3);
+    let code = format!(
+        r#"
+import _dvm_net
+long = "{hello}?" + "x" * 4000
+errors = set()
+for i in range(3000):
+    try:
+        _dvm_net.exchange("GET", long, [], b"")
+    except OSError as e:
+        errors.add(str(e)[:40])
+print(len(errors))
+"#,
+        hello = server.url("/hello"),
+    );
+    let outcome = python(&code, &input);
+    expect_status(&outcome, Status::Ok);
+    // Three requests and one refusal are recorded, not three thousand.
+    assert_eq!(outcome.net.len(), 4, "{:?}", outcome.net.len());
+    assert!(
+        outcome.net[3]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("made its 3 requests")
+    );
+    assert!(outcome.net.iter().all(|r| r.url.chars().count() <= 2048));
+    assert_eq!(server.paths().len(), 3);
+    // Thirty thousand header names: refused on the host, which does not panic.
+    let code = format!(
+        "import _dvm_net\ntry:\n    _dvm_net.exchange('GET', '{}', [(f'h{{i}}', 'v') for i in range(30000)], b'')\nexcept OSError as e:\n    print(e)",
+        server.url("/hello")
+    );
+    let outcome = python(&code, &server.allowing(|_| {}));
+    assert!(
+        stdout(&outcome).contains("at most 100 request headers"),
+        "{}",
+        describe(&outcome)
+    );
+    assert_eq!(server.paths().len(), 3);
 }
