@@ -64,8 +64,8 @@ pub mod workspace;
 pub use crate::artifact::{ArtifactLimits, ArtifactStore, ArtifactSummary};
 pub use crate::deps::{PackageRequest, PackageSet};
 pub use crate::dvm::{
-    Dvm, Program, Runtime, RuntimeStatus, SessionSnapshotInfo, delete_session_snapshot,
-    session_snapshot_info,
+    Dvm, Program, Runtime, RuntimeStatus, SessionSnapshotInfo, SnapshotGc, delete_session_snapshot,
+    gc_session_snapshots, session_snapshot_info,
 };
 pub use crate::engine::cache::ModuleSource;
 pub use crate::engine::{Config, PoolConfig, WarmBuilds};

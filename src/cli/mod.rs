@@ -42,6 +42,7 @@ mod review;
 mod run;
 mod runtimes;
 mod serve;
+mod snapshots;
 mod test;
 mod worker;
 
@@ -57,6 +58,7 @@ use review::ReviewArgs;
 use run::RunArgs;
 use runtimes::RuntimesCommand;
 use serve::ServeArgs;
+use snapshots::SnapshotsCommand;
 use test::TestArgs;
 use worker::WorkerArgs;
 
@@ -106,6 +108,9 @@ enum Command {
     /// Inspect and manage the execution result cache.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Show, remove and garbage-collect session snapshots (and the blobs nothing names).
+    #[command(subcommand)]
+    Snapshots(SnapshotsCommand),
     /// Store, version and fetch code artifacts (file trees) under $DVM_HOME.
     #[command(subcommand)]
     Artifact(ArtifactCommand),
@@ -137,6 +142,7 @@ pub fn main() -> ExitCode {
         Command::Artifact(command) => artifact::artifact(command, config),
         Command::Deps(command) => deps::deps(command, config),
         Command::Cache(command) => cache::cache(command, config),
+        Command::Snapshots(command) => snapshots::snapshots(command, config),
         Command::Test(args) => test::test(args, config),
         Command::Agent(args) => agent::agent(args, config),
         Command::Review(args) => review::review(args, config),

@@ -27,7 +27,10 @@ mod sessions;
 
 pub use program::Program;
 pub use runtime::{Runtime, RuntimeStatus};
-pub use session_snapshots::{SessionSnapshotInfo, delete_session_snapshot, session_snapshot_info};
+pub use session_snapshots::{
+    SessionSnapshotInfo, SnapshotGc, delete_session_snapshot, gc_session_snapshots,
+    session_snapshot_info,
+};
 
 /// The dvm runtime: a configured engine, its epoch ticker and compiled-module cache.
 /// Cheap to clone; clones share everything.

@@ -356,3 +356,146 @@ fn read_manifest(config: &crate::Config, id: &str) -> Result<Option<Manifest>, E
     }
     Ok(Some(manifest))
 }
+
+/// What [`gc_session_snapshots`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SnapshotGc {
+    /// Session snapshots removed for their age.
+    pub snapshots_removed: u64,
+    /// Blobs of the content store nothing names any more, removed.
+    pub blobs_removed: u64,
+    pub bytes_freed: u64,
+    /// Files naming blobs that could not be read: while there is one, no blob is removed.
+    pub unreadable: Vec<String>,
+}
+
+/// A blob younger than this is kept: a snapshot (or an install) being written stores its
+/// blobs before the file that names them.
+const BLOB_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the session snapshots of `home` older than `older_than` (none when `None`), then
+/// every blob of the content store that no session snapshot, no installed runtime and no
+/// warm runtime snapshot names, unless it is younger than an hour. Manifests are read for
+/// the blobs they name without their signatures being checked: a forged one can only keep
+/// blobs. If any file that names blobs cannot be read, no blob is removed.
+pub fn gc_session_snapshots(
+    home: &std::path::Path,
+    older_than: Option<std::time::Duration>,
+) -> Result<SnapshotGc, Error> {
+    use std::collections::HashSet;
+    let mut report = SnapshotGc::default();
+    let mut named: HashSet<String> = HashSet::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let json_of = |path: &std::path::Path, max: u64| -> Option<serde_json::Value> {
+        let bytes = crate::fs::read_regular_file(path, max).ok()?.ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let hashes = |value: &serde_json::Value, named: &mut HashSet<String>| {
+        for file in value["files"].as_array().into_iter().flatten() {
+            if let Some(hash) = file["blake3"].as_str() {
+                named.insert(hash.to_string());
+            }
+        }
+    };
+    // Session snapshots: `<id>.json`, a sealed manifest.
+    for entry in read_dir_or_empty(&crate::home::session_snapshots(home))? {
+        let path = entry.path();
+        let Some(id) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+            .filter(|id| check_id(id).is_ok())
+        else {
+            continue;
+        };
+        let manifest = json_of(&path, MAX_MANIFEST_BYTES)
+            .and_then(|sealed| sealed["body"].as_str().map(str::to_string))
+            .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok());
+        let Some(manifest) = manifest else {
+            report.unreadable.push(path.display().to_string());
+            continue;
+        };
+        let created = manifest["created"].as_u64().unwrap_or(now);
+        if older_than.is_some_and(|age| now.saturating_sub(created) > age.as_secs()) {
+            delete_session_snapshot(home, id)?;
+            report.snapshots_removed += 1;
+            continue;
+        }
+        for chunk in manifest["chunks"].as_array().into_iter().flatten() {
+            if let Some(hash) = chunk[1].as_str() {
+                named.insert(hash.to_string());
+            }
+        }
+        hashes(&manifest, &mut named);
+    }
+    // Installed runtimes: `<id>/<version>/installed.json`.
+    for runtime in read_dir_or_empty(&crate::home::runtimes(home))? {
+        for version in read_dir_or_empty(&runtime.path())? {
+            let path = version.path().join("installed.json");
+            if !path.exists() {
+                continue;
+            }
+            match json_of(&path, MAX_MANIFEST_BYTES) {
+                Some(record) => hashes(&record, &mut named),
+                None => report.unreadable.push(path.display().to_string()),
+            }
+        }
+    }
+    // Warm runtime snapshots: each index file holds one blob's hash.
+    for entry in read_dir_or_empty(&crate::home::snapshots(home))? {
+        match crate::fs::read_regular_file(&entry.path(), 128) {
+            Ok(Ok(bytes)) => {
+                named.insert(String::from_utf8_lossy(&bytes).trim().to_string());
+            }
+            _ => report.unreadable.push(entry.path().display().to_string()),
+        }
+    }
+    if !report.unreadable.is_empty() {
+        return Ok(report);
+    }
+    for shard in read_dir_or_empty(&crate::home::blobs(home))? {
+        if !shard.file_type().is_ok_and(|kind| kind.is_dir()) {
+            continue;
+        }
+        for blob in read_dir_or_empty(&shard.path())? {
+            let name = blob.file_name();
+            let Some(name) = name.to_str() else { continue };
+            // Only finished blobs (64 hex digits); a temp file of a write in progress is not.
+            if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let Ok(meta) = blob.metadata() else { continue };
+            let young = meta
+                .modified()
+                .ok()
+                .and_then(|at| at.elapsed().ok())
+                .is_none_or(|age| age < BLOB_GRACE);
+            if named.contains(name) || young || !meta.is_file() {
+                continue;
+            }
+            match std::fs::remove_file(blob.path()) {
+                Ok(()) => {
+                    report.blobs_removed += 1;
+                    report.bytes_freed += meta.len();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(io(format!("remove {}", blob.path().display()))(source)),
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The entries of `dir`, none when it does not exist.
+fn read_dir_or_empty(dir: &std::path::Path) -> Result<Vec<std::fs::DirEntry>, Error> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io(format!("read {}", dir.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(io(format!("read {}", dir.display()))(source)),
+    }
+}

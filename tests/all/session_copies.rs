@@ -203,3 +203,93 @@ fn a_damaged_chunk_is_refused_never_loaded() {
     assert!(error.contains("damaged"), "{error}");
     dvm::delete_session_snapshot(&shared_home(), &id).unwrap();
 }
+
+/// gc keeps every blob a session snapshot, an installed runtime or a warm runtime names,
+/// and young blobs; it removes the rest, and nothing while a naming file is unreadable.
+#[test]
+fn snapshot_gc_removes_only_blobs_nothing_names() {
+    use std::path::Path;
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
+    let blob = |name: &str, aged: bool| {
+        let hash = blake3::hash(name.as_bytes()).to_hex().to_string();
+        let path = home.join("store/v1/blobs").join(&hash[..2]).join(&hash);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, name).unwrap();
+        if aged {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        (hash, path)
+    };
+    let (chunk, chunk_path) = blob("chunk", true);
+    let (file, file_path) = blob("file", true);
+    let (runtime, runtime_path) = blob("runtime", true);
+    let (warm, warm_path) = blob("warm", true);
+    let (_, orphan_path) = blob("orphan", true);
+    let (_, young_path) = blob("young", false);
+    let write = |path: &Path, text: String| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    let id = "0123456789abcdef0123456789abcdef";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let manifest = |created: u64| {
+        let body = serde_json::json!({
+            "id": id, "created": created,
+            "chunks": [[0, chunk], [1, null]],
+            "files": [{"path": "a.txt", "blake3": file, "size": 4}, {"path": "d", "blake3": null, "size": 0}],
+        });
+        serde_json::json!({"format": 1, "body": body.to_string()}).to_string()
+    };
+    let manifest_path = home.join("sessions/v1").join(format!("{id}.json"));
+    write(&manifest_path, manifest(now));
+    write(
+        &home.join("runtimes/v1/python/3.15/installed.json"),
+        serde_json::json!({"files": [{"blake3": runtime}]}).to_string(),
+    );
+    write(&home.join("snapshots/v1/somekey"), warm.clone());
+    // An unreadable naming file: nothing is removed.
+    let broken = home.join("runtimes/v1/js/1/installed.json");
+    write(&broken, "{not json".into());
+    let report = dvm::gc_session_snapshots(home, None).unwrap();
+    assert_eq!(report.blobs_removed, 0);
+    assert_eq!(report.unreadable.len(), 1, "{report:?}");
+    assert!(orphan_path.exists());
+    std::fs::remove_file(&broken).unwrap();
+    let report = dvm::gc_session_snapshots(home, None).unwrap();
+    assert_eq!(
+        (report.snapshots_removed, report.blobs_removed),
+        (0, 1),
+        "{report:?}"
+    );
+    assert!(!orphan_path.exists(), "the orphan stays");
+    for kept in [
+        &chunk_path,
+        &file_path,
+        &runtime_path,
+        &warm_path,
+        &young_path,
+    ] {
+        assert!(kept.exists(), "{} was removed", kept.display());
+    }
+    // A snapshot past its age goes, and then its blobs.
+    write(&manifest_path, manifest(now - 10 * 86_400));
+    let report =
+        dvm::gc_session_snapshots(home, Some(std::time::Duration::from_secs(86_400))).unwrap();
+    assert_eq!(
+        (report.snapshots_removed, report.blobs_removed),
+        (1, 2),
+        "{report:?}"
+    );
+    assert!(!manifest_path.exists() && !chunk_path.exists() && !file_path.exists());
+    assert!(runtime_path.exists() && warm_path.exists() && young_path.exists());
+}
