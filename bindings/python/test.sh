@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds the Python package into a fresh venv under target/tmp and runs its pytest suite.
+# The build uses the workspace's dev profile (dependencies optimised), so after `cargo test`
+# it reuses the compiled engine and takes about half a minute. The tests use the test
+# suite's dvm home (runtimes installed there by `cargo test`; a fresh one installs them).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+venv=target/tmp/python-binding
+python3 -m venv --clear "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check maturin==1.15.0 pytest==9.2.0
+"$venv/bin/pip" install --quiet --disable-pip-version-check --no-build-isolation ./bindings/python
+DVM_HOME="${DVM_HOME:-$PWD/target/tmp/dvm-home-shared}" \
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider bindings/python/tests
