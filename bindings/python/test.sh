@@ -8,6 +8,8 @@ cd "$(dirname "$0")/../.."
 venv=target/tmp/python-binding
 python3 -m venv --clear "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check maturin==1.15.0 pytest==9.2.0
-"$venv/bin/pip" install --quiet --disable-pip-version-check --no-build-isolation ./bindings/python
+# maturin's build hook runs the `maturin` command: the venv's, on PATH.
+PATH="$PWD/$venv/bin:$PATH" \
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-build-isolation ./bindings/python
 DVM_HOME="${DVM_HOME:-$PWD/target/tmp/dvm-home-shared}" \
     "$venv/bin/python" -m pytest -q -p no:cacheprovider bindings/python/tests
