@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=target/tmp/python-binding
 python3 -m venv --clear "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check maturin==1.15.0 pytest==9.2.0
+# The integrations are tested with the frameworks' real packages.
+"$venv/bin/pip" install --quiet --disable-pip-version-check maturin==1.15.0 pytest==9.2.0 \
+    smolagents==1.26.0 langchain-core==1.8.1
 # maturin's build hook runs the `maturin` command: the venv's, on PATH.
 PATH="$PWD/$venv/bin:$PATH" \
     "$venv/bin/pip" install --quiet --disable-pip-version-check --no-build-isolation ./bindings/python
