@@ -465,6 +465,36 @@ impl Dvm {
         outcome(py, &ran, files)
     }
 
+    /// Benchmark aid: runs `code` `count` times the way `run` does (a fresh workspace, the
+    /// job, the outcome's files read back) without making Python objects, with the GIL
+    /// released, and returns the mean seconds per run. `run`'s mean minus this is the
+    /// Python layer's own cost.
+    #[pyo3(signature = (code, runtime="python", count=100))]
+    fn _native_loop(&self, py: Python<'_>, code: &str, runtime: &str, count: u32) -> PyResult<f64> {
+        let engine = self.inner.clone();
+        let (code, runtime) = (code.to_string(), runtime.to_string());
+        py.detach(move || -> Result<f64, dvm::Error> {
+            let quiet: dvm::Progress = Arc::new(|_| {});
+            let started = std::time::Instant::now();
+            for _ in 0..count {
+                let workspace = dvm::Workspace::new()?;
+                let mut job = dvm::Job::code(&runtime, code.as_bytes().to_vec());
+                job.input = dvm::RunInput {
+                    workspace: Some(workspace.clone()),
+                    cache: dvm::results::CacheMode::Off,
+                    ..dvm::RunInput::default()
+                };
+                let done = engine.run(&job, &quiet)?;
+                for file in &done.outcome.files {
+                    let _ = workspace.read(&file.path, MAX_FILE_BYTES);
+                }
+                let _ = done.outcome.to_json();
+            }
+            Ok(started.elapsed().as_secs_f64() / f64::from(count.max(1)))
+        })
+        .map_err(|e| raise(py, e))
+    }
+
     /// Opens a session: one interpreter kept alive across `Session.run` calls.
     #[pyo3(signature = (runtime="python", *, files=None, env=None, requirements=None))]
     fn session(

@@ -157,3 +157,15 @@ def test_asyncio_runs_concurrently():
         return [o.stdout for o in outcomes]
 
     assert asyncio.run(main()) == ["0\n", "1\n", "2\n", "3\n"]
+
+
+def test_requirements_are_installed_and_display_comes_back():
+    outcome = dvm.run("import humanize\nprint(humanize.intcomma(1234567))",
+                      requirements=["humanize"])
+    assert outcome.stdout == "1,234,567\n", outcome.stderr
+    shown = dvm.run("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+                    "plt.plot([1, 2], [2, 1])\nplt.show()")
+    assert shown.ok, shown.stderr
+    png = shown.display[0]["data"]["image/png"]
+    import base64
+    assert base64.b64decode(png)[:8] == b"\x89PNG\r\n\x1a\n"
