@@ -244,11 +244,7 @@ fn host_tool(py: Python<'_>, tool: &Bound<'_, PyAny>) -> PyResult<dvm::HostTool>
         };
         let description: String = match spec.get_item("description")? {
             Some(text) => text.extract()?,
-            None => function
-                .getattr("__doc__")
-                .ok()
-                .and_then(|doc| doc.extract::<String>().ok())
-                .unwrap_or_default(),
+            None => doc_of(&function),
         };
         let parameters = match spec.get_item("parameters")? {
             Some(schema) => py
@@ -260,11 +256,7 @@ fn host_tool(py: Python<'_>, tool: &Bound<'_, PyAny>) -> PyResult<dvm::HostTool>
         (function.unbind(), name, description, parameters)
     } else {
         let name: String = tool.getattr("__name__")?.extract()?;
-        let description = tool
-            .getattr("__doc__")
-            .ok()
-            .and_then(|doc| doc.extract::<String>().ok())
-            .unwrap_or_default();
+        let description = doc_of(tool);
         (tool.clone().unbind(), name, description, "null".to_string())
     };
     let parameters: serde_json::Value = match parameters.as_str() {
@@ -361,6 +353,23 @@ fn net_policy(
     }
 }
 
+/// The bytes of a `str` (UTF-8) or of a bytes-like value.
+fn text_or_bytes(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    match value.extract::<String>() {
+        Ok(text) => Ok(text.into_bytes()),
+        Err(_) => value.extract::<Vec<u8>>(),
+    }
+}
+
+/// A callable's docstring, or nothing.
+fn doc_of(function: &Bound<'_, PyAny>) -> String {
+    function
+        .getattr("__doc__")
+        .ok()
+        .and_then(|doc| doc.extract::<String>().ok())
+        .unwrap_or_default()
+}
+
 /// Writes `files` (path → bytes or str) into `workspace`.
 fn upload(
     py: Python<'_>,
@@ -370,10 +379,7 @@ fn upload(
     let Some(files) = files else { return Ok(()) };
     for (path, content) in files.iter() {
         let path: String = path.extract()?;
-        let bytes: Vec<u8> = match content.extract::<String>() {
-            Ok(text) => text.into_bytes(),
-            Err(_) => content.extract::<Vec<u8>>()?,
-        };
+        let bytes = text_or_bytes(&content)?;
         workspace.write(&path, &bytes).map_err(|e| raise(py, e))?;
     }
     Ok(())
@@ -424,10 +430,7 @@ impl Dvm {
         upload(py, &workspace, files)?;
         let stdin = match stdin {
             None => Vec::new(),
-            Some(value) => match value.extract::<String>() {
-                Ok(text) => text.into_bytes(),
-                Err(_) => value.extract::<Vec<u8>>()?,
-            },
+            Some(value) => text_or_bytes(value)?,
         };
         let mut job = dvm::Job::code(runtime, code.as_bytes().to_vec());
         job.requirements = requirements.unwrap_or_default();
@@ -584,10 +587,7 @@ impl Session {
 
     /// Writes a file into the session's workspace.
     fn write_file(&self, py: Python<'_>, path: &str, content: &Bound<'_, PyAny>) -> PyResult<()> {
-        let bytes: Vec<u8> = match content.extract::<String>() {
-            Ok(text) => text.into_bytes(),
-            Err(_) => content.extract::<Vec<u8>>()?,
-        };
+        let bytes = text_or_bytes(content)?;
         self.inner
             .workspace()
             .write(path, &bytes)
