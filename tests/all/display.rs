@@ -48,7 +48,7 @@ fn a_figure_left_open_and_display_of_a_rich_value_come_back_in_order() {
          def _repr_json_(self):\n        return {{'a': [1, 2]}}\n    def __repr__(self):\n        \
          return 'Rich()'\ndisplay(Rich(), 'plain')\nprint('done')\n"
     );
-    let outcome = script("python", "fig.py", &source, &RunInput::default());
+    let outcome = script("python", "fig.py", &source, &patient());
     expect_status(&outcome, Status::Ok);
     assert_eq!(
         stdout(&outcome),
@@ -76,7 +76,7 @@ fn a_session_shows_figures_and_rich_final_expressions_and_still_echoes_them() {
     let session = runtime("python")
         .session(SessionOptions::default())
         .unwrap();
-    let input = RunInput::default();
+    let input = patient();
     let quiet = session.run("x = 1\nx + 1", &input).unwrap();
     assert_eq!(stdout(&quiet), "2\n");
     assert!(quiet.display.is_empty(), "plain values are only echoed");

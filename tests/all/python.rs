@@ -258,7 +258,15 @@ fn numpy_and_pandas_summarise_a_csv() {
                   totals = df.groupby('region')['sales'].sum()\n\
                   for region, total in totals.items():\n    print(f'{region} {total:.2f}')\n\
                   print(f'mean {np.mean(df.sales):.3f}')\n";
-    let outcome = script("python", "sales.py", source, &with_stdin(csv));
+    let outcome = script(
+        "python",
+        "sales.py",
+        source,
+        &RunInput {
+            stdin: csv.as_bytes().to_vec(),
+            ..patient()
+        },
+    );
     expect_status(&outcome, Status::Ok);
     assert_eq!(
         stdout(&outcome),
@@ -273,7 +281,7 @@ fn matplotlib_renders_to_the_workspace() {
     let source = "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n\
                   plt.plot([1, 2, 3])\nplt.savefig('plot.png')\nimport os\n\
                   print(open('plot.png', 'rb').read(4) == b'\\x89PNG')";
-    let outcome = script("python", "plot.py", source, &RunInput::default());
+    let outcome = script("python", "plot.py", source, &patient());
     assert_eq!(stdout(&outcome), "True\n", "{}", describe(&outcome));
 }
 

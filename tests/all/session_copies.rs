@@ -1,7 +1,7 @@
 //! Session forks and snapshots: copies go on exactly where the session stands, each on its
 //! own, and a snapshot on disk is resumed only as it was signed.
 
-use dvm::{RunInput, SessionOptions, Status};
+use dvm::{SessionOptions, Status};
 
 use crate::support::*;
 
@@ -10,7 +10,7 @@ use crate::support::*;
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn call(session: &dvm::Session, code: &str) -> String {
-    let outcome = session.run(code, &RunInput::default()).unwrap();
+    let outcome = session.run(code, &patient()).unwrap();
     assert_eq!(outcome.status, Status::Ok, "{}", describe(&outcome));
     stdout(&outcome)
 }

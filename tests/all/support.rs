@@ -96,6 +96,13 @@ pub fn limits(edit: impl FnOnce(&mut Limits)) -> RunInput {
     }
 }
 
+/// Input for a run that imports large libraries cold (pandas, matplotlib): how long that
+/// takes on a loaded machine is not what such a test checks, so its deadline is far off.
+/// Fuel and memory keep their defaults.
+pub fn patient() -> RunInput {
+    limits(|l| l.deadline = Duration::from_secs(300))
+}
+
 pub fn run(wat: &str, input: &RunInput) -> Outcome {
     program(wat).run(input).expect("the run starts")
 }

@@ -111,8 +111,7 @@ fn a_script_importing_data_libraries_starts_warm_without_a_flag() {
     assert_eq!(chosen.preloaded_modules(), made.preloaded_modules());
     let warm = dvm.run(&job, &quiet()).expect("the job runs").outcome;
     // Importing numpy and pandas cold takes most of a second, more on a busy machine.
-    let patient = limits(|l| l.deadline = std::time::Duration::from_secs(300));
-    let cold = run_main(&cold(), DATAFRAME, &patient);
+    let cold = run_main(&cold(), DATAFRAME, &patient());
     expect_status(&warm, Status::Ok);
     assert_eq!(
         (stdout(&warm), stderr(&warm), warm.exit_code),
@@ -275,8 +274,8 @@ fn a_matplotlib_snapshot_draws_text_as_a_cold_start_does() {
     let cold = shared()
         .runtime_cold("python", &quiet())
         .expect("the cold runtime loads");
-    let warm = run_main(&preloaded, source, &RunInput::default());
-    let cold = run_main(&cold, source, &RunInput::default());
+    let warm = run_main(&preloaded, source, &patient());
+    let cold = run_main(&cold, source, &patient());
     assert_eq!(stdout(&warm), "saved\n", "{}", describe(&warm));
     assert_eq!(warm.stderr, cold.stderr, "{}", describe(&warm));
     assert_eq!(warm.files, cold.files, "the same PNG, byte for byte");
