@@ -445,6 +445,31 @@ __dvm_net_install()
 del __dvm_net_install
 "#;
 
+/// Python that makes name lookups fail with a message instead of an `AttributeError`: the
+/// guest's `_socket` has no resolver, so `socket.create_connection` (under `urllib`,
+/// `http.client` and `requests` when the run allows no network) died on a missing
+/// attribute. Each lookup function the module lacks now raises `PermissionError` that says
+/// the run has no network and how HTTP can be allowed; `urllib` wraps it in `URLError`,
+/// `requests` in `ConnectionError`. Run where the runner or a session is set up.
+macro_rules! no_resolver {
+    () => {
+        r#"def __dvm_no_resolver(sys):
+    import _socket
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "this run has no network: dvm sends HTTP(S) from urllib, "
+                              "http.client and requests to the hosts a run allows "
+                              "(--allow-net HOST[:PORT]); sockets stay closed")
+    for module in (_socket, sys.modules.get("socket")):
+        for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr",
+                     "getnameinfo"):
+            if module is not None and not hasattr(module, name):
+                setattr(module, name, refuse)
+__dvm_no_resolver(__import__("sys"))
+del __dvm_no_resolver
+"#
+    };
+}
+
 /// The session turn that follows each of a session's turns: shows the figures left open.
 pub(crate) const DISPLAY_FLUSH: &str = "__import__('_dvm_display').flush()";
 
@@ -458,6 +483,7 @@ pub(crate) const BEFORE_CAPTURE: &str = "(lambda fonts: fonts and fonts._get_fon
 pub(crate) fn session_display_setup() -> &'static str {
     concat!(
         display_installer!(),
+        no_resolver!(),
         "__dvm_display_install(__import__('sys'), True)\ndel __dvm_display_install\n"
     )
 }
@@ -475,6 +501,7 @@ pub(crate) fn session_display_setup() -> &'static str {
 /// check that walks every subclass of `Mapping` and cost a hello run a tenth of its time.
 const RUNNER: &str = concat!(
     display_installer!(),
+    no_resolver!(),
     r#"def __dvm_run(path, argv, source, env=None, _modules=tuple(
         map(__import__, ("sys", "os", "atexit", "__main__"))),
         _display=__dvm_display_install):

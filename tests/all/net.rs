@@ -428,6 +428,34 @@ fn without_an_allow_list_nothing_leaves_and_determinism_refuses_the_network() {
         &RunInput::default(),
     );
     assert!(!stdout(&outcome).is_empty(), "{}", describe(&outcome));
+    // Every way out says why it is shut, warm, cold and in a session: never a missing
+    // attribute of the guest's socket module.
+    let probe = format!(
+        "import socket, urllib.request, http.client\n\
+         for attempt in (lambda: urllib.request.urlopen('{url}'),\n\
+                         lambda: http.client.HTTPConnection('localhost', {port}).request('GET', '/'),\n\
+                         lambda: socket.create_connection(('localhost', {port})),\n\
+                         lambda: socket.gethostbyname('localhost')):\n\
+         \x20   try:\n        attempt()\n        print('reached')\n\
+         \x20   except Exception as e:\n        print(type(e).__name__, 'no network' in str(e))\n",
+        url = server.url("/hello"),
+        port = server.port,
+    );
+    let expected = "URLError True\nPermissionError True\nPermissionError True\n\
+                    PermissionError True\n";
+    let warm = python(&probe, &patient());
+    assert_eq!(stdout(&warm), expected, "{}", describe(&warm));
+    let cold = run_main(
+        &shared().runtime_cold("python", &quiet()).unwrap(),
+        &probe,
+        &patient(),
+    );
+    assert_eq!(stdout(&cold), expected, "{}", describe(&cold));
+    let session = runtime("python")
+        .session(dvm::SessionOptions::default())
+        .unwrap();
+    let turn = session.run(&probe, &patient()).unwrap();
+    assert_eq!(stdout(&turn), expected, "{}", describe(&turn));
     let outcome = script(
         "javascript",
         "main.mjs",
