@@ -379,6 +379,7 @@ pub(crate) const NET_INSTALL: &str = r#"def __dvm_net_install():
         from requests.models import Response
         from requests.structures import CaseInsensitiveDict
         from requests.utils import get_encoding_from_headers
+        from requests.cookies import extract_cookies_to_jar
         from requests import exceptions
 
         class HostAdapter(adapters.BaseAdapter):
@@ -405,7 +406,14 @@ pub(crate) const NET_INSTALL: &str = r#"def __dvm_net_install():
                     headers[k] = f"{headers[k]}, {v}" if k in headers else v
                 response.headers = headers
                 response.encoding = get_encoding_from_headers(headers)
+                # requests reads a response's cookies (for it and for the session's jar)
+                # from the raw response's http.client message.
+                message = http.client.HTTPMessage()
+                for k, v in got:
+                    message[k] = v
                 response.raw = io.BytesIO(content)
+                response.raw._original_response = types.SimpleNamespace(msg=message)
+                extract_cookies_to_jar(response.cookies, request, response.raw)
                 response._content, response._content_consumed = content, True
                 response.url, response.request, response.connection = request.url, request, self
                 return response

@@ -125,6 +125,16 @@ fn serve(stream: TcpStream, port: u16, log: &Mutex<Vec<Seen>>) -> std::io::Resul
                 b"",
             ),
             "/big" => reply("200 OK", "", &vec![b'x'; 64 * 1024]),
+            "/login" => reply("200 OK", "Set-Cookie: token=abc; Path=/\r\n", b"in"),
+            "/whoami" => {
+                let cookie = log.lock().unwrap().last().and_then(|seen| {
+                    seen.headers
+                        .iter()
+                        .find(|(name, _)| name == "cookie")
+                        .map(|(_, value)| value.clone())
+                });
+                reply("200 OK", "", cookie.unwrap_or_default().as_bytes())
+            }
             // `/to/PORT/PATH`: a redirect to PATH on another port (another origin).
             to if to.starts_with("/to/") => {
                 let rest = &to[4..];
@@ -379,16 +389,21 @@ try:
     requests.get("http://127.0.0.1:1/")
 except requests.ConnectionError as e:
     print("refused")
+session = requests.Session()
+r = session.get("{login}")
+print(r.cookies.get("token"), session.cookies.get("token"), session.get("{whoami}").text)
 "#,
         hello = server.url("/hello"),
         echo = server.url("/echo"),
+        login = server.url("/login"),
+        whoami = server.url("/whoami"),
     );
     let outcome = python
         .run_script("main.py", code.as_bytes(), &input)
         .unwrap();
     assert_eq!(
         stdout(&outcome),
-        "200 42 hello\n201 POST {\"a\": [1, 2]}\nrefused\n",
+        "200 42 hello\n201 POST {\"a\": [1, 2]}\nrefused\nabc abc token=abc\n",
         "{}",
         describe(&outcome)
     );
