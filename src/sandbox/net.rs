@@ -216,7 +216,7 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || v4.is_documentation()
                 || a == 0
                 || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0)
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
                 || (a == 192 && b == 88 && v4.octets()[2] == 99)
                 || (a == 198 && (b == 18 || b == 19))
                 || a >= 240
@@ -306,25 +306,69 @@ impl NetRecording {
     }
 }
 
-/// Where a recorded run's exchanges go.
-#[derive(Clone, Default)]
-pub struct NetRecorder(Arc<std::sync::Mutex<NetRecording>>);
+/// Where a recorded run's exchanges go. It holds at most what a replay reads back
+/// ([`MAX_RECORDING_BYTES`]): a response that would take it past that fails instead of
+/// being recorded, so a guest cannot make the host hold more.
+#[derive(Clone)]
+pub struct NetRecorder {
+    /// The exchanges and the bytes they add to the written recording.
+    held: Arc<std::sync::Mutex<(NetRecording, u64)>>,
+    cap: u64,
+}
+
+impl Default for NetRecorder {
+    fn default() -> Self {
+        NetRecorder {
+            held: Arc::default(),
+            cap: MAX_RECORDING_BYTES,
+        }
+    }
+}
 
 impl NetRecorder {
     /// The exchanges recorded so far.
     pub fn recording(&self) -> NetRecording {
-        self.0
+        self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
             .clone()
     }
 
-    fn push(&self, exchange: NetExchange) {
-        self.0
+    fn push(&self, exchange: NetExchange) -> Result<(), NetFailure> {
+        // What the exchange adds to the written JSON, near enough: its strings and a
+        // little for the punctuation.
+        let size = [
+            &exchange.method,
+            &exchange.url,
+            &exchange.reason,
+            &exchange.body,
+        ]
+        .iter()
+        .map(|text| text.len() as u64)
+        .chain(
+            exchange
+                .headers
+                .iter()
+                .map(|(k, v)| (k.len() + v.len()) as u64 + 8),
+        )
+        .sum::<u64>()
+            + exchange.request_body.len() as u64
+            + 128;
+        let mut held = self
+            .held
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .exchanges
-            .push(exchange);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.1.saturating_add(size) > self.cap {
+            return Err(NetFailure::Failed(format!(
+                "recording this response would make the recording larger than the {} bytes \
+                 a replay reads; record fewer or smaller responses",
+                self.cap
+            )));
+        }
+        held.1 += size;
+        held.0.exchanges.push(exchange);
+        Ok(())
     }
 }
 
@@ -767,13 +811,16 @@ mod client {
             .collect();
         let cap = policy.max_response_bytes;
         let mut body = Vec::new();
-        response.take(cap + 1).read_to_end(&mut body).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::TimedOut || e.to_string().contains("timed out") {
-                NetFailure::Timeout(format!("reading the body: {e}"))
-            } else {
-                NetFailure::Failed(format!("reading the body: {e}"))
-            }
-        })?;
+        response
+            .take(cap.saturating_add(1))
+            .read_to_end(&mut body)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::TimedOut || e.to_string().contains("timed out") {
+                    NetFailure::Timeout(format!("reading the body: {e}"))
+                } else {
+                    NetFailure::Failed(format!("reading the body: {e}"))
+                }
+            })?;
         if body.len() as u64 > cap {
             return Err(NetFailure::Failed(format!(
                 "the response body is over the cap of {cap} bytes"
@@ -850,7 +897,7 @@ fn exchange_or_replay(
             reason: response.reason.clone(),
             headers: response.headers.clone(),
             body: base64::engine::general_purpose::STANDARD.encode(&response.body),
-        });
+        })?;
     }
     answer
 }
@@ -874,7 +921,9 @@ pub(crate) fn send(
         .timeout
         .map_or(policy.timeout, |t| t.min(policy.timeout));
     let now = std::time::Instant::now();
-    let until = (now + own).min(deadline);
+    let until = now
+        .checked_add(own)
+        .map_or(deadline, |end| end.min(deadline));
     let (answer, answered) = std::sync::mpsc::sync_channel(1);
     let worker = policy.clone();
     let budget = until.saturating_duration_since(now);
@@ -997,10 +1046,12 @@ mod tests {
             "2001:0:4136:e378::1",
             "192.88.99.1",
             "2002:7f00:1::",
+            "192.0.0.8",
         ] {
             assert!(is_internal(internal.parse().unwrap()), "{internal}");
         }
-        for public in ["93.184.215.14", "1.1.1.1", "2606:4700::1111"] {
+        // 192.0.0.0/24 is special-purpose, the rest of 192.0.0.0/16 is not.
+        for public in ["93.184.215.14", "1.1.1.1", "2606:4700::1111", "192.0.78.9"] {
             assert!(!is_internal(public.parse().unwrap()), "{public}");
         }
         let table: Resolver = Arc::new(|name: &str| {
@@ -1028,6 +1079,62 @@ mod tests {
             .unwrap()
             .with_resolver(table);
         assert!(named.resolve("inside.test").is_err());
+    }
+
+    #[test]
+    fn a_recording_stops_growing_at_what_a_replay_reads() {
+        let recorder = NetRecorder {
+            cap: 4096,
+            ..NetRecorder::default()
+        };
+        let exchange = |body: usize| NetExchange {
+            method: "GET".into(),
+            url: "http://127.0.0.1/".into(),
+            request_body: String::new(),
+            status: 200,
+            reason: "OK".into(),
+            headers: vec![("x".into(), "y".into())],
+            body: "A".repeat(body),
+        };
+        assert!(recorder.push(exchange(1000)).is_ok());
+        assert!(recorder.push(exchange(1000)).is_ok());
+        let Err(NetFailure::Failed(refused)) = recorder.push(exchange(3000)) else {
+            panic!("an exchange past the cap is refused");
+        };
+        assert!(refused.contains("4096 bytes"), "{refused}");
+        assert!(
+            recorder.push(exchange(1000)).is_ok(),
+            "smaller ones still fit"
+        );
+        assert_eq!(recorder.recording().exchanges.len(), 3);
+    }
+
+    #[test]
+    fn extreme_policy_values_neither_panic_nor_wrap() {
+        let mut policy = NetPolicy::parse(["127.0.0.1"])
+            .unwrap()
+            .replaying(NetRecording::default());
+        policy.timeout = Duration::MAX;
+        policy.max_response_bytes = u64::MAX;
+        let request = HttpRequest {
+            method: "GET".into(),
+            url: "http://127.0.0.1/".into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout: Some(Duration::MAX),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        match send(
+            &Arc::new(policy),
+            request,
+            deadline,
+            &super::super::CancelHandle::new(),
+        ) {
+            Sent::Answer(Err(NetFailure::Refused(why))) => {
+                assert!(why.contains("not in the recorded exchanges"), "{why}")
+            }
+            _ => panic!("an unrecorded request is refused"),
+        }
     }
 
     #[test]
