@@ -213,20 +213,9 @@ impl Runtime {
             .filter(|&n| n as u64 <= crate::limits::MAX_MEMORY_BYTES && n.is_multiple_of(CHUNK))
             .ok_or_else(|| refused("its memory size is out of range".into()))?;
         let blobs = BlobStore::new(&config.home);
-        let read_blob = |hash: &str, size: usize| -> Result<Vec<u8>, Error> {
-            let hash = blake3::Hash::from_hex(hash)
-                .map_err(|_| refused(format!("`{hash}` is not a blake3 hash")))?;
-            let path = blobs.path(&hash);
-            let meta = std::fs::symlink_metadata(&path)
-                .map_err(|_| refused(format!("its bytes {hash} are missing")))?;
-            if !meta.is_file() || meta.len() != size as u64 {
-                return Err(refused(format!("its bytes {hash} are damaged")));
-            }
-            let bytes = std::fs::read(&path).map_err(io(format!("read {}", path.display())))?;
-            if blake3::hash(&bytes) != hash {
-                return Err(refused(format!("its bytes {hash} are damaged")));
-            }
-            Ok(bytes)
+        let blob_hash = |hash: &str| {
+            blake3::Hash::from_hex(hash)
+                .map_err(|_| refused(format!("`{hash}` is not a blake3 hash")))
         };
         let memory = sandbox::with_initial_memory(&self.program.pre, |initial| {
             if initial.len() > memory_bytes {
@@ -236,18 +225,23 @@ impl Runtime {
                 crate::error::HostError::Guest(format!("no memory to resume a session: {e}"))
             })?;
             memory[..initial.len()].copy_from_slice(initial);
+            // Each chunk the manifest names gets its own slice of the memory (a chunk named
+            // twice is refused), then the blobs are read straight into them on a few threads.
+            let mut slots: Vec<Option<&mut [u8]>> = memory.chunks_mut(CHUNK).map(Some).collect();
+            let mut reads = Vec::new();
             for (index, hash) in &manifest.chunks {
-                let at = usize::try_from(*index)
+                let slot = usize::try_from(*index)
                     .ok()
-                    .and_then(|i| i.checked_mul(CHUNK))
-                    .filter(|&at| at < memory_bytes)
-                    .ok_or_else(|| refused("a chunk lies past its memory".into()))?;
-                let chunk = &mut memory[at..at + CHUNK];
+                    .and_then(|i| slots.get_mut(i))
+                    .ok_or_else(|| refused("a chunk lies past its memory".into()))?
+                    .take()
+                    .ok_or_else(|| refused("it names a chunk twice".into()))?;
                 match hash {
-                    None => chunk.fill(0),
-                    Some(hash) => chunk.copy_from_slice(&read_blob(hash, CHUNK)?),
+                    None => slot.fill(0),
+                    Some(hash) => reads.push((blob_hash(hash)?, slot)),
                 }
             }
+            read_blobs_into(&blobs, reads).map_err(&refused)?;
             Ok(memory)
         })??;
         let workspace = Workspace::new()?;
@@ -259,7 +253,10 @@ impl Runtime {
                         .ok()
                         .filter(|&n| n as u64 <= MAX_FILE_BYTES)
                         .ok_or_else(|| refused(format!("{} is too large", file.path)))?;
-                    workspace.write(&file.path, &read_blob(hash, size)?)?;
+                    let mut bytes = vec![0; size];
+                    read_blobs_into(&blobs, vec![(blob_hash(hash)?, &mut bytes[..])])
+                        .map_err(&refused)?;
+                    workspace.write(&file.path, &bytes)?;
                 }
             }
         }
@@ -270,6 +267,68 @@ impl Runtime {
         self.start_session(workspace, &manifest.env, None, Some(Arc::new(image)))
             .map(|(session, _, _)| session)
     }
+}
+
+/// Fills each slice with the blob its hash names, on up to four threads. A blob is used only
+/// when it is a regular file (not a link) of exactly the slice's size whose bytes hash to its
+/// name; otherwise the reason comes back.
+fn read_blobs_into(blobs: &BlobStore, reads: Vec<(blake3::Hash, &mut [u8])>) -> Result<(), String> {
+    fn read_one(blobs: &BlobStore, hash: &blake3::Hash, into: &mut [u8]) -> Result<(), String> {
+        use std::io::Read as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = blobs.path(hash);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => format!("its bytes {hash} are missing"),
+                _ => format!("its bytes {hash} are damaged"),
+            })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if !meta.is_file() || meta.len() != into.len() as u64 {
+            return Err(format!("its bytes {hash} are damaged"));
+        }
+        file.read_exact(into)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if blake3::hash(into) != *hash {
+            return Err(format!("its bytes {hash} are damaged"));
+        }
+        Ok(())
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(reads.len().div_ceil(64).max(1));
+    if threads == 1 {
+        return reads
+            .into_iter()
+            .try_for_each(|(hash, into)| read_one(blobs, &hash, into));
+    }
+    let mut shares: Vec<Vec<(blake3::Hash, &mut [u8])>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for (at, read) in reads.into_iter().enumerate() {
+        shares[at % threads].push(read);
+    }
+    std::thread::scope(|scope| {
+        let running: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                scope.spawn(move || {
+                    share
+                        .into_iter()
+                        .try_for_each(|(hash, into)| read_one(blobs, &hash, into))
+                })
+            })
+            .collect();
+        running.into_iter().try_for_each(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|_| Err("reading its bytes failed".to_string()))
+        })
+    })
 }
 
 /// Removes the session snapshot `id` from `home` (its blobs stay in the store, shared).

@@ -19,8 +19,18 @@ pub type ToolHandler = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>
 /// How long one call may take unless the tool says otherwise.
 pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Names a guest module defines beside the tools, which a tool may not take.
-const RESERVED_NAMES: &[&str] = &["call", "tools", "ToolError"];
+/// Names a guest module defines beside the tools, which a tool may not take: what Python's
+/// `dvm_tools` exports, and the names JavaScript's `dvm:tools` module declares for itself.
+const RESERVED_NAMES: &[&str] = &[
+    "call",
+    "tools",
+    "ToolError",
+    "door",
+    "specs",
+    "qualified",
+    "make",
+    "group",
+];
 
 /// Python's keywords: a tool's name and its parameters' names become Python names.
 const KEYWORDS: &[&str] = &[
@@ -52,6 +62,13 @@ impl std::fmt::Debug for HostTool {
     }
 }
 
+/// Whether `name` is a Python keyword, a name the guest modules keep for themselves, or a
+/// dunder-like name (`__all__`, `__dict__`…, which a module's attributes cannot take): a
+/// tool or a group may not be called so.
+pub(crate) fn is_reserved(name: &str) -> bool {
+    KEYWORDS.contains(&name) || RESERVED_NAMES.contains(&name) || name.starts_with("__")
+}
+
 /// Whether `name` can be a Python (and JavaScript) identifier of at most 64 characters.
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
@@ -75,10 +92,11 @@ impl HostTool {
         handler: impl Fn(Value) -> Result<Value, String> + Send + Sync + 'static,
     ) -> Result<HostTool, Error> {
         let name = name.into();
-        if !is_identifier(&name) || RESERVED_NAMES.contains(&name.as_str()) {
+        if !is_identifier(&name) || is_reserved(&name) {
             return Err(Error::InvalidInput(format!(
                 "`{name}` cannot name a host tool: use letters, digits and `_` (not first), at \
-                 most 64, not a Python keyword nor one of {RESERVED_NAMES:?}"
+                 most 64, not starting with `__`, not a Python keyword nor one of \
+                 {RESERVED_NAMES:?}"
             )));
         }
         let schema = match parameters {
@@ -155,10 +173,11 @@ impl HostTool {
     /// `from dvm_tools.GROUP import NAME` in Python, and called as `GROUP.NAME`.
     pub fn in_group(mut self, group: impl Into<String>) -> Result<HostTool, Error> {
         let group = group.into();
-        if !is_identifier(&group) || RESERVED_NAMES.contains(&group.as_str()) {
+        if !is_identifier(&group) || is_reserved(&group) {
             return Err(Error::InvalidInput(format!(
                 "`{group}` cannot name a group of host tools: use letters, digits and `_` (not \
-                 first), at most 64, not a Python keyword nor one of {RESERVED_NAMES:?}"
+                 first), at most 64, not starting with `__`, not a Python keyword nor one of \
+                 {RESERVED_NAMES:?}"
             )));
         }
         self.group = Some(group);
@@ -408,9 +427,20 @@ mod tests {
             "call",
             "tools",
             &"x".repeat(65),
+            // Module attributes Python will not let a tool take, and the JavaScript module's
+            // own names.
+            "__all__",
+            "__dict__",
+            "__class__",
+            "make",
+            "group",
+            "door",
         ] {
             assert!(HostTool::new(bad, "", Value::Null, ok).is_err(), "{bad:?}");
+            let tool = HostTool::new("search", "", Value::Null, ok).unwrap();
+            assert!(tool.in_group(bad).is_err(), "group {bad:?}");
         }
+        assert!(HostTool::new("_private", "", Value::Null, ok).is_ok());
         assert!(HostTool::new("search", "", serde_json::json!([1]), ok).is_err());
         assert!(HostTool::new("search", "", serde_json::json!({"type": "string"}), ok).is_err());
         let bad_param = serde_json::json!({"type": "object", "properties": {"a\nb": {}}});

@@ -492,6 +492,7 @@ async fn respond(
             .event("start")
             .data(serde_json::json!({ "run_id": run_id, "runtime": runtime }).to_string()),
     );
+    let ended = run_id.clone();
     // A client that went away cancels its run, even one that prints nothing.
     let watched = events.clone();
     let watcher = tokio::spawn({
@@ -502,7 +503,9 @@ async fn respond(
         }
     });
     tokio::spawn(async move {
-        let last = match state.execute(job).await {
+        let executed = state.execute(job).await;
+        state.forget_tool_calls(&ended);
+        let last = match executed {
             Ok((run_id, outcome)) => {
                 // What the run displayed and was not sent live, an event per item, before
                 // the result (which carries them all).

@@ -808,6 +808,16 @@ impl AppState {
             .remove(call_id);
     }
 
+    /// Forgets the tool calls of run `run_id` still waiting for an answer, once the run has
+    /// ended: their handler threads wake at once (with no answer) instead of waiting out
+    /// the tools' timeouts, and a late answer finds nothing.
+    fn forget_tool_calls(&self, run_id: &str) {
+        self.tool_answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, pending| pending.run_id != run_id);
+    }
+
     /// Hands `answer` to the tool call `call_id` of run `run_id`; false when no such call
     /// is waiting.
     fn answer_tool_call(

@@ -21,48 +21,11 @@ use crate::{HostTool, HostTools};
 
 /// How long connecting to an upstream and listing its tools may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Python keywords and the names `dvm_tools` keeps: a tool named so gets a `_` suffix.
-const TAKEN: &[&str] = &[
-    "False",
-    "None",
-    "True",
-    "and",
-    "as",
-    "assert",
-    "async",
-    "await",
-    "break",
-    "class",
-    "continue",
-    "def",
-    "del",
-    "elif",
-    "else",
-    "except",
-    "finally",
-    "for",
-    "from",
-    "global",
-    "if",
-    "import",
-    "in",
-    "is",
-    "lambda",
-    "nonlocal",
-    "not",
-    "or",
-    "pass",
-    "raise",
-    "return",
-    "try",
-    "while",
-    "with",
-    "yield",
-    "call",
-    "tools",
-    "ToolError",
-];
+/// The most tools dvm takes from one upstream; one that lists more is refused.
+const MAX_UPSTREAM_TOOLS: usize = 1000;
+/// Where a tool's description is cut (it becomes a docstring and a line of `run_code`'s
+/// description).
+const MAX_DESCRIPTION_CHARS: usize = 4096;
 
 /// Where an upstream MCP server is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,20 +101,41 @@ impl std::fmt::Debug for Upstreams {
 }
 
 /// An identifier for the MCP tool `name`: other characters become `_`, a leading digit
-/// or a taken name gets a `_`.
+/// gets a `_`, leading underscores are cut to one (`__all__` → `_all__`), and a Python
+/// keyword or a name the guest modules keep gets a `_` at the end.
 fn identifier(name: &str) -> String {
     let mut out: String = name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .take(63)
         .collect();
+    while out.starts_with("__") {
+        out.remove(0);
+    }
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
     }
-    if TAKEN.contains(&out.as_str()) {
+    if crate::sandbox::tools::is_reserved(&out) {
         out.push('_');
     }
     out
+}
+
+/// `base`, or `base_2`, `base_3`… (within 64 characters), whichever `taken` does not hold
+/// yet; it is added to `taken`. Two MCP names that become the same identifier
+/// (`get-item`, `get.item`) each get one.
+fn unique(base: String, taken: &mut std::collections::HashSet<String>) -> String {
+    let mut name = base.clone();
+    let mut n = 2;
+    while taken.contains(&name) {
+        let suffix = format!("_{n}");
+        let mut stem = base.clone();
+        stem.truncate(64 - suffix.len());
+        name = stem + &suffix;
+        n += 1;
+    }
+    taken.insert(name.clone());
+    name
 }
 
 /// What a guest gets back from an MCP tool: its structured content when it has one;
@@ -180,40 +164,45 @@ fn answer(result: CallToolResult) -> Result<Value, String> {
     })
 }
 
-/// A host tool that calls `tool` on the upstream `peer`, driven by `handle`.
+/// An upstream tool's description, cut at [`MAX_DESCRIPTION_CHARS`].
+fn description(tool: &rmcp::model::Tool) -> String {
+    tool.description
+        .as_deref()
+        .unwrap_or_default()
+        .chars()
+        .take(MAX_DESCRIPTION_CHARS)
+        .collect()
+}
+
+/// A host tool named `name` that calls `tool` on the upstream `peer`, driven by `handle`.
 fn upstream_tool(
     group: &str,
+    name: String,
     tool: &rmcp::model::Tool,
     peer: Peer<RoleClient>,
     handle: tokio::runtime::Handle,
 ) -> Result<HostTool, Error> {
     let upstream_name = tool.name.to_string();
-    let description = tool.description.as_deref().unwrap_or_default().to_string();
+    let description = description(tool);
     let schema = Value::Object((*tool.input_schema).clone());
-    HostTool::new(
-        identifier(&upstream_name),
-        description,
-        schema,
-        move |args: Value| {
-            let arguments = match args {
-                Value::Object(map) => map,
-                _ => serde_json::Map::new(),
-            };
-            let params =
-                CallToolRequestParams::new(upstream_name.clone()).with_arguments(arguments);
-            let peer = peer.clone();
-            // The door stops waiting at the tool's timeout; the call itself ends soon after,
-            // so a server that never answers leaves no thread behind.
-            let limit = crate::DEFAULT_TOOL_TIMEOUT + Duration::from_secs(1);
-            let called = handle
-                .block_on(async move { tokio::time::timeout(limit, peer.call_tool(params)).await });
-            match called {
-                Ok(Ok(result)) => answer(result),
-                Ok(Err(e)) => Err(format!("the MCP server did not answer: {e}")),
-                Err(_) => Err("the MCP server did not answer in time".to_string()),
-            }
-        },
-    )?
+    HostTool::new(name, description, schema, move |args: Value| {
+        let arguments = match args {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        let params = CallToolRequestParams::new(upstream_name.clone()).with_arguments(arguments);
+        let peer = peer.clone();
+        // The door stops waiting at the tool's timeout; the call itself ends soon after,
+        // so a server that never answers leaves no thread behind.
+        let limit = crate::DEFAULT_TOOL_TIMEOUT + Duration::from_secs(1);
+        let called = handle
+            .block_on(async move { tokio::time::timeout(limit, peer.call_tool(params)).await });
+        match called {
+            Ok(Ok(result)) => answer(result),
+            Ok(Err(e)) => Err(format!("the MCP server did not answer: {e}")),
+            Err(_) => Err("the MCP server did not answer in time".to_string()),
+        }
+    })?
     .in_group(group)
 }
 
@@ -264,13 +253,30 @@ impl Upstreams {
             let (service, listed) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
                 .await
                 .map_err(|_| failed("connecting", &"no answer within 60 s"))??;
+            if listed.len() > MAX_UPSTREAM_TOOLS {
+                return Err(failed(
+                    "its tools",
+                    &format!(
+                        "it lists {}, more than the {MAX_UPSTREAM_TOOLS} dvm takes from one server",
+                        listed.len()
+                    ),
+                ));
+            }
+            let mut names = std::collections::HashSet::new();
             for tool in &listed {
-                let made = upstream_tool(&spec.name, tool, service.peer().clone(), handle.clone())
-                    .map_err(|e| failed(&format!("tool `{}`", tool.name), &e))?;
+                let name = unique(identifier(&tool.name), &mut names);
+                let made = upstream_tool(
+                    &spec.name,
+                    name,
+                    tool,
+                    service.peer().clone(),
+                    handle.clone(),
+                )
+                .map_err(|e| failed(&format!("tool `{}`", tool.name), &e))?;
                 listing.push((
                     spec.name.clone(),
                     made.name().to_string(),
-                    tool.description.as_deref().unwrap_or_default().to_string(),
+                    description(tool),
                 ));
                 tools = tools
                     .with(made)
@@ -341,6 +347,20 @@ mod tests {
         assert_eq!(identifier("2fa.check"), "_2fa_check");
         assert_eq!(identifier("class"), "class_");
         assert_eq!(identifier("call"), "call_");
+        assert_eq!(identifier("__all__"), "_all__");
+        assert_eq!(identifier("__class__"), "_class__");
+        assert_eq!(identifier("make"), "make_");
+        assert_eq!(identifier("___"), "_");
+        let mut taken = std::collections::HashSet::new();
+        let names: Vec<String> = ["get-item", "get.item", "get_item"]
+            .iter()
+            .map(|name| unique(identifier(name), &mut taken))
+            .collect();
+        assert_eq!(names, ["get_item", "get_item_2", "get_item_3"]);
+        let long = "x".repeat(64);
+        taken.insert(long.clone());
+        let other = unique(long, &mut taken);
+        assert_eq!((other.len(), &other[60..]), (64, "xx_2"));
         let text = |t: &str| rmcp::model::ContentBlock::text(t.to_string());
         assert_eq!(
             answer(CallToolResult::success(vec![text("{\"n\": 1}")])),

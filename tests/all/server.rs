@@ -929,6 +929,35 @@ mod in_process {
                 "{result}"
             );
             assert_eq!(result["tool_calls"][3]["error"], "unknown key");
+
+            // A call left unanswered when its run ends is forgotten then, not when the
+            // tool's own ten minutes are up: a late answer finds nothing.
+            let patient = json!({"name": "lookup", "parameters": {}, "timeout_ms": 600_000});
+            let (status, _, body) = send(
+                &state,
+                "POST",
+                "/execute",
+                &[("content-type", "application/json")],
+                json!({"code": "from dvm_tools import lookup\nlookup()", "stream": true,
+                       "run_id": "late-run", "timeout_ms": 500, "tools": [patient]})
+                .to_string(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+            let text = String::from_utf8(body).unwrap();
+            let call: Value = text
+                .split("\n\n")
+                .find(|block| block.contains("event: tool_call"))
+                .and_then(|block| block.lines().find_map(|l| l.strip_prefix("data: ")))
+                .map(|data| serde_json::from_str(data).unwrap())
+                .expect(&text);
+            assert!(text.contains("\"deadline\""), "{text}");
+            let late = format!(
+                "/runs/late-run/tool_results/{}",
+                call["id"].as_str().unwrap()
+            );
+            let (status, _) = json_call(&state, "POST", &late, json!({"result": 1})).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
         });
     }
 
