@@ -90,5 +90,5 @@ pub use crate::sandbox::{
     HostTool, HostTools, NetExchange, NetPolicy, NetRecorder, NetRecording, OutputCallback,
     Resolver, RunInput, Stream, ToolHandler,
 };
-pub use crate::session::{Session, SessionOptions};
+pub use crate::session::{MAX_FORKS, Session, SessionOptions};
 pub use crate::workspace::{CopyReport, Grant, OutputFile, Workspace, WorkspacePath};

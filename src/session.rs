@@ -22,6 +22,9 @@ use crate::sandbox::RunInput;
 use crate::sandbox::session::{Image, Request, Turn};
 use crate::workspace::Workspace;
 
+/// The most copies one [`Session::fork`] makes.
+pub const MAX_FORKS: usize = 64;
+
 /// What a session is opened with.
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
@@ -212,6 +215,12 @@ impl Session {
     /// fork gives what it would have given here. Files the session keeps open across calls
     /// are not carried over (they read as closed in the forks).
     pub fn fork(&self, count: usize) -> Result<Vec<Session>, Error> {
+        if count > MAX_FORKS {
+            return Err(Error::InvalidInput(format!(
+                "at most {MAX_FORKS} forks at a time ({count} were asked for): each is a whole \
+                 copy of the session's memory"
+            )));
+        }
         let copies = self.copies()?;
         let image = Arc::new(self.capture()?);
         (0..count)

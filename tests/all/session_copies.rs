@@ -37,6 +37,8 @@ const PROBE: &str = "print(history, int(df.b.sum()), random.random(), open('note
 #[test]
 fn forks_go_on_where_the_session_stands_and_then_on_their_own() {
     let session = busy_session();
+    let refused = session.fork(dvm::MAX_FORKS + 1).unwrap_err().to_string();
+    assert!(refused.contains("at most 64 forks"), "{refused}");
     let forks = session.fork(3).unwrap();
     assert_eq!(forks.len(), 3);
     let expected = call(&session, PROBE);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyMapping};
 
 /// The largest output file `run` hands back (each).
 const MAX_FILE_BYTES: u64 = 64 << 20;
@@ -75,13 +75,7 @@ impl Limits {
         files: Option<u64>,
         open_files: Option<u64>,
     ) -> PyResult<Limits> {
-        if let Some(t) = timeout
-            && !(t.is_finite() && t > 0.0 && t <= 7.0 * 86_400.0)
-        {
-            return Err(PyValueError::new_err(
-                "timeout is seconds: more than 0, at most a week",
-            ));
-        }
+        check_timeout(timeout)?;
         Ok(Limits {
             timeout,
             memory,
@@ -108,11 +102,26 @@ impl Limits {
     }
 }
 
+/// A timeout is seconds: more than 0, at most a week.
+fn check_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t > 0.0 && t <= 7.0 * 86_400.0 => {
+            Ok(Some(Duration::from_secs_f64(t)))
+        }
+        Some(_) => Err(PyValueError::new_err(
+            "timeout is seconds: more than 0, at most a week",
+        )),
+    }
+}
+
 impl Limits {
-    fn apply(&self) -> dvm::Limits {
+    /// dvm's limits. The fields can be set after construction, so the timeout is checked
+    /// again here.
+    fn apply(&self) -> PyResult<dvm::Limits> {
         let mut limits = dvm::Limits::default();
-        if let Some(t) = self.timeout {
-            limits.deadline = Duration::from_secs_f64(t);
+        if let Some(deadline) = check_timeout(self.timeout)? {
+            limits.deadline = deadline;
         }
         if let Some(m) = self.memory {
             limits.memory_bytes = m;
@@ -131,8 +140,48 @@ impl Limits {
         if let Some(f) = self.open_files {
             limits.open_files = f;
         }
-        limits
+        Ok(limits)
     }
+}
+
+/// Stops a run from another thread (or an asyncio task being cancelled): pass one as
+/// `cancel=` to `run`, then call `cancel()`; the run ends at once with status `limit`.
+#[pyclass(module = "dvm", frozen)]
+#[derive(Default)]
+pub struct Cancel {
+    handle: dvm::CancelHandle,
+}
+
+#[pymethods]
+impl Cancel {
+    #[new]
+    fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    /// Stops the run this was given to (and any later one).
+    fn cancel(&self) {
+        self.handle.cancel();
+    }
+}
+
+/// `value` as a dict: a dict itself, or a copy of any other mapping (`os.environ`).
+fn as_dict<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    if let Ok(dict) = value.cast::<PyDict>() {
+        return Ok(dict.clone());
+    }
+    let dict = PyDict::new(value.py());
+    dict.update(value.cast::<PyMapping>()?)?;
+    Ok(dict)
+}
+
+/// Environment variables from a mapping of str to str.
+fn env_pairs(env: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, String)>> {
+    let Some(env) = env else {
+        return Ok(Vec::new());
+    };
+    let pairs: BTreeMap<String, String> = as_dict(env)?.extract()?;
+    Ok(pairs.into_iter().collect())
 }
 
 /// How a run ended and what it left.
@@ -234,7 +283,11 @@ fn outcome(
 /// A Python callable as a host tool: called with the guest's arguments as keyword
 /// arguments; what it returns goes back as JSON, an exception as the guest's ToolError.
 fn host_tool(py: Python<'_>, tool: &Bound<'_, PyAny>) -> PyResult<dvm::HostTool> {
-    let (function, name, description, parameters) = if let Ok(spec) = tool.cast::<PyDict>() {
+    let spec = match tool.cast::<PyMapping>() {
+        Ok(_) => Some(as_dict(tool)?),
+        Err(_) => None,
+    };
+    let (function, name, description, parameters) = if let Some(spec) = spec {
         let function = spec
             .get_item("function")?
             .ok_or_else(|| PyValueError::new_err("a tool dict needs `function`"))?;
@@ -374,10 +427,10 @@ fn doc_of(function: &Bound<'_, PyAny>) -> String {
 fn upload(
     py: Python<'_>,
     workspace: &dvm::Workspace,
-    files: Option<&Bound<'_, PyDict>>,
+    files: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let Some(files) = files else { return Ok(()) };
-    for (path, content) in files.iter() {
+    for (path, content) in as_dict(files)?.iter() {
         let path: String = path.extract()?;
         let bytes = text_or_bytes(&content)?;
         workspace.write(&path, &bytes).map_err(|e| raise(py, e))?;
@@ -408,23 +461,24 @@ impl Dvm {
 
     /// Runs `code` in a fresh sandbox and returns its outcome. Installs the runtime and
     /// `requirements` on first use. The GIL is released while it runs.
-    #[pyo3(signature = (code, runtime="python", *, files=None, stdin=None, args=None, env=None, limits=None, requirements=None, seed=None, cache=true, tools=None, allow_net=None))]
+    #[pyo3(signature = (code, runtime="python", *, files=None, stdin=None, args=None, env=None, limits=None, requirements=None, seed=None, cache=true, tools=None, allow_net=None, cancel=None))]
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         py: Python<'_>,
         code: &str,
         runtime: &str,
-        files: Option<&Bound<'_, PyDict>>,
+        files: Option<&Bound<'_, PyAny>>,
         stdin: Option<&Bound<'_, PyAny>>,
         args: Option<Vec<String>>,
-        env: Option<BTreeMap<String, String>>,
+        env: Option<&Bound<'_, PyAny>>,
         limits: Option<Limits>,
         requirements: Option<Vec<String>>,
         seed: Option<u64>,
         cache: bool,
         tools: Option<&Bound<'_, PyAny>>,
         allow_net: Option<Vec<String>>,
+        cancel: Option<&Bound<'_, Cancel>>,
     ) -> PyResult<Outcome> {
         let workspace = dvm::Workspace::new().map_err(|e| raise(py, e))?;
         upload(py, &workspace, files)?;
@@ -436,9 +490,9 @@ impl Dvm {
         job.requirements = requirements.unwrap_or_default();
         job.input = dvm::RunInput {
             args: args.unwrap_or_default(),
-            env: env.unwrap_or_default().into_iter().collect(),
+            env: env_pairs(env)?,
             stdin,
-            limits: limits.unwrap_or_default().apply(),
+            limits: limits.unwrap_or_default().apply()?,
             workspace: Some(workspace.clone()),
             deterministic: seed.map(|seed| dvm::Determinism { seed }),
             cache: if cache {
@@ -448,6 +502,7 @@ impl Dvm {
             },
             tools: host_tools(py, tools)?,
             net: net_policy(py, allow_net)?,
+            cancel: cancel.map(|cancel| cancel.get().handle.clone()),
             ..dvm::RunInput::default()
         };
         let engine = self.inner.clone();
@@ -504,8 +559,8 @@ impl Dvm {
         &self,
         py: Python<'_>,
         runtime: &str,
-        files: Option<&Bound<'_, PyDict>>,
-        env: Option<BTreeMap<String, String>>,
+        files: Option<&Bound<'_, PyAny>>,
+        env: Option<&Bound<'_, PyAny>>,
         requirements: Option<Vec<String>>,
     ) -> PyResult<Session> {
         let workspace = dvm::Workspace::new().map_err(|e| raise(py, e))?;
@@ -513,7 +568,7 @@ impl Dvm {
         let engine = self.inner.clone();
         let runtime = runtime.to_string();
         let requirements = requirements.unwrap_or_default();
-        let env: Vec<(String, String)> = env.unwrap_or_default().into_iter().collect();
+        let env = env_pairs(env)?;
         py.detach(move || -> Result<dvm::Session, dvm::Error> {
             let runtime = engine.runtime(&runtime)?;
             let packages = match requirements.is_empty() {
@@ -529,7 +584,7 @@ impl Dvm {
                 env,
             })
         })
-        .map(|inner| Session { inner })
+        .map(Session::new)
         .map_err(|e| raise(py, e))
     }
 
@@ -539,7 +594,7 @@ impl Dvm {
         let engine = self.inner.clone();
         let (id, runtime) = (snapshot_id.to_string(), runtime.to_string());
         py.detach(move || engine.runtime(&runtime)?.resume(&id))
-            .map(|inner| Session { inner })
+            .map(Session::new)
             .map_err(|e| raise(py, e))
     }
 }
@@ -547,13 +602,42 @@ impl Dvm {
 /// A live interpreter: variables and imports stay between calls.
 #[pyclass(module = "dvm", frozen)]
 pub struct Session {
-    inner: dvm::Session,
+    /// Taken only when the Python object goes away.
+    inner: Option<dvm::Session>,
+}
+
+impl Session {
+    fn new(inner: dvm::Session) -> Session {
+        Session { inner: Some(inner) }
+    }
+
+    fn inner(&self) -> &dvm::Session {
+        self.inner
+            .as_ref()
+            .expect("a live Session object holds its session")
+    }
+}
+
+/// Closing waits for the guest (a turn in progress, then its atexit handlers for up to 5
+/// s): a session dropped by Python, with the GIL held, is closed on a thread of its own.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take()
+            && inner.is_open()
+        {
+            // Were no thread to be had, the closure would be dropped here, closing it.
+            let _ = std::thread::Builder::new()
+                .name("dvm-session-close".into())
+                .spawn(move || inner.close());
+        }
+    }
 }
 
 #[pymethods]
 impl Session {
     /// Runs `code` in the session; a final bare expression is echoed on stdout.
-    #[pyo3(signature = (code, *, stdin=None, limits=None, tools=None, allow_net=None))]
+    #[pyo3(signature = (code, *, stdin=None, limits=None, tools=None, allow_net=None, cancel=None))]
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         py: Python<'_>,
@@ -562,17 +646,19 @@ impl Session {
         limits: Option<Limits>,
         tools: Option<&Bound<'_, PyAny>>,
         allow_net: Option<Vec<String>>,
+        cancel: Option<&Bound<'_, Cancel>>,
     ) -> PyResult<Outcome> {
         let input = dvm::RunInput {
             stdin: stdin.unwrap_or_default().into_bytes(),
-            limits: limits.unwrap_or_default().apply(),
+            limits: limits.unwrap_or_default().apply()?,
             tools: host_tools(py, tools)?,
             net: net_policy(py, allow_net)?,
+            cancel: cancel.map(|cancel| cancel.get().handle.clone()),
             ..dvm::RunInput::default()
         };
         let code = code.to_string();
         let ran = py
-            .detach(|| self.inner.run(&code, &input))
+            .detach(|| self.inner().run(&code, &input))
             .map_err(|e| raise(py, e))?;
         let sizes: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let made = outcome(py, &ran, sizes)?;
@@ -588,7 +674,7 @@ impl Session {
     /// Writes a file into the session's workspace.
     fn write_file(&self, py: Python<'_>, path: &str, content: &Bound<'_, PyAny>) -> PyResult<()> {
         let bytes = text_or_bytes(content)?;
-        self.inner
+        self.inner()
             .workspace()
             .write(path, &bytes)
             .map_err(|e| raise(py, e))
@@ -597,7 +683,7 @@ impl Session {
     /// Reads a file of the session's workspace (at most 64 MiB).
     fn read_file<'py>(&self, py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyBytes>> {
         let bytes = self
-            .inner
+            .inner()
             .workspace()
             .read(path, MAX_FILE_BYTES)
             .map_err(|e| raise(py, e))?;
@@ -606,26 +692,27 @@ impl Session {
 
     /// Saves the session (memory, clock, files) under `$DVM_HOME`; returns the snapshot's id.
     fn snapshot(&self, py: Python<'_>) -> PyResult<String> {
-        py.detach(|| self.inner.snapshot())
+        py.detach(|| self.inner().snapshot())
             .map_err(|e| raise(py, e))
     }
 
-    /// `count` independent copies of the session as it stands.
+    /// `count` independent copies of the session as it stands (at most 64).
     #[pyo3(signature = (count=1))]
     fn fork(&self, py: Python<'_>, count: usize) -> PyResult<Vec<Session>> {
-        py.detach(|| self.inner.fork(count))
-            .map(|copies| copies.into_iter().map(|inner| Session { inner }).collect())
+        py.detach(|| self.inner().fork(count))
+            .map(|copies| copies.into_iter().map(Session::new).collect())
             .map_err(|e| raise(py, e))
     }
 
     #[getter]
     fn is_open(&self) -> bool {
-        self.inner.is_open()
+        self.inner().is_open()
     }
 
-    /// Ends the interpreter (later calls raise SessionClosed).
-    fn close(&self) {
-        self.inner.close();
+    /// Ends the interpreter (later calls raise SessionClosed). It waits for a turn in
+    /// progress and the guest's atexit handlers (at most 5 s), without the GIL.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.inner().close());
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -633,8 +720,8 @@ impl Session {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) {
-        self.inner.close();
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) {
+        self.close(py);
     }
 }
 
@@ -644,6 +731,7 @@ fn _dvm(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Session>()?;
     module.add_class::<Limits>()?;
     module.add_class::<Outcome>()?;
+    module.add_class::<Cancel>()?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -169,3 +169,66 @@ def test_requirements_are_installed_and_display_comes_back():
     png = shown.display[0]["data"]["image/png"]
     import base64
     assert base64.b64decode(png)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_values_set_after_construction_and_mappings():
+    limits = dvm.Limits()
+    for bad in (float("nan"), -1.0, float("inf"), 1e300):
+        limits.timeout = bad
+        with pytest.raises(ValueError):
+            dvm.run("1", limits=limits)
+    from types import MappingProxyType
+
+    outcome = dvm.run(
+        "import os\nprint(open('a.txt').read(), os.environ['K'])",
+        files=MappingProxyType({"a.txt": "x"}),
+        env=MappingProxyType({"K": "v"}),
+    )
+    assert outcome.stdout == "x v\n", outcome.stderr
+    with dvm.session() as session:
+        with pytest.raises(dvm.errors.InvalidInput):
+            session.fork(65)
+
+
+def test_a_cancel_stops_a_run_and_a_cancelled_task_stops_its_sandbox():
+    cancel = dvm.Cancel()
+    threading.Timer(0.3, cancel.cancel).start()
+    started = time.monotonic()
+    outcome = dvm.run("while True: pass", limits=dvm.Limits(timeout=60), cancel=cancel)
+    assert outcome.status == "limit" and outcome.limit == "cancelled", outcome
+    assert time.monotonic() - started < 30
+
+    async def main():
+        task = asyncio.ensure_future(
+            dvm.arun("while True: pass", limits=dvm.Limits(timeout=60)))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    started = time.monotonic()
+    asyncio.run(main())  # returns when the worker thread does: the sandbox stopped
+    assert time.monotonic() - started < 30
+
+
+def test_closing_a_session_lets_other_threads_run():
+    session = dvm.session()
+    session.run("import atexit, time\natexit.register(lambda: time.sleep(1))\nNone")
+    ticks = []
+    stop = threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks.append(1)
+            time.sleep(0.01)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    time.sleep(0.05)
+    before = len(ticks)
+    session.close()  # waits for the guest's atexit sleep, without the GIL
+    during = len(ticks) - before
+    stop.set()
+    ticker.join()
+    assert not session.is_open
+    assert during > 10, during

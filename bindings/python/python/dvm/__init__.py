@@ -11,12 +11,12 @@ workspace of its own. Calls release the GIL: threads run sandboxes at once.
 import asyncio
 import threading
 
-from ._dvm import Dvm, Limits, Outcome, Session, __version__
+from ._dvm import Cancel, Dvm, Limits, Outcome, Session, __version__
 from .errors import *  # noqa: F403
 from .errors import DvmError
 
-__all__ = ["Dvm", "Limits", "Outcome", "Session", "DvmError", "run", "arun", "session",
-           "asession", "default", "__version__"]
+__all__ = ["Cancel", "Dvm", "Limits", "Outcome", "Session", "DvmError", "run", "arun",
+           "session", "asession", "default", "__version__"]
 
 _default = None
 _lock = threading.Lock()
@@ -36,14 +36,22 @@ def run(code, runtime="python", **options):
 
     Options: files (path -> str/bytes), stdin, args, env, limits (dvm.Limits),
     requirements, seed (deterministic, cached), cache, tools (callables, or dicts with
-    function/name/description/parameters), allow_net (["host:port", ...]).
+    function/name/description/parameters), allow_net (["host:port", ...]), cancel
+    (a dvm.Cancel another thread may use to stop the run).
     """
     return default().run(code, runtime, **options)
 
 
 async def arun(code, runtime="python", **options):
-    """`run` for asyncio: the sandbox runs on a worker thread."""
-    return await asyncio.to_thread(run, code, runtime, **options)
+    """`run` for asyncio: the sandbox runs on a worker thread. Cancelling the task stops
+    the sandbox too (its run ends at once)."""
+    cancel = options.get("cancel") or Cancel()
+    options["cancel"] = cancel
+    try:
+        return await asyncio.to_thread(run, code, runtime, **options)
+    except asyncio.CancelledError:
+        cancel.cancel()
+        raise
 
 
 def session(runtime="python", **options):

@@ -26,6 +26,11 @@ class Limits:
         open_files: Optional[int] = None,
     ) -> None: ...
 
+class Cancel:
+    """Stops a run from another thread: pass it as `cancel=`, then call `cancel()`."""
+    def __init__(self) -> None: ...
+    def cancel(self) -> None: ...
+
 class Outcome:
     """How a run ended and what it left."""
     status: str
@@ -57,6 +62,7 @@ class Session:
         limits: Optional[Limits] = None,
         tools: Optional[Iterable[Tool]] = None,
         allow_net: Optional[list[str]] = None,
+        cancel: Optional[Cancel] = None,
     ) -> Outcome: ...
     def write_file(self, path: str, content: Union[str, bytes]) -> None: ...
     def read_file(self, path: str) -> bytes: ...
@@ -86,6 +92,7 @@ class Dvm:
         cache: bool = True,
         tools: Optional[Iterable[Tool]] = None,
         allow_net: Optional[list[str]] = None,
+        cancel: Optional[Cancel] = None,
     ) -> Outcome: ...
     def session(
         self,
