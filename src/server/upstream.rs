@@ -361,6 +361,11 @@ mod tests {
         taken.insert(long.clone());
         let other = unique(long, &mut taken);
         assert_eq!((other.len(), &other[60..]), (64, "xx_2"));
+        let schema = Arc::new(serde_json::Map::new());
+        let wordy = rmcp::model::Tool::new("t", "é".repeat(5000), schema.clone());
+        assert_eq!(description(&wordy).chars().count(), MAX_DESCRIPTION_CHARS);
+        let bare = rmcp::model::Tool::new_with_raw("t", None, schema);
+        assert_eq!(description(&bare), "");
         let text = |t: &str| rmcp::model::ContentBlock::text(t.to_string());
         assert_eq!(
             answer(CallToolResult::success(vec![text("{\"n\": 1}")])),
