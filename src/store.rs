@@ -126,6 +126,29 @@ impl BlobStore {
         Ok(hash)
     }
 
+    /// Reads blob `hash` into `into`, which is its size. False (and `into` not to be
+    /// trusted) when the blob is not a regular file of that size, is a link, or its bytes
+    /// do not hash to its name; an error when it cannot be read (`NotFound` when missing).
+    pub(crate) fn read_into(&self, hash: &blake3::Hash, into: &mut [u8]) -> std::io::Result<bool> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(self.path(hash));
+        let mut file = match opened {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(e),
+            // A link (ELOOP) or anything else that is not a plain file.
+            Err(_) => return Ok(false),
+        };
+        let meta = file.metadata()?;
+        if !meta.is_file() || meta.len() != into.len() as u64 {
+            return Ok(false);
+        }
+        file.read_exact(into)?;
+        Ok(blake3::hash(into) == *hash)
+    }
+
     /// Re-hashes a blob; true when its contents still match its name.
     pub(crate) fn verify(&self, hash: &blake3::Hash) -> std::io::Result<bool> {
         let mut hasher = blake3::Hasher::new();

@@ -226,7 +226,7 @@ impl Runtime {
             })?;
             memory[..initial.len()].copy_from_slice(initial);
             // Each chunk the manifest names gets its own slice of the memory (a chunk named
-            // twice is refused), then the blobs are read straight into them on a few threads.
+            // twice is refused), then the blobs are read straight into them.
             let mut slots: Vec<Option<&mut [u8]>> = memory.chunks_mut(CHUNK).map(Some).collect();
             let mut reads = Vec::new();
             for (index, hash) in &manifest.chunks {
@@ -269,66 +269,20 @@ impl Runtime {
     }
 }
 
-/// Fills each slice with the blob its hash names, on up to four threads. A blob is used only
-/// when it is a regular file (not a link) of exactly the slice's size whose bytes hash to its
-/// name; otherwise the reason comes back.
+/// Fills each slice with the blob its hash names, refusing (with the reason) a blob that is
+/// missing or is not exactly the slice's bytes.
 fn read_blobs_into(blobs: &BlobStore, reads: Vec<(blake3::Hash, &mut [u8])>) -> Result<(), String> {
-    fn read_one(blobs: &BlobStore, hash: &blake3::Hash, into: &mut [u8]) -> Result<(), String> {
-        use std::io::Read as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let path = blobs.path(hash);
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => format!("its bytes {hash} are missing"),
-                _ => format!("its bytes {hash} are damaged"),
-            })?;
-        let meta = file
-            .metadata()
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if !meta.is_file() || meta.len() != into.len() as u64 {
-            return Err(format!("its bytes {hash} are damaged"));
+    for (hash, into) in reads {
+        match blobs.read_into(&hash, into) {
+            Ok(true) => {}
+            Ok(false) => return Err(format!("its bytes {hash} are damaged")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!("its bytes {hash} are missing"));
+            }
+            Err(e) => return Err(format!("its bytes {hash} cannot be read: {e}")),
         }
-        file.read_exact(into)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if blake3::hash(into) != *hash {
-            return Err(format!("its bytes {hash} are damaged"));
-        }
-        Ok(())
     }
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 4)
-        .min(reads.len().div_ceil(64).max(1));
-    if threads == 1 {
-        return reads
-            .into_iter()
-            .try_for_each(|(hash, into)| read_one(blobs, &hash, into));
-    }
-    let mut shares: Vec<Vec<(blake3::Hash, &mut [u8])>> =
-        (0..threads).map(|_| Vec::new()).collect();
-    for (at, read) in reads.into_iter().enumerate() {
-        shares[at % threads].push(read);
-    }
-    std::thread::scope(|scope| {
-        let running: Vec<_> = shares
-            .into_iter()
-            .map(|share| {
-                scope.spawn(move || {
-                    share
-                        .into_iter()
-                        .try_for_each(|(hash, into)| read_one(blobs, &hash, into))
-                })
-            })
-            .collect();
-        running.into_iter().try_for_each(|thread| {
-            thread
-                .join()
-                .unwrap_or_else(|_| Err("reading its bytes failed".to_string()))
-        })
-    })
+    Ok(())
 }
 
 /// Removes the session snapshot `id` from `home` (its blobs stay in the store, shared).
