@@ -62,6 +62,28 @@ fn main() -> Result<(), dvm::Error> {
     let one = session.fork(1)?;
     let fork_ms = ms(started);
     let started = Instant::now();
+    let again = session.fork(1)?;
+    let again_ms = ms(started);
+    session.run("after = 1", &input)?;
+    let started = Instant::now();
+    let after_turn = session.fork(1)?;
+    let after_turn_ms = ms(started);
+    let started = Instant::now();
+    let first_turn = after_turn[0].run("print(round(df.a.sum()))", &input)?;
+    let first_turn_ms = ms(started);
+    let started = Instant::now();
+    session.run("print(round(df.a.sum()))", &input)?;
+    let parent_turn_ms = ms(started);
+    print!(
+        "fork's first turn: {}",
+        String::from_utf8_lossy(&first_turn.stdout)
+    );
+    println!(
+        "fork again {again_ms:.1} ms; fork after a turn {after_turn_ms:.1} ms; a turn reading \
+         the DataFrame: {first_turn_ms:.1} ms in the fork, {parent_turn_ms:.1} ms in the session"
+    );
+    drop((again, after_turn));
+    let started = Instant::now();
     let ten = session.fork(10)?;
     let fork10_ms = ms(started);
     let before_ten = dir_bytes(&blobs);

@@ -213,6 +213,25 @@ pub(crate) fn engine(
     config: &Config,
     functions: Arc<functions::FunctionCache>,
 ) -> Result<wasmtime::Engine, Error> {
+    engine_with(functions, config.pool.as_ref())
+}
+
+/// The engine sessions run on: the same compiled code as [`engine`]'s (the pooling allocator
+/// does not change what is compiled, so one cached module loads into both), but each memory
+/// is mapped for its instance alone and unmapped when it ends, never reset and handed to
+/// another sandbox. That lets a session's memory be remapped onto a shared, frozen copy of
+/// another's (see `sandbox::session::Layers`): a fork shares its parent's pages until either
+/// writes them.
+pub(crate) fn session_engine(
+    functions: Arc<functions::FunctionCache>,
+) -> Result<wasmtime::Engine, Error> {
+    engine_with(functions, None)
+}
+
+fn engine_with(
+    functions: Arc<functions::FunctionCache>,
+    pool: Option<&PoolConfig>,
+) -> Result<wasmtime::Engine, Error> {
     let mut wasm = wasmtime::Config::new();
     wasm.enable_incremental_compilation(functions)
         .map_err(|e| crate::error::HostError::wasmtime("set up the compiler cache", e))?;
@@ -223,7 +242,7 @@ pub(crate) fn engine(
         .async_stack_size(WASM_STACK_BYTES + (1 << 20))
         .memory_init_cow(true)
         .parallel_compilation(true);
-    if let Some(pool) = &config.pool {
+    if let Some(pool) = pool {
         let mut pooling = wasmtime::PoolingAllocationConfig::new();
         pooling
             .total_core_instances(pool.slots)

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::outcome::Outcome;
 use crate::sandbox::RunInput;
-use crate::sandbox::session::{Image, Request, Turn};
+use crate::sandbox::session::{Capture, Image, Request, Turn};
 use crate::workspace::Workspace;
 
 /// The most copies one [`Session::fork`] makes.
@@ -190,11 +190,11 @@ impl Session {
     }
 
     /// The session's state between calls (waits for a call in progress to end).
-    fn capture(&self) -> Result<Image, Error> {
+    fn capture(&self, how: Capture) -> Result<Image, Error> {
         let sender = self.sender()?;
         let (reply, captured) = std::sync::mpsc::sync_channel(1);
         sender
-            .send(Request::Capture(reply))
+            .send(Request::Capture(how, reply))
             .map_err(|_| Error::SessionClosed(self.runtime.clone()))?;
         captured
             .recv()
@@ -222,7 +222,7 @@ impl Session {
             )));
         }
         let copies = self.copies()?;
-        let image = Arc::new(self.capture()?);
+        let image = Arc::new(self.capture(Capture::Share)?);
         (0..count)
             .map(|_| {
                 let workspace = self.workspace.duplicate()?;
@@ -236,7 +236,7 @@ impl Session {
     /// on unchanged.
     pub fn snapshot(&self) -> Result<String, Error> {
         let copies = self.copies()?;
-        let image = self.capture()?;
+        let image = self.capture(Capture::Copy)?;
         (copies.store)(&image, &self.workspace)
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use wasmtime::{Linker, Module};
 
@@ -64,6 +64,20 @@ struct Inner {
     warm_listing: Mutex<Option<(std::time::SystemTime, Arc<Vec<guest::warm::Published>>)>>,
     /// Runtimes whose missing standard-library snapshot this process has asked for once.
     default_requested: Mutex<HashSet<String>>,
+    /// Kept to make the session engine with (it compiles nothing, but is configured alike).
+    functions: Arc<engine::functions::FunctionCache>,
+    /// The engine sessions run on when sandboxes are pooled, made at the first session;
+    /// `None` when it could not be made (sessions then run pooled, and forks copy memory).
+    session_side: OnceLock<Option<SessionSide>>,
+}
+
+/// Sessions' own engine (see [`engine::session_engine`]) and what runs on it.
+struct SessionSide {
+    engine: wasmtime::Engine,
+    ticker: EpochTicker,
+    linkers: HashMap<Abi, Linker<SandboxState>>,
+    /// Modules loaded into it, by blake3 of their wasm bytes.
+    loaded: Mutex<HashMap<[u8; 32], Module>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,7 +120,7 @@ impl Dvm {
                     &config.home,
                     &engine,
                     config.reverify_modules,
-                    functions,
+                    functions.clone(),
                 ),
                 installer: Installer::new(&config.home, &config.python),
                 results,
@@ -119,6 +133,8 @@ impl Dvm {
                 warm_building: Mutex::default(),
                 warm_listing: Mutex::default(),
                 default_requested: Mutex::default(),
+                functions,
+                session_side: OnceLock::new(),
             }),
         })
     }
@@ -202,6 +218,7 @@ impl Dvm {
             pre,
             abi,
             source,
+            for_sessions: Arc::default(),
         })
     }
 
@@ -225,6 +242,83 @@ impl Dvm {
         )?;
         lock(&self.inner.loaded).insert(key, module.clone());
         Ok((module, source))
+    }
+
+    /// The session engine, made on first use; `None` without a pool (the one engine already
+    /// maps each memory on its own) or when it cannot be made.
+    fn session_side(&self) -> Option<&SessionSide> {
+        self.inner
+            .session_side
+            .get_or_init(|| {
+                self.inner.config.pool.as_ref()?;
+                let made =
+                    engine::session_engine(self.inner.functions.clone()).and_then(|engine| {
+                        let mut linkers = HashMap::new();
+                        for abi in [Abi::Command, Abi::PythonReactor] {
+                            linkers.insert(abi, abi.linker(&engine)?);
+                        }
+                        Ok(SessionSide {
+                            ticker: EpochTicker::new(&engine),
+                            engine,
+                            linkers,
+                            loaded: Mutex::default(),
+                        })
+                    });
+                made.inspect_err(|e| {
+                    tracing::warn!("no session engine (forks will copy memory): {e}")
+                })
+                .ok()
+            })
+            .as_ref()
+    }
+
+    /// `program` linked on the session engine, from the compiled-module cache (never
+    /// compiled here); `None` when there is no session engine or the module is not in the
+    /// cache, and sessions run on `program`'s own engine.
+    fn session_module(&self, program: &Program) -> Option<wasmtime::InstancePre<SandboxState>> {
+        let side = self.session_side()?;
+        let key = *program.digest.as_bytes();
+        let cached = lock(&side.loaded).get(&key).cloned();
+        let module = match cached {
+            Some(module) => module,
+            None => {
+                let loaded = self.inner.modules.load_or_compile(
+                    &side.engine,
+                    &program.digest,
+                    &program.name,
+                    &|| {
+                        Err(Error::InvalidInput(
+                            "the session engine loads compiled modules only".into(),
+                        ))
+                    },
+                    &|| {},
+                );
+                let module = loaded
+                    .inspect_err(|e| {
+                        tracing::warn!(
+                            "{} is not loaded on the session engine (forks will copy memory): {e}",
+                            program.name
+                        )
+                    })
+                    .ok()?
+                    .0;
+                lock(&side.loaded).insert(key, module.clone());
+                module
+            }
+        };
+        side.linkers[&program.abi]
+            .instantiate_pre(&module)
+            .inspect_err(|e| tracing::warn!("{}: no session engine link: {e:#}", program.name))
+            .ok()
+    }
+
+    /// Marks a session's call as running, on the engine it runs on, so that its deadline
+    /// ticks.
+    pub(crate) fn activate_session(&self, on_side: bool) -> Result<engine::ActiveRun, Error> {
+        match self.session_side() {
+            Some(side) if on_side => side.ticker.activate(),
+            _ => self.inner.ticker.activate(),
+        }
     }
 
     pub(crate) fn wasm_engine(&self) -> &wasmtime::Engine {

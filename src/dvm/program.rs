@@ -21,6 +21,8 @@ pub struct Program {
     pub(super) pre: InstancePre<SandboxState>,
     pub(super) abi: Abi,
     pub(super) source: ModuleSource,
+    /// The module linked on the session engine, once a session asked for it.
+    pub(super) for_sessions: std::sync::Arc<std::sync::OnceLock<Option<InstancePre<SandboxState>>>>,
 }
 
 impl Program {
@@ -37,6 +39,22 @@ impl Program {
     /// Whether the compiled module came from this process, the disk cache, or a compile.
     pub fn source(&self) -> ModuleSource {
         self.source
+    }
+
+    /// What a session of this program instantiates, and whether each instance's memory is
+    /// its own mapping (the session engine's, or any engine's without a pool), so that it
+    /// can be remapped onto a frozen copy.
+    pub(crate) fn session_pre(&self) -> (InstancePre<SandboxState>, bool) {
+        if self.dvm.config().pool.is_none() {
+            return (self.pre.clone(), true);
+        }
+        match self
+            .for_sessions
+            .get_or_init(|| self.dvm.session_module(self))
+        {
+            Some(pre) => (pre.clone(), true),
+            None => (self.pre.clone(), false),
+        }
     }
 
     pub(crate) fn instantiate_only(&self) -> Result<wasmtime::Store<SandboxState>, Error> {

@@ -107,9 +107,15 @@ impl Runtime {
                 .map_err(io("store a session snapshot's bytes".into()))?;
             Ok(hash.to_hex().to_string())
         };
+        let sandbox::session::ImageMemory::Copy(memory) = &image.memory else {
+            return Err(crate::error::HostError::Guest(
+                "a session is stored from a copy of its memory, not a frozen one".into(),
+            )
+            .into());
+        };
         let chunks = sandbox::with_initial_memory(&self.program.pre, |initial| {
             let mut chunks = Vec::new();
-            for (index, chunk) in image.memory.chunks(CHUNK).enumerate() {
+            for (index, chunk) in memory.chunks(CHUNK).enumerate() {
                 let at = index * CHUNK;
                 let start = initial.get(at..at + chunk.len());
                 if start == Some(chunk) {
@@ -261,7 +267,7 @@ impl Runtime {
             }
         }
         let image = Image {
-            memory,
+            memory: sandbox::session::ImageMemory::Copy(memory),
             clock: std::time::Duration::from_nanos(manifest.clock_ns),
         };
         self.start_session(workspace, &manifest.env, None, Some(Arc::new(image)))

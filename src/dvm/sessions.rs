@@ -115,7 +115,7 @@ impl Runtime {
                 }),
             })
         });
-        let pre = self.program.pre.clone();
+        let (pre, shared) = self.program.session_pre();
         let dvm = self.program.dvm.clone();
         let env = env.to_vec();
         let hooks = match self.program.abi {
@@ -133,16 +133,14 @@ impl Runtime {
             (copies, guest::has_door(self.program.pre.module())),
             move |ready, turns| {
                 sandbox::session::serve(
-                    &pre,
+                    (&pre, shared),
                     &setup,
                     &env,
                     (hooks, image.as_deref()),
                     ready,
                     turns,
                     || {
-                        dvm.inner
-                            .ticker
-                            .activate()
+                        dvm.activate_session(shared)
                             .map(|active| Box::new(active) as Box<dyn Send>)
                     },
                 )

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Instance, InstancePre, Store};
 
+mod layers;
+pub(crate) use layers::Layers;
+
 use super::output::{Accept, CappedOutput, GuestOutput};
 use super::prestart::LateInput;
 use super::{GuestSetup, RunInput, SandboxState, capacity_error, new_store, outcome_of};
@@ -23,7 +26,17 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 pub(crate) enum Request {
     Turn(Box<Turn>),
     /// Copy the instance's state (between turns, so no guest code is running).
-    Capture(SyncSender<Result<Image, Error>>),
+    Capture(Capture, SyncSender<Result<Image, Error>>),
+}
+
+/// How a session's memory is captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Capture {
+    /// Copied out, byte for byte (to be stored).
+    Copy,
+    /// Frozen into layers that copies map (see [`Layers`]), where the session's memory is its
+    /// instance's own mapping; copied otherwise.
+    Share,
 }
 
 /// A session between turns: everything a fresh instance of the same module needs to go on
@@ -32,10 +45,27 @@ pub(crate) enum Request {
 /// is back at its initial value whenever no turn runs, and their tables are never written.
 #[derive(Debug)]
 pub struct Image {
-    pub(crate) memory: MemoryCopy,
+    pub(crate) memory: ImageMemory,
     /// The guest's monotonic clock when captured; the clock of a session restored from the
     /// image goes on from there, so it never runs backwards.
     pub(crate) clock: Duration,
+}
+
+/// An image's linear memory.
+#[derive(Debug)]
+pub(crate) enum ImageMemory {
+    Copy(MemoryCopy),
+    Frozen(Arc<Layers>),
+}
+
+impl ImageMemory {
+    /// Bytes of memory.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            ImageMemory::Copy(copy) => copy.len(),
+            ImageMemory::Frozen(layers) => layers.len(),
+        }
+    }
 }
 
 /// Guest-specific code a session runs around its turns (none by default).
@@ -162,8 +192,11 @@ impl Accept for SwitchOutput {
 /// Instantiates the session's guest, reports on `ready`, then serves turns from `turns`
 /// until the channel closes, a turn traps or the guest calls `exit()`. Calls the guest's
 /// `shutdown()` when the instance is still sound. Runs on the session's own thread.
+///
+/// `shared` says the instance's memory is its own mapping, never a pooled slot's: it may then
+/// be frozen and remapped between turns (see [`Layers`]).
 pub(crate) fn serve(
-    pre: &InstancePre<SandboxState>,
+    (pre, mut shared): (&InstancePre<SandboxState>, bool),
     setup: &GuestSetup,
     env: &[(String, String)],
     (hooks, image): (Hooks, Option<&Image>),
@@ -205,12 +238,16 @@ pub(crate) fn serve(
         });
         drop(active);
         let instance = instance?;
-        if let Some(image) = image {
-            restore(&mut store, instance, image)?;
-        }
-        Ok((store, instance))
+        let fresh = instance
+            .get_memory(&mut store, "memory")
+            .map_or(0, |memory| memory.data_size(&store));
+        let frozen = match image {
+            Some(image) => restore(&mut store, instance, image, shared)?,
+            None => None,
+        };
+        Ok((store, instance, (frozen, fresh)))
     });
-    let (mut store, instance) = match created {
+    let (mut store, instance, (mut frozen, fresh)) = match created {
         Ok(created) => created,
         Err(error) => {
             let _ = ready.send(Err(error));
@@ -222,8 +259,21 @@ pub(crate) fn serve(
     for request in turns {
         let turn = match request {
             Request::Turn(turn) => *turn,
-            Request::Capture(reply) => {
-                let _ = reply.send(capture(&mut store, instance, hooks.before_capture, started));
+            Request::Capture(how, reply) => {
+                let how = if shared { how } else { Capture::Copy };
+                let captured = capture(
+                    &mut store,
+                    instance,
+                    (how, &mut frozen, fresh),
+                    hooks.before_capture,
+                    started,
+                );
+                if how == Capture::Share && captured.is_err() {
+                    // A freeze that failed part way may have remapped some pages: which
+                    // layer backs each is no longer known, so this session copies from now on.
+                    shared = false;
+                }
+                let _ = reply.send(captured);
                 continue;
             }
         };
@@ -356,13 +406,15 @@ pub(crate) fn call_turn(
     turn.call(&mut *store, (ptr, len))
 }
 
-/// Writes `image`'s memory into a fresh instance: grows the memory to the image's size and
-/// copies it in.
+/// Writes `image`'s memory into a fresh instance: grows the memory to the image's size, then
+/// maps a frozen image's layers over it (`shared`: the memory is the instance's own mapping)
+/// or copies a copied image in. Returns the layers the memory now matches.
 fn restore(
     store: &mut Store<SandboxState>,
     instance: Instance,
     image: &Image,
-) -> Result<(), Error> {
+    shared: bool,
+) -> Result<Option<Arc<Layers>>, Error> {
     let memory = instance
         .get_memory(&mut *store, "memory")
         .ok_or_else(|| crate::error::HostError::Guest("the guest exports no memory".into()))?;
@@ -383,6 +435,23 @@ fn restore(
         })?;
     }
     let data = memory.data_mut(&mut *store);
+    let copy = match &image.memory {
+        ImageMemory::Frozen(layers) if shared => {
+            // SAFETY: `shared` says the memory is this instance's own mapping, and no guest
+            // code runs while the session's thread is here.
+            unsafe { layers.restore(data) }.map_err(|e| {
+                crate::error::HostError::Guest(format!("the session copy cannot be mapped: {e}"))
+            })?;
+            return Ok(Some(layers.clone()));
+        }
+        ImageMemory::Frozen(_) => {
+            return Err(crate::error::HostError::Guest(
+                "a frozen session image can only be mapped into a session's own memory".into(),
+            )
+            .into());
+        }
+        ImageMemory::Copy(copy) => copy,
+    };
     // Faulting every page in with one call, then copying, takes about two thirds of the
     // time of comparing chunk by chunk and letting each page fault as it is written (171 MiB:
     // 70 ms against 100–107 ms here). Populating only makes pages private with the contents
@@ -400,14 +469,17 @@ fn restore(
             "the session's memory did not grow to the image's size".into(),
         )
     })?;
-    target.copy_from_slice(&image.memory);
-    Ok(())
+    target.copy_from_slice(copy);
+    Ok(None)
 }
 
 /// Copies the session's state after running `before` (output dropped, default limits).
+/// `frozen` is what the memory's mapping matches: updated when the memory is frozen; `fresh`
+/// is how large the memory of a fresh instance is.
 fn capture(
     store: &mut Store<SandboxState>,
     instance: Instance,
+    (how, frozen, fresh): (Capture, &mut Option<Arc<Layers>>, usize),
     before: &str,
     started: Instant,
 ) -> Result<Image, Error> {
@@ -429,9 +501,28 @@ fn capture(
     let memory = instance
         .get_memory(&mut *store, "memory")
         .ok_or_else(|| crate::error::HostError::Guest("the guest exports no memory".into()))?;
-    let memory = MemoryCopy::of(memory.data(&*store)).map_err(|source| {
-        crate::error::HostError::Guest(format!("no memory for a copy of the session: {source}"))
-    })?;
+    let memory = match how {
+        Capture::Copy => {
+            ImageMemory::Copy(MemoryCopy::of(memory.data(&*store)).map_err(|source| {
+                crate::error::HostError::Guest(format!(
+                    "no memory for a copy of the session: {source}"
+                ))
+            })?)
+        }
+        Capture::Share => {
+            // SAFETY: the caller passes `Share` only for a memory that is the instance's own
+            // mapping, and no guest code runs while the session's thread is here.
+            let layers =
+                unsafe { Layers::freeze(memory.data_mut(&mut *store), frozen.as_ref(), fresh) }
+                    .map_err(|source| {
+                        crate::error::HostError::Guest(format!(
+                            "the session's memory cannot be frozen for copies: {source}"
+                        ))
+                    })?;
+            *frozen = Some(layers.clone());
+            ImageMemory::Frozen(layers)
+        }
+    };
     Ok(Image {
         memory,
         clock: started.elapsed(),

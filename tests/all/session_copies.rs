@@ -73,6 +73,66 @@ fn forks_go_on_where_the_session_stands_and_then_on_their_own() {
     assert_eq!(call(&again[0], "print(len(history))"), "3\n");
 }
 
+/// Mappings this process has (each line of its map is one).
+fn mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .map(|maps| maps.lines().count())
+        .unwrap_or(0)
+}
+
+/// Forks share their parent's frozen memory and take only what was written since the last
+/// fork: over many rounds of turns and forks (more than a frozen memory keeps layers, so they
+/// fold), every fork and fork of a fork goes on byte for byte as its parent would, writes
+/// stay with their writer, and the mappings copies make are gone when they are.
+#[test]
+fn forks_of_forks_after_many_turns_share_memory_and_stay_exact() {
+    let session = runtime("python")
+        .session(SessionOptions::default())
+        .unwrap();
+    call(
+        &session,
+        "import random\nrandom.seed(3)\nbig = bytearray(range(256)) * 16384\nlog = []\nNone",
+    );
+    let before = mappings();
+    let probe = "print(sum(big), big[4096 * len(log)], log[-3:], random.random())";
+    for round in 0..12 {
+        call(
+            &session,
+            &format!(
+                "big[4096 * {round} + 4096] = {round}\nlog.append({round})\n\
+                 junk = [str(i) * 10 for i in range(2000 * {round})]\nNone"
+            ),
+        );
+        let forks = session.fork(2).unwrap();
+        let expected = call(&session, probe);
+        for fork in &forks {
+            assert_eq!(call(fork, probe), expected, "round {round}: a fork differs");
+        }
+        // A fork's writes are its own; its own fork sees them, its parent does not.
+        call(
+            &forks[0],
+            "big[7] = 201
+log.append('fork')
+None",
+        );
+        let grandchild = forks[0].fork(1).unwrap();
+        assert_eq!(
+            call(&grandchild[0], "print(big[7], log[-1])"),
+            "201 fork\n",
+            "round {round}"
+        );
+        assert_eq!(call(&forks[1], "print(big[7])"), "7\n", "round {round}");
+        assert_eq!(call(&session, "print(big[7])"), "7\n", "round {round}");
+    }
+    let after = mappings();
+    // The session's own memory may keep some runs mapped from its layers; the copies' are
+    // unmapped with them.
+    assert!(
+        after < before + 600,
+        "mappings grew from {before} to {after} over rounds of forks"
+    );
+}
+
 #[test]
 fn javascript_sessions_fork_and_resume_where_they_stand() {
     let session = runtime("javascript")

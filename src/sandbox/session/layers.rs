@@ -1,0 +1,483 @@
+//! A session's memory frozen into shared layers, so that a fork maps it instead of copying it.
+//!
+//! Each 4 KiB page of a frozen memory is either as a fresh instance of the module has it, or
+//! held by one layer: an anonymous in-memory file (`memfd`) laid out as the memory is, holding
+//! only the pages it owns. A copy maps each run of pages privately from the layer that owns
+//! it (`MAP_PRIVATE | MAP_FIXED` over its own memory), so it shares those pages with every
+//! other copy until one of them writes a page, which the kernel then copies for that writer
+//! alone. The session frozen from is remapped the same way, so that the next freeze writes
+//! only the pages written since: the pages the kernel copied for a writer are the ones
+//! `/proc/self/pagemap` reports as present and not backed by a file.
+//!
+//! Remapping is sound only for a memory that is its instance's own mapping, unmapped when the
+//! instance ends (the session engine's, never a pooled slot's, which is reset in place and
+//! handed to the next sandbox), and only between calls, when no guest code runs. Callers
+//! check both.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// Layers one frozen memory may have before the next freeze folds them into one.
+const MAX_LAYERS: usize = 8;
+/// Mappings a copy of one frozen memory may need before a freeze folds every page into one
+/// layer: each is a kernel mapping in every copy, and a process may have at most 65,530.
+const MAX_MAPPINGS: usize = 256;
+/// Runs of pages shorter than this are copied into a copy, not mapped (one wasm page).
+const MIN_MAPPED_PAGES: usize = 16;
+
+/// A frozen memory: which layer owns each page.
+pub(crate) struct Layers {
+    page: usize,
+    len: usize,
+    files: Vec<Arc<Layer>>,
+    /// Per page: 0 as a fresh instance has it, `k` held by `files[k - 1]`.
+    owners: Vec<u8>,
+}
+
+/// One layer: a file as long as the memory was when it was made (a memory only grows, so
+/// later layers are as long or longer).
+struct Layer {
+    file: File,
+    pages: usize,
+}
+
+impl std::fmt::Debug for Layers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Layers({} bytes, {} layers, {} runs)",
+            self.len,
+            self.files.len(),
+            runs(&self.owners).count()
+        )
+    }
+}
+
+impl Layers {
+    /// Bytes of memory it covers.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Freezes `memory`, a live instance's whole linear memory whose every page not written
+    /// since is as `previous` says (the layers it was last frozen into or restored from;
+    /// `None` for a memory as a fresh instance made it, `fresh` bytes long: zeros past that).
+    /// Writes the pages written since into a new layer and remaps the larger runs of them
+    /// onto it.
+    ///
+    /// # Safety
+    /// `memory` must be its instance's own mapping (unmapped, never reused, when the instance
+    /// ends), and no guest code may run until this returns.
+    pub(crate) unsafe fn freeze(
+        memory: &mut [u8],
+        previous: Option<&Arc<Layers>>,
+        fresh: usize,
+    ) -> io::Result<Arc<Layers>> {
+        let page = rustix::param::page_size();
+        if !(memory.as_ptr() as usize).is_multiple_of(page) || !memory.len().is_multiple_of(page) {
+            return Err(io::Error::other("the memory is not page-aligned"));
+        }
+        let pages = memory.len() / page;
+        let mut owners = previous.map_or_else(Vec::new, |layers| layers.owners.clone());
+        if owners.len() > pages {
+            return Err(io::Error::other("the memory shrank since it was frozen"));
+        }
+        owners.resize(pages, 0);
+        let mut written = written_pages(memory, page)?;
+        // Reading a page never written maps the kernel's zero page, which counts as written;
+        // past the fresh memory, a zero page no layer owns is what every copy has already.
+        for (index, w) in written.iter_mut().enumerate().skip(fresh.div_ceil(page)) {
+            if *w
+                && owners[index] == 0
+                && memory[index * page..(index + 1) * page]
+                    .iter()
+                    .all(|&b| b == 0)
+            {
+                *w = false;
+            }
+        }
+        let mut files = previous.map_or_else(Vec::new, |layers| layers.files.clone());
+        if !written.iter().any(|&w| w) {
+            return Ok(match previous {
+                Some(previous) if previous.len == memory.len() => previous.clone(),
+                // Grown since, and the new pages untouched: zeros in every copy anyway.
+                _ => Arc::new(Layers {
+                    page,
+                    len: memory.len(),
+                    files,
+                    owners,
+                }),
+            });
+        }
+        // What the new layer holds: the pages written since, and, when there would be too
+        // many layers, every page the layers after the first hold (folded into one); when
+        // those are many, or a copy would need too many mappings, every page.
+        let mut next = owners;
+        let mut fold = Fold::None;
+        if files.len() + 1 > MAX_LAYERS {
+            let above_first = next.iter().filter(|&&owner| owner > 1).count();
+            fold = if above_first > pages / 4 {
+                Fold::All
+            } else {
+                Fold::AfterFirst
+            };
+        }
+        let new_owner = match fold {
+            Fold::None => files.len() + 1,
+            Fold::AfterFirst => 2,
+            Fold::All => 1,
+        };
+        let new_owner = u8::try_from(new_owner).unwrap_or(u8::MAX);
+        for (owner, &w) in next.iter_mut().zip(&written) {
+            if w || (fold == Fold::AfterFirst && *owner > 1) || fold == Fold::All {
+                *owner = new_owner;
+            }
+        }
+        files.truncate(usize::from(new_owner) - 1);
+        if fold == Fold::None && mappings(&next) > MAX_MAPPINGS {
+            files.clear();
+            next.iter_mut().for_each(|owner| *owner = 1);
+        }
+        let layer = new_layer(memory.len())?;
+        let newest = files.len() + 1;
+        for (start, end, _) in runs(&next).filter(|&(_, _, k)| usize::from(k) == newest) {
+            // All-zero pages stay holes of the layer: they read as zeros.
+            for (index, bytes) in memory[start * page..end * page].chunks(page).enumerate() {
+                if bytes.iter().any(|&b| b != 0) {
+                    layer.write_all_at(bytes, ((start + index) * page) as u64)?;
+                }
+            }
+        }
+        files.push(Arc::new(Layer { file: layer, pages }));
+        let frozen = Arc::new(Layers {
+            page,
+            len: memory.len(),
+            files,
+            owners: next,
+        });
+        // The larger runs just written now come from the layer: the same bytes, shared. The
+        // smaller ones stay the session's own (a mapping each would cost more than the copy
+        // the next freeze makes of them again).
+        for (start, end, owner) in runs(&frozen.owners) {
+            if usize::from(owner) == newest && end - start >= MIN_MAPPED_PAGES {
+                // SAFETY: the caller's guarantees; the run lies within `memory`.
+                unsafe { frozen.map(memory, owner, start, end) }?;
+            }
+        }
+        Ok(frozen)
+    }
+
+    /// Gives `memory`, a fresh instance's memory grown to [`Layers::len`] bytes, the pages
+    /// the layers own; the pages no layer owns are already as the instance has them. Layer by
+    /// layer, oldest first: each maps the larger runs of pages it or a later layer owns (the
+    /// later layer then puts its own pages over them), and copies its pages in the smaller
+    /// runs. So a memory of one large layer with a few pages written since takes one mapping
+    /// and a few copied pages.
+    ///
+    /// # Safety
+    /// As for [`Layers::freeze`].
+    pub(crate) unsafe fn restore(&self, memory: &mut [u8]) -> io::Result<()> {
+        if memory.len() != self.len || !(memory.as_ptr() as usize).is_multiple_of(self.page) {
+            return Err(io::Error::other(format!(
+                "the memory has {} bytes, and its frozen copy {}",
+                memory.len(),
+                self.len
+            )));
+        }
+        for layer in 1..=self.files.len() {
+            let layer = u8::try_from(layer).unwrap_or(u8::MAX);
+            // A span may reach past an older layer's end into pages only later layers own
+            // (the memory grew since): those are left to them, and never mapped past the
+            // layer's end, where a read would fault.
+            let limit = self.files[usize::from(layer) - 1].pages;
+            for (start, end) in spans(&self.owners, layer) {
+                let end = end.min(limit);
+                if start >= end {
+                    continue;
+                }
+                if end - start >= MIN_MAPPED_PAGES {
+                    // SAFETY: the caller's guarantees; the span lies within `memory`.
+                    unsafe { self.map(memory, layer, start, end) }?;
+                    continue;
+                }
+                for (first, end, owner) in runs(&self.owners[start..end]) {
+                    if owner == layer {
+                        let range = (start + first) * self.page..(start + end) * self.page;
+                        self.files[usize::from(layer) - 1]
+                            .file
+                            .read_exact_at(&mut memory[range.clone()], range.start as u64)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps pages `start..end` of `layer`, privately, over the same place in `memory`.
+    unsafe fn map(&self, memory: &mut [u8], layer: u8, start: usize, end: usize) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        let layer = &self.files[usize::from(layer) - 1];
+        let offset = start * self.page;
+        let len = (end - start) * self.page;
+        if offset + len > memory.len() || end > layer.pages {
+            return Err(io::Error::other(
+                "a frozen run lies past the memory or its layer",
+            ));
+        }
+        // SAFETY: `[offset, offset + len)` lies within `memory`, which the caller says may be
+        // remapped; the mapping keeps its protection (read and write) and the layer file is
+        // as long as the memory (sealed so).
+        unsafe {
+            rustix::mm::mmap(
+                memory.as_mut_ptr().add(offset).cast(),
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED,
+                layer.file.as_fd(),
+                offset as u64,
+            )
+        }?;
+        Ok(())
+    }
+}
+
+/// How a freeze folds layers together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fold {
+    None,
+    /// Every layer after the first into the new one.
+    AfterFirst,
+    /// Every page into the new one.
+    All,
+}
+
+/// Mappings a restore of `owners` makes.
+fn mappings(owners: &[u8]) -> usize {
+    let layers = owners.iter().copied().max().unwrap_or(0);
+    (1..=layers)
+        .map(|layer| {
+            spans(owners, layer)
+                .filter(|(start, end)| end - start >= MIN_MAPPED_PAGES)
+                .count()
+        })
+        .sum()
+}
+
+/// Maximal runs of pages that `layer` or a later layer owns: `(first page, end page)`.
+fn spans(owners: &[u8], layer: u8) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < owners.len() && owners[at] < layer {
+            at += 1;
+        }
+        if at == owners.len() {
+            return None;
+        }
+        let start = at;
+        while at < owners.len() && owners[at] >= layer {
+            at += 1;
+        }
+        Some((start, at))
+    })
+}
+
+/// A new, empty layer of `len` bytes.
+fn new_layer(len: usize) -> io::Result<File> {
+    let fd = rustix::fs::memfd_create(
+        "dvm-session-layer",
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+    )?;
+    rustix::fs::ftruncate(&fd, len as u64)?;
+    // Nobody may change its size: a copy's mapping past the end would fault.
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW,
+    )?;
+    Ok(File::from(fd))
+}
+
+/// Maximal runs of pages with the same nonzero owner: `(first page, end page, owner)`.
+fn runs(owners: &[u8]) -> impl Iterator<Item = (usize, usize, u8)> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < owners.len() && owners[at] == 0 {
+            at += 1;
+        }
+        if at == owners.len() {
+            return None;
+        }
+        let (start, owner) = (at, owners[at]);
+        while at < owners.len() && owners[at] == owner {
+            at += 1;
+        }
+        Some((start, at, owner))
+    })
+}
+
+/// Which pages of `memory` were written since it was mapped: present and not backed by a
+/// file (the kernel's private copy of a written page), or swapped out. A page read but never
+/// written is the file's page or the shared zero page; the zero page counts as written (its
+/// bytes are zero either way). Where the page map cannot be read, every page counts.
+fn written_pages(memory: &[u8], page: usize) -> io::Result<Vec<bool>> {
+    const PRESENT: u64 = 1 << 63;
+    const SWAPPED: u64 = 1 << 62;
+    const FILE: u64 = 1 << 61;
+    let pages = memory.len() / page;
+    let map = match File::open("/proc/self/pagemap") {
+        Ok(map) => map,
+        Err(_) => return Ok(vec![true; pages]),
+    };
+    let first = (memory.as_ptr() as usize / page) as u64;
+    let mut written = Vec::with_capacity(pages);
+    let mut entries = vec![0u8; 8 * 8192];
+    let mut done = 0;
+    while done < pages {
+        let count = (pages - done).min(8192);
+        let bytes = &mut entries[..count * 8];
+        if map.read_exact_at(bytes, (first + done as u64) * 8).is_err() {
+            return Ok(vec![true; pages]);
+        }
+        written.extend(bytes.chunks_exact(8).map(|entry| {
+            let entry = u64::from_ne_bytes(entry.try_into().unwrap_or_default());
+            entry & SWAPPED != 0 || (entry & PRESENT != 0 && entry & FILE == 0)
+        }));
+        done += count;
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An anonymous mapping standing in for an instance's own memory.
+    struct Region(*mut u8, usize);
+
+    impl Region {
+        fn new(len: usize) -> Region {
+            // SAFETY: a fresh mapping only this test uses.
+            let base = unsafe {
+                rustix::mm::mmap_anonymous(
+                    std::ptr::null_mut(),
+                    len,
+                    rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                    rustix::mm::MapFlags::PRIVATE,
+                )
+            }
+            .unwrap();
+            Region(base.cast(), len)
+        }
+
+        fn bytes(&mut self) -> &mut [u8] {
+            // SAFETY: the mapping lives as long as `self`.
+            unsafe { std::slice::from_raw_parts_mut(self.0, self.1) }
+        }
+    }
+
+    impl Drop for Region {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `new`.
+            let _ = unsafe { rustix::mm::munmap(self.0.cast(), self.1) };
+        }
+    }
+
+    #[test]
+    fn runs_are_maximal_and_skip_unowned_pages() {
+        let found: Vec<_> = runs(&[0, 1, 1, 2, 0, 0, 2, 2]).collect();
+        assert_eq!(found, [(1, 3, 1), (3, 4, 2), (6, 8, 2)]);
+        assert_eq!(runs(&[0, 0]).count(), 0);
+    }
+
+    #[test]
+    fn copies_share_a_frozen_memory_and_go_their_own_ways() {
+        let page = rustix::param::page_size();
+        let len = 64 * page;
+        let mut parent = Region::new(len);
+        parent.bytes()[3 * page] = 7;
+        parent.bytes()[40 * page + 5] = 9;
+        // A run long enough to be mapped, not copied.
+        for at in 10..30 {
+            parent.bytes()[at * page + 1] = at as u8;
+        }
+        // SAFETY: the regions are this test's own, and nothing else runs in them.
+        let frozen = unsafe { Layers::freeze(parent.bytes(), None, 0) }.unwrap();
+        assert_eq!(frozen.files.len(), 1);
+        // Only the written pages were kept.
+        assert_eq!(frozen.owners.iter().filter(|&&o| o != 0).count(), 22);
+        assert_eq!(mappings(&frozen.owners), 1);
+        let mut child = Region::new(len);
+        unsafe { frozen.restore(child.bytes()) }.unwrap();
+        assert_eq!(child.bytes()[3 * page], 7);
+        assert_eq!(child.bytes()[40 * page + 5], 9);
+        assert_eq!(child.bytes()[20 * page + 1], 20);
+        // Writes stay with their writer, either way, in mapped runs and copied pages.
+        child.bytes()[3 * page] = 1;
+        child.bytes()[11 * page + 1] = 1;
+        parent.bytes()[40 * page + 5] = 2;
+        parent.bytes()[12 * page + 1] = 2;
+        assert_eq!(parent.bytes()[3 * page], 7);
+        assert_eq!(parent.bytes()[11 * page + 1], 11);
+        assert_eq!(child.bytes()[40 * page + 5], 9);
+        assert_eq!(child.bytes()[12 * page + 1], 12);
+        // The next freeze of the parent keeps only what it wrote since.
+        let again = unsafe { Layers::freeze(parent.bytes(), Some(&frozen), 0) }.unwrap();
+        assert_eq!(again.files.len(), 2);
+        assert_eq!(again.owners[40], 2);
+        assert_eq!(again.owners[12], 2);
+        assert_eq!(again.owners[11], 1);
+        let mut grandchild = Region::new(len);
+        unsafe { again.restore(grandchild.bytes()) }.unwrap();
+        assert_eq!(grandchild.bytes()[3 * page], 7);
+        assert_eq!(grandchild.bytes()[40 * page + 5], 2);
+        assert_eq!(grandchild.bytes()[12 * page + 1], 2);
+        assert_eq!(grandchild.bytes(), parent.bytes());
+        // Nothing written since: only the single pages kept the session's own (not
+        // remapped) are taken again; the mapped run is not.
+        let unchanged = unsafe { Layers::freeze(parent.bytes(), Some(&again), 0) }.unwrap();
+        let third: Vec<usize> = (0..64).filter(|&p| unchanged.owners[p] == 3).collect();
+        assert_eq!(third, [3, 12, 40]);
+    }
+
+    #[test]
+    fn a_memory_that_grew_past_an_older_layer_restores_whole() {
+        let page = rustix::param::page_size();
+        let mut parent = Region::new(64 * page);
+        for at in 0..32 {
+            parent.bytes()[at * page] = 1;
+        }
+        let small = unsafe { Layers::freeze(&mut parent.bytes()[..32 * page], None, 0) }.unwrap();
+        // Grown: the old layer ends at 32 pages; the span of pages layers own runs on past it
+        // (four pages, copied into a copy rather than mapped).
+        for at in 32..36 {
+            parent.bytes()[at * page] = 2;
+        }
+        let grown = unsafe { Layers::freeze(parent.bytes(), Some(&small), 0) }.unwrap();
+        assert_eq!((grown.files[0].pages, grown.files[1].pages), (32, 64));
+        let mut child = Region::new(64 * page);
+        unsafe { grown.restore(child.bytes()) }.unwrap();
+        assert_eq!(child.bytes(), parent.bytes());
+    }
+
+    #[test]
+    fn many_freezes_fold_into_one_layer() {
+        let page = rustix::param::page_size();
+        let len = 32 * page;
+        let mut parent = Region::new(len);
+        let mut frozen: Option<Arc<Layers>> = None;
+        for round in 0..(MAX_LAYERS + 3) {
+            parent.bytes()[round * 2 * page] = round as u8 + 1;
+            let next = unsafe { Layers::freeze(parent.bytes(), frozen.as_ref(), 0) }.unwrap();
+            assert!(next.files.len() <= MAX_LAYERS);
+            frozen = Some(next);
+        }
+        let frozen = frozen.unwrap();
+        let mut child = Region::new(len);
+        unsafe { frozen.restore(child.bytes()) }.unwrap();
+        for round in 0..(MAX_LAYERS + 3) {
+            assert_eq!(child.bytes()[round * 2 * page], round as u8 + 1);
+        }
+        assert_eq!(child.bytes(), parent.bytes());
+    }
+}
