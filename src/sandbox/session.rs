@@ -12,6 +12,17 @@ use wasmtime::{Instance, InstancePre, Store};
 mod layers;
 pub(crate) use layers::Layers;
 
+/// What a session's memory was last frozen as or restored from, for the next freeze.
+#[derive(Debug, Default)]
+struct Frozen {
+    /// `None`: as a fresh instance made it.
+    layers: Option<Arc<Layers>>,
+    /// How large a fresh instance's memory is.
+    fresh: usize,
+    /// The mappings it holds from layers.
+    mapped: layers::Mapped,
+}
+
 use super::output::{Accept, CappedOutput, GuestOutput};
 use super::prestart::LateInput;
 use super::{GuestSetup, RunInput, SandboxState, capacity_error, new_store, outcome_of};
@@ -238,16 +249,18 @@ pub(crate) fn serve(
         });
         drop(active);
         let instance = instance?;
-        let fresh = instance
-            .get_memory(&mut store, "memory")
-            .map_or(0, |memory| memory.data_size(&store));
-        let frozen = match image {
-            Some(image) => restore(&mut store, instance, image, shared)?,
-            None => None,
+        let mut frozen = Frozen {
+            fresh: instance
+                .get_memory(&mut store, "memory")
+                .map_or(0, |memory| memory.data_size(&store)),
+            ..Frozen::default()
         };
-        Ok((store, instance, (frozen, fresh)))
+        if let Some(image) = image {
+            frozen.layers = restore(&mut store, instance, image, (shared, &mut frozen.mapped))?;
+        }
+        Ok((store, instance, frozen))
     });
-    let (mut store, instance, (mut frozen, fresh)) = match created {
+    let (mut store, instance, mut frozen) = match created {
         Ok(created) => created,
         Err(error) => {
             let _ = ready.send(Err(error));
@@ -260,19 +273,36 @@ pub(crate) fn serve(
         let turn = match request {
             Request::Turn(turn) => *turn,
             Request::Capture(how, reply) => {
+                // The set-up call before a capture is guest code: its deadline must tick.
+                let active = match activate() {
+                    Ok(active) => active,
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                        continue;
+                    }
+                };
                 let how = if shared { how } else { Capture::Copy };
-                let captured = capture(
+                let mut captured = capture(
                     &mut store,
                     instance,
-                    (how, &mut frozen, fresh),
+                    (how, &mut frozen),
                     hooks.before_capture,
                     started,
                 );
                 if how == Capture::Share && captured.is_err() {
                     // A freeze that failed part way may have remapped some pages: which
-                    // layer backs each is no longer known, so this session copies from now on.
+                    // layer backs each is no longer known, so this session copies from now on,
+                    // starting with this capture.
                     shared = false;
+                    captured = capture(
+                        &mut store,
+                        instance,
+                        (Capture::Copy, &mut frozen),
+                        hooks.before_capture,
+                        started,
+                    );
                 }
+                drop(active);
                 let _ = reply.send(captured);
                 continue;
             }
@@ -413,7 +443,7 @@ fn restore(
     store: &mut Store<SandboxState>,
     instance: Instance,
     image: &Image,
-    shared: bool,
+    (shared, mapped): (bool, &mut layers::Mapped),
 ) -> Result<Option<Arc<Layers>>, Error> {
     let memory = instance
         .get_memory(&mut *store, "memory")
@@ -439,7 +469,7 @@ fn restore(
         ImageMemory::Frozen(layers) if shared => {
             // SAFETY: `shared` says the memory is this instance's own mapping, and no guest
             // code runs while the session's thread is here.
-            unsafe { layers.restore(data) }.map_err(|e| {
+            unsafe { layers.restore(data, mapped) }.map_err(|e| {
                 crate::error::HostError::Guest(format!("the session copy cannot be mapped: {e}"))
             })?;
             return Ok(Some(layers.clone()));
@@ -474,12 +504,11 @@ fn restore(
 }
 
 /// Copies the session's state after running `before` (output dropped, default limits).
-/// `frozen` is what the memory's mapping matches: updated when the memory is frozen; `fresh`
-/// is how large the memory of a fresh instance is.
+/// `frozen` is what the memory was last frozen as: updated when it is frozen again.
 fn capture(
     store: &mut Store<SandboxState>,
     instance: Instance,
-    (how, frozen, fresh): (Capture, &mut Option<Arc<Layers>>, usize),
+    (how, frozen): (Capture, &mut Frozen),
     before: &str,
     started: Instant,
 ) -> Result<Image, Error> {
@@ -512,14 +541,20 @@ fn capture(
         Capture::Share => {
             // SAFETY: the caller passes `Share` only for a memory that is the instance's own
             // mapping, and no guest code runs while the session's thread is here.
-            let layers =
-                unsafe { Layers::freeze(memory.data_mut(&mut *store), frozen.as_ref(), fresh) }
-                    .map_err(|source| {
-                        crate::error::HostError::Guest(format!(
-                            "the session's memory cannot be frozen for copies: {source}"
-                        ))
-                    })?;
-            *frozen = Some(layers.clone());
+            let layers = unsafe {
+                Layers::freeze(
+                    memory.data_mut(&mut *store),
+                    frozen.layers.as_ref(),
+                    frozen.fresh,
+                    &mut frozen.mapped,
+                )
+            }
+            .map_err(|source| {
+                crate::error::HostError::Guest(format!(
+                    "the session's memory cannot be frozen for copies: {source}"
+                ))
+            })?;
+            frozen.layers = Some(layers.clone());
             ImageMemory::Frozen(layers)
         }
     };

@@ -18,6 +18,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Layers one frozen memory may have before the next freeze folds them into one.
 const MAX_LAYERS: usize = 8;
@@ -26,6 +27,40 @@ const MAX_LAYERS: usize = 8;
 const MAX_MAPPINGS: usize = 256;
 /// Runs of pages shorter than this are copied into a copy, not mapped (one wasm page).
 const MIN_MAPPED_PAGES: usize = 16;
+/// Kernel mappings all sessions' memories may hold from layers at once, counting two for each
+/// map call (one over the middle of another splits it in three). A process may have at most
+/// 65,530 (`vm.max_map_count`) and needs most for everything else; past the budget, copies
+/// copy their pages in and freezes leave the session's pages its own.
+const MAPPING_BUDGET: usize = 16_384;
+
+/// Mappings held from layers, process-wide.
+static MAPPINGS: AtomicUsize = AtomicUsize::new(0);
+
+/// The share of [`MAPPING_BUDGET`] one memory holds; given back when dropped (once the memory
+/// is unmapped with its instance, or about to be).
+#[derive(Debug, Default)]
+pub(crate) struct Mapped(usize);
+
+impl Mapped {
+    /// Takes room for `calls` map calls from the budget; `false` when there is none.
+    fn reserve(&mut self, calls: usize) -> bool {
+        let want = calls.saturating_mul(2);
+        let taken = MAPPINGS.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            held.checked_add(want)
+                .filter(|&total| total <= MAPPING_BUDGET)
+        });
+        if taken.is_ok() {
+            self.0 += want;
+        }
+        taken.is_ok()
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        MAPPINGS.fetch_sub(self.0, Ordering::AcqRel);
+    }
+}
 
 /// A frozen memory: which layer owns each page.
 pub(crate) struct Layers {
@@ -74,6 +109,7 @@ impl Layers {
         memory: &mut [u8],
         previous: Option<&Arc<Layers>>,
         fresh: usize,
+        mapped: &mut Mapped,
     ) -> io::Result<Arc<Layers>> {
         let page = rustix::param::page_size();
         if !(memory.as_ptr() as usize).is_multiple_of(page) || !memory.len().is_multiple_of(page) {
@@ -117,7 +153,11 @@ impl Layers {
         let mut next = owners;
         let mut fold = Fold::None;
         if files.len() + 1 > MAX_LAYERS {
-            let above_first = next.iter().filter(|&&owner| owner > 1).count();
+            let above_first = next
+                .iter()
+                .zip(&written)
+                .filter(|&(&owner, &w)| owner > 1 || w)
+                .count();
             fold = if above_first > pages / 4 {
                 Fold::All
             } else {
@@ -136,7 +176,7 @@ impl Layers {
             }
         }
         files.truncate(usize::from(new_owner) - 1);
-        if fold == Fold::None && mappings(&next) > MAX_MAPPINGS {
+        if fold != Fold::All && mappings(&next) > MAX_MAPPINGS {
             files.clear();
             next.iter_mut().for_each(|owner| *owner = 1);
         }
@@ -150,6 +190,11 @@ impl Layers {
                 }
             }
         }
+        // Nothing writes to it again, not even through another way in (`/proc/…/fd`).
+        rustix::fs::fcntl_add_seals(
+            &layer,
+            rustix::fs::SealFlags::FUTURE_WRITE | rustix::fs::SealFlags::SEAL,
+        )?;
         files.push(Arc::new(Layer { file: layer, pages }));
         let frozen = Arc::new(Layers {
             page,
@@ -160,8 +205,13 @@ impl Layers {
         // The larger runs just written now come from the layer: the same bytes, shared. The
         // smaller ones stay the session's own (a mapping each would cost more than the copy
         // the next freeze makes of them again).
-        for (start, end, owner) in runs(&frozen.owners) {
-            if usize::from(owner) == newest && end - start >= MIN_MAPPED_PAGES {
+        let remap: Vec<(usize, usize, u8)> = runs(&frozen.owners)
+            .filter(|&(start, end, owner)| {
+                usize::from(owner) == newest && end - start >= MIN_MAPPED_PAGES
+            })
+            .collect();
+        if mapped.reserve(remap.len()) {
+            for (start, end, owner) in remap {
                 // SAFETY: the caller's guarantees; the run lies within `memory`.
                 unsafe { frozen.map(memory, owner, start, end) }?;
             }
@@ -178,7 +228,7 @@ impl Layers {
     ///
     /// # Safety
     /// As for [`Layers::freeze`].
-    pub(crate) unsafe fn restore(&self, memory: &mut [u8]) -> io::Result<()> {
+    pub(crate) unsafe fn restore(&self, memory: &mut [u8], mapped: &mut Mapped) -> io::Result<()> {
         if memory.len() != self.len || !(memory.as_ptr() as usize).is_multiple_of(self.page) {
             return Err(io::Error::other(format!(
                 "the memory has {} bytes, and its frozen copy {}",
@@ -186,6 +236,12 @@ impl Layers {
                 self.len
             )));
         }
+        // Past the process's mapping budget, every page is copied in.
+        let min_mapped = if mapped.reserve(mappings(&self.owners)) {
+            MIN_MAPPED_PAGES
+        } else {
+            usize::MAX
+        };
         for layer in 1..=self.files.len() {
             let layer = u8::try_from(layer).unwrap_or(u8::MAX);
             // A span may reach past an older layer's end into pages only later layers own
@@ -197,7 +253,7 @@ impl Layers {
                 if start >= end {
                     continue;
                 }
-                if end - start >= MIN_MAPPED_PAGES {
+                if end - start >= min_mapped {
                     // SAFETY: the caller's guarantees; the span lies within `memory`.
                     unsafe { self.map(memory, layer, start, end) }?;
                     continue;
@@ -402,13 +458,14 @@ mod tests {
             parent.bytes()[at * page + 1] = at as u8;
         }
         // SAFETY: the regions are this test's own, and nothing else runs in them.
-        let frozen = unsafe { Layers::freeze(parent.bytes(), None, 0) }.unwrap();
+        let frozen =
+            unsafe { Layers::freeze(parent.bytes(), None, 0, &mut Mapped::default()) }.unwrap();
         assert_eq!(frozen.files.len(), 1);
         // Only the written pages were kept.
         assert_eq!(frozen.owners.iter().filter(|&&o| o != 0).count(), 22);
         assert_eq!(mappings(&frozen.owners), 1);
         let mut child = Region::new(len);
-        unsafe { frozen.restore(child.bytes()) }.unwrap();
+        unsafe { frozen.restore(child.bytes(), &mut Mapped::default()) }.unwrap();
         assert_eq!(child.bytes()[3 * page], 7);
         assert_eq!(child.bytes()[40 * page + 5], 9);
         assert_eq!(child.bytes()[20 * page + 1], 20);
@@ -422,20 +479,24 @@ mod tests {
         assert_eq!(child.bytes()[40 * page + 5], 9);
         assert_eq!(child.bytes()[12 * page + 1], 12);
         // The next freeze of the parent keeps only what it wrote since.
-        let again = unsafe { Layers::freeze(parent.bytes(), Some(&frozen), 0) }.unwrap();
+        let again =
+            unsafe { Layers::freeze(parent.bytes(), Some(&frozen), 0, &mut Mapped::default()) }
+                .unwrap();
         assert_eq!(again.files.len(), 2);
         assert_eq!(again.owners[40], 2);
         assert_eq!(again.owners[12], 2);
         assert_eq!(again.owners[11], 1);
         let mut grandchild = Region::new(len);
-        unsafe { again.restore(grandchild.bytes()) }.unwrap();
+        unsafe { again.restore(grandchild.bytes(), &mut Mapped::default()) }.unwrap();
         assert_eq!(grandchild.bytes()[3 * page], 7);
         assert_eq!(grandchild.bytes()[40 * page + 5], 2);
         assert_eq!(grandchild.bytes()[12 * page + 1], 2);
         assert_eq!(grandchild.bytes(), parent.bytes());
         // Nothing written since: only the single pages kept the session's own (not
         // remapped) are taken again; the mapped run is not.
-        let unchanged = unsafe { Layers::freeze(parent.bytes(), Some(&again), 0) }.unwrap();
+        let unchanged =
+            unsafe { Layers::freeze(parent.bytes(), Some(&again), 0, &mut Mapped::default()) }
+                .unwrap();
         let third: Vec<usize> = (0..64).filter(|&p| unchanged.owners[p] == 3).collect();
         assert_eq!(third, [3, 12, 40]);
     }
@@ -447,17 +508,47 @@ mod tests {
         for at in 0..32 {
             parent.bytes()[at * page] = 1;
         }
-        let small = unsafe { Layers::freeze(&mut parent.bytes()[..32 * page], None, 0) }.unwrap();
+        let small = unsafe {
+            Layers::freeze(
+                &mut parent.bytes()[..32 * page],
+                None,
+                0,
+                &mut Mapped::default(),
+            )
+        }
+        .unwrap();
         // Grown: the old layer ends at 32 pages; the span of pages layers own runs on past it
         // (four pages, copied into a copy rather than mapped).
         for at in 32..36 {
             parent.bytes()[at * page] = 2;
         }
-        let grown = unsafe { Layers::freeze(parent.bytes(), Some(&small), 0) }.unwrap();
+        let grown =
+            unsafe { Layers::freeze(parent.bytes(), Some(&small), 0, &mut Mapped::default()) }
+                .unwrap();
         assert_eq!((grown.files[0].pages, grown.files[1].pages), (32, 64));
         let mut child = Region::new(64 * page);
-        unsafe { grown.restore(child.bytes()) }.unwrap();
+        unsafe { grown.restore(child.bytes(), &mut Mapped::default()) }.unwrap();
         assert_eq!(child.bytes(), parent.bytes());
+    }
+
+    #[test]
+    fn past_the_mapping_budget_a_copy_copies_its_pages_in() {
+        let page = rustix::param::page_size();
+        let mut parent = Region::new(64 * page);
+        for at in 0..48 {
+            parent.bytes()[at * page] = at as u8 + 1;
+        }
+        let frozen =
+            unsafe { Layers::freeze(parent.bytes(), None, 0, &mut Mapped::default()) }.unwrap();
+        // Hold the whole budget (other tests running now copy too, which they may).
+        let mut all = Mapped::default();
+        while all.reserve(1) {}
+        let mut none = Mapped::default();
+        let mut child = Region::new(64 * page);
+        unsafe { frozen.restore(child.bytes(), &mut none) }.unwrap();
+        assert_eq!(none.0, 0, "no mapping was taken past the budget");
+        assert_eq!(child.bytes(), parent.bytes());
+        drop(all);
     }
 
     #[test]
@@ -468,13 +559,16 @@ mod tests {
         let mut frozen: Option<Arc<Layers>> = None;
         for round in 0..(MAX_LAYERS + 3) {
             parent.bytes()[round * 2 * page] = round as u8 + 1;
-            let next = unsafe { Layers::freeze(parent.bytes(), frozen.as_ref(), 0) }.unwrap();
+            let next = unsafe {
+                Layers::freeze(parent.bytes(), frozen.as_ref(), 0, &mut Mapped::default())
+            }
+            .unwrap();
             assert!(next.files.len() <= MAX_LAYERS);
             frozen = Some(next);
         }
         let frozen = frozen.unwrap();
         let mut child = Region::new(len);
-        unsafe { frozen.restore(child.bytes()) }.unwrap();
+        unsafe { frozen.restore(child.bytes(), &mut Mapped::default()) }.unwrap();
         for round in 0..(MAX_LAYERS + 3) {
             assert_eq!(child.bytes()[round * 2 * page], round as u8 + 1);
         }
