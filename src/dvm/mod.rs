@@ -75,9 +75,38 @@ struct Inner {
 struct SessionSide {
     engine: wasmtime::Engine,
     ticker: EpochTicker,
-    linkers: HashMap<Abi, Linker<SandboxState>>,
+    linkers: HashMap<Abi, AbiLinker>,
     /// Modules loaded into it, by blake3 of their wasm bytes.
     loaded: Mutex<HashMap<[u8; 32], Module>>,
+}
+
+/// Each ABI's linker on `engine`, and what it defines.
+fn abi_linkers(engine: &wasmtime::Engine) -> Result<HashMap<Abi, AbiLinker>, Error> {
+    let mut linkers = HashMap::new();
+    for abi in [Abi::Command, Abi::PythonReactor] {
+        let linker = abi.linker(engine)?;
+        let defined = guest::defined_imports(engine, &linker);
+        linkers.insert(abi, AbiLinker { linker, defined });
+    }
+    Ok(linkers)
+}
+
+/// The module `digest` names on `engine`: from `loaded` (this process's), else from the
+/// compiled-module cache (compiling `wasm` when it has none), then kept in `loaded`.
+fn load_on(
+    (engine, loaded): (&wasmtime::Engine, &Mutex<HashMap<[u8; 32], Module>>),
+    modules: &ModuleCache,
+    (digest, what): (&blake3::Hash, &str),
+    wasm: &dyn Fn() -> Result<Vec<u8>, Error>,
+    on_compile: &dyn Fn(),
+) -> Result<(Module, ModuleSource), Error> {
+    let key = *digest.as_bytes();
+    if let Some(module) = lock(loaded).get(&key) {
+        return Ok((module.clone(), ModuleSource::Memory));
+    }
+    let (module, source) = modules.load_or_compile(engine, digest, what, wasm, on_compile)?;
+    lock(loaded).insert(key, module.clone());
+    Ok((module, source))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -107,12 +136,7 @@ impl Dvm {
         crate::fs::set_scratch_base(config.scratch.as_deref());
         let functions = Arc::new(engine::functions::FunctionCache::new(&config.home));
         let engine = engine::engine(&config, functions.clone())?;
-        let mut linkers = HashMap::new();
-        for abi in [Abi::Command, Abi::PythonReactor] {
-            let linker = abi.linker(&engine)?;
-            let defined = guest::defined_imports(&engine, &linker);
-            linkers.insert(abi, AbiLinker { linker, defined });
-        }
+        let linkers = abi_linkers(&engine)?;
         Ok(Dvm {
             inner: Arc::new(Inner {
                 ticker: EpochTicker::new(&engine),
@@ -229,19 +253,13 @@ impl Dvm {
         wasm: &dyn Fn() -> Result<Vec<u8>, Error>,
         on_compile: &dyn Fn(),
     ) -> Result<(Module, ModuleSource), Error> {
-        let key = *digest.as_bytes();
-        if let Some(module) = lock(&self.inner.loaded).get(&key) {
-            return Ok((module.clone(), ModuleSource::Memory));
-        }
-        let (module, source) = self.inner.modules.load_or_compile(
-            &self.inner.engine,
-            digest,
-            what,
+        load_on(
+            (&self.inner.engine, &self.inner.loaded),
+            &self.inner.modules,
+            (digest, what),
             wasm,
             on_compile,
-        )?;
-        lock(&self.inner.loaded).insert(key, module.clone());
-        Ok((module, source))
+        )
     }
 
     /// The session engine, made on first use; `None` without a pool (the one engine already
@@ -253,14 +271,10 @@ impl Dvm {
                 self.inner.config.pool.as_ref()?;
                 let made =
                     engine::session_engine(self.inner.functions.clone()).and_then(|engine| {
-                        let mut linkers = HashMap::new();
-                        for abi in [Abi::Command, Abi::PythonReactor] {
-                            linkers.insert(abi, abi.linker(&engine)?);
-                        }
                         Ok(SessionSide {
+                            linkers: abi_linkers(&engine)?,
                             ticker: EpochTicker::new(&engine),
                             engine,
-                            linkers,
                             loaded: Mutex::default(),
                         })
                     });
@@ -277,36 +291,26 @@ impl Dvm {
     /// cache, and sessions run on `program`'s own engine.
     fn session_module(&self, program: &Program) -> Option<wasmtime::InstancePre<SandboxState>> {
         let side = self.session_side()?;
-        let key = *program.digest.as_bytes();
-        let cached = lock(&side.loaded).get(&key).cloned();
-        let module = match cached {
-            Some(module) => module,
-            None => {
-                let loaded = self.inner.modules.load_or_compile(
-                    &side.engine,
-                    &program.digest,
-                    &program.name,
-                    &|| {
-                        Err(Error::InvalidInput(
-                            "the session engine loads compiled modules only".into(),
-                        ))
-                    },
-                    &|| {},
-                );
-                let module = loaded
-                    .inspect_err(|e| {
-                        tracing::warn!(
-                            "{} is not loaded on the session engine (forks will copy memory): {e}",
-                            program.name
-                        )
-                    })
-                    .ok()?
-                    .0;
-                lock(&side.loaded).insert(key, module.clone());
-                module
-            }
-        };
+        let (module, _) = load_on(
+            (&side.engine, &side.loaded),
+            &self.inner.modules,
+            (&program.digest, &program.name),
+            &|| {
+                Err(Error::InvalidInput(
+                    "the session engine loads compiled modules only".into(),
+                ))
+            },
+            &|| {},
+        )
+        .inspect_err(|e| {
+            tracing::warn!(
+                "{} is not loaded on the session engine (forks will copy memory): {e}",
+                program.name
+            )
+        })
+        .ok()?;
         side.linkers[&program.abi]
+            .linker
             .instantiate_pre(&module)
             .inspect_err(|e| tracing::warn!("{}: no session engine link: {e:#}", program.name))
             .ok()
