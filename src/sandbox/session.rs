@@ -12,6 +12,13 @@ use wasmtime::{Instance, InstancePre, Store};
 mod layers;
 pub(crate) use layers::Layers;
 
+use super::output::{Accept, CappedOutput, GuestOutput};
+use super::prestart::LateInput;
+use super::{GuestSetup, RunInput, SandboxState, capacity_error, new_store, outcome_of};
+use crate::error::Error;
+use crate::limits::{self, FuelMeter, Limits};
+use crate::outcome::Outcome;
+
 /// What a session's memory was last frozen as or restored from, for the next freeze.
 #[derive(Debug, Default)]
 struct Frozen {
@@ -22,13 +29,6 @@ struct Frozen {
     /// The mappings it holds from layers.
     mapped: layers::Mapped,
 }
-
-use super::output::{Accept, CappedOutput, GuestOutput};
-use super::prestart::LateInput;
-use super::{GuestSetup, RunInput, SandboxState, capacity_error, new_store, outcome_of};
-use crate::error::Error;
-use crate::limits::{self, FuelMeter, Limits};
-use crate::outcome::Outcome;
 
 /// How long `shutdown()` may take when a session closes.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);

@@ -183,11 +183,20 @@ impl Layers {
         let layer = new_layer(memory.len())?;
         let newest = files.len() + 1;
         for (start, end, _) in runs(&next).filter(|&(_, _, k)| usize::from(k) == newest) {
-            // All-zero pages stay holes of the layer: they read as zeros.
-            for (index, bytes) in memory[start * page..end * page].chunks(page).enumerate() {
-                if bytes.iter().any(|&b| b != 0) {
-                    layer.write_all_at(bytes, ((start + index) * page) as u64)?;
+            // All-zero pages stay holes of the layer (they read as zeros); the pages between
+            // them go in one write each.
+            let zero = |at: usize| memory[at * page..(at + 1) * page].iter().all(|&b| b == 0);
+            let mut at = start;
+            while at < end {
+                if zero(at) {
+                    at += 1;
+                    continue;
                 }
+                let from = at;
+                while at < end && !zero(at) {
+                    at += 1;
+                }
+                layer.write_all_at(&memory[from * page..at * page], (from * page) as u64)?;
             }
         }
         // Nothing writes to it again, not even through another way in (`/proc/…/fd`).
