@@ -58,6 +58,26 @@ fn main() -> Result<(), dvm::Error> {
     let resume_ms = ms(started);
     let check = resumed.run("print(df.shape)", &input)?;
     print!("resumed: {}", String::from_utf8_lossy(&check.stdout));
+    // A second `Dvm` holds no image of the snapshot: it reads the store, as after a restart.
+    let other = dvm::Dvm::new(dvm::Config::default())?;
+    let other_python = other.runtime("python")?;
+    let started = Instant::now();
+    let from_store = other_python.resume(&id)?;
+    let from_store_ms = ms(started);
+    let started = Instant::now();
+    let again = other_python.resume(&id)?;
+    let again_from_store_ms = ms(started);
+    let check = from_store.run("print(df.shape)", &input)?;
+    print!("resumed from the store: {}", String::from_utf8_lossy(&check.stdout));
+    drop((from_store, again));
+    session.run("later = 2", &input)?;
+    let started = Instant::now();
+    let later_id = session.snapshot()?;
+    let later_snapshot_ms = ms(started);
+    println!(
+        "resume from the store {from_store_ms:.1} ms, then again {again_from_store_ms:.1} ms; \
+         a snapshot after one more call {later_snapshot_ms:.1} ms"
+    );
     let started = Instant::now();
     let one = session.fork(1)?;
     let fork_ms = ms(started);
@@ -87,7 +107,7 @@ fn main() -> Result<(), dvm::Error> {
     let ten = session.fork(10)?;
     let fork10_ms = ms(started);
     let before_ten = dir_bytes(&blobs);
-    let mut ids = vec![id];
+    let mut ids = vec![id, later_id];
     for (n, fork) in ten.iter().enumerate() {
         fork.run(&format!("changed = {n}"), &input)?;
         ids.push(fork.snapshot()?);

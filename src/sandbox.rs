@@ -576,26 +576,6 @@ fn settle_memory(store: &mut Store<SandboxState>, instance: Instance) {
     let _ = (store, instance);
 }
 
-/// Calls `look` with the linear memory a fresh instance of `pre` starts with (what session
-/// images are compared against).
-pub(crate) fn with_initial_memory<R>(
-    pre: &InstancePre<SandboxState>,
-    look: impl FnOnce(&[u8]) -> R,
-) -> Result<R, Error> {
-    let input = RunInput::default();
-    let setup = GuestSetup::command("initial", &input);
-    let mut prepared = prepare(pre, &setup, &input, Instant::now())?;
-    let instance = pre.instantiate(&mut prepared.store).map_err(|e| {
-        capacity_error(&e).unwrap_or_else(|| {
-            crate::error::HostError::wasmtime("instantiate the module", e).into()
-        })
-    })?;
-    let memory = instance
-        .get_memory(&mut prepared.store, "memory")
-        .ok_or_else(|| crate::error::HostError::Guest("the guest exports no memory".into()))?;
-    Ok(look(memory.data(&prepared.store)))
-}
-
 /// Prepares a fresh store, instantiates, arms the fuel budget and hands the instance to
 /// `work`. A full pool is an error; every other way of ending is left to the caller.
 fn drive<R>(

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::outcome::Outcome;
 use crate::sandbox::RunInput;
-use crate::sandbox::session::{Capture, Image, Request, Turn};
+use crate::sandbox::session::{Capture, Image, Request, SaveChunk, Turn};
 use crate::workspace::Workspace;
 
 /// The most copies one [`Session::fork`] makes.
@@ -38,8 +38,14 @@ pub struct SessionOptions {
 
 /// Starts a new live session of the same runtime and options from an image, in a workspace.
 pub(crate) type Resume = Box<dyn Fn(Workspace, Arc<Image>) -> Result<Session, Error> + Send + Sync>;
-/// Stores an image and a workspace as a snapshot; returns its id.
-pub(crate) type Store = Box<dyn Fn(&Image, &Workspace) -> Result<String, Error> + Send + Sync>;
+/// Takes the session's memory as a snapshot keeps it, storing its chunks through the given
+/// saver.
+pub(crate) type TakeSnapshot<'a> =
+    &'a dyn Fn(Arc<SaveChunk>) -> Result<crate::sandbox::session::Snapshot, Error>;
+/// Stores a session's snapshot, taken through the first argument, and its workspace; returns
+/// the snapshot's id.
+pub(crate) type Store =
+    Box<dyn Fn(TakeSnapshot<'_>, &Workspace) -> Result<String, Error> + Send + Sync>;
 
 /// What a session can be copied into: made by the runtime that opened it.
 pub(crate) struct Copies {
@@ -236,8 +242,17 @@ impl Session {
     /// on unchanged.
     pub fn snapshot(&self) -> Result<String, Error> {
         let copies = self.copies()?;
-        let image = self.capture(Capture::Copy)?;
-        (copies.store)(&image, &self.workspace)
+        let take = |save: Arc<SaveChunk>| {
+            let sender = self.sender()?;
+            let (reply, taken) = std::sync::mpsc::sync_channel(1);
+            sender
+                .send(Request::Snapshot(save, reply))
+                .map_err(|_| Error::SessionClosed(self.runtime.clone()))?;
+            taken
+                .recv()
+                .map_err(|_| Error::SessionClosed(self.runtime.clone()))?
+        };
+        (copies.store)(&take, &self.workspace)
     }
 
     /// Forgets the calls so far (the session's own setup call).

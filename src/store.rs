@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+#[derive(Debug, Clone)]
 pub(crate) struct BlobStore {
     dir: PathBuf,
 }
@@ -107,14 +108,19 @@ impl BlobStore {
     /// blake3. A blob of that name and size already there is kept as it is: readers of these
     /// blobs hash them again anyway. Not synced to disk one by one (a snapshot writes
     /// thousands); a blob lost in a crash makes what names it refused, never wrong.
+    /// Whether blob `hash` is stored: a regular file of `len` bytes (its contents are not
+    /// read; readers hash them).
+    pub(crate) fn holds(&self, hash: &blake3::Hash, len: usize) -> bool {
+        std::fs::symlink_metadata(self.path(hash))
+            .is_ok_and(|meta| meta.is_file() && meta.len() == len as u64)
+    }
+
     pub(crate) fn put(&self, bytes: &[u8]) -> std::io::Result<blake3::Hash> {
         let hash = blake3::hash(bytes);
-        let target = self.path(&hash);
-        if std::fs::symlink_metadata(&target)
-            .is_ok_and(|meta| meta.is_file() && meta.len() == bytes.len() as u64)
-        {
+        if self.holds(&hash, bytes.len()) {
             return Ok(hash);
         }
+        let target = self.path(&hash);
         let dir = target.parent().expect("blob paths have a parent");
         std::fs::create_dir_all(dir)?;
         let mut temp = tempfile::NamedTempFile::new_in(dir)?;

@@ -69,6 +69,8 @@ struct Inner {
     /// The engine sessions run on when sandboxes are pooled, made at the first session;
     /// `None` when it could not be made (sessions then run pooled, and forks copy memory).
     session_side: OnceLock<Option<SessionSide>>,
+    /// Frozen images of session snapshots taken or resumed here, for quick resumes.
+    held_images: session_snapshots::HeldImages,
 }
 
 /// Sessions' own engine (see [`engine::session_engine`]) and what runs on it.
@@ -159,6 +161,7 @@ impl Dvm {
                 default_requested: Mutex::default(),
                 functions,
                 session_side: OnceLock::new(),
+                held_images: Default::default(),
             }),
         })
     }
@@ -171,6 +174,11 @@ impl Dvm {
     /// The versioned code-artifact store under this runtime's home.
     pub fn artifacts(&self) -> crate::artifact::ArtifactStore {
         crate::artifact::ArtifactStore::new(&self.inner.config.home)
+    }
+
+    /// Frozen images of session snapshots taken or resumed by this `Dvm`.
+    pub(crate) fn held_images(&self) -> &session_snapshots::HeldImages {
+        &self.inner.held_images
     }
 
     pub fn config(&self) -> &Config {

@@ -5,19 +5,19 @@
 //! too. A snapshot is resumed only when signed by a trusted key and made from the very
 //! module the runtime runs; every blob is hashed again when it is read.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
 use super::Runtime;
 use crate::error::Error;
 use crate::results::signing::{SignedBy, SigningKey, Trust};
-use crate::sandbox::{self, session::Image};
+use crate::sandbox::session::{CHUNK_BYTES as CHUNK, Image, ImageMemory, Layers, SaveChunk};
+use crate::session::TakeSnapshot;
 use crate::store::BlobStore;
 use crate::workspace::{EntryKind, Workspace};
 
-/// Bytes of memory per chunk.
-const CHUNK: usize = 64 << 10;
 /// What a signature over a manifest is made for.
 const DOMAIN: &str = "dvm session snapshot v1";
 /// The largest manifest read.
@@ -91,47 +91,79 @@ fn not_found(id: &str) -> Error {
     Error::InvalidInput(format!("no session snapshot `{id}`"))
 }
 
+/// Frozen images of snapshots this process took or resumed, so that resuming one again maps
+/// its layers instead of reading and hashing the store. A few at most, the least recently
+/// used leaving first; a resume finds one only under the id and the exact signed manifest
+/// it was kept for, so a snapshot deleted or replaced since is not resumed from memory.
+#[derive(Default)]
+pub(crate) struct HeldImages(Mutex<VecDeque<Held>>);
+
+struct Held {
+    id: String,
+    /// blake3 of the manifest's signed body.
+    body: blake3::Hash,
+    image: Arc<Image>,
+}
+
+/// Images held at most.
+const HELD_IMAGES: usize = 16;
+/// Bytes of memory the held images may cover together (shared pages counted once each time).
+const HELD_BYTES: usize = 4 << 30;
+
+impl HeldImages {
+    fn keep(&self, id: &str, body: blake3::Hash, image: Arc<Image>) {
+        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        held.retain(|entry| entry.id != id);
+        held.push_back(Held {
+            id: id.to_string(),
+            body,
+            image,
+        });
+        let bytes = |held: &VecDeque<Held>| -> usize {
+            held.iter().map(|entry| entry.image.memory.len()).sum()
+        };
+        while held.len() > HELD_IMAGES || (held.len() > 1 && bytes(&held) > HELD_BYTES) {
+            held.pop_front();
+        }
+    }
+
+    fn find(&self, id: &str, body: &blake3::Hash) -> Option<Arc<Image>> {
+        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = held
+            .iter()
+            .position(|entry| entry.id == id && entry.body == *body)?;
+        let entry = held.remove(at)?;
+        let image = entry.image.clone();
+        held.push_back(entry);
+        Some(image)
+    }
+}
+
 impl Runtime {
-    /// Stores a session's `image` and `workspace` (see [`crate::Session::snapshot`]).
+    /// Stores a session's snapshot, taken through `take`, and its `workspace` (see
+    /// [`crate::Session::snapshot`]).
     pub(super) fn store_snapshot(
         &self,
-        image: &Image,
+        take: TakeSnapshot<'_>,
         workspace: &Workspace,
         env: &[(String, String)],
     ) -> Result<String, Error> {
         let home = self.program.dvm.config().home.clone();
         let blobs = BlobStore::new(&home);
+        let save: Arc<SaveChunk> = {
+            let blobs = blobs.clone();
+            Arc::new(move |bytes: &[u8], known: Option<&blake3::Hash>| match known {
+                Some(hash) if blobs.holds(hash, bytes.len()) => Ok(*hash),
+                _ => blobs.put(bytes),
+            })
+        };
+        let taken = take(save)?;
         let add = |bytes: &[u8]| -> Result<String, Error> {
             let hash = blobs
                 .put(bytes)
                 .map_err(io("store a session snapshot's bytes".into()))?;
             Ok(hash.to_hex().to_string())
         };
-        let sandbox::session::ImageMemory::Copy(memory) = &image.memory else {
-            return Err(crate::error::HostError::Guest(
-                "a session is stored from a copy of its memory, not a frozen one".into(),
-            )
-            .into());
-        };
-        let chunks = sandbox::with_initial_memory(&self.program.pre, |initial| {
-            let mut chunks = Vec::new();
-            for (index, chunk) in memory.chunks(CHUNK).enumerate() {
-                let at = index * CHUNK;
-                let start = initial.get(at..at + chunk.len());
-                if start == Some(chunk) {
-                    continue;
-                }
-                if chunk.iter().all(|&b| b == 0) {
-                    // Past the initial memory, growth gives zeros anyway.
-                    if start.is_some() {
-                        chunks.push((index as u64, None));
-                    }
-                    continue;
-                }
-                chunks.push((index as u64, Some(add(chunk)?)));
-            }
-            Ok::<_, Error>(chunks)
-        })??;
         let mut files = Vec::new();
         for entry in workspace.list()? {
             match entry.kind {
@@ -160,10 +192,14 @@ impl Runtime {
             runtime: self.spec.id.clone(),
             version: self.spec.version.clone(),
             module: self.program.digest.to_hex().to_string(),
-            memory_bytes: image.memory.len() as u64,
-            clock_ns: u64::try_from(image.clock.as_nanos()).unwrap_or(u64::MAX),
+            memory_bytes: taken.memory_bytes as u64,
+            clock_ns: u64::try_from(taken.clock.as_nanos()).unwrap_or(u64::MAX),
             env: env.to_vec(),
-            chunks,
+            chunks: taken
+                .chunks
+                .iter()
+                .map(|(index, hash)| (*index, hash.map(|hash| hash.to_hex().to_string())))
+                .collect(),
             files,
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -172,6 +208,7 @@ impl Runtime {
         let body = serde_json::to_string(&manifest)
             .map_err(|e| crate::error::HostError::Guest(format!("encode a snapshot: {e}")))?;
         let key = SigningKey::home(&home)?;
+        let body_hash = blake3::hash(body.as_bytes());
         let sealed = Sealed {
             format: 1,
             signed: SignedBy::new(&key, DOMAIN, &[body.as_bytes()]),
@@ -194,16 +231,21 @@ impl Runtime {
             .map_err(io(format!("write a snapshot in {}", dir.display())))?;
         temp.persist(manifest_path(&home, &id))
             .map_err(|e| io(format!("write a snapshot in {}", dir.display()))(e.error))?;
+        if let Some(image) = taken.frozen {
+            self.program.dvm.held_images().keep(&id, body_hash, image);
+        }
         Ok(id)
     }
 
     /// A new live session from the snapshot `id` (see [`crate::Session::snapshot`]): its
     /// variables, clock and files. The snapshot must be signed by a trusted key (the home's
-    /// own, or one the configuration trusts) and made by this runtime's module.
+    /// own, or one the configuration trusts) and made by this runtime's module. A snapshot
+    /// this process took or resumed lately is mapped from the memory it holds; otherwise its
+    /// chunks are read from the store, each hashed, into a frozen image held for next time.
     pub fn resume(&self, id: &str) -> Result<crate::Session, Error> {
         check_id(id)?;
         let config = self.program.dvm.config();
-        let manifest = read_manifest(config, id)?.ok_or_else(|| not_found(id))?;
+        let (manifest, body) = read_manifest(config, id)?.ok_or_else(|| not_found(id))?;
         let refused = |why: String| {
             Error::InvalidInput(format!("the session snapshot `{id}` is not used: {why}"))
         };
@@ -214,42 +256,20 @@ impl Runtime {
                 manifest.runtime, manifest.module, self.spec.id
             )));
         }
-        let memory_bytes = usize::try_from(manifest.memory_bytes)
-            .ok()
-            .filter(|&n| n as u64 <= crate::limits::MAX_MEMORY_BYTES && n.is_multiple_of(CHUNK))
-            .ok_or_else(|| refused("its memory size is out of range".into()))?;
         let blobs = BlobStore::new(&config.home);
         let blob_hash = |hash: &str| {
             blake3::Hash::from_hex(hash)
                 .map_err(|_| refused(format!("`{hash}` is not a blake3 hash")))
         };
-        let memory = sandbox::with_initial_memory(&self.program.pre, |initial| {
-            if initial.len() > memory_bytes {
-                return Err(refused("its memory is smaller than the module's".into()));
+        let held = self.program.dvm.held_images();
+        let image = match held.find(id, &body) {
+            Some(image) => image,
+            None => {
+                let image = Arc::new(read_image(&manifest, &blobs).map_err(&refused)?);
+                held.keep(id, body, image.clone());
+                image
             }
-            let mut memory = sandbox::session::MemoryCopy::zeroed(memory_bytes).map_err(|e| {
-                crate::error::HostError::Guest(format!("no memory to resume a session: {e}"))
-            })?;
-            memory[..initial.len()].copy_from_slice(initial);
-            // Each chunk the manifest names gets its own slice of the memory (a chunk named
-            // twice is refused), then the blobs are read straight into them.
-            let mut slots: Vec<Option<&mut [u8]>> = memory.chunks_mut(CHUNK).map(Some).collect();
-            let mut reads = Vec::new();
-            for (index, hash) in &manifest.chunks {
-                let slot = usize::try_from(*index)
-                    .ok()
-                    .and_then(|i| slots.get_mut(i))
-                    .ok_or_else(|| refused("a chunk lies past its memory".into()))?
-                    .take()
-                    .ok_or_else(|| refused("it names a chunk twice".into()))?;
-                match hash {
-                    None => slot.fill(0),
-                    Some(hash) => reads.push((blob_hash(hash)?, slot)),
-                }
-            }
-            read_blobs_into(&blobs, reads).map_err(&refused)?;
-            Ok(memory)
-        })??;
+        };
         let workspace = Workspace::new()?;
         for file in &manifest.files {
             match &file.blake3 {
@@ -266,12 +286,64 @@ impl Runtime {
                 }
             }
         }
-        let image = Image {
-            memory: sandbox::session::ImageMemory::Copy(memory),
-            clock: std::time::Duration::from_nanos(manifest.clock_ns),
-        };
-        self.start_session(workspace, &manifest.env, None, Some(Arc::new(image)))
+        self.start_session(workspace, &manifest.env, None, Some(image))
             .map(|(session, _, _)| session)
+    }
+}
+
+/// A snapshot's memory read from the store into a frozen image: each chunk it names is read
+/// and hashed (by two threads), the rest is as a fresh instance has it. The reason when it
+/// is refused.
+fn read_image(manifest: &Manifest, blobs: &BlobStore) -> Result<Image, String> {
+    let memory_bytes = usize::try_from(manifest.memory_bytes)
+        .ok()
+        .filter(|&n| n as u64 <= crate::limits::MAX_MEMORY_BYTES && n.is_multiple_of(CHUNK))
+        .ok_or("its memory size is out of range")?;
+    let mut named = vec![false; memory_bytes / CHUNK];
+    let mut parts = Vec::with_capacity(manifest.chunks.len());
+    let mut hashes = Vec::with_capacity(manifest.chunks.len());
+    for (index, hash) in &manifest.chunks {
+        let slot = usize::try_from(*index)
+            .ok()
+            .and_then(|index| named.get_mut(index))
+            .ok_or("a chunk lies past its memory")?;
+        if std::mem::replace(slot, true) {
+            return Err("it names a chunk twice".into());
+        }
+        let hash = match hash {
+            None => None,
+            Some(hash) => Some(
+                blake3::Hash::from_hex(hash)
+                    .map_err(|_| format!("`{hash}` is not a blake3 hash"))?,
+            ),
+        };
+        let at = *index as usize * CHUNK;
+        parts.push(at..at + CHUNK);
+        hashes.push(hash);
+    }
+    // The first reason a chunk was refused, kept apart from the I/O error that stops the
+    // others.
+    let why: Mutex<Option<String>> = Mutex::new(None);
+    let layers = Layers::assemble(memory_bytes, &parts, |index, bytes| {
+        let Some(hash) = hashes[index] else {
+            return Ok(());
+        };
+        read_blobs_into(blobs, vec![(hash, bytes)]).map_err(|reason| {
+            why.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert(reason);
+            std::io::Error::other("refused")
+        })
+    });
+    match layers {
+        Ok(layers) => Ok(Image {
+            memory: ImageMemory::Frozen(layers),
+            clock: std::time::Duration::from_nanos(manifest.clock_ns),
+        }),
+        Err(error) => Err(why
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(|| format!("its memory cannot be put together: {error}"))),
     }
 }
 
@@ -329,7 +401,7 @@ pub fn session_snapshot_info(
     id: &str,
 ) -> Result<Option<SessionSnapshotInfo>, Error> {
     check_id(id)?;
-    let Some(manifest) = read_manifest(config, id)? else {
+    let Some((manifest, _)) = read_manifest(config, id)? else {
         return Ok(None);
     };
     Ok(Some(SessionSnapshotInfo {
@@ -344,8 +416,12 @@ pub fn session_snapshot_info(
     }))
 }
 
-/// Reads and checks the manifest of snapshot `id`; `None` when there is none.
-fn read_manifest(config: &crate::Config, id: &str) -> Result<Option<Manifest>, Error> {
+/// Reads and checks the manifest of snapshot `id`, with the blake3 of its signed body; `None`
+/// when there is none.
+fn read_manifest(
+    config: &crate::Config,
+    id: &str,
+) -> Result<Option<(Manifest, blake3::Hash)>, Error> {
     check_id(id)?;
     let path = manifest_path(&config.home, id);
     let bytes = match std::fs::metadata(&path) {
@@ -373,7 +449,7 @@ fn read_manifest(config: &crate::Config, id: &str) -> Result<Option<Manifest>, E
     if manifest.id != id {
         return Err(refused("it names another id".into()));
     }
-    Ok(Some(manifest))
+    Ok(Some((manifest, blake3::hash(sealed.body.as_bytes()))))
 }
 
 /// What [`gc_session_snapshots`] did.

@@ -28,6 +28,65 @@ struct Frozen {
     fresh: usize,
     /// The mappings it holds from layers.
     mapped: layers::Mapped,
+    /// What the last snapshot found in each chunk of the memory, kept for the chunks not
+    /// written since (`None`: look again). Only a frozen memory says which those are.
+    chunks: Vec<Option<Chunk>>,
+}
+
+impl Frozen {
+    /// Freezes `memory` from where it last was (see [`Layers::freeze`]), and forgets what
+    /// is known of the chunks written since.
+    ///
+    /// # Safety
+    /// As for [`Layers::freeze`].
+    unsafe fn freeze(&mut self, memory: &mut [u8]) -> std::io::Result<Arc<Layers>> {
+        // SAFETY: the caller's guarantees.
+        let (layers, written) =
+            unsafe { Layers::freeze(memory, self.layers.as_ref(), self.fresh, &mut self.mapped) }?;
+        let page = layers.page();
+        self.chunks.resize(memory.len() / CHUNK_BYTES, None);
+        for (index, _) in written.iter().enumerate().filter(|(_, w)| **w) {
+            if let Some(chunk) = self.chunks.get_mut(index * page / CHUNK_BYTES) {
+                *chunk = None;
+            }
+        }
+        self.layers = Some(layers.clone());
+        Ok(layers)
+    }
+}
+
+/// Bytes of memory per chunk of a stored snapshot (one wasm page).
+pub(crate) const CHUNK_BYTES: usize = 64 << 10;
+
+/// What a chunk of a session's memory holds, for a stored snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// What a fresh instance of the module has there (zeros past its initial memory).
+    Fresh,
+    /// Zeros, where a fresh instance has something else.
+    Zero,
+    /// These bytes, stored under their blake3.
+    Stored(blake3::Hash),
+}
+
+/// Stores a chunk's bytes in the content store: the bytes, and their blake3 when known.
+/// Returns the blake3.
+pub(crate) type SaveChunk =
+    dyn Fn(&[u8], Option<&blake3::Hash>) -> std::io::Result<blake3::Hash> + Send + Sync;
+
+/// A session's state as a stored snapshot keeps it.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    /// The chunks that differ from a fresh instance's memory: index, and the blake3 of the
+    /// stored bytes (`None`: all zero).
+    pub chunks: Vec<(u64, Option<blake3::Hash>)>,
+    /// Bytes of memory.
+    pub memory_bytes: usize,
+    /// The guest's clock when taken.
+    pub clock: Duration,
+    /// The memory frozen into layers, when the session's memory could be: what a resume in
+    /// this process maps instead of reading the store.
+    pub frozen: Option<Arc<Image>>,
 }
 
 /// How long `shutdown()` may take when a session closes.
@@ -38,12 +97,14 @@ pub(crate) enum Request {
     Turn(Box<Turn>),
     /// Copy the instance's state (between turns, so no guest code is running).
     Capture(Capture, SyncSender<Result<Image, Error>>),
+    /// Store the memory's chunks and say which they are (between turns, too).
+    Snapshot(Arc<SaveChunk>, SyncSender<Result<Snapshot, Error>>),
 }
 
 /// How a session's memory is captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Capture {
-    /// Copied out, byte for byte (to be stored).
+    /// Copied out, byte for byte (a pooled slot's memory, which must not be remapped).
     Copy,
     /// Frozen into layers that copies map (see [`Layers`]), where the session's memory is its
     /// instance's own mapping; copied otherwise.
@@ -306,6 +367,25 @@ pub(crate) fn serve(
                 let _ = reply.send(captured);
                 continue;
             }
+            Request::Snapshot(save, reply) => {
+                let active = match activate() {
+                    Ok(active) => active,
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                        continue;
+                    }
+                };
+                let taken = snapshot(
+                    &mut store,
+                    instance,
+                    (&mut shared, &mut frozen),
+                    hooks.before_capture,
+                    (started, &*save),
+                );
+                drop(active);
+                let _ = reply.send(taken);
+                continue;
+            }
         };
         let active = match activate() {
             Ok(active) => active,
@@ -466,19 +546,14 @@ fn restore(
     }
     let data = memory.data_mut(&mut *store);
     let copy = match &image.memory {
-        ImageMemory::Frozen(layers) if shared => {
-            // SAFETY: `shared` says the memory is this instance's own mapping, and no guest
-            // code runs while the session's thread is here.
-            unsafe { layers.restore(data, mapped) }.map_err(|e| {
+        ImageMemory::Frozen(layers) => {
+            // SAFETY: only when `shared` says the memory is this instance's own mapping are
+            // pages remapped (otherwise they are copied in), and no guest code runs while the
+            // session's thread is here.
+            unsafe { layers.restore(data, mapped, shared) }.map_err(|e| {
                 crate::error::HostError::Guest(format!("the session copy cannot be mapped: {e}"))
             })?;
-            return Ok(Some(layers.clone()));
-        }
-        ImageMemory::Frozen(_) => {
-            return Err(crate::error::HostError::Guest(
-                "a frozen session image can only be mapped into a session's own memory".into(),
-            )
-            .into());
+            return Ok(shared.then(|| layers.clone()));
         }
         ImageMemory::Copy(copy) => copy,
     };
@@ -503,15 +578,12 @@ fn restore(
     Ok(None)
 }
 
-/// Copies the session's state after running `before` (output dropped, default limits).
-/// `frozen` is what the memory was last frozen as: updated when it is frozen again.
-fn capture(
+/// Runs `before` ahead of a capture (output dropped, default limits, a short deadline).
+fn prepare_capture(
     store: &mut Store<SandboxState>,
     instance: Instance,
-    (how, frozen): (Capture, &mut Frozen),
     before: &str,
-    started: Instant,
-) -> Result<Image, Error> {
+) -> Result<(), Error> {
     if !before.is_empty() {
         let state = store.data_mut();
         state.deadline = Instant::now() + SHUTDOWN_DEADLINE;
@@ -527,6 +599,19 @@ fn capture(
             .into());
         }
     }
+    Ok(())
+}
+
+/// Copies the session's state after running `before` (see [`prepare_capture`]). `frozen` is
+/// what the memory was last frozen as: updated when it is frozen again.
+fn capture(
+    store: &mut Store<SandboxState>,
+    instance: Instance,
+    (how, frozen): (Capture, &mut Frozen),
+    before: &str,
+    started: Instant,
+) -> Result<Image, Error> {
+    prepare_capture(store, instance, before)?;
     let memory = instance
         .get_memory(&mut *store, "memory")
         .ok_or_else(|| crate::error::HostError::Guest("the guest exports no memory".into()))?;
@@ -541,20 +626,13 @@ fn capture(
         Capture::Share => {
             // SAFETY: the caller passes `Share` only for a memory that is the instance's own
             // mapping, and no guest code runs while the session's thread is here.
-            let layers = unsafe {
-                Layers::freeze(
-                    memory.data_mut(&mut *store),
-                    frozen.layers.as_ref(),
-                    frozen.fresh,
-                    &mut frozen.mapped,
-                )
-            }
-            .map_err(|source| {
-                crate::error::HostError::Guest(format!(
-                    "the session's memory cannot be frozen for copies: {source}"
-                ))
-            })?;
-            frozen.layers = Some(layers.clone());
+            let layers = unsafe { frozen.freeze(memory.data_mut(&mut *store)) }.map_err(
+                |source| {
+                    crate::error::HostError::Guest(format!(
+                        "the session's memory cannot be frozen for copies: {source}"
+                    ))
+                },
+            )?;
             ImageMemory::Frozen(layers)
         }
     };
@@ -562,6 +640,143 @@ fn capture(
         memory,
         clock: started.elapsed(),
     })
+}
+
+/// Takes a snapshot of the session after running `before` (see [`prepare_capture`]): stores
+/// each chunk of its memory that differs from a fresh instance's through `save` and says
+/// which they are. Where the memory is the instance's own (`shared`), it is frozen first:
+/// chunks not written since the last snapshot are then known without being read again, and
+/// the frozen layers come back for resumes in this process. A freeze that fails leaves the
+/// session copying (`shared` false) from then on, as a failed fork does.
+fn snapshot(
+    store: &mut Store<SandboxState>,
+    instance: Instance,
+    (shared, frozen): (&mut bool, &mut Frozen),
+    before: &str,
+    (started, save): (Instant, &SaveChunk),
+) -> Result<Snapshot, Error> {
+    let t0 = Instant::now();
+    prepare_capture(store, instance, before)?;
+    eprintln!("T prepare {:?}", t0.elapsed());
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| crate::error::HostError::Guest("the guest exports no memory".into()))?;
+    let clock = started.elapsed();
+    let page = rustix::param::page_size();
+    let mut layers = None;
+    if *shared {
+        // SAFETY: `shared` says the memory is the instance's own mapping, and no guest code
+        // runs while the session's thread is here.
+        match unsafe { frozen.freeze(memory.data_mut(&mut *store)) } {
+            Ok(now) => layers = Some(now),
+            Err(error) => {
+                tracing::warn!("a session's memory could not be frozen, so it copies: {error}");
+                *shared = false;
+            }
+        }
+    }
+    eprintln!("T froze {:?} {:?}", t0.elapsed(), frozen.chunks.iter().filter(|c| c.is_none()).count());
+    let data = memory.data(&*store);
+    let chunks = match &layers {
+        Some(layers) => look_at_chunks(
+            data,
+            &|index| layers.holds(index),
+            frozen.fresh,
+            &mut frozen.chunks,
+            save,
+        ),
+        None => {
+            // Pages not written since the instance was made are as a fresh instance has them.
+            frozen.chunks.clear();
+            let written = layers::written_pages(data, page).map_err(|e| {
+                crate::error::HostError::Guest(format!("the session's pages cannot be read: {e}"))
+            })?;
+            let touched = |index: usize| written.get(index).copied().unwrap_or(true);
+            look_at_chunks(data, &touched, frozen.fresh, &mut Vec::new(), save)
+        }
+    }
+    .map_err(|e| crate::error::HostError::Guest(format!("the session cannot be stored: {e}")))?;
+    eprintln!("T looked {:?}", t0.elapsed());
+    Ok(Snapshot {
+        chunks,
+        memory_bytes: data.len(),
+        clock,
+        frozen: layers.map(|layers| {
+            Arc::new(Image {
+                memory: ImageMemory::Frozen(layers),
+                clock,
+            })
+        }),
+    })
+}
+
+/// Says what each 64 KiB chunk of `memory` holds, saving those that differ from a fresh
+/// instance's memory (`fresh` bytes, zeros past it) through `save`. A chunk with no page
+/// `touched` is as a fresh instance has it; `memo` holds what is already known of each
+/// chunk (`None`: look), and is updated. Two threads look at once.
+fn look_at_chunks(
+    memory: &[u8],
+    touched: &(dyn Fn(usize) -> bool + Sync),
+    fresh: usize,
+    memo: &mut Vec<Option<Chunk>>,
+    save: &SaveChunk,
+) -> std::io::Result<Vec<(u64, Option<blake3::Hash>)>> {
+    let page = rustix::param::page_size();
+    let count = memory.len() / CHUNK_BYTES;
+    memo.resize(count, None);
+    let look = |index: usize, known: Option<Chunk>| -> std::io::Result<Chunk> {
+        let range = index * CHUNK_BYTES..(index + 1) * CHUNK_BYTES;
+        if !(range.start / page..range.end.div_ceil(page)).any(touched) {
+            return Ok(Chunk::Fresh);
+        }
+        let bytes = &memory[range.clone()];
+        match known {
+            // Still stored? (gc may have removed it since.)
+            Some(Chunk::Stored(hash)) => return Ok(Chunk::Stored(save(bytes, Some(&hash))?)),
+            Some(known) => return Ok(known),
+            None => {}
+        }
+        if bytes.iter().all(|&b| b == 0) {
+            return Ok(if range.start < fresh {
+                Chunk::Zero
+            } else {
+                Chunk::Fresh
+            });
+        }
+        Ok(Chunk::Stored(save(bytes, None)?))
+    };
+    let half = count / 2;
+    let (first, second) = memo.split_at(half);
+    let looked = std::thread::scope(|scope| {
+        let run = |from: usize, known: &[Option<Chunk>]| {
+            known
+                .iter()
+                .enumerate()
+                .map(|(at, &known)| look(from + at, known))
+                .collect::<std::io::Result<Vec<Chunk>>>()
+        };
+        let helper = std::thread::Builder::new()
+            .name("dvm-snapshot".into())
+            .spawn_scoped(scope, move || run(half, second));
+        let mut looked = run(0, first)?;
+        match helper {
+            Ok(helper) => looked.extend(helper.join().unwrap_or_else(|_| {
+                Err(std::io::Error::other("a thread storing a snapshot panicked"))
+            })?),
+            Err(_) => looked.extend(run(half, second)?),
+        }
+        Ok::<_, std::io::Error>(looked)
+    })?;
+    let mut chunks = Vec::new();
+    for (index, chunk) in looked.into_iter().enumerate() {
+        memo[index] = Some(chunk);
+        match chunk {
+            Chunk::Fresh => {}
+            Chunk::Zero => chunks.push((index as u64, None)),
+            Chunk::Stored(hash) => chunks.push((index as u64, Some(hash))),
+        }
+    }
+    Ok(chunks)
 }
 
 /// Calls the guest's `shutdown()` (atexit handlers, flushing) under a short deadline, with

@@ -96,11 +96,21 @@ impl Layers {
         self.len
     }
 
+    /// The size of its pages.
+    pub(crate) fn page(&self) -> usize {
+        self.page
+    }
+
+    /// Whether a layer holds page `index` (otherwise it is as a fresh instance has it).
+    pub(crate) fn holds(&self, index: usize) -> bool {
+        self.owners.get(index).is_some_and(|&owner| owner != 0)
+    }
+
     /// Freezes `memory`, a live instance's whole linear memory whose every page not written
     /// since is as `previous` says (the layers it was last frozen into or restored from;
     /// `None` for a memory as a fresh instance made it, `fresh` bytes long: zeros past that).
     /// Writes the pages written since into a new layer and remaps the larger runs of them
-    /// onto it.
+    /// onto it. Returns the frozen memory and, per page, whether it was written since.
     ///
     /// # Safety
     /// `memory` must be its instance's own mapping (unmapped, never reused, when the instance
@@ -110,7 +120,7 @@ impl Layers {
         previous: Option<&Arc<Layers>>,
         fresh: usize,
         mapped: &mut Mapped,
-    ) -> io::Result<Arc<Layers>> {
+    ) -> io::Result<(Arc<Layers>, Vec<bool>)> {
         let page = rustix::param::page_size();
         if !(memory.as_ptr() as usize).is_multiple_of(page) || !memory.len().is_multiple_of(page) {
             return Err(io::Error::other("the memory is not page-aligned"));
@@ -136,7 +146,7 @@ impl Layers {
         }
         let mut files = previous.map_or_else(Vec::new, |layers| layers.files.clone());
         if !written.iter().any(|&w| w) {
-            return Ok(match previous {
+            let unchanged = match previous {
                 Some(previous) if previous.len == memory.len() => previous.clone(),
                 // Grown since, and the new pages untouched: zeros in every copy anyway.
                 _ => Arc::new(Layers {
@@ -145,7 +155,8 @@ impl Layers {
                     files,
                     owners,
                 }),
-            });
+            };
+            return Ok((unchanged, written));
         }
         // What the new layer holds: the pages written since, and, when there would be too
         // many layers, every page the layers after the first hold (folded into one); when
@@ -225,7 +236,73 @@ impl Layers {
                 unsafe { frozen.map(memory, owner, start, end) }?;
             }
         }
-        Ok(frozen)
+        Ok((frozen, written))
+    }
+
+    /// A frozen memory of `len` bytes made from parts, as a stored snapshot is: each of
+    /// `parts` (a page-aligned byte range within `len`) is filled by `fill(index, bytes)`,
+    /// the rest is as a fresh instance has it. Parts are filled by up to two threads at once.
+    pub(crate) fn assemble(
+        len: usize,
+        parts: &[std::ops::Range<usize>],
+        fill: impl Fn(usize, &mut [u8]) -> io::Result<()> + Sync,
+    ) -> io::Result<Arc<Layers>> {
+        let page = rustix::param::page_size();
+        let aligned = |at: usize| at.is_multiple_of(page);
+        if !aligned(len)
+            || parts
+                .iter()
+                .any(|part| !aligned(part.start) || !aligned(part.end) || part.end > len)
+        {
+            return Err(io::Error::other("a part of the memory is not page-aligned"));
+        }
+        let mut owners = vec![0u8; len / page];
+        for part in parts {
+            owners[part.start / page..part.end / page].fill(1);
+        }
+        let layer = new_layer(len)?;
+        let next = AtomicUsize::new(0);
+        let work = || -> io::Result<()> {
+            let mut bytes = Vec::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(part) = parts.get(index) else {
+                    return Ok(());
+                };
+                bytes.clear();
+                bytes.resize(part.len(), 0);
+                fill(index, &mut bytes)?;
+                // All-zero parts stay holes of the layer.
+                if bytes.iter().any(|&b| b != 0) {
+                    layer.write_all_at(&bytes, part.start as u64)?;
+                }
+            }
+        };
+        std::thread::scope(|scope| {
+            let helper = std::thread::Builder::new()
+                .name("dvm-assemble".into())
+                .spawn_scoped(scope, work);
+            let here = work();
+            match helper {
+                Ok(helper) => here.and(helper.join().unwrap_or_else(|_| {
+                    Err(io::Error::other("a thread filling a memory panicked"))
+                })),
+                Err(_) => here,
+            }
+        })?;
+        rustix::fs::fcntl_add_seals(
+            &layer,
+            rustix::fs::SealFlags::FUTURE_WRITE | rustix::fs::SealFlags::SEAL,
+        )?;
+        Ok(Arc::new(Layers {
+            page,
+            len,
+            files: vec![Arc::new(Layer {
+                file: layer,
+                pages: len / page,
+            })],
+            owners,
+        }))
     }
 
     /// Gives `memory`, a fresh instance's memory grown to [`Layers::len`] bytes, the pages
@@ -237,7 +314,14 @@ impl Layers {
     ///
     /// # Safety
     /// As for [`Layers::freeze`].
-    pub(crate) unsafe fn restore(&self, memory: &mut [u8], mapped: &mut Mapped) -> io::Result<()> {
+    /// When `share` is false (the memory is a pooled slot's, which must not be remapped), or
+    /// past the process's mapping budget, every page is copied in instead.
+    pub(crate) unsafe fn restore(
+        &self,
+        memory: &mut [u8],
+        mapped: &mut Mapped,
+        share: bool,
+    ) -> io::Result<()> {
         if memory.len() != self.len || !(memory.as_ptr() as usize).is_multiple_of(self.page) {
             return Err(io::Error::other(format!(
                 "the memory has {} bytes, and its frozen copy {}",
@@ -246,7 +330,7 @@ impl Layers {
             )));
         }
         // Past the process's mapping budget, every page is copied in.
-        let min_mapped = if mapped.reserve(mappings(&self.owners)) {
+        let min_mapped = if share && mapped.reserve(mappings(&self.owners)) {
             MIN_MAPPED_PAGES
         } else {
             usize::MAX
@@ -385,7 +469,7 @@ fn runs(owners: &[u8]) -> impl Iterator<Item = (usize, usize, u8)> + '_ {
 /// file (the kernel's private copy of a written page), or swapped out. A page read but never
 /// written is the file's page or the shared zero page; the zero page counts as written (its
 /// bytes are zero either way). Where the page map cannot be read, every page counts.
-fn written_pages(memory: &[u8], page: usize) -> io::Result<Vec<bool>> {
+pub(crate) fn written_pages(memory: &[u8], page: usize) -> io::Result<Vec<bool>> {
     const PRESENT: u64 = 1 << 63;
     const SWAPPED: u64 = 1 << 62;
     const FILE: u64 = 1 << 61;
@@ -468,13 +552,13 @@ mod tests {
         }
         // SAFETY: the regions are this test's own, and nothing else runs in them.
         let frozen =
-            unsafe { Layers::freeze(parent.bytes(), None, 0, &mut Mapped::default()) }.unwrap();
+            unsafe { Layers::freeze(parent.bytes(), None, 0, &mut Mapped::default()) }.unwrap().0;
         assert_eq!(frozen.files.len(), 1);
         // Only the written pages were kept.
         assert_eq!(frozen.owners.iter().filter(|&&o| o != 0).count(), 22);
         assert_eq!(mappings(&frozen.owners), 1);
         let mut child = Region::new(len);
-        unsafe { frozen.restore(child.bytes(), &mut Mapped::default()) }.unwrap();
+        unsafe { frozen.restore(child.bytes(), &mut Mapped::default(), true) }.unwrap();
         assert_eq!(child.bytes()[3 * page], 7);
         assert_eq!(child.bytes()[40 * page + 5], 9);
         assert_eq!(child.bytes()[20 * page + 1], 20);
@@ -490,13 +574,13 @@ mod tests {
         // The next freeze of the parent keeps only what it wrote since.
         let again =
             unsafe { Layers::freeze(parent.bytes(), Some(&frozen), 0, &mut Mapped::default()) }
-                .unwrap();
+                .unwrap().0;
         assert_eq!(again.files.len(), 2);
         assert_eq!(again.owners[40], 2);
         assert_eq!(again.owners[12], 2);
         assert_eq!(again.owners[11], 1);
         let mut grandchild = Region::new(len);
-        unsafe { again.restore(grandchild.bytes(), &mut Mapped::default()) }.unwrap();
+        unsafe { again.restore(grandchild.bytes(), &mut Mapped::default(), true) }.unwrap();
         assert_eq!(grandchild.bytes()[3 * page], 7);
         assert_eq!(grandchild.bytes()[40 * page + 5], 2);
         assert_eq!(grandchild.bytes()[12 * page + 1], 2);
@@ -505,7 +589,7 @@ mod tests {
         // remapped) are taken again; the mapped run is not.
         let unchanged =
             unsafe { Layers::freeze(parent.bytes(), Some(&again), 0, &mut Mapped::default()) }
-                .unwrap();
+                .unwrap().0;
         let third: Vec<usize> = (0..64).filter(|&p| unchanged.owners[p] == 3).collect();
         assert_eq!(third, [3, 12, 40]);
     }
@@ -525,7 +609,7 @@ mod tests {
                 &mut Mapped::default(),
             )
         }
-        .unwrap();
+        .unwrap().0;
         // Grown: the old layer ends at 32 pages; the span of pages layers own runs on past it
         // (four pages, copied into a copy rather than mapped).
         for at in 32..36 {
@@ -533,10 +617,10 @@ mod tests {
         }
         let grown =
             unsafe { Layers::freeze(parent.bytes(), Some(&small), 0, &mut Mapped::default()) }
-                .unwrap();
+                .unwrap().0;
         assert_eq!((grown.files[0].pages, grown.files[1].pages), (32, 64));
         let mut child = Region::new(64 * page);
-        unsafe { grown.restore(child.bytes(), &mut Mapped::default()) }.unwrap();
+        unsafe { grown.restore(child.bytes(), &mut Mapped::default(), true) }.unwrap();
         assert_eq!(child.bytes(), parent.bytes());
     }
 
@@ -548,13 +632,13 @@ mod tests {
             parent.bytes()[at * page] = at as u8 + 1;
         }
         let frozen =
-            unsafe { Layers::freeze(parent.bytes(), None, 0, &mut Mapped::default()) }.unwrap();
+            unsafe { Layers::freeze(parent.bytes(), None, 0, &mut Mapped::default()) }.unwrap().0;
         // Hold the whole budget (other tests running now copy too, which they may).
         let mut all = Mapped::default();
         while all.reserve(1) {}
         let mut none = Mapped::default();
         let mut child = Region::new(64 * page);
-        unsafe { frozen.restore(child.bytes(), &mut none) }.unwrap();
+        unsafe { frozen.restore(child.bytes(), &mut none, true) }.unwrap();
         assert_eq!(none.0, 0, "no mapping was taken past the budget");
         assert_eq!(child.bytes(), parent.bytes());
         drop(all);
@@ -571,16 +655,70 @@ mod tests {
             let next = unsafe {
                 Layers::freeze(parent.bytes(), frozen.as_ref(), 0, &mut Mapped::default())
             }
-            .unwrap();
+            .unwrap().0;
             assert!(next.files.len() <= MAX_LAYERS);
             frozen = Some(next);
         }
         let frozen = frozen.unwrap();
         let mut child = Region::new(len);
-        unsafe { frozen.restore(child.bytes(), &mut Mapped::default()) }.unwrap();
+        unsafe { frozen.restore(child.bytes(), &mut Mapped::default(), true) }.unwrap();
         for round in 0..(MAX_LAYERS + 3) {
             assert_eq!(child.bytes()[round * 2 * page], round as u8 + 1);
         }
         assert_eq!(child.bytes(), parent.bytes());
+    }
+
+    #[test]
+    fn a_freeze_says_which_pages_were_written_since() {
+        let page = rustix::param::page_size();
+        let mut parent = Region::new(48 * page);
+        for at in 0..20 {
+            parent.bytes()[at * page] = 1;
+        }
+        let (frozen, written) =
+            unsafe { Layers::freeze(parent.bytes(), None, 0, &mut Mapped::default()) }.unwrap();
+        assert_eq!(written.iter().filter(|&&w| w).count(), 20);
+        assert!((0..20).all(|at| frozen.holds(at)) && !frozen.holds(20));
+        // The run of 20 was remapped onto the layer: a write to one page of it, and to a
+        // page no layer holds, are all the next freeze sees.
+        parent.bytes()[5 * page + 9] = 2;
+        parent.bytes()[30 * page] = 3;
+        let (_, written) =
+            unsafe { Layers::freeze(parent.bytes(), Some(&frozen), 0, &mut Mapped::default()) }
+                .unwrap();
+        let seen: Vec<usize> = (0..48).filter(|&at| written[at]).collect();
+        assert_eq!(seen, [5, 30]);
+    }
+
+    #[test]
+    fn an_assembled_memory_restores_mapped_or_copied() {
+        let page = rustix::param::page_size();
+        let len = 64 * page;
+        let parts = [0..page, 8 * page..40 * page, 50 * page..51 * page];
+        let layers = Layers::assemble(len, &parts, |index, bytes| {
+            // The last part is all zeros: it stays a hole, and still reads as zeros.
+            if index < 2 {
+                bytes.iter_mut().enumerate().for_each(|(at, b)| *b = (at + index) as u8);
+            }
+            Ok(())
+        })
+        .unwrap();
+        let mut expected = vec![0xAAu8; len];
+        for (index, part) in parts.iter().enumerate() {
+            for (at, b) in expected[part.clone()].iter_mut().enumerate() {
+                *b = if index < 2 { (at + index) as u8 } else { 0 };
+            }
+        }
+        for share in [true, false] {
+            // Pages no part names keep what the memory had.
+            let mut child = Region::new(len);
+            child.bytes().fill(0xAA);
+            unsafe { layers.restore(child.bytes(), &mut Mapped::default(), share) }.unwrap();
+            assert!(child.bytes() == &expected[..], "share: {share}");
+        }
+        assert!(Layers::assemble(len, &[1..page], |_, _| Ok(())).is_err());
+        assert!(Layers::assemble(len, &[0..len + page], |_, _| Ok(())).is_err());
+        let failed = Layers::assemble(len, &parts, |_, _| Err(io::Error::other("no")));
+        assert!(failed.is_err());
     }
 }
