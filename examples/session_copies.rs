@@ -68,7 +68,10 @@ fn main() -> Result<(), dvm::Error> {
     let again = other_python.resume(&id)?;
     let again_from_store_ms = ms(started);
     let check = from_store.run("print(df.shape)", &input)?;
-    print!("resumed from the store: {}", String::from_utf8_lossy(&check.stdout));
+    print!(
+        "resumed from the store: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
     drop((from_store, again));
     session.run("later = 2", &input)?;
     let started = Instant::now();

@@ -152,10 +152,12 @@ impl Runtime {
         let blobs = BlobStore::new(&home);
         let save: Arc<SaveChunk> = {
             let blobs = blobs.clone();
-            Arc::new(move |bytes: &[u8], known: Option<&blake3::Hash>| match known {
-                Some(hash) if blobs.holds(hash, bytes.len()) => Ok(*hash),
-                _ => blobs.put(bytes),
-            })
+            Arc::new(
+                move |bytes: &[u8], known: Option<&blake3::Hash>| match known {
+                    Some(hash) if blobs.holds(hash, bytes.len()) => Ok(*hash),
+                    _ => blobs.put(bytes),
+                },
+            )
         };
         let taken = take(save)?;
         let add = |bytes: &[u8]| -> Result<String, Error> {

@@ -626,13 +626,12 @@ fn capture(
         Capture::Share => {
             // SAFETY: the caller passes `Share` only for a memory that is the instance's own
             // mapping, and no guest code runs while the session's thread is here.
-            let layers = unsafe { frozen.freeze(memory.data_mut(&mut *store)) }.map_err(
-                |source| {
+            let layers =
+                unsafe { frozen.freeze(memory.data_mut(&mut *store)) }.map_err(|source| {
                     crate::error::HostError::Guest(format!(
                         "the session's memory cannot be frozen for copies: {source}"
                     ))
-                },
-            )?;
+                })?;
             ImageMemory::Frozen(layers)
         }
     };
@@ -655,9 +654,7 @@ fn snapshot(
     before: &str,
     (started, save): (Instant, &SaveChunk),
 ) -> Result<Snapshot, Error> {
-    let t0 = Instant::now();
     prepare_capture(store, instance, before)?;
-    eprintln!("T prepare {:?}", t0.elapsed());
     let memory = instance
         .get_memory(&mut *store, "memory")
         .ok_or_else(|| crate::error::HostError::Guest("the guest exports no memory".into()))?;
@@ -675,7 +672,6 @@ fn snapshot(
             }
         }
     }
-    eprintln!("T froze {:?} {:?}", t0.elapsed(), frozen.chunks.iter().filter(|c| c.is_none()).count());
     let data = memory.data(&*store);
     let chunks = match &layers {
         Some(layers) => look_at_chunks(
@@ -696,7 +692,6 @@ fn snapshot(
         }
     }
     .map_err(|e| crate::error::HostError::Guest(format!("the session cannot be stored: {e}")))?;
-    eprintln!("T looked {:?}", t0.elapsed());
     Ok(Snapshot {
         chunks,
         memory_bytes: data.len(),
@@ -761,7 +756,9 @@ fn look_at_chunks(
         let mut looked = run(0, first)?;
         match helper {
             Ok(helper) => looked.extend(helper.join().unwrap_or_else(|_| {
-                Err(std::io::Error::other("a thread storing a snapshot panicked"))
+                Err(std::io::Error::other(
+                    "a thread storing a snapshot panicked",
+                ))
             })?),
             Err(_) => looked.extend(run(half, second)?),
         }

@@ -5,8 +5,8 @@ use dvm::{SessionOptions, Status};
 
 use crate::support::*;
 
-/// The two snapshot tests share blobs (chunks of equal sessions are stored once), and one of
-/// them damages a blob for a moment: they take turns.
+/// The snapshot tests share blobs (chunks of equal sessions are stored once), and some damage
+/// or remove blobs for a moment; the fork test counts the process's mappings: they take turns.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn call(session: &dvm::Session, code: &str) -> String {
@@ -73,10 +73,15 @@ fn forks_go_on_where_the_session_stands_and_then_on_their_own() {
     assert_eq!(call(&again[0], "print(len(history))"), "3\n");
 }
 
-/// Mappings this process has (each line of its map is one).
+/// Mappings this process has from session layers (each line of its map is one mapping; a
+/// layer is an in-memory file named for what it is).
 fn mappings() -> usize {
     std::fs::read_to_string("/proc/self/maps")
-        .map(|maps| maps.lines().count())
+        .map(|maps| {
+            maps.lines()
+                .filter(|line| line.contains("dvm-session-layer"))
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -86,6 +91,8 @@ fn mappings() -> usize {
 /// stay with their writer, and the mappings copies make are gone when they are.
 #[test]
 fn forks_of_forks_after_many_turns_share_memory_and_stay_exact() {
+    // The other tests here that snapshot sessions map layers too.
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let session = runtime("python")
         .session(SessionOptions::default())
         .unwrap();
@@ -104,6 +111,12 @@ fn forks_of_forks_after_many_turns_share_memory_and_stay_exact() {
             ),
         );
         let forks = session.fork(2).unwrap();
+        if round == 0 {
+            assert!(
+                mappings() > before,
+                "the forks map their memory from layers"
+            );
+        }
         let expected = call(&session, probe);
         for fork in &forks {
             assert_eq!(call(fork, probe), expected, "round {round}: a fork differs");
@@ -260,10 +273,117 @@ fn a_damaged_chunk_is_refused_never_loaded() {
     let mut damaged = bytes.clone();
     damaged[100] ^= 0xff;
     std::fs::write(&blob, &damaged).unwrap();
-    let error = runtime("python").resume(&id).unwrap_err().to_string();
+    // A process that did not take it reads the store (as after a restart), and refuses.
+    let error = fresh_python()
+        .resume(&id)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    // The process that took it holds its memory, and does not read the store at all.
+    let held = runtime("python").resume(&id);
     std::fs::write(&blob, &bytes).unwrap();
     assert!(error.contains("damaged"), "{error}");
+    assert_eq!(
+        call(&held.unwrap(), "print(int(df.b.sum()))"),
+        "332833500\n"
+    );
     dvm::delete_session_snapshot(&shared_home(), &id).unwrap();
+}
+
+/// The python runtime of a new `Dvm` on the shared home: it holds no session's memory, so a
+/// resume reads the store, as after a restart.
+fn fresh_python() -> dvm::Runtime {
+    dvm::Dvm::new(dvm::Config {
+        home: shared_home(),
+        ..dvm::Config::default()
+    })
+    .unwrap()
+    .runtime("python")
+    .unwrap()
+}
+
+#[test]
+fn later_snapshots_store_what_changed_and_resume_exactly() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let session = runtime("python")
+        .session(SessionOptions::default())
+        .unwrap();
+    // A buffer of a pattern no other test writes, so its chunks are this test's alone.
+    const PROBE: &str =
+        "import hashlib\nprint(buf[12345], buf[3 << 20], hashlib.sha256(buf).hexdigest()[:16])";
+    call(
+        &session,
+        "buf = bytearray(b'dvm-later-snapshots!' * (4 << 16))\nbuf[12345] = 1\nNone",
+    );
+    let first = session.snapshot().unwrap();
+    let first_probe = call(&session, PROBE);
+    call(&session, "buf[12345] = 2\nbuf[3 << 20] = 7\nNone");
+    // The buffer's chunks go from the store (as gc would take them once no snapshot named
+    // them): the next snapshot, which knows them unchanged, must store them again.
+    let chunks = |id: &str| -> Vec<String> {
+        let path = shared_home().join("sessions/v1").join(format!("{id}.json"));
+        let sealed: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_str(sealed["body"].as_str().unwrap()).unwrap();
+        manifest["chunks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c[1].as_str().map(str::to_string))
+            .collect()
+    };
+    let blob = |hash: &str| {
+        shared_home()
+            .join("store/v1/blobs")
+            .join(&hash[..2])
+            .join(hash)
+    };
+    let mut removed = 0;
+    let named: std::collections::BTreeSet<String> = chunks(&first).into_iter().collect();
+    for hash in named {
+        let bytes = std::fs::read(blob(&hash)).unwrap();
+        if bytes
+            .windows(20)
+            .filter(|w| w == b"dvm-later-snapshots!")
+            .count()
+            > 1000
+        {
+            std::fs::remove_file(blob(&hash)).unwrap();
+            removed += 1;
+        }
+    }
+    assert!(removed > 0, "the buffer's chunks were found");
+    let second = session.snapshot().unwrap();
+    let second_probe = call(&session, PROBE);
+    call(&session, "buf[3 << 20] = 9\nNone");
+    let third = session.snapshot().unwrap();
+    let third_probe = call(&session, PROBE);
+    assert!(third_probe.starts_with("2 9 "), "{third_probe}");
+    assert_ne!(second_probe, third_probe);
+    // The third snapshot differs from the second only where the calls wrote.
+    let (two, three) = (chunks(&second), chunks(&third));
+    let changed = three.iter().filter(|hash| !two.contains(hash)).count();
+    assert!(
+        changed >= 1 && changed < three.len() / 4,
+        "{changed} of {}",
+        three.len()
+    );
+    // Read from the store, each is exactly as it was.
+    let fresh = fresh_python();
+    for (id, expected) in [(&second, &second_probe), (&third, &third_probe)] {
+        let resumed = fresh.resume(id).unwrap();
+        assert_eq!(&call(&resumed, PROBE), expected);
+    }
+    // The first lost its chunks: read from the store it is refused; this process still
+    // holds its memory.
+    let error = fresh.resume(&first).map(|_| ()).unwrap_err().to_string();
+    assert!(error.contains("missing"), "{error}");
+    let held = runtime("python").resume(&first).unwrap();
+    assert_eq!(call(&held, PROBE), first_probe);
+    for id in [first, second, third] {
+        dvm::delete_session_snapshot(&shared_home(), &id).unwrap();
+    }
 }
 
 /// gc keeps every blob a session snapshot, an installed runtime or a warm runtime names,

@@ -25,6 +25,8 @@ const MAX_LAYERS: usize = 8;
 /// Mappings a copy of one frozen memory may need before a freeze folds every page into one
 /// layer: each is a kernel mapping in every copy, and a process may have at most 65,530.
 const MAX_MAPPINGS: usize = 256;
+/// New pages at or past which a freeze writes two layers at once (32 MiB of 4 KiB pages).
+const SPLIT_PAGES: usize = 8192;
 /// Runs of pages shorter than this are copied into a copy, not mapped (one wasm page).
 const MIN_MAPPED_PAGES: usize = 16;
 /// Kernel mappings all sessions' memories may hold from layers at once, counting two for each
@@ -191,31 +193,76 @@ impl Layers {
             files.clear();
             next.iter_mut().for_each(|owner| *owner = 1);
         }
-        let layer = new_layer(memory.len())?;
         let newest = files.len() + 1;
-        for (start, end, _) in runs(&next).filter(|&(_, _, k)| usize::from(k) == newest) {
-            // All-zero pages stay holes of the layer (they read as zeros); the pages between
-            // them go in one write each.
-            let zero = |at: usize| memory[at * page..(at + 1) * page].iter().all(|&b| b == 0);
-            let mut at = start;
-            while at < end {
-                if zero(at) {
-                    at += 1;
-                    continue;
+        // A large new layer is written as two files, by two threads at once (writes to one
+        // in-memory file take turns), where there is room for both.
+        let mut top = newest;
+        if newest < MAX_LAYERS {
+            let owned = next.iter().filter(|&&k| usize::from(k) == newest).count();
+            if owned >= SPLIT_PAGES {
+                let second = u8::try_from(newest + 1).unwrap_or(u8::MAX);
+                let mut seen = 0;
+                for owner in next.iter_mut().filter(|k| usize::from(**k) == newest) {
+                    seen += 1;
+                    if seen > owned / 2 {
+                        *owner = second;
+                    }
                 }
-                let from = at;
-                while at < end && !zero(at) {
-                    at += 1;
+                if mappings(&next) > MAX_MAPPINGS {
+                    next.iter_mut()
+                        .filter(|k| **k == second)
+                        .for_each(|k| *k = second - 1);
+                } else {
+                    top = newest + 1;
                 }
-                layer.write_all_at(&memory[from * page..at * page], (from * page) as u64)?;
             }
         }
-        // Nothing writes to it again, not even through another way in (`/proc/…/fd`).
-        rustix::fs::fcntl_add_seals(
-            &layer,
-            rustix::fs::SealFlags::FUTURE_WRITE | rustix::fs::SealFlags::SEAL,
-        )?;
-        files.push(Arc::new(Layer { file: layer, pages }));
+        let write = |layer: usize| -> io::Result<Layer> {
+            let file = new_layer(memory.len())?;
+            for (start, end, _) in runs(&next).filter(|&(_, _, k)| usize::from(k) == layer) {
+                // All-zero pages stay holes of the layer (they read as zeros); the pages
+                // between them go in one write each.
+                let zero = |at: usize| memory[at * page..(at + 1) * page].iter().all(|&b| b == 0);
+                let mut at = start;
+                while at < end {
+                    if zero(at) {
+                        at += 1;
+                        continue;
+                    }
+                    let from = at;
+                    while at < end && !zero(at) {
+                        at += 1;
+                    }
+                    file.write_all_at(&memory[from * page..at * page], (from * page) as u64)?;
+                }
+            }
+            // Nothing writes to it again, not even through another way in (`/proc/…/fd`).
+            rustix::fs::fcntl_add_seals(
+                &file,
+                rustix::fs::SealFlags::FUTURE_WRITE | rustix::fs::SealFlags::SEAL,
+            )?;
+            Ok(Layer { file, pages })
+        };
+        let written_layers = std::thread::scope(|scope| {
+            let helper = (top > newest).then(|| {
+                std::thread::Builder::new()
+                    .name("dvm-freeze".into())
+                    .spawn_scoped(scope, || write(top))
+            });
+            let first = write(newest);
+            let second = match helper {
+                None => None,
+                Some(Ok(helper)) => Some(helper.join().unwrap_or_else(|_| {
+                    Err(io::Error::other("a thread writing a layer panicked"))
+                })),
+                Some(Err(_)) => Some(write(top)),
+            };
+            (first, second)
+        });
+        files.push(Arc::new(written_layers.0?));
+        if let Some(second) = written_layers.1 {
+            files.push(Arc::new(second?));
+        }
         let frozen = Arc::new(Layers {
             page,
             len: memory.len(),
@@ -227,7 +274,7 @@ impl Layers {
         // the next freeze makes of them again).
         let remap: Vec<(usize, usize, u8)> = runs(&frozen.owners)
             .filter(|&(start, end, owner)| {
-                usize::from(owner) == newest && end - start >= MIN_MAPPED_PAGES
+                usize::from(owner) >= newest && end - start >= MIN_MAPPED_PAGES
             })
             .collect();
         if mapped.reserve(remap.len()) {
@@ -240,8 +287,9 @@ impl Layers {
     }
 
     /// A frozen memory of `len` bytes made from parts, as a stored snapshot is: each of
-    /// `parts` (a page-aligned byte range within `len`) is filled by `fill(index, bytes)`,
-    /// the rest is as a fresh instance has it. Parts are filled by up to two threads at once.
+    /// `parts` (a page-aligned byte range within `len`, in order, not overlapping) is filled
+    /// by `fill(index, bytes)`, the rest is as a fresh instance has it. Two threads fill the
+    /// parts, each half into a layer of its own, when there are many.
     pub(crate) fn assemble(
         len: usize,
         parts: &[std::ops::Range<usize>],
@@ -249,58 +297,79 @@ impl Layers {
     ) -> io::Result<Arc<Layers>> {
         let page = rustix::param::page_size();
         let aligned = |at: usize| at.is_multiple_of(page);
+        let ordered = parts.windows(2).all(|pair| pair[0].end <= pair[1].start);
         if !aligned(len)
-            || parts
-                .iter()
-                .any(|part| !aligned(part.start) || !aligned(part.end) || part.end > len)
+            || !ordered
+            || parts.iter().any(|part| {
+                !aligned(part.start)
+                    || !aligned(part.end)
+                    || part.start > part.end
+                    || part.end > len
+            })
         {
-            return Err(io::Error::other("a part of the memory is not page-aligned"));
+            return Err(io::Error::other(
+                "the parts of a memory are not page-aligned, in order and within it",
+            ));
         }
+        let bytes: usize = parts.iter().map(|part| part.len()).sum();
+        let halves = if bytes >= SPLIT_PAGES * page && parts.len() > 1 {
+            vec![0..parts.len() / 2, parts.len() / 2..parts.len()]
+        } else {
+            vec![0..parts.len()]
+        };
         let mut owners = vec![0u8; len / page];
-        for part in parts {
-            owners[part.start / page..part.end / page].fill(1);
+        for (layer, half) in halves.iter().enumerate() {
+            for part in &parts[half.clone()] {
+                owners[part.start / page..part.end / page].fill(layer as u8 + 1);
+            }
         }
-        let layer = new_layer(len)?;
-        let next = AtomicUsize::new(0);
-        let work = || -> io::Result<()> {
+        let write = |half: std::ops::Range<usize>| -> io::Result<Layer> {
+            let file = new_layer(len)?;
             let mut bytes = Vec::new();
-            loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(part) = parts.get(index) else {
-                    return Ok(());
-                };
+            for index in half {
+                let part = &parts[index];
                 bytes.clear();
                 bytes.resize(part.len(), 0);
                 fill(index, &mut bytes)?;
                 // All-zero parts stay holes of the layer.
                 if bytes.iter().any(|&b| b != 0) {
-                    layer.write_all_at(&bytes, part.start as u64)?;
+                    file.write_all_at(&bytes, part.start as u64)?;
                 }
             }
+            rustix::fs::fcntl_add_seals(
+                &file,
+                rustix::fs::SealFlags::FUTURE_WRITE | rustix::fs::SealFlags::SEAL,
+            )?;
+            Ok(Layer {
+                file,
+                pages: len / page,
+            })
         };
-        std::thread::scope(|scope| {
-            let helper = std::thread::Builder::new()
-                .name("dvm-assemble".into())
-                .spawn_scoped(scope, work);
-            let here = work();
+        let files = std::thread::scope(|scope| {
+            let mut halves = halves.into_iter();
+            let first = halves.next().unwrap_or(0..0);
+            let helper = halves.next().map(|second| {
+                let write = &write;
+                let half = second.clone();
+                std::thread::Builder::new()
+                    .name("dvm-assemble".into())
+                    .spawn_scoped(scope, move || write(half))
+                    .map_err(|_| second)
+            });
+            let mut files = vec![Arc::new(write(first)?)];
             match helper {
-                Ok(helper) => here.and(helper.join().unwrap_or_else(|_| {
+                None => {}
+                Some(Ok(helper)) => files.push(Arc::new(helper.join().unwrap_or_else(|_| {
                     Err(io::Error::other("a thread filling a memory panicked"))
-                })),
-                Err(_) => here,
+                })?)),
+                Some(Err(second)) => files.push(Arc::new(write(second)?)),
             }
+            Ok::<_, io::Error>(files)
         })?;
-        rustix::fs::fcntl_add_seals(
-            &layer,
-            rustix::fs::SealFlags::FUTURE_WRITE | rustix::fs::SealFlags::SEAL,
-        )?;
         Ok(Arc::new(Layers {
             page,
             len,
-            files: vec![Arc::new(Layer {
-                file: layer,
-                pages: len / page,
-            })],
+            files,
             owners,
         }))
     }
@@ -551,8 +620,9 @@ mod tests {
             parent.bytes()[at * page + 1] = at as u8;
         }
         // SAFETY: the regions are this test's own, and nothing else runs in them.
-        let frozen =
-            unsafe { Layers::freeze(parent.bytes(), None, 0, &mut Mapped::default()) }.unwrap().0;
+        let frozen = unsafe { Layers::freeze(parent.bytes(), None, 0, &mut Mapped::default()) }
+            .unwrap()
+            .0;
         assert_eq!(frozen.files.len(), 1);
         // Only the written pages were kept.
         assert_eq!(frozen.owners.iter().filter(|&&o| o != 0).count(), 22);
@@ -574,7 +644,8 @@ mod tests {
         // The next freeze of the parent keeps only what it wrote since.
         let again =
             unsafe { Layers::freeze(parent.bytes(), Some(&frozen), 0, &mut Mapped::default()) }
-                .unwrap().0;
+                .unwrap()
+                .0;
         assert_eq!(again.files.len(), 2);
         assert_eq!(again.owners[40], 2);
         assert_eq!(again.owners[12], 2);
@@ -589,7 +660,8 @@ mod tests {
         // remapped) are taken again; the mapped run is not.
         let unchanged =
             unsafe { Layers::freeze(parent.bytes(), Some(&again), 0, &mut Mapped::default()) }
-                .unwrap().0;
+                .unwrap()
+                .0;
         let third: Vec<usize> = (0..64).filter(|&p| unchanged.owners[p] == 3).collect();
         assert_eq!(third, [3, 12, 40]);
     }
@@ -609,7 +681,8 @@ mod tests {
                 &mut Mapped::default(),
             )
         }
-        .unwrap().0;
+        .unwrap()
+        .0;
         // Grown: the old layer ends at 32 pages; the span of pages layers own runs on past it
         // (four pages, copied into a copy rather than mapped).
         for at in 32..36 {
@@ -617,7 +690,8 @@ mod tests {
         }
         let grown =
             unsafe { Layers::freeze(parent.bytes(), Some(&small), 0, &mut Mapped::default()) }
-                .unwrap().0;
+                .unwrap()
+                .0;
         assert_eq!((grown.files[0].pages, grown.files[1].pages), (32, 64));
         let mut child = Region::new(64 * page);
         unsafe { grown.restore(child.bytes(), &mut Mapped::default(), true) }.unwrap();
@@ -631,8 +705,9 @@ mod tests {
         for at in 0..48 {
             parent.bytes()[at * page] = at as u8 + 1;
         }
-        let frozen =
-            unsafe { Layers::freeze(parent.bytes(), None, 0, &mut Mapped::default()) }.unwrap().0;
+        let frozen = unsafe { Layers::freeze(parent.bytes(), None, 0, &mut Mapped::default()) }
+            .unwrap()
+            .0;
         // Hold the whole budget (other tests running now copy too, which they may).
         let mut all = Mapped::default();
         while all.reserve(1) {}
@@ -655,7 +730,8 @@ mod tests {
             let next = unsafe {
                 Layers::freeze(parent.bytes(), frozen.as_ref(), 0, &mut Mapped::default())
             }
-            .unwrap().0;
+            .unwrap()
+            .0;
             assert!(next.files.len() <= MAX_LAYERS);
             frozen = Some(next);
         }
@@ -698,7 +774,10 @@ mod tests {
         let layers = Layers::assemble(len, &parts, |index, bytes| {
             // The last part is all zeros: it stays a hole, and still reads as zeros.
             if index < 2 {
-                bytes.iter_mut().enumerate().for_each(|(at, b)| *b = (at + index) as u8);
+                bytes
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(at, b)| *b = (at + index) as u8);
             }
             Ok(())
         })
@@ -717,8 +796,50 @@ mod tests {
             assert!(child.bytes() == &expected[..], "share: {share}");
         }
         assert!(Layers::assemble(len, &[1..page], |_, _| Ok(())).is_err());
+        assert!(Layers::assemble(len, &[page..2 * page, 0..page], |_, _| Ok(())).is_err());
         assert!(Layers::assemble(len, &[0..len + page], |_, _| Ok(())).is_err());
         let failed = Layers::assemble(len, &parts, |_, _| Err(io::Error::other("no")));
         assert!(failed.is_err());
+    }
+
+    #[test]
+    fn large_memories_freeze_and_assemble_into_two_layers() {
+        let page = rustix::param::page_size();
+        let pages = SPLIT_PAGES + 64;
+        let mut parent = Region::new(pages * page);
+        for at in 0..pages {
+            parent.bytes()[at * page + at % 7] = (at % 251) as u8 + 1;
+        }
+        let (frozen, _) =
+            unsafe { Layers::freeze(parent.bytes(), None, 0, &mut Mapped::default()) }.unwrap();
+        assert_eq!(frozen.files.len(), 2);
+        let mut child = Region::new(pages * page);
+        unsafe { frozen.restore(child.bytes(), &mut Mapped::default(), true) }.unwrap();
+        assert!(child.bytes() == parent.bytes());
+        // The next freeze goes on from both.
+        parent.bytes()[3 * page] = 0xEE;
+        parent.bytes()[(pages - 3) * page] = 0xEF;
+        let (again, written) =
+            unsafe { Layers::freeze(parent.bytes(), Some(&frozen), 0, &mut Mapped::default()) }
+                .unwrap();
+        assert_eq!(written.iter().filter(|&&w| w).count(), 2);
+        assert_eq!(again.files.len(), 3);
+        let mut grandchild = Region::new(pages * page);
+        unsafe { again.restore(grandchild.bytes(), &mut Mapped::default(), true) }.unwrap();
+        assert!(grandchild.bytes() == parent.bytes());
+        // Assembled from many parts, as a resume from the store is.
+        let parts: Vec<_> = (0..pages / 16)
+            .map(|n| n * 16 * page..(n * 16 + 16) * page)
+            .collect();
+        let source = parent.bytes().to_vec();
+        let assembled = Layers::assemble(pages * page, &parts, |index, bytes| {
+            bytes.copy_from_slice(&source[parts[index].clone()]);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(assembled.files.len(), 2);
+        let mut resumed = Region::new(pages * page);
+        unsafe { assembled.restore(resumed.bytes(), &mut Mapped::default(), true) }.unwrap();
+        assert!(resumed.bytes() == &source[..]);
     }
 }
