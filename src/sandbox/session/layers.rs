@@ -312,11 +312,15 @@ impl Layers {
             ));
         }
         let bytes: usize = parts.iter().map(|part| part.len()).sum();
-        let halves = if bytes >= SPLIT_PAGES * page && parts.len() > 1 {
-            vec![0..parts.len() / 2, parts.len() / 2..parts.len()]
+        let split = if bytes >= SPLIT_PAGES * page && parts.len() > 1 {
+            parts.len() / 2
         } else {
-            vec![0..parts.len()]
+            parts.len()
         };
+        let halves: Vec<std::ops::Range<usize>> = [0..split, split..parts.len()]
+            .into_iter()
+            .filter(|half| !half.is_empty())
+            .collect();
         let mut owners = vec![0u8; len / page];
         for (layer, half) in halves.iter().enumerate() {
             for part in &parts[half.clone()] {
@@ -795,9 +799,17 @@ mod tests {
             unsafe { layers.restore(child.bytes(), &mut Mapped::default(), share) }.unwrap();
             assert!(child.bytes() == &expected[..], "share: {share}");
         }
-        assert!(Layers::assemble(len, &[1..page], |_, _| Ok(())).is_err());
+        let unaligned = std::ops::Range {
+            start: 1,
+            end: page,
+        };
+        assert!(Layers::assemble(len, std::slice::from_ref(&unaligned), |_, _| Ok(())).is_err());
         assert!(Layers::assemble(len, &[page..2 * page, 0..page], |_, _| Ok(())).is_err());
-        assert!(Layers::assemble(len, &[0..len + page], |_, _| Ok(())).is_err());
+        let past = std::ops::Range {
+            start: 0,
+            end: len + page,
+        };
+        assert!(Layers::assemble(len, std::slice::from_ref(&past), |_, _| Ok(())).is_err());
         let failed = Layers::assemble(len, &parts, |_, _| Err(io::Error::other("no")));
         assert!(failed.is_err());
     }
