@@ -61,6 +61,10 @@ fn main() -> Result<(), dvm::Error> {
     // A second `Dvm` holds no image of the snapshot: it reads the store, as after a restart.
     let other = dvm::Dvm::new(dvm::Config::default())?;
     let other_python = other.runtime("python")?;
+    // Its first session sets up the engine sessions run on, as a restarted server's would.
+    other_python
+        .session(dvm::SessionOptions::default())?
+        .close();
     let started = Instant::now();
     let from_store = other_python.resume(&id)?;
     let from_store_ms = ms(started);
@@ -126,6 +130,16 @@ fn main() -> Result<(), dvm::Error> {
         ten_bytes as f64 / 1048576.0 / 10.0
     );
     drop(one);
+    // A session never copied before: its first fork freezes all it has written.
+    let plain = python.session(dvm::SessionOptions::default())?;
+    plain.run(&setup, &input)?;
+    let started = Instant::now();
+    let plain_fork = plain.fork(1)?;
+    println!(
+        "first fork of a session never snapshotted {:.1} ms",
+        ms(started)
+    );
+    drop((plain_fork, plain));
     for id in ids {
         dvm::delete_session_snapshot(&home, &id)?;
     }
